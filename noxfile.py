@@ -1,0 +1,51 @@
+"""Developer sessions: tests, lint, typecheck, bench, demo."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+PY = "3.11"
+
+
+@nox.session(python=PY)
+def tests(session: nox.Session) -> None:
+    """The test suite with branch coverage and a fail-under gate."""
+    session.install("-e", ".[dev]")
+    session.run("coverage", "erase")
+    session.run(
+        "python", "-m", "pytest", "--cov=resilient", "--cov-branch", "--cov-report=term",
+        "--cov-fail-under=90", *session.posargs,
+    )
+
+
+@nox.session(python=PY)
+def lint(session: nox.Session) -> None:
+    """ruff check and format check."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PY)
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the package and the typing test file."""
+    session.install("-e", ".[dev]")
+    session.run("mypy", "resilient", "tests/typing")
+
+
+@nox.session(python=PY)
+def bench(session: nox.Session) -> None:
+    """Per-call overhead against a raw call and the peer libraries, in one run."""
+    session.install("-e", ".[dev]")
+    session.run("python", "bench/run.py", *session.posargs)
+
+
+@nox.session(python=PY)
+def demo(session: nox.Session) -> None:
+    """The demo on the embedded defaults."""
+    session.install("-e", ".[dev]")
+    session.run("resilient", "demo", *session.posargs)

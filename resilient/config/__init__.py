@@ -1,0 +1,43 @@
+"""Layered configuration: built-in defaults, settings files, YAML per environment, env vars.
+
+``settings`` is the dynaconf instance; :class:`ConfigManager` validates it into a
+:class:`Config` and notifies subscribers when it is reloaded.
+"""
+
+from __future__ import annotations
+
+from .._exceptions import ConfigError, ConfigProblem
+from ._loader import DEFAULTS_FILE, ENV_PREFIX, build_settings, current_env
+from ._manager import ConfigManager, current_config, reload_config, settings, subscribe
+from ._schema import (
+    ENVIRONMENTS,
+    Config,
+    DatabaseSettings,
+    FeatureSettings,
+    RedisSettings,
+    ResilienceSettings,
+    TradingSettings,
+)
+from ._switches import switches
+
+__all__ = [
+    "DEFAULTS_FILE",
+    "ENVIRONMENTS",
+    "ENV_PREFIX",
+    "Config",
+    "ConfigError",
+    "ConfigManager",
+    "ConfigProblem",
+    "DatabaseSettings",
+    "FeatureSettings",
+    "RedisSettings",
+    "ResilienceSettings",
+    "TradingSettings",
+    "build_settings",
+    "current_config",
+    "current_env",
+    "reload_config",
+    "settings",
+    "subscribe",
+    "switches",
+]

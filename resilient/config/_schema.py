@@ -1,0 +1,327 @@
+"""The validated configuration: one frozen dataclass per section, rules in field metadata."""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, get_type_hints
+
+from .._exceptions import ConfigError, ConfigProblem
+from .._sanitize import MASK, mask_url
+
+__all__ = [
+    "ENVIRONMENTS",
+    "SECTIONS",
+    "Config",
+    "DatabaseSettings",
+    "FeatureSettings",
+    "RedisSettings",
+    "ResilienceSettings",
+    "TradingSettings",
+    "validate",
+]
+
+ENVIRONMENTS = ("development", "testing", "staging", "production")
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+STRONG_SSL_MODES = ("require", "verify-ca", "verify-full")
+LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
+
+
+def _rule(
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    nonempty: bool = False,
+    secret: bool = False,
+    doc: str = "",
+    default: Any = MISSING,
+) -> Any:
+    meta = {"ge": ge, "gt": gt, "le": le, "choices": choices, "nonempty": nonempty,
+            "secret": secret, "doc": doc}
+    if default is MISSING:
+        return field(metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True, slots=True)
+class ResilienceSettings:
+    """``resilience.*``: breaker, retry and health-check defaults."""
+
+    circuit_breaker_enabled: bool = _rule(doc="Enable circuit breaker protection")
+    circuit_breaker_failure_threshold: int = _rule(ge=1, doc="Failures before opening circuit")
+    circuit_breaker_timeout: float = _rule(gt=0, doc="Seconds before attempting recovery")
+    circuit_breaker_half_open_max_calls: int = _rule(ge=1, doc="Trial calls let through half-open")
+    circuit_breaker_success_threshold: int = _rule(ge=1, doc="Trial successes that close it")
+    circuit_breaker_shared: bool = _rule(doc="Keep every breaker's state in Redis")
+    retry_enabled: bool = _rule(doc="Enable automatic retries")
+    retry_max_attempts: int = _rule(ge=1, le=100, doc="Maximum attempts, the first included")
+    retry_initial_delay: float = _rule(ge=0, doc="Initial retry delay (seconds)")
+    retry_max_delay: float = _rule(ge=0, doc="Longest wait between attempts (seconds)")
+    retry_budget_ratio: float = _rule(ge=0, le=1, doc="Share of calls that may be retries")
+    retry_budget_min_per_second: float = _rule(ge=0, doc="Retries always allowed per second")
+    fallback_cache_ttl: float = _rule(gt=0, doc="Seconds a cached fallback stays servable")
+    health_check_enabled: bool = _rule(doc="Enable health monitoring")
+    health_check_interval: float = _rule(gt=0, doc="Health check frequency (seconds)")
+    health_check_timeout: float = _rule(gt=0, doc="Per-check timeout (seconds)")
+    enable_query_logging: bool = _rule(doc="Log every SQL statement (no parameter values)")
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseSettings:
+    """``database.*``: PostgreSQL connection and pool (SQLite when ``host`` is empty)."""
+
+    host: str = _rule(doc="PostgreSQL host; empty means the embedded SQLite database")
+    port: int = _rule(ge=1, le=65535, doc="PostgreSQL port")
+    name: str = _rule(nonempty=True, doc="Database name")
+    user: str = _rule(doc="Database user")
+    password: str = _rule(secret=True, doc="Database password (from the environment only)")
+    min_pool_size: int = _rule(ge=1, doc="Minimum connection pool size")
+    max_pool_size: int = _rule(ge=1, doc="Maximum connection pool size")
+    max_idle_time: float = _rule(gt=0, doc="Connection idle timeout (seconds)")
+    command_timeout: float = _rule(gt=0, doc="Query timeout (seconds)")
+    connect_timeout: float = _rule(gt=0, doc="Connection timeout (seconds)")
+    pool_timeout: float = _rule(gt=0, doc="Wait for a free pooled connection (seconds)")
+    pool_pre_ping: bool = _rule(doc="Validate connections before use")
+    slow_query_threshold: float = _rule(gt=0, doc="Log queries slower than this (seconds)")
+    ssl_mode: str = _rule(choices=SSL_MODES, doc="PostgreSQL sslmode")
+    sqlite_path: str = _rule(nonempty=True, doc="SQLite file used when no host is set")
+
+    def __repr__(self) -> str:
+        pw = MASK if self.password else ""
+        return (f"DatabaseSettings(host={self.host!r}, port={self.port}, name={self.name!r}, "
+                f"user={self.user!r}, password={pw!r}, ssl_mode={self.ssl_mode!r})")
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True when no host is configured and the embedded SQLite database is used."""
+        return not self.host
+
+
+@dataclass(frozen=True, slots=True)
+class RedisSettings:
+    """``redis.*``: the shared cache and circuit state (unset ``url``: in-process)."""
+
+    url: str | None = _rule(secret=True, doc="redis:// URL; unset means in-process cache",
+                            default=None)
+    timeout: float = _rule(gt=0, le=5, doc="Socket timeout for every Redis call (seconds)",
+                           default=0.1)
+    key_prefix: str = _rule(nonempty=True, doc="Prefix of every key written", default="resilient")
+
+    def __repr__(self) -> str:
+        url = mask_url(self.url) if self.url else None
+        return f"RedisSettings(url={url!r}, timeout={self.timeout}, key_prefix={self.key_prefix!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class TradingSettings:
+    """``trading.*``: risk limits (notional, account currency) and order timeout."""
+
+    max_order_size: float = _rule(gt=0, doc="Maximum order notional (quantity × price)")
+    max_position_size: float = _rule(gt=0, doc="Maximum position notional")
+    risk_check_enabled: bool = _rule(doc="Enable risk validation")
+    default_order_timeout: float = _rule(gt=0, doc="Order timeout (seconds)")
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureSettings:
+    """``features.*``: feature flags."""
+
+    paper_trading_enabled: bool = _rule(doc="Route orders to a paper broker")
+    live_trading_enabled: bool = _rule(doc="Allow live orders")
+    risk_limits_enforced: bool = _rule(doc="Refuse orders that break risk limits")
+    debug: bool = _rule(doc="Debug logging (refused in production)")
+
+
+SECTIONS: dict[str, type[Any]] = {
+    "resilience": ResilienceSettings,
+    "database": DatabaseSettings,
+    "redis": RedisSettings,
+    "trading": TradingSettings,
+    "features": FeatureSettings,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The validated configuration of one environment.
+
+    ``extra`` holds the other top-level sections (``alerts``, ``services``, …) as plain data,
+    for the features that read them.
+    """
+
+    env: str
+    log_level: str
+    resilience: ResilienceSettings
+    database: DatabaseSettings
+    redis: RedisSettings
+    trading: TradingSettings
+    features: FeatureSettings
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def section(self, name: str) -> Mapping[str, Any]:
+        """An extra section (``{}`` when absent)."""
+        value = self.extra.get(name.lower(), {})
+        return value if isinstance(value, Mapping) else {}
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret value (registered for masking at load)."""
+        values = [self.database.password]
+        if self.redis.url:
+            values.append(self.redis.url)
+            masked = mask_url(self.redis.url)
+            if masked != self.redis.url:  # the password part alone
+                start = self.redis.url.find(":", self.redis.url.find("://") + 3) + 1
+                values.append(self.redis.url[start:self.redis.url.rfind("@")])
+        values.extend(_secret_leaves(self.extra))
+        return [v for v in values if v]
+
+
+def _secret_leaves(obj: Any, key: str = "") -> list[str]:
+    from .._sanitize import is_secret_key
+
+    if isinstance(obj, Mapping):
+        return [s for k, v in obj.items() for s in _secret_leaves(v, str(k))]
+    if isinstance(obj, list | tuple):
+        return [s for v in obj for s in _secret_leaves(v, key)]
+    if isinstance(obj, str) and obj and is_secret_key(key):
+        return [obj]
+    return []
+
+
+_TYPE_NAMES = {bool: "a boolean (true/false)", int: "an integer", float: "a number",
+               str: "a string"}
+
+
+def _check_value(
+    section: str, name: str, typ: Any, meta: Mapping[str, Any], value: Any,
+    problem: Callable[[str, str, str], None],
+) -> Any:
+    key = f"{section}.{name}"
+    optional = False
+    if typ == (str | None):
+        optional, typ = True, str
+    if value is None or (optional and value == ""):
+        if optional:
+            return None
+        problem(key, "is missing", f"set {key} in settings.toml or AI_TRADER_{section.upper()}"
+                f"__{name.upper()}")
+        return MISSING
+    expected = _TYPE_NAMES[typ]
+    shown = "" if meta.get("secret") else f" (got {type(value).__name__})"
+    if typ is bool:
+        if not isinstance(value, bool):
+            problem(key, f"must be {expected}{shown}", "write true or false")
+            return MISSING
+    elif typ in (int, float):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if ok and typ is int and isinstance(value, float):
+            ok = value.is_integer()
+        if not ok or (isinstance(value, float) and not math.isfinite(value)):
+            problem(key, f"must be {expected}{shown}", f"write {key} as a plain {expected}")
+            return MISSING
+        value = typ(value)
+        for bound, op, words in (("ge", float.__ge__, "≥"), ("gt", float.__gt__, ">"),
+                                 ("le", float.__le__, "≤")):
+            limit = meta.get(bound)
+            if limit is not None and not op(float(value), float(limit)):
+                problem(key, f"must be {words} {limit:g}", f"choose a value {words} {limit:g}")
+                return MISSING
+    elif typ is str:
+        if not isinstance(value, str):
+            problem(key, f"must be {expected}{shown}", "quote the value")
+            return MISSING
+        if meta.get("nonempty") and not value.strip():
+            problem(key, "must not be empty", f"set a value for {key}")
+            return MISSING
+        choices = meta.get("choices")
+        if choices and value not in choices:
+            problem(key, f"must be one of {', '.join(choices)}", f"pick one of {choices}")
+            return MISSING
+    return value
+
+
+def validate(
+    data: Mapping[str, Any], env: str, problems: list[ConfigProblem] | None = None
+) -> Config:
+    """Validate merged settings ``data`` for ``env``; raise :class:`ConfigError` listing all
+    problems (``problems`` found earlier included). No message contains a secret's value."""
+    problems = list(problems or [])
+
+    def problem(key: str, rule: str, fix: str) -> None:
+        problems.append(ConfigProblem(key=key, rule=rule, fix=fix, env=env))
+
+    if env not in ENVIRONMENTS:
+        problem("AI_TRADER_ENV", f"unknown environment {env!r}",
+                f"use one of {', '.join(ENVIRONMENTS)}")
+        raise ConfigError(problems, env=env)
+
+    lowered = {str(k).lower(): v for k, v in data.items()}
+    built: dict[str, Any] = {}
+    for section, cls in SECTIONS.items():
+        raw = lowered.get(section) or {}
+        if not isinstance(raw, Mapping):
+            problem(section, "must be a table of settings", f"write [{section}] as a table")
+            continue
+        raw = {str(k).lower(): v for k, v in raw.items()}
+        hints = get_type_hints(cls)
+        known = {f.name for f in fields(cls)}
+        for unknown in sorted(set(raw) - known):
+            close = difflib.get_close_matches(unknown, known, n=1)
+            hint = f"did you mean {section}.{close[0]}?" if close else (
+                f"remove it; known keys: {', '.join(sorted(known))}")
+            problem(f"{section}.{unknown}", "is not a known setting", hint)
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            value = raw.get(f.name, f.default if f.default is not MISSING else None)
+            checked = _check_value(section, f.name, hints[f.name], f.metadata, value, problem)
+            if checked is not MISSING:
+                values[f.name] = checked
+        if len(values) == len(known):
+            built[section] = cls(**values)
+
+    log_level = str(lowered.get("log_level", "INFO")).upper()
+    if log_level not in LOG_LEVELS:
+        problem("log_level", f"must be one of {', '.join(LOG_LEVELS)}", "use a loguru level name")
+
+    db: DatabaseSettings | None = built.get("database")
+    res: ResilienceSettings | None = built.get("resilience")
+    feats: FeatureSettings | None = built.get("features")
+    redis: RedisSettings | None = built.get("redis")
+    trading: TradingSettings | None = built.get("trading")
+    if db and db.min_pool_size > db.max_pool_size:
+        problem("database.min_pool_size", "must be ≤ database.max_pool_size",
+                "raise max_pool_size or lower min_pool_size")
+    if res and res.retry_max_delay < res.retry_initial_delay:
+        problem("resilience.retry_max_delay", "must be ≥ resilience.retry_initial_delay",
+                "raise retry_max_delay or lower retry_initial_delay")
+    if trading and trading.max_order_size > trading.max_position_size:
+        problem("trading.max_order_size", "must be ≤ trading.max_position_size",
+                "one order cannot be larger than the largest allowed position")
+    if feats and feats.paper_trading_enabled and feats.live_trading_enabled:
+        problem("features.live_trading_enabled",
+                "paper and live trading cannot both be enabled",
+                "set features.paper_trading_enabled or features.live_trading_enabled to false")
+    if redis and redis.url is not None and not redis.url.startswith(
+        ("redis://", "rediss://", "unix://")
+    ):
+        problem("redis.url", "must start with redis://, rediss:// or unix://",
+                "write the URL as redis://host:6379/0")
+    if res and res.circuit_breaker_shared and redis and not redis.url:
+        problem("resilience.circuit_breaker_shared", "needs redis.url to be set",
+                "set redis.url (AI_TRADER_REDIS__URL) or turn circuit_breaker_shared off")
+    if env == "production":
+        if feats and feats.debug:
+            problem("features.debug", "must be false in production",
+                    "set features.debug = false for production")
+        if db and db.ssl_mode not in STRONG_SSL_MODES:
+            problem("database.ssl_mode", "must be require, verify-ca or verify-full in production",
+                    "set database.ssl_mode = \"require\" (or stronger)")
+
+    if problems:
+        raise ConfigError(problems, env=env)
+    extra = {k: v for k, v in lowered.items() if k not in SECTIONS and k != "log_level"}
+    return Config(env=env, log_level=log_level, extra=extra, **built)
