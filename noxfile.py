@@ -17,8 +17,14 @@ def tests(session: nox.Session) -> None:
     session.install("-e", ".[dev]")
     session.run("coverage", "erase")
     session.run(
-        "python", "-m", "pytest", "--cov=resilient", "--cov-branch", "--cov-report=term",
-        "--cov-fail-under=90", *session.posargs,
+        "python",
+        "-m",
+        "pytest",
+        "--cov=resilient",
+        "--cov-branch",
+        "--cov-report=term",
+        "--cov-fail-under=90",
+        *session.posargs,
     )
 
 

@@ -8,7 +8,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-__all__ = ["correlation_id", "current_correlation_id", "ensure_correlation_id", "new_correlation_id"]
+__all__ = [
+    "correlation_id",
+    "current_correlation_id",
+    "ensure_correlation_id",
+    "new_correlation_id",
+]
 
 _cid: ContextVar[str | None] = ContextVar("resilient_correlation_id", default=None)
 # A per-process random prefix plus a counter: unique and far cheaper than uuid4 per call.

@@ -80,7 +80,7 @@ class CircuitOpenError(ResilientError):
         return (type(self), (self.name, self.state, self.retry_after))
 
 
-class TimeoutError(ResilientError, builtins.TimeoutError):  # noqa: A001 - the contract's name
+class TimeoutError(ResilientError, builtins.TimeoutError):
     """A call took longer than its ``timeout`` (or its deadline) and was cancelled."""
 
     def __init__(self, seconds: float, name: str = "") -> None:
@@ -102,8 +102,13 @@ class RiskLimitError(ResilientError):
         value: the order's value under that rule.
     """
 
-    def __init__(self, rule: str, limit: float | None = None, value: float | None = None,
-                 message: str | None = None) -> None:
+    def __init__(
+        self,
+        rule: str,
+        limit: float | None = None,
+        value: float | None = None,
+        message: str | None = None,
+    ) -> None:
         self.rule = rule
         self.limit = limit
         self.value = value

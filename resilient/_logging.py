@@ -34,8 +34,11 @@ def _patch(record: Record) -> None:
     record["message"] = sanitize(record["message"])
     for key, value in list(extra.items()):
         if key != "correlation_id":
-            extra[key] = sanitize_obj(value, _key=key) if not isinstance(value, str) else (
-                sanitize_obj({key: value})[key])
+            extra[key] = (
+                sanitize_obj(value, _key=key)
+                if not isinstance(value, str)
+                else (sanitize_obj({key: value})[key])
+            )
 
 
 logger: Logger = _root_logger.patch(_patch)

@@ -36,11 +36,13 @@ _KV = re.compile(
     private[_-]?key|credential|signature)[\w.-]*["']?\s*[=:]\s*)(?P<q>["']?)(?P<v>[^\s"',;&}]+)""",
     re.IGNORECASE | re.VERBOSE,
 )
-_AUTH = re.compile(r"(?P<k>\b(?:proxy-)?authorization\b[\"']?\s*[:=]\s*[\"']?)(?P<v>[^\"'\r\n,}]+)",
-                   re.IGNORECASE)
+_AUTH = re.compile(
+    r"(?P<k>\b(?:proxy-)?authorization\b[\"']?\s*[:=]\s*[\"']?)(?P<v>[^\"'\r\n,}]+)", re.IGNORECASE
+)
 _BEARER = re.compile(r"\b(?P<k>bearer|basic|token)\s+(?P<v>[A-Za-z0-9._~+/=-]{8,})", re.IGNORECASE)
-_URL_PASS = re.compile(r"(?P<k>[a-z][a-z0-9+.-]*://[^:/?#@\s]*:)(?P<v>[^@\s/]+)(?P<at>@)",
-                       re.IGNORECASE)
+_URL_PASS = re.compile(
+    r"(?P<k>[a-z][a-z0-9+.-]*://[^:/?#@\s]*:)(?P<v>[^@\s/]+)(?P<at>@)", re.IGNORECASE
+)
 
 _lock = threading.Lock()
 _secrets: set[str] = set()
@@ -109,8 +111,10 @@ def sanitize_obj(obj: Any, *, _key: str = "") -> Any:
                 out[k] = sanitize_obj(v, _key=name)
         return out
     if isinstance(obj, list | tuple):
-        return type(obj)(sanitize_obj(v) for v in obj) if isinstance(obj, list) else tuple(
-            sanitize_obj(v) for v in obj
+        return (
+            type(obj)(sanitize_obj(v) for v in obj)
+            if isinstance(obj, list)
+            else tuple(sanitize_obj(v) for v in obj)
         )
     if isinstance(obj, str):
         return sanitize(obj)

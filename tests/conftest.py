@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -16,7 +15,10 @@ PG_HOST, PG_PORT = "127.0.0.1", 5432
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 
 settings.register_profile(
-    "ci", derandomize=True, deadline=None, print_blob=True,
+    "ci",
+    derandomize=True,
+    deadline=None,
+    print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.register_profile("dev", deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -42,14 +44,14 @@ def require_server(what: str, host: str, port: int) -> None:
 
 
 @pytest.fixture
-def pg_url() -> Iterator[str]:
+def pg_url() -> str:
     """SQLAlchemy URL of the shared PostgreSQL test database."""
     require_server("PostgreSQL", PG_HOST, PG_PORT)
-    yield f"postgresql+asyncpg://postgres@{PG_HOST}:{PG_PORT}/test"
+    return f"postgresql+asyncpg://postgres@{PG_HOST}:{PG_PORT}/test"
 
 
 @pytest.fixture
-def redis_url() -> Iterator[str]:
+def redis_url() -> str:
     """URL of the shared Redis server (database 15, flushed by the tests that write to it)."""
     require_server("Redis", REDIS_HOST, REDIS_PORT)
-    yield f"redis://{REDIS_HOST}:{REDIS_PORT}/15"
+    return f"redis://{REDIS_HOST}:{REDIS_PORT}/15"

@@ -17,15 +17,22 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from dynaconf import Dynaconf  # type: ignore[attr-defined]
+from dynaconf import Dynaconf
 from dynaconf.utils.parse_conf import parse_conf_data
 
 from .._exceptions import ConfigError, ConfigProblem
 from .._sanitize import is_secret_key
 from ._schema import ENVIRONMENTS, SECTIONS
 
-__all__ = ["DEFAULTS_FILE", "ENV_PREFIX", "ENV_SWITCHER", "build_settings", "current_env", "env_problems",
-           "settings_dict"]
+__all__ = [
+    "DEFAULTS_FILE",
+    "ENV_PREFIX",
+    "ENV_SWITCHER",
+    "build_settings",
+    "current_env",
+    "env_problems",
+    "settings_dict",
+]
 
 ENV_PREFIX = "AI_TRADER_"
 ENV_SWITCHER = "AI_TRADER_ENV"
@@ -55,7 +62,7 @@ def _env_assignments(
     for name in sorted(environ):
         if not name.startswith(ENV_PREFIX) or name == ENV_SWITCHER:
             continue
-        rest = name[len(ENV_PREFIX):].lower()
+        rest = name[len(ENV_PREFIX) :].lower()
         raw = environ[name]
         if "__" in rest:  # dynaconf's nested form: AI_TRADER_SECTION__KEY[__SUB]
             key = ".".join(part for part in rest.split("__") if part)
@@ -63,15 +70,21 @@ def _env_assignments(
             continue
         section = next((s for s in known if rest.startswith(s + "_")), None)
         if section is not None:  # the guide's form: AI_TRADER_DATABASE_HOST
-            leaf = rest[len(section) + 1:]
+            leaf = rest[len(section) + 1 :]
             if leaf in known[section]:
                 flat.append((f"{section}.{leaf}", raw))
             else:
                 close = difflib.get_close_matches(leaf, known[section], n=1)
-                fix = (f"did you mean AI_TRADER_{section.upper()}_{close[0].upper()}?" if close
-                       else f"known keys: {', '.join(sorted(known[section]))}")
-                problems.append(ConfigProblem(
-                    key=name, rule=f"names no known {section} setting", fix=fix, env=env))
+                fix = (
+                    f"did you mean AI_TRADER_{section.upper()}_{close[0].upper()}?"
+                    if close
+                    else f"known keys: {', '.join(sorted(known[section]))}"
+                )
+                problems.append(
+                    ConfigProblem(
+                        key=name, rule=f"names no known {section} setting", fix=fix, env=env
+                    )
+                )
             continue
         flat.append((rest, raw))  # a top-level key such as AI_TRADER_LOG_LEVEL
     # The nested form is the more specific one, so it wins over the guide's flat names.
@@ -95,14 +108,29 @@ def _load_yaml(path: Path, env: str) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError([ConfigProblem(key=str(path), rule=f"is not valid YAML{where}",
-                                         fix="correct the YAML syntax", env=env)]) from None
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    key=str(path),
+                    rule=f"is not valid YAML{where}",
+                    fix="correct the YAML syntax",
+                    env=env,
+                )
+            ]
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError([ConfigProblem(key=str(path), rule="must hold a mapping of sections",
-                                         fix="write sections such as 'resilience:' at the top",
-                                         env=env)])
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    key=str(path),
+                    rule="must hold a mapping of sections",
+                    fix="write sections such as 'resilience:' at the top",
+                    env=env,
+                )
+            ]
+        )
     return data
 
 
@@ -116,9 +144,17 @@ def build_settings(
     environ = os.environ if environ is None else environ
     env = (env or current_env(environ)).lower()
     if env not in ENVIRONMENTS:
-        raise ConfigError([ConfigProblem(
-            key=ENV_SWITCHER, rule=f"unknown environment {env!r}",
-            fix=f"set AI_TRADER_ENV to one of {', '.join(ENVIRONMENTS)}", env=env)], env=env)
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    key=ENV_SWITCHER,
+                    rule=f"unknown environment {env!r}",
+                    fix=f"set AI_TRADER_ENV to one of {', '.join(ENVIRONMENTS)}",
+                    env=env,
+                )
+            ],
+            env=env,
+        )
     base = Path(cwd) if cwd is not None else Path.cwd()
     files = [str(DEFAULTS_FILE)]
     for name in ("settings.toml", ".secrets.toml"):

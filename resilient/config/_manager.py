@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from dynaconf import Dynaconf  # type: ignore[attr-defined]
+from dynaconf import Dynaconf
 
 from .._sanitize import register_secrets
 from ._loader import build_settings, current_env, env_problems, settings_dict

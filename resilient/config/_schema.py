@@ -40,8 +40,15 @@ def _rule(
     doc: str = "",
     default: Any = MISSING,
 ) -> Any:
-    meta = {"ge": ge, "gt": gt, "le": le, "choices": choices, "nonempty": nonempty,
-            "secret": secret, "doc": doc}
+    meta = {
+        "ge": ge,
+        "gt": gt,
+        "le": le,
+        "choices": choices,
+        "nonempty": nonempty,
+        "secret": secret,
+        "doc": doc,
+    }
     if default is MISSING:
         return field(metadata=meta)
     return field(default=default, metadata=meta)
@@ -92,8 +99,10 @@ class DatabaseSettings:
 
     def __repr__(self) -> str:
         pw = MASK if self.password else ""
-        return (f"DatabaseSettings(host={self.host!r}, port={self.port}, name={self.name!r}, "
-                f"user={self.user!r}, password={pw!r}, ssl_mode={self.ssl_mode!r})")
+        return (
+            f"DatabaseSettings(host={self.host!r}, port={self.port}, name={self.name!r}, "
+            f"user={self.user!r}, password={pw!r}, ssl_mode={self.ssl_mode!r})"
+        )
 
     @property
     def is_sqlite(self) -> bool:
@@ -105,10 +114,12 @@ class DatabaseSettings:
 class RedisSettings:
     """``redis.*``: the shared cache and circuit state (unset ``url``: in-process)."""
 
-    url: str | None = _rule(secret=True, doc="redis:// URL; unset means in-process cache",
-                            default=None)
-    timeout: float = _rule(gt=0, le=5, doc="Socket timeout for every Redis call (seconds)",
-                           default=0.1)
+    url: str | None = _rule(
+        secret=True, doc="redis:// URL; unset means in-process cache", default=None
+    )
+    timeout: float = _rule(
+        gt=0, le=5, doc="Socket timeout for every Redis call (seconds)", default=0.1
+    )
     key_prefix: str = _rule(nonempty=True, doc="Prefix of every key written", default="resilient")
 
     def __repr__(self) -> str:
@@ -175,7 +186,7 @@ class Config:
             masked = mask_url(self.redis.url)
             if masked != self.redis.url:  # the password part alone
                 start = self.redis.url.find(":", self.redis.url.find("://") + 3) + 1
-                values.append(self.redis.url[start:self.redis.url.rfind("@")])
+                values.append(self.redis.url[start : self.redis.url.rfind("@")])
         values.extend(_secret_leaves(self.extra))
         return [v for v in values if v]
 
@@ -192,12 +203,20 @@ def _secret_leaves(obj: Any, key: str = "") -> list[str]:
     return []
 
 
-_TYPE_NAMES = {bool: "a boolean (true/false)", int: "an integer", float: "a number",
-               str: "a string"}
+_TYPE_NAMES = {
+    bool: "a boolean (true/false)",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+}
 
 
 def _check_value(
-    section: str, name: str, typ: Any, meta: Mapping[str, Any], value: Any,
+    section: str,
+    name: str,
+    typ: Any,
+    meta: Mapping[str, Any],
+    value: Any,
     problem: Callable[[str, str, str], None],
 ) -> Any:
     key = f"{section}.{name}"
@@ -207,8 +226,11 @@ def _check_value(
     if value is None or (optional and value == ""):
         if optional:
             return None
-        problem(key, "is missing", f"set {key} in settings.toml or AI_TRADER_{section.upper()}"
-                f"__{name.upper()}")
+        problem(
+            key,
+            "is missing",
+            f"set {key} in settings.toml or AI_TRADER_{section.upper()}__{name.upper()}",
+        )
         return MISSING
     expected = _TYPE_NAMES[typ]
     shown = "" if meta.get("secret") else f" (got {type(value).__name__})"
@@ -224,8 +246,11 @@ def _check_value(
             problem(key, f"must be {expected}{shown}", f"write {key} as a plain {expected}")
             return MISSING
         value = typ(value)
-        for bound, op, words in (("ge", float.__ge__, "≥"), ("gt", float.__gt__, ">"),
-                                 ("le", float.__le__, "≤")):
+        for bound, op, words in (
+            ("ge", float.__ge__, "≥"),
+            ("gt", float.__gt__, ">"),
+            ("le", float.__le__, "≤"),
+        ):
             limit = meta.get(bound)
             if limit is not None and not op(float(value), float(limit)):
                 problem(key, f"must be {words} {limit:g}", f"choose a value {words} {limit:g}")
@@ -255,8 +280,9 @@ def validate(
         problems.append(ConfigProblem(key=key, rule=rule, fix=fix, env=env))
 
     if env not in ENVIRONMENTS:
-        problem("AI_TRADER_ENV", f"unknown environment {env!r}",
-                f"use one of {', '.join(ENVIRONMENTS)}")
+        problem(
+            "AI_TRADER_ENV", f"unknown environment {env!r}", f"use one of {', '.join(ENVIRONMENTS)}"
+        )
         raise ConfigError(problems, env=env)
 
     lowered = {str(k).lower(): v for k, v in data.items()}
@@ -271,8 +297,11 @@ def validate(
         known = {f.name for f in fields(cls)}
         for unknown in sorted(set(raw) - known):
             close = difflib.get_close_matches(unknown, known, n=1)
-            hint = f"did you mean {section}.{close[0]}?" if close else (
-                f"remove it; known keys: {', '.join(sorted(known))}")
+            hint = (
+                f"did you mean {section}.{close[0]}?"
+                if close
+                else (f"remove it; known keys: {', '.join(sorted(known))}")
+            )
             problem(f"{section}.{unknown}", "is not a known setting", hint)
         values: dict[str, Any] = {}
         for f in fields(cls):
@@ -293,33 +322,58 @@ def validate(
     redis: RedisSettings | None = built.get("redis")
     trading: TradingSettings | None = built.get("trading")
     if db and db.min_pool_size > db.max_pool_size:
-        problem("database.min_pool_size", "must be ≤ database.max_pool_size",
-                "raise max_pool_size or lower min_pool_size")
+        problem(
+            "database.min_pool_size",
+            "must be ≤ database.max_pool_size",
+            "raise max_pool_size or lower min_pool_size",
+        )
     if res and res.retry_max_delay < res.retry_initial_delay:
-        problem("resilience.retry_max_delay", "must be ≥ resilience.retry_initial_delay",
-                "raise retry_max_delay or lower retry_initial_delay")
+        problem(
+            "resilience.retry_max_delay",
+            "must be ≥ resilience.retry_initial_delay",
+            "raise retry_max_delay or lower retry_initial_delay",
+        )
     if trading and trading.max_order_size > trading.max_position_size:
-        problem("trading.max_order_size", "must be ≤ trading.max_position_size",
-                "one order cannot be larger than the largest allowed position")
+        problem(
+            "trading.max_order_size",
+            "must be ≤ trading.max_position_size",
+            "one order cannot be larger than the largest allowed position",
+        )
     if feats and feats.paper_trading_enabled and feats.live_trading_enabled:
-        problem("features.live_trading_enabled",
-                "paper and live trading cannot both be enabled",
-                "set features.paper_trading_enabled or features.live_trading_enabled to false")
-    if redis and redis.url is not None and not redis.url.startswith(
-        ("redis://", "rediss://", "unix://")
+        problem(
+            "features.live_trading_enabled",
+            "paper and live trading cannot both be enabled",
+            "set features.paper_trading_enabled or features.live_trading_enabled to false",
+        )
+    if (
+        redis
+        and redis.url is not None
+        and not redis.url.startswith(("redis://", "rediss://", "unix://"))
     ):
-        problem("redis.url", "must start with redis://, rediss:// or unix://",
-                "write the URL as redis://host:6379/0")
+        problem(
+            "redis.url",
+            "must start with redis://, rediss:// or unix://",
+            "write the URL as redis://host:6379/0",
+        )
     if res and res.circuit_breaker_shared and redis and not redis.url:
-        problem("resilience.circuit_breaker_shared", "needs redis.url to be set",
-                "set redis.url (AI_TRADER_REDIS__URL) or turn circuit_breaker_shared off")
+        problem(
+            "resilience.circuit_breaker_shared",
+            "needs redis.url to be set",
+            "set redis.url (AI_TRADER_REDIS__URL) or turn circuit_breaker_shared off",
+        )
     if env == "production":
         if feats and feats.debug:
-            problem("features.debug", "must be false in production",
-                    "set features.debug = false for production")
+            problem(
+                "features.debug",
+                "must be false in production",
+                "set features.debug = false for production",
+            )
         if db and db.ssl_mode not in STRONG_SSL_MODES:
-            problem("database.ssl_mode", "must be require, verify-ca or verify-full in production",
-                    "set database.ssl_mode = \"require\" (or stronger)")
+            problem(
+                "database.ssl_mode",
+                "must be require, verify-ca or verify-full in production",
+                'set database.ssl_mode = "require" (or stronger)',
+            )
 
     if problems:
         raise ConfigError(problems, env=env)

@@ -16,8 +16,10 @@ class Switches:
         self.generation = 0  # bumped on every (re)load so cached thresholds can refresh
 
     def __repr__(self) -> str:
-        return (f"Switches(breaker_enabled={self.breaker_enabled}, "
-                f"retry_enabled={self.retry_enabled}, generation={self.generation})")
+        return (
+            f"Switches(breaker_enabled={self.breaker_enabled}, "
+            f"retry_enabled={self.retry_enabled}, generation={self.generation})"
+        )
 
 
 switches = Switches()

@@ -1,0 +1,408 @@
+"""Error categories: what kind of failure an exception is, whether it is transient, whether it
+proves that a request never reached the other side, and how long the server asked us to wait.
+
+The rules know the built-in network/timeout errors, asyncio, asyncpg, SQLAlchemy, redis-py,
+httpx/aiohttp/requests-style HTTP errors (by status code) and the package's own errors, without
+importing any of those libraries. Users add their SDK's exceptions with
+:func:`register_classifier`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from enum import StrEnum
+from time import time as _wall_time
+
+from ._exceptions import CircuitOpenError, RiskLimitError
+from ._exceptions import TimeoutError as ResilientTimeoutError
+
+__all__ = [
+    "ErrorCategory",
+    "classify",
+    "http_status",
+    "is_transient",
+    "proves_not_sent",
+    "register_classifier",
+    "retry_after",
+    "unregister_classifier",
+]
+
+
+class ErrorCategory(StrEnum):
+    """The kind of a failure; its value is the name used in health and metrics."""
+
+    NETWORK = "network"
+    TIMEOUT = "timeout"
+    RATE_LIMIT = "rate_limit"
+    AUTHENTICATION = "authentication"
+    VALIDATION = "validation"
+    BROKER_REJECTION = "broker_rejection"
+    DATA_UNAVAILABLE = "data_unavailable"
+    DATABASE = "database"
+    CIRCUIT_OPEN = "circuit_open"
+    RISK_LIMIT = "risk_limit"
+    INTERNAL = "internal"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_TRANSIENT = frozenset({ErrorCategory.NETWORK, ErrorCategory.TIMEOUT, ErrorCategory.RATE_LIMIT})
+
+# asyncpg / SQLAlchemy / redis-py classes that mean "the connection failed, try again".
+_TRANSIENT_DB_NAMES = frozenset(
+    {
+        "ConnectionDoesNotExistError",
+        "InterfaceError",
+        "CannotConnectNowError",
+        "QueryCanceledError",
+        "PostgresConnectionError",
+        "ConnectionFailureError",
+        "ClientCannotConnectError",
+        "TooManyConnectionsError",
+        "AdminShutdownError",
+        "CrashShutdownError",
+        "SerializationError",
+        "DeadlockDetectedError",
+        "OperationalError",
+        "DisconnectionError",
+    }
+)
+_NOT_SENT_NAMES = frozenset(
+    {
+        "ConnectError",
+        "ConnectTimeout",
+        "ClientConnectorError",
+        "ClientConnectorDNSError",
+        "CannotConnectNowError",
+        "ClientCannotConnectError",
+        "NewConnectionError",
+        "NameResolutionError",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    match: Callable[[BaseException], bool]
+    category: ErrorCategory
+    transient: bool | None
+    not_sent: bool | None
+
+
+_rules: list[_Rule] = []
+_rules_lock = threading.Lock()
+_type_cache: dict[type[BaseException], ErrorCategory] = {}
+
+
+def register_classifier(
+    match: type[BaseException] | tuple[type[BaseException], ...] | Callable[[BaseException], bool],
+    category: ErrorCategory | str,
+    *,
+    transient: bool | None = None,
+    proves_not_sent: bool | None = None,
+) -> Callable[[], None]:
+    """Classify exceptions matching ``match`` (types or a predicate) as ``category``.
+
+    Args:
+        match: an exception type, a tuple of types, or ``predicate(exc) -> bool``.
+        category: an :class:`ErrorCategory` or its value (``"broker_rejection"``).
+        transient: override whether retries may retry it (default: from the category).
+        proves_not_sent: whether such a failure proves the request never left.
+
+    Returns:
+        A function that removes the rule again. Later registrations win over earlier ones.
+    """
+    cat = ErrorCategory(category)
+    predicate: Callable[[BaseException], bool]
+    if isinstance(match, type | tuple):
+        types = match
+        predicate = lambda exc: isinstance(exc, types)  # noqa: E731
+    else:
+        predicate = match
+    rule = _Rule(predicate, cat, transient, proves_not_sent)
+    with _rules_lock:
+        _rules.insert(0, rule)
+        _type_cache.clear()
+
+    def remove() -> None:
+        unregister_classifier(rule)
+
+    return remove
+
+
+def unregister_classifier(rule: _Rule) -> None:
+    """Remove a rule added by :func:`register_classifier` (the returned function does this)."""
+    with _rules_lock:
+        if rule in _rules:
+            _rules.remove(rule)
+        _type_cache.clear()
+
+
+def _user_rule(exc: BaseException) -> _Rule | None:
+    for rule in _rules:
+        try:
+            if rule.match(exc):
+                return rule
+        except Exception:  # a broken predicate must not break error handling
+            continue
+    return None
+
+
+def _attr(obj: object, *names: str) -> object:
+    for name in names:
+        value = getattr(obj, name, None)
+        if value is not None:
+            return value
+    return None
+
+
+def http_status(exc: BaseException) -> int | None:
+    """The HTTP status an exception carries (``status_code``/``status``/``code`` or on
+    ``.response``), or ``None``."""
+    for holder in (exc, getattr(exc, "response", None)):
+        if holder is None:
+            continue
+        value = _attr(holder, "status_code", "status", "http_status")
+        if value is None and holder is not exc:
+            value = getattr(holder, "code", None)
+        if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
+            return value
+    code = getattr(exc, "code", None)
+    if isinstance(code, int) and not isinstance(code, bool) and 400 <= code <= 599:
+        return code
+    return None
+
+
+def _by_status(status: int) -> ErrorCategory | None:
+    if status == 429:
+        return ErrorCategory.RATE_LIMIT
+    if status in (401, 403, 407):
+        return ErrorCategory.AUTHENTICATION
+    if status in (400, 409, 412, 413, 415, 422):
+        return ErrorCategory.VALIDATION
+    if status in (404, 410):
+        return ErrorCategory.DATA_UNAVAILABLE
+    if status == 408 or status == 504:
+        return ErrorCategory.TIMEOUT
+    if status >= 500:
+        return ErrorCategory.NETWORK
+    return None
+
+
+def _module_of(cls: type) -> str:
+    return getattr(cls, "__module__", "") or ""
+
+
+def _by_type(cls: type[BaseException]) -> ErrorCategory:
+    cached = _type_cache.get(cls)
+    if cached is not None:
+        return cached
+    category = _compute_by_type(cls)
+    _type_cache[cls] = category
+    return category
+
+
+def _compute_by_type(cls: type[BaseException]) -> ErrorCategory:
+    if issubclass(cls, CircuitOpenError):
+        return ErrorCategory.CIRCUIT_OPEN
+    if issubclass(cls, RiskLimitError):
+        return ErrorCategory.RISK_LIMIT
+    if issubclass(cls, ResilientTimeoutError | TimeoutError | asyncio.TimeoutError):
+        return ErrorCategory.TIMEOUT
+    names = [c.__name__ for c in cls.__mro__]
+    modules = " ".join(_module_of(c) for c in cls.__mro__)
+    lowered = " ".join(names).lower()
+    if "redis" in modules:
+        if "Timeout" in " ".join(names):
+            return ErrorCategory.TIMEOUT
+        if "ConnectionError" in names or "BusyLoadingError" in names:
+            return ErrorCategory.NETWORK
+        if "AuthenticationError" in names or "NoPermissionError" in names:
+            return ErrorCategory.AUTHENTICATION
+        return ErrorCategory.INTERNAL
+    if (
+        "asyncpg" in modules
+        or "sqlalchemy" in modules
+        or "psycopg" in modules
+        or "aiosqlite" in modules
+        or "sqlite3" in modules
+    ):
+        if "TimeoutError" in names or "QueryCanceledError" in names:
+            return ErrorCategory.TIMEOUT if "sqlalchemy" not in modules else ErrorCategory.DATABASE
+        if "InvalidPasswordError" in names or "InvalidAuthorizationSpecificationError" in names:
+            return ErrorCategory.AUTHENTICATION
+        return ErrorCategory.DATABASE
+    if issubclass(cls, PermissionError):
+        return ErrorCategory.AUTHENTICATION
+    if issubclass(cls, ConnectionError | OSError | EOFError | socket.gaierror):
+        return ErrorCategory.NETWORK
+    if issubclass(cls, ValueError | TypeError) and not any(
+        word in lowered for word in ("connect", "timeout", "network")
+    ):
+        # JSON decode errors and the like are validation of data we received or sent.
+        return ErrorCategory.VALIDATION
+    if "timeout" in lowered:
+        return ErrorCategory.TIMEOUT
+    if "ratelimit" in lowered or "toomanyrequests" in lowered or "throttl" in lowered:
+        return ErrorCategory.RATE_LIMIT
+    if "reject" in lowered or "insufficient" in lowered:
+        return ErrorCategory.BROKER_REJECTION
+    if "unauthori" in lowered or "forbidden" in lowered or "authentication" in lowered:
+        return ErrorCategory.AUTHENTICATION
+    if "connect" in lowered or "network" in lowered or "transport" in lowered:
+        return ErrorCategory.NETWORK
+    if "notfound" in lowered or "nodata" in lowered or "unavailable" in lowered:
+        return ErrorCategory.DATA_UNAVAILABLE
+    if "validation" in lowered or "invalid" in lowered:
+        return ErrorCategory.VALIDATION
+    return ErrorCategory.INTERNAL
+
+
+def classify(exc: BaseException) -> ErrorCategory:
+    """The :class:`ErrorCategory` of ``exc``.
+
+    Order: user rules, the package's own errors, an HTTP status carried by the exception,
+    the exception's type (with knowledge of the database, Redis and HTTP client libraries),
+    then the cause of an otherwise unknown wrapper exception.
+    """
+    if _rules:
+        rule = _user_rule(exc)
+        if rule is not None:
+            return rule.category
+    if isinstance(exc, CircuitOpenError):
+        return ErrorCategory.CIRCUIT_OPEN
+    if isinstance(exc, RiskLimitError):
+        return ErrorCategory.RISK_LIMIT
+    status = http_status(exc)
+    if status is not None:
+        by_status = _by_status(status)
+        if by_status is not None:
+            return by_status
+    if getattr(exc, "retry_after", None) is not None:
+        return ErrorCategory.RATE_LIMIT
+    category = _by_type(type(exc))
+    if category is ErrorCategory.INTERNAL:
+        inner = exc.__cause__ or getattr(exc, "orig", None)
+        if isinstance(inner, BaseException) and inner is not exc:
+            inner_category = classify(inner)
+            if inner_category is not ErrorCategory.INTERNAL:
+                return inner_category
+    return category
+
+
+def _database_transient(exc: BaseException) -> bool:
+    if getattr(exc, "connection_invalidated", False):
+        return True
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if any(c.__name__ in _TRANSIENT_DB_NAMES for c in type(current).__mro__):
+            return True
+        if isinstance(current, OSError | TimeoutError):
+            return True
+        sqlstate = getattr(current, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate[:2] in ("08", "53", "57", "40"):
+            return True
+        nxt = getattr(current, "orig", None)
+        current = nxt if isinstance(nxt, BaseException) else current.__cause__
+    return False
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether retrying ``exc`` may succeed: network, timeout, rate limit, server 5xx and
+    connection-level database failures. Never an open circuit, validation, authentication,
+    broker rejection or risk-limit error."""
+    if _rules:
+        rule = _user_rule(exc)
+        if rule is not None and rule.transient is not None:
+            return rule.transient
+    category = classify(exc)
+    if category in _TRANSIENT:
+        return True
+    if category is ErrorCategory.DATABASE:
+        return _database_transient(exc)
+    return False
+
+
+def proves_not_sent(exc: BaseException) -> bool:
+    """Whether ``exc`` proves the request never reached the server, so even a
+    non-idempotent operation (an order) may be retried.
+
+    True for refused connections, failed name resolution, connect timeouts, an open circuit,
+    a 429 answer, and exceptions with ``request_sent = False``. A read timeout or a reset
+    connection is *not* proof: the server may have acted on the request.
+    """
+    if _rules:
+        rule = _user_rule(exc)
+        if rule is not None and rule.not_sent is not None:
+            return rule.not_sent
+    flag = getattr(exc, "request_sent", None)
+    if isinstance(flag, bool):
+        return not flag
+    if isinstance(exc, ConnectionRefusedError | socket.gaierror | CircuitOpenError):
+        return True
+    if isinstance(exc, RiskLimitError):
+        return True
+    if http_status(exc) == 429:
+        return True
+    names = {c.__name__ for c in type(exc).__mro__}
+    if names & _NOT_SENT_NAMES:
+        return True
+    # redis-py and others wrap the refused connect in their own ConnectionError.
+    cause = exc.__cause__
+    return isinstance(cause, ConnectionRefusedError | socket.gaierror)
+
+
+def _header(headers: object, name: str) -> object:
+    if headers is None:
+        return None
+    getter = getattr(headers, "get", None)
+    if getter is None:
+        return None
+    value = getter(name)
+    if value is None and isinstance(headers, Mapping):
+        lowered = name.lower()
+        for key, item in headers.items():
+            if str(key).lower() == lowered:
+                return item
+    return value
+
+
+def retry_after(exc: BaseException) -> float | None:
+    """Seconds the server asked us to wait: the exception's ``retry_after`` attribute, or a
+    ``Retry-After`` header (seconds or an HTTP date) on ``exc.response`` / ``exc.headers``."""
+    value: object = getattr(exc, "retry_after", None)
+    if value is None:
+        for holder in (getattr(exc, "response", None), exc):
+            value = _header(getattr(holder, "headers", None), "Retry-After")
+            if value is not None:
+                break
+    if value is None:
+        return None
+    if hasattr(value, "total_seconds"):
+        value = value.total_seconds()
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return max(0.0, float(value))
+    if isinstance(value, bytes):
+        value = value.decode("latin-1", "replace")
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return max(0.0, float(text))
+        except ValueError:
+            pass
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, when.timestamp() - _wall_time())
+    return None
