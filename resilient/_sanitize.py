@@ -40,8 +40,9 @@ _AUTH = re.compile(
     r"(?P<k>\b(?:proxy-)?authorization\b[\"']?\s*[:=]\s*[\"']?)(?P<v>[^\"'\r\n,}]+)", re.IGNORECASE
 )
 _BEARER = re.compile(r"\b(?P<k>bearer|basic|token)\s+(?P<v>[A-Za-z0-9._~+/=-]{8,})", re.IGNORECASE)
+# Greedy up to the last "@" of the URL: an unencoded "@" or "/" in a password is still masked.
 _URL_PASS = re.compile(
-    r"(?P<k>[a-z][a-z0-9+.-]*://[^:/?#@\s]*:)(?P<v>[^@\s/]+)(?P<at>@)", re.IGNORECASE
+    r"(?P<k>[a-z][a-z0-9+.-]*://[^:/?#@\s]*:)(?P<v>\S+)(?P<at>@)(?=[^@\s/]+)", re.IGNORECASE
 )
 
 _lock = threading.Lock()

@@ -9,7 +9,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, get_type_hints
 
 from .._exceptions import ConfigError, ConfigProblem
-from .._sanitize import MASK, mask_url
+from .._sanitize import MASK, mask_url, sanitize
 
 __all__ = [
     "ENVIRONMENTS",
@@ -123,7 +123,7 @@ class RedisSettings:
     key_prefix: str = _rule(nonempty=True, doc="Prefix of every key written", default="resilient")
 
     def __repr__(self) -> str:
-        url = mask_url(self.url) if self.url else None
+        url = sanitize(mask_url(self.url)) if self.url else None
         return f"RedisSettings(url={url!r}, timeout={self.timeout}, key_prefix={self.key_prefix!r})"
 
 
