@@ -519,3 +519,16 @@ def test_build_settings_layers_secrets_file(tmp_path: Path) -> None:
     (tmp_path / ".secrets.toml").write_text('[testing.database]\npassword = "placeholder-pw"\n')
     dyn = build_settings("testing", cwd=tmp_path, environ={})
     assert dyn.database.password == "placeholder-pw"
+
+
+def test_readme_documents_every_key() -> None:
+    """The README's configuration reference names every key and its variable."""
+    from dataclasses import fields
+
+    from resilient.config._schema import SECTIONS
+
+    readme = (REPO / "README.md").read_text()
+    for section, cls in SECTIONS.items():
+        for f in fields(cls):
+            assert f"`{section}.{f.name}`" in readme, f"{section}.{f.name} missing from README"
+            assert f"AI_TRADER_{section.upper()}__{f.name.upper()}" in readme
