@@ -1,0 +1,114 @@
+"""``resilient health``: run every health check once and report (exit 0/1/2)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from typing import Any
+
+from resilient._sanitize import sanitize, sanitize_obj
+
+HELP = (
+    "Run every health check once and print a table or JSON "
+    "(exit 0 healthy, 1 degraded, 2 unhealthy)."
+)
+EXIT_CODES = {"healthy": 0, "degraded": 1, "unhealthy": 2}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``resilient health``."""
+    parser.add_argument("--json", action="store_true", help="print the system health as JSON")
+
+
+async def _attach_data_layer(stack: list[Any]) -> None:
+    """Register the database and cache components the data layer provides (when installed)."""
+    from resilient.health import CheckResult, HealthStatus, registry
+
+    try:
+        from resilient.db import get_database
+    except ImportError:  # the `db` extra is not installed
+        pass
+    else:
+        try:
+            db = get_database()
+            await db.start(register_health=True)
+            stack.append(db)
+        except Exception as exc:
+            detail = f"{type(exc).__name__}: {sanitize(exc)}"
+
+            def failed(detail: str = detail) -> CheckResult:
+                return CheckResult(HealthStatus.UNHEALTHY, detail)
+
+            registry.register("database", failed, critical=True)
+    try:
+        from resilient._redis import register_health_checks
+    except ImportError:  # the `redis` extra is not installed
+        return
+    try:
+        register_health_checks(registry)
+    except Exception as exc:
+        detail = f"{type(exc).__name__}: {sanitize(exc)}"
+
+        def cache_failed(detail: str = detail) -> CheckResult:
+            return CheckResult(HealthStatus.DEGRADED, detail)
+
+        registry.register("cache", cache_failed, critical=False)
+
+
+async def collect() -> dict[str, Any]:
+    """Run one health cycle with the data layer attached and return the system health."""
+    from resilient.health import HealthOrchestrator
+
+    stack: list[Any] = []
+    try:
+        await _attach_data_layer(stack)
+        orchestrator = HealthOrchestrator()
+        return await orchestrator.get_system_health()
+    finally:
+        for resource in reversed(stack):
+            try:
+                await resource.close()
+            except Exception:  # closing a failed resource must not hide the report
+                pass
+
+
+def _table(health: dict[str, Any]) -> str:
+    rows = [("COMPONENT", "STATUS", "CRITICAL", "LATENCY", "DETAIL")]
+    for name, comp in sorted(health["components"].items()):
+        rows.append(
+            (
+                name,
+                comp["status"],
+                "yes" if comp.get("critical") else "no",
+                f"{comp.get('latency_ms', 0.0):.1f} ms",
+                comp.get("detail", "") or "",
+            )
+        )
+    widths = [max(len(str(r[i])) for r in rows) for i in range(4)]
+    lines = [
+        "  ".join(str(cell).ljust(widths[i]) for i, cell in enumerate(row[:4])) + "  " + row[4]
+        for row in rows
+    ]
+    if len(rows) == 1:
+        lines.append("(no components registered)")
+    errors = health["error_handling"]
+    lines.append("")
+    lines.append(f"overall: {health['overall_status']}    at {health['timestamp']}")
+    lines.append(
+        f"errors: {errors['total_errors']} total, rate {errors['error_rate']:.3f} "
+        f"over {errors['window_seconds']:g}s"
+    )
+    for alert in health.get("alerts", []):
+        lines.append(f"ALERT [{alert['severity']}] {alert['message']}")
+    return sanitize("\n".join(line.rstrip() for line in lines))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the checks once; print; return 0 healthy, 1 degraded, 2 unhealthy."""
+    health = asyncio.run(collect())
+    if args.json:
+        print(json.dumps(sanitize_obj(health), indent=2, sort_keys=True, default=str))
+    else:
+        print(_table(health))
+    return EXIT_CODES.get(str(health["overall_status"]), 2)

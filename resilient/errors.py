@@ -1,0 +1,327 @@
+"""Error taxonomy, correlation ids and the error tracker.
+
+``classify(exc)`` names the kind of a failure (:class:`ErrorCategory`); the tracker counts each
+failing exception once — however many layers see it — by category and component, keeps a rolling
+error rate for alerts, and logs the error once with its correlation id and a sanitized message.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from . import _clock
+from ._classify import (
+    ErrorCategory,
+    classify,
+    is_transient,
+    proves_not_sent,
+    register_classifier,
+    retry_after,
+)
+from ._context import correlation_id, current_correlation_id, ensure_correlation_id
+from ._logging import logger
+from ._sanitize import sanitize
+
+__all__ = [
+    "ErrorCategory",
+    "ErrorRecord",
+    "ErrorTracker",
+    "classify",
+    "correlation_id",
+    "current_correlation_id",
+    "install_hooks",
+    "is_transient",
+    "proves_not_sent",
+    "record_error",
+    "register_classifier",
+    "retry_after",
+    "tracker",
+]
+
+_MARK = "__resilient_error_recorded__"
+DEFAULT_WINDOW = 60.0
+_RECENT = 50
+# Exceptions that refuse attributes (``__slots__`` without ``__dict__``) are remembered by id;
+# bounded so a flood of them cannot grow memory, at the price of a rare double count.
+_ID_MEMORY = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRecord:
+    """One counted error."""
+
+    category: ErrorCategory
+    component: str | None
+    correlation_id: str
+    error_type: str
+    message: str
+    timestamp: float
+    monotonic: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (the message is already sanitized)."""
+        return {
+            "category": self.category.value,
+            "component": self.component,
+            "correlation_id": self.correlation_id,
+            "error_type": self.error_type,
+            "message": self.message,
+            "timestamp": self.timestamp,
+        }
+
+
+class ErrorTracker:
+    """Counts errors by category and component and keeps a rolling error rate.
+
+    The rate is errors per operation over ``window`` seconds. Operations are counted without
+    touching the success path: :meth:`sample` (called on every health cycle) reads cumulative
+    call counters — the breakers' ``total_calls`` by default — and :meth:`record_calls` adds
+    calls made outside any breaker.
+    """
+
+    def __init__(
+        self,
+        *,
+        window: float = DEFAULT_WINDOW,
+        clock: _clock.Clock | None = None,
+        call_counter: Callable[[], int] | None = None,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._clock = clock
+        self.window = window
+        self._call_counter = call_counter if call_counter is not None else _sum_breaker_calls
+        self._seen_ids: deque[int] = deque(maxlen=_ID_MEMORY)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every count, sample and record."""
+        with self._lock:
+            self.total_errors = 0
+            self.by_category: Counter[str] = Counter()
+            self.by_component: Counter[str] = Counter()
+            self.recent: deque[ErrorRecord] = deque(maxlen=_RECENT)
+            self._error_times: deque[float] = deque()
+            self._extra_calls = 0
+            # (monotonic, cumulative operations) samples within the window
+            # The baseline: cumulative counters start at zero, so "since the start" is exact.
+            self._samples: deque[tuple[float, int]] = deque([(float("-inf"), 0)])
+            self._seen_ids.clear()
+
+    def _now(self) -> _clock.Clock:
+        return self._clock if self._clock is not None else _clock._current
+
+    def _first_sighting(self, exc: BaseException) -> bool:
+        if getattr(exc, _MARK, False):
+            return False
+        try:
+            setattr(exc, _MARK, True)
+        except (AttributeError, TypeError):
+            key = id(exc)
+            if key in self._seen_ids:
+                return False
+            self._seen_ids.append(key)
+        return True
+
+    def record(
+        self, exc: BaseException, *, component: str | None = None, log: bool = True
+    ) -> ErrorRecord | None:
+        """Count, classify and log ``exc`` once; ``None`` if this object was already counted.
+
+        Never raises: error accounting must not turn one failure into two.
+        """
+        try:
+            with self._lock:
+                if not self._first_sighting(exc):
+                    return None
+            try:
+                category = classify(exc)
+            except Exception:
+                category = ErrorCategory.INTERNAL
+            clock = self._now()
+            cid = current_correlation_id() or ensure_correlation_id()
+            record = ErrorRecord(
+                category=category,
+                component=component,
+                correlation_id=cid,
+                error_type=type(exc).__name__,
+                message=sanitize(exc),
+                timestamp=clock.time(),
+                monotonic=clock.monotonic(),
+            )
+            with self._lock:
+                self.total_errors += 1
+                self.by_category[category.value] += 1
+                if component:
+                    self.by_component[component] += 1
+                self.recent.append(record)
+                self._error_times.append(record.monotonic)
+                self._trim(record.monotonic)
+            if log:
+                _log(record, exc)
+            _export_error(category)
+            return record
+        except Exception:  # pragma: no cover - defensive: accounting never raises
+            return None
+
+    def record_calls(self, n: int = 1) -> None:
+        """Count ``n`` operations made outside any breaker (the error rate's denominator)."""
+        with self._lock:
+            self._extra_calls += n
+
+    def _operations(self) -> int:
+        try:
+            calls = int(self._call_counter())
+        except Exception:
+            calls = 0
+        return calls + self._extra_calls
+
+    def _trim(self, now: float) -> None:
+        horizon = now - self.window
+        while self._error_times and self._error_times[0] < horizon:
+            self._error_times.popleft()
+        # keep one sample at or before the horizon as the window's baseline
+        while len(self._samples) > 1 and self._samples[1][0] <= horizon:
+            self._samples.popleft()
+
+    def sample(self) -> None:
+        """Record the cumulative operation count now (call once per health cycle)."""
+        now = self._now().monotonic()
+        ops = self._operations()
+        with self._lock:
+            self._samples.append((now, ops))
+            self._trim(now)
+
+    def error_rate(self) -> float:
+        """Errors per operation over the rolling window, in [0, 1] (0.0 with no traffic)."""
+        now = self._now().monotonic()
+        ops_now = self._operations()
+        with self._lock:
+            self._trim(now)
+            errors = len(self._error_times)
+            if self._samples and self._samples[0][0] <= now:
+                baseline = self._samples[0][1]
+            else:
+                baseline = ops_now
+            calls = max(ops_now - baseline, 0)
+        if errors == 0:
+            return 0.0
+        # an error whose call was not counted still is an operation
+        return min(1.0, errors / max(calls, errors))
+
+    def errors_in_window(self) -> int:
+        """Errors recorded within the rolling window."""
+        with self._lock:
+            self._trim(self._now().monotonic())
+            return len(self._error_times)
+
+    def snapshot(self, *, recent: int = 10) -> dict[str, Any]:
+        """Counts, rate and the latest records, JSON-serialisable."""
+        rate = self.error_rate()
+        with self._lock:
+            latest = list(self.recent)[-recent:] if recent > 0 else []
+            return {
+                "total_errors": self.total_errors,
+                "by_category": dict(self.by_category),
+                "by_component": dict(self.by_component),
+                "error_rate": rate,
+                "errors_in_window": len(self._error_times),
+                "window_seconds": self.window,
+                "recent": [r.to_dict() for r in latest],
+            }
+
+
+def _log(record: ErrorRecord, exc: BaseException) -> None:
+    where = f" in {record.component}" if record.component else ""
+    bound = logger.bind(
+        correlation_id=record.correlation_id,
+        category=record.category.value,
+        error_type=record.error_type,
+    )
+    text = "{} error{}: {}: {}"
+    args = (record.category.value, where, record.error_type, record.message)
+    if is_transient(exc):
+        bound.warning(text, *args)
+    else:
+        bound.error(text, *args)
+
+
+def _sum_breaker_calls() -> int:
+    try:
+        import resilient
+
+        breakers = getattr(resilient, "breakers", None)
+        if breakers is None:
+            return 0
+        snaps: Iterable[Any] = breakers.snapshots()
+        return sum(int(getattr(s, "total_calls", 0)) for s in snaps)
+    except Exception:
+        return 0
+
+
+def _export_error(category: ErrorCategory) -> None:
+    try:
+        from .metrics import _count_error
+
+        _count_error(category.value)
+    except Exception:  # metrics are optional
+        pass
+
+
+tracker = ErrorTracker()
+
+_hook_remover: Callable[[], None] | None = None
+_hook_lock = threading.Lock()
+
+
+def _on_policy_event(event: Any) -> None:
+    """Count final errors, and feed metrics and call statistics, from policy events."""
+    kind = str(getattr(event, "kind", ""))
+    name = str(getattr(event, "name", "") or "")
+    exc = getattr(event, "exception", None)
+    if kind in ("call_failed", "fallback_served") and isinstance(exc, BaseException):
+        tracker.record(exc, component=name or None)
+    if kind not in ("fallback_served", "retry", "breaker_state"):
+        return
+    from . import metrics
+
+    if kind == "fallback_served":
+        source = str(getattr(event, "source", None) or "value")
+        metrics.record_fallback(name, source)
+        elapsed = getattr(event, "elapsed", None)
+        if source == "cache" and name and isinstance(elapsed, int | float):
+            from .health._stats import stats
+
+            stats(name).record_cached(float(elapsed))
+    elif kind == "retry":
+        metrics.record_retry(name, int(getattr(event, "attempt", 1) or 1), exc)
+    else:
+        metrics.record_transition(name, str(getattr(event, "new_state", "") or ""))
+
+
+def install_hooks() -> bool:
+    """Subscribe the tracker, metrics and call statistics to the policy events (once).
+
+    Done at import; returns whether the policy hooks are available.
+    """
+    global _hook_remover
+    with _hook_lock:
+        if _hook_remover is not None:
+            return True
+        try:
+            from ._hooks import add_hook
+        except ImportError:  # pragma: no cover - the policy layer ships with the package
+            return False
+        _hook_remover = add_hook(_on_policy_event)
+        return True
+
+
+install_hooks()
+
+
+def record_error(exc: BaseException, *, component: str | None = None) -> ErrorRecord | None:
+    """Count, classify and log ``exc`` once in the process tracker (see :class:`ErrorTracker`)."""
+    return tracker.record(exc, component=component)

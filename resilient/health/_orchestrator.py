@@ -1,0 +1,187 @@
+"""The orchestrator: one health cycle (checks, breaker and error sampling, alerts) and the
+system-health dict of the integration API."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from .. import _clock
+from .._alerts import AlertManager
+from .._logging import logger
+from .._sanitize import sanitize_obj
+from ._model import HealthReport, iso_utc
+from ._registry import HealthRegistry
+from ._sources import breaker_snapshots
+from ._stats import all_stats, stats
+
+__all__ = ["HealthOrchestrator"]
+
+
+def _breaker_dict(snap: Any) -> dict[str, Any]:
+    opened = getattr(snap, "opened_at", None)
+    recovery = getattr(snap, "last_recovery_seconds", None)
+    category = getattr(snap, "last_failure_category", None)
+    return {
+        "state": str(getattr(snap, "state", "closed")),
+        "success_rate": float(getattr(snap, "success_rate", 1.0)),
+        "failure_count": int(getattr(snap, "failure_count", 0) or 0),
+        "total_calls": int(getattr(snap, "total_calls", 0) or 0),
+        "rejected_calls": int(getattr(snap, "rejected_calls", 0) or 0),
+        "opened_at": iso_utc(float(opened)) if isinstance(opened, int | float) else None,
+        "last_failure_category": None if category is None else str(category),
+        "last_recovery_seconds": None if recovery is None else float(recovery),
+    }
+
+
+class HealthOrchestrator:
+    """Runs health cycles and reports the system's health (``get_system_health()``).
+
+    Args:
+        registry: the health registry (default: ``resilient.health.registry``).
+        tracker: the error tracker (default: ``resilient.errors.tracker``).
+        alerts: the alert manager (default: rules from the ``alerts`` settings section).
+        clock: the clock for intervals and alert delays (default: the current clock).
+        config: the configuration (default: ``current_config()``).
+
+    Raises:
+        ConfigError: the ``alerts`` section is invalid.
+    """
+
+    def __init__(
+        self,
+        registry: HealthRegistry | None = None,
+        *,
+        tracker: Any = None,
+        alerts: AlertManager | None = None,
+        clock: _clock.Clock | None = None,
+        config: Any = None,
+    ) -> None:
+        if config is None:
+            from ..config import current_config
+
+            config = current_config()
+        if registry is None:
+            from . import registry as default_registry
+
+            registry = default_registry
+        if tracker is None:
+            from ..errors import tracker as default_tracker
+
+            tracker = default_tracker
+        self.config = config
+        self.registry = registry
+        self.tracker = tracker
+        self.alerts = (
+            alerts if alerts is not None else AlertManager.from_config(config, clock=clock)
+        )
+        self.tracker.window = float(self.alerts.options.get("error_rate_window", 60.0))
+        self._clock = clock
+        self._task: asyncio.Task[None] | None = None
+        self._cycle_lock: asyncio.Lock | None = None
+        from ..errors import install_hooks
+
+        install_hooks()
+
+    # -- cycles ----------------------------------------------------------------------------
+    def _now(self) -> _clock.Clock:
+        return self._clock if self._clock is not None else _clock._current
+
+    async def run_cycle(self) -> HealthReport:
+        """Run every check once, sample breakers and the error rate, evaluate the alerts."""
+        report = await self.registry.check_all()
+        snaps = breaker_snapshots()
+        for snap in snaps:
+            stats(str(snap.name)).record_breaker(
+                int(getattr(snap, "total_calls", 0) or 0),
+                int(getattr(snap, "failure_count", 0) or 0),
+                int(getattr(snap, "rejected_calls", 0) or 0),
+            )
+        registered = set(self.registry.names())
+        for name, comp in report.components.items():
+            if name in registered:
+                stats(name).record_check(comp.status.value != "unhealthy", comp.latency)
+        self.tracker.sample()
+        values: dict[str, dict[str, Any]] = {
+            "circuit_breaker_state": {str(s.name): str(s.state) for s in snaps},
+            "health_status": {"system": report.overall_status.value},
+            "error_rate": {"system": self.tracker.error_rate()},
+            "component_health": {n: c.status.value for n, c in report.components.items()},
+        }
+        await self.alerts.aevaluate(values)
+        return report
+
+    async def start(self) -> HealthReport:
+        """Run every check once (so every component has a status), then start the periodic
+        monitor at ``resilience.health_check_interval`` unless health checks are disabled."""
+        report = await self.run_cycle()
+        if self.config.resilience.health_check_enabled and not self.running:
+            interval = float(self.config.resilience.health_check_interval)
+            self._task = asyncio.get_running_loop().create_task(
+                self._loop(interval), name="resilient-health-orchestrator"
+            )
+        return report
+
+    @property
+    def running(self) -> bool:
+        """Whether the periodic monitor runs."""
+        return self._task is not None and not self._task.done()
+
+    async def _loop(self, interval: float) -> None:
+        while True:
+            await self._now().asleep(interval)
+            try:
+                await self.run_cycle()
+            except Exception as exc:  # one bad cycle must not end monitoring
+                logger.error("health cycle failed: {}: {}", type(exc).__name__, exc)
+
+    async def stop(self) -> None:
+        """Stop the monitor and wait for its task. Idempotent."""
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def __aenter__(self) -> HealthOrchestrator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # -- reports ---------------------------------------------------------------------------
+    def component_metrics(self) -> dict[str, dict[str, Any]]:
+        """Per component over the rolling window: availability, error rate, p95 latency of
+        calls and of cached (fallback) reads, and the last recovery (open → closed) duration."""
+        recoveries: dict[str, float | None] = {}
+        for snap in breaker_snapshots():
+            value = getattr(snap, "last_recovery_seconds", None)
+            recoveries[str(snap.name)] = None if value is None else float(value)
+        out: dict[str, dict[str, Any]] = {}
+        for name, component_stats in sorted(all_stats().items()):
+            out[name] = component_stats.summary(recoveries.get(name))
+        return out
+
+    async def get_system_health(self) -> dict[str, Any]:
+        """Run a health cycle and return the system's health as JSON-serialisable data.
+
+        Keys: ``overall_status``, ``components``, ``circuit_breakers``, ``error_handling``,
+        ``metrics``, ``alerts`` and ``timestamp`` (ISO-8601 UTC). All text is sanitized.
+        """
+        report = await self.run_cycle()
+        return self.build_dict(report)
+
+    def build_dict(self, report: HealthReport) -> dict[str, Any]:
+        """The system-health dict for ``report`` (without running checks)."""
+        errors = self.tracker.snapshot()
+        health: dict[str, Any] = {
+            "overall_status": report.overall_status.value,
+            "components": {name: c.to_dict() for name, c in report.components.items()},
+            "circuit_breakers": {str(s.name): _breaker_dict(s) for s in breaker_snapshots()},
+            "error_handling": errors,
+            "metrics": self.component_metrics(),
+            "alerts": [event.to_dict() for event in self.alerts.active()],
+            "timestamp": report.timestamp,
+        }
+        clean: dict[str, Any] = sanitize_obj(health)
+        return clean

@@ -1,0 +1,394 @@
+"""The health registry: named checks run concurrently under per-check timeouts, plus a monitor."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import inspect
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .. import _clock
+from .._logging import logger
+from .._sanitize import sanitize, sanitize_obj
+from ._model import (
+    CheckResult,
+    ComponentHealth,
+    HealthReport,
+    HealthStatus,
+    aggregate,
+    iso_utc,
+    parse_status,
+)
+
+__all__ = ["HealthRegistry", "Provider", "ReportListener", "is_async_callable", "normalise"]
+
+Provider = Callable[[], Mapping[str, CheckResult]]
+ReportListener = Callable[[HealthReport], Any]
+
+DEFAULT_TIMEOUT = 5.0
+DEFAULT_INTERVAL = 30.0
+
+
+def is_async_callable(fn: object) -> bool:
+    """Whether calling ``fn`` returns a coroutine (sees partials and ``async def __call__``)."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(fn, "__call__", None)  # noqa: B004 - callable() cannot tell async apart
+    return inspect.iscoroutinefunction(call)
+
+
+def _exception_detail(exc: BaseException) -> tuple[str, dict[str, Any]]:
+    text = sanitize(exc)
+    detail = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    data: dict[str, Any] = {"error_type": type(exc).__name__}
+    try:
+        from ..errors import classify
+
+        data["category"] = str(classify(exc))
+    except Exception:  # classification is a nicety here; never let it break a report
+        pass
+    return detail, data
+
+
+def normalise(value: object) -> CheckResult:
+    """Turn whatever a check returned into a :class:`CheckResult` (see the module docs)."""
+    if value is None:
+        return CheckResult(HealthStatus.HEALTHY)
+    if isinstance(value, CheckResult):
+        return value
+    if isinstance(value, bool):
+        if value:
+            return CheckResult(HealthStatus.HEALTHY)
+        return CheckResult(HealthStatus.UNHEALTHY, "check returned False")
+    if isinstance(value, str):  # HealthStatus is a str too
+        status = parse_status(value)
+        if status is not None:
+            return CheckResult(status)
+        return CheckResult(
+            HealthStatus.UNHEALTHY,
+            "check returned an unknown status; return healthy, degraded or unhealthy",
+        )
+    if isinstance(value, Mapping) and "status" in value:
+        raw = value["status"]
+        status = parse_status(raw) if isinstance(raw, str) else None
+        if isinstance(raw, bool):
+            status = HealthStatus.HEALTHY if raw else HealthStatus.UNHEALTHY
+        if status is None:
+            return CheckResult(
+                HealthStatus.UNHEALTHY,
+                "check returned an unknown status; return healthy, degraded or unhealthy",
+            )
+        data = {str(k): v for k, v in value.items() if k not in ("status", "detail")}
+        return CheckResult(status, str(value.get("detail", "") or ""), data)
+    return CheckResult(
+        HealthStatus.UNHEALTHY,
+        f"check returned unsupported {type(value).__name__}; return a status, bool, "
+        "CheckResult or a mapping with 'status'",
+    )
+
+
+async def _in_daemon_thread(fn: Callable[[], Any]) -> Any:
+    # A daemon thread, not the default executor: a hung sync check must never block the loop's
+    # shutdown (asyncio.run joins its executor) nor the interpreter's exit.
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if future.done():
+            return
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+    def target() -> None:
+        try:
+            result: Any = fn()
+            ok = True
+        except BaseException as exc:  # handed to the awaiting coroutine
+            result, ok = exc, False
+        # RuntimeError: the loop closed while the check hung, so nobody is waiting
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, ok, result)
+
+    threading.Thread(target=target, name="resilient-health-check", daemon=True).start()
+    return await future
+
+
+@dataclass(slots=True)
+class _Check:
+    name: str
+    fn: Callable[[], Any]
+    is_async: bool
+    critical: bool
+    timeout: float | None
+
+
+class HealthRegistry:
+    """Named health checks, their latest results and a periodic monitor.
+
+    Checks are zero-argument callables, sync or async; sync checks run in a daemon thread so a
+    slow one never blocks the event loop. Each runs under its own timeout, so a hanging check
+    makes its component unhealthy without stalling the report.
+    """
+
+    def __init__(self, *, clock: _clock.Clock | None = None) -> None:
+        self._clock = clock
+        self._checks: dict[str, _Check] = {}
+        self._providers: list[Provider] = []
+        self._critical_override: dict[str, bool] = {}
+        self._failures: dict[str, int] = {}
+        self._last: dict[str, ComponentHealth] = {}
+        self._listeners: list[ReportListener] = []
+        self._last_report: HealthReport | None = None
+        self._monitor: asyncio.Task[None] | None = None
+        self._lock = threading.Lock()
+
+    # -- registration ---------------------------------------------------------------------
+    def register(
+        self,
+        name: str,
+        check: Callable[[], Any],
+        *,
+        critical: bool = True,
+        timeout: float | None = None,
+    ) -> None:
+        """Register (or replace) the check of component ``name``.
+
+        Args:
+            name: the component's name as shown in reports.
+            check: a zero-argument callable, sync or async, returning a status, a bool,
+                ``None`` (healthy), a :class:`CheckResult` or a mapping with ``"status"``.
+            critical: an unhealthy critical component makes the whole system unhealthy.
+            timeout: seconds before the check counts as failed
+                (default ``resilience.health_check_timeout``).
+
+        Raises:
+            TypeError: ``check`` is not callable.
+            ValueError: ``name`` is empty or ``timeout`` is not positive.
+        """
+        if not callable(check):
+            raise TypeError(f"health check for {name!r} must be callable, got {type(check)!r}")
+        if not name:
+            raise ValueError("a health check needs a non-empty component name")
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"timeout for health check {name!r} must be > 0 seconds")
+        with self._lock:
+            self._checks[name] = _Check(name, check, is_async_callable(check), critical, timeout)
+            self._failures.pop(name, None)
+            self._last.pop(name, None)
+
+    def unregister(self, name: str) -> bool:
+        """Forget component ``name``; returns whether it was registered."""
+        with self._lock:
+            self._failures.pop(name, None)
+            self._last.pop(name, None)
+            return self._checks.pop(name, None) is not None
+
+    def names(self) -> list[str]:
+        """The registered check names (providers' components are not included)."""
+        return list(self._checks)
+
+    def clear(self) -> None:
+        """Forget every check, provider, listener and result (tests)."""
+        with self._lock:
+            self._checks.clear()
+            self._providers.clear()
+            self._critical_override.clear()
+            self._failures.clear()
+            self._last.clear()
+            self._listeners.clear()
+            self._last_report = None
+
+    def add_provider(self, provider: Provider) -> Callable[[], None]:
+        """Add a source of dynamic components read at each check (cheap and synchronous).
+
+        Returns a function that removes it.
+        """
+        with self._lock:
+            if provider not in self._providers:
+                self._providers.append(provider)
+
+        def remove() -> None:
+            with self._lock:
+                if provider in self._providers:
+                    self._providers.remove(provider)
+
+        return remove
+
+    def set_critical(self, name: str, critical: bool = True) -> None:
+        """Override whether component ``name`` (registered or provided) is critical."""
+        self._critical_override[name] = critical
+
+    def on_report(self, listener: ReportListener) -> Callable[[], None]:
+        """Call ``listener(report)`` (sync or async) after every check run; returns a remover."""
+        self._listeners.append(listener)
+
+        def remove() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return remove
+
+    @property
+    def last_report(self) -> HealthReport | None:
+        """The latest report, or ``None`` before the first run."""
+        return self._last_report
+
+    def component(self, name: str) -> ComponentHealth | None:
+        """The latest result of component ``name``."""
+        return self._last.get(name)
+
+    # -- running ---------------------------------------------------------------------------
+    def _clock_now(self) -> _clock.Clock:
+        return self._clock if self._clock is not None else _clock._current
+
+    def _default_timeout(self) -> float:
+        try:
+            from ..config import current_config
+
+            return float(current_config().resilience.health_check_timeout)
+        except Exception:  # configuration errors surface elsewhere; a report must still run
+            return DEFAULT_TIMEOUT
+
+    def _record(
+        self, name: str, result: CheckResult, critical: bool, latency: float, now: float
+    ) -> ComponentHealth:
+        critical = self._critical_override.get(name, critical)
+        if result.critical is not None:
+            critical = result.critical
+        unhealthy = result.status is HealthStatus.UNHEALTHY
+        failures = self._failures.get(name, 0) + 1 if unhealthy else 0
+        self._failures[name] = failures
+        health = ComponentHealth(
+            name=name,
+            status=result.status,
+            critical=critical,
+            latency=latency,
+            detail=sanitize(result.detail) if result.detail else "",
+            last_checked=iso_utc(now),
+            consecutive_failures=failures,
+            data=sanitize_obj(dict(result.data)) if result.data else {},
+        )
+        self._last[name] = health
+        return health
+
+    async def _run(self, check: _Check, default_timeout: float) -> tuple[CheckResult, float]:
+        limit = check.timeout if check.timeout is not None else default_timeout
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(limit) as scope:
+                value: Any = (
+                    await check.fn() if check.is_async else await _in_daemon_thread(check.fn)
+                )
+                if inspect.isawaitable(value):
+                    value = await value
+            result = normalise(value)
+        except TimeoutError as exc:
+            if scope.expired():
+                result = CheckResult(
+                    HealthStatus.UNHEALTHY,
+                    f"check timed out after {limit:g}s",
+                    {"timed_out": True, "timeout_seconds": limit},
+                )
+            else:
+                detail, data = _exception_detail(exc)
+                result = CheckResult(HealthStatus.UNHEALTHY, detail, data)
+        except Exception as exc:
+            detail, data = _exception_detail(exc)
+            result = CheckResult(HealthStatus.UNHEALTHY, detail, data)
+        return result, time.perf_counter() - started
+
+    async def check_all(self) -> HealthReport:
+        """Run every check concurrently (each under its timeout) and return the report."""
+        started = time.perf_counter()
+        checks = list(self._checks.values())
+        default_timeout = self._default_timeout()
+        outcomes = await asyncio.gather(*(self._run(c, default_timeout) for c in checks))
+        now = self._clock_now().time()
+        components: dict[str, ComponentHealth] = {}
+        with self._lock:
+            for check, (result, latency) in zip(checks, outcomes, strict=True):
+                if self._checks.get(check.name) is check:  # not replaced meanwhile
+                    components[check.name] = self._record(
+                        check.name, result, check.critical, latency, now
+                    )
+            for provider in list(self._providers):
+                try:
+                    provided = provider()
+                except Exception as exc:
+                    logger.opt(exception=exc).warning("a health provider failed: {}", exc)
+                    continue
+                for name, result in provided.items():
+                    if name not in components:
+                        components[name] = self._record(name, result, False, 0.0, now)
+        report = HealthReport(
+            overall_status=aggregate(components),
+            components=components,
+            timestamp=iso_utc(now),
+            duration=time.perf_counter() - started,
+        )
+        self._last_report = report
+        await self._notify(report)
+        return report
+
+    async def _notify(self, report: HealthReport) -> None:
+        for listener in list(self._listeners):
+            try:
+                outcome = listener(report)
+                if inspect.isawaitable(outcome):
+                    await outcome
+            except Exception as exc:
+                logger.warning("a health report listener failed: {}: {}", type(exc).__name__, exc)
+
+    def check_all_sync(self) -> HealthReport:
+        """Run :meth:`check_all` from synchronous code (not from inside a running loop)."""
+        return asyncio.run(self.check_all())
+
+    # -- monitor ---------------------------------------------------------------------------
+    @property
+    def monitoring(self) -> bool:
+        """Whether the monitor task is running."""
+        return self._monitor is not None and not self._monitor.done()
+
+    def start_monitor(self, interval: float | None = None) -> asyncio.Task[None]:
+        """Start running every check each ``interval`` seconds (default
+        ``resilience.health_check_interval``); returns the task. Idempotent."""
+        if self._monitor is not None and not self._monitor.done():
+            return self._monitor
+        if interval is None:
+            try:
+                from ..config import current_config
+
+                interval = float(current_config().resilience.health_check_interval)
+            except Exception:
+                interval = DEFAULT_INTERVAL
+        if not interval > 0:
+            raise ValueError("the health monitor interval must be > 0 seconds")
+        self._monitor = asyncio.get_running_loop().create_task(
+            self._monitor_loop(interval), name="resilient-health-monitor"
+        )
+        return self._monitor
+
+    async def _monitor_loop(self, interval: float) -> None:
+        while True:
+            try:
+                await self.check_all()
+            except Exception as exc:  # one bad cycle must not end monitoring
+                logger.error("health cycle failed: {}: {}", type(exc).__name__, exc)
+            await self._clock_now().asleep(interval)
+
+    async def stop_monitor(self) -> None:
+        """Stop the monitor and wait for its task to finish. Idempotent."""
+        task, self._monitor = self._monitor, None
+        if task is None or task.done():
+            return
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

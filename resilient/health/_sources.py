@@ -1,0 +1,95 @@
+"""Automatic health components and event feeds from the policy layer (breakers, fallbacks).
+
+Everything here imports the policy modules lazily, so observability works (with fewer
+components) before, without or alongside them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ._model import CheckResult, HealthStatus
+
+__all__ = ["breaker_snapshots", "fallback_statuses", "policy_components"]
+
+_STATE_STATUS = {
+    "closed": HealthStatus.HEALTHY,
+    "half-open": HealthStatus.DEGRADED,
+    "open": HealthStatus.UNHEALTHY,
+}
+_RANK = {HealthStatus.HEALTHY: 0, HealthStatus.DEGRADED: 1, HealthStatus.UNHEALTHY: 2}
+
+
+def breaker_snapshots() -> list[Any]:
+    """Every breaker's snapshot (empty when the policy layer is absent)."""
+    try:
+        import resilient
+
+        registry = getattr(resilient, "breakers", None)
+        if registry is None:
+            return []
+        return list(registry.snapshots())
+    except Exception:
+        return []
+
+
+def fallback_statuses() -> Mapping[str, Any]:
+    """``resilient.fallback_status()`` (empty when the policy layer is absent)."""
+    try:
+        import resilient
+
+        fn = getattr(resilient, "fallback_status", None)
+        return dict(fn()) if fn is not None else {}
+    except Exception:
+        return {}
+
+
+def _breaker_result(snap: Any) -> CheckResult:
+    state = str(getattr(snap, "state", "closed"))
+    status = _STATE_STATUS.get(state, HealthStatus.DEGRADED)
+    data: dict[str, Any] = {
+        "kind": "circuit_breaker",
+        "state": state,
+        "failure_count": int(getattr(snap, "failure_count", 0) or 0),
+        "total_calls": int(getattr(snap, "total_calls", 0) or 0),
+        "success_rate": float(getattr(snap, "success_rate", 1.0) or 0.0),
+    }
+    rejected = getattr(snap, "rejected_calls", None)
+    if rejected is not None:
+        data["rejected_calls"] = int(rejected)
+    if state == "open":
+        wait = float(getattr(snap, "retry_after", 0.0) or 0.0)
+        detail = f"circuit open; next trial in {wait:.1f}s"
+    elif state == "half-open":
+        detail = "circuit half-open; trial calls in progress"
+    else:
+        detail = ""
+    if getattr(snap, "disabled", False):
+        detail = "circuit breaker disabled"
+    return CheckResult(status, detail, data)
+
+
+def policy_components() -> dict[str, CheckResult]:
+    """One component per breaker (closed → healthy, half-open → degraded, open → unhealthy),
+    worsened to degraded where the latest call of that name served a fallback."""
+    out: dict[str, CheckResult] = {}
+    for snap in breaker_snapshots():
+        name = str(getattr(snap, "name", ""))
+        if name:
+            out[name] = _breaker_result(snap)
+    for name, fb in fallback_statuses().items():
+        if not getattr(fb, "degraded", False):
+            continue
+        served = int(getattr(fb, "served", 0) or 0)
+        detail = f"serving fallbacks ({served} served)"
+        current = out.get(name)
+        if current is None:
+            out[name] = CheckResult(
+                HealthStatus.DEGRADED, detail, {"kind": "fallback", "fallbacks_served": served}
+            )
+        elif _RANK[current.status] < _RANK[HealthStatus.DEGRADED]:
+            data = dict(current.data)
+            data["fallbacks_served"] = served
+            out[name] = CheckResult(HealthStatus.DEGRADED, detail, data)
+    return out

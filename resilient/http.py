@@ -1,0 +1,163 @@
+"""An ASGI health endpoint (extra ``http``, Starlette).
+
+Routes:
+    ``/health``        the IETF ``application/health+json`` report; 200 pass/warn, 503 fail.
+    ``/health/live``   liveness: 200 while the process serves requests.
+    ``/health/ready``  readiness: 200 only when every critical component is healthy, else 503.
+    ``/metrics``       the Prometheus text exposition (needs the ``prometheus`` extra).
+
+Serve it with any ASGI server, e.g. ``uvicorn.run(create_app(), host="127.0.0.1", port=8080)``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from . import __version__
+from ._sanitize import sanitize_obj
+from .health._model import HealthReport, HealthStatus
+
+if TYPE_CHECKING:
+    from .health import HealthOrchestrator, HealthRegistry
+
+__all__ = ["HEALTH_CONTENT_TYPE", "create_app", "health_json"]
+
+HEALTH_CONTENT_TYPE = "application/health+json"
+_IETF = {
+    HealthStatus.HEALTHY: "pass",
+    HealthStatus.DEGRADED: "warn",
+    HealthStatus.UNHEALTHY: "fail",
+}
+_NO_STORE = {"Cache-Control": "no-store"}
+
+
+def health_json(report: HealthReport, *, service_id: str = "resilient") -> dict[str, Any]:
+    """``report`` in the IETF health-check response format (draft-inadarei-api-health-check)."""
+    checks: dict[str, list[dict[str, Any]]] = {}
+    for name, comp in report.components.items():
+        is_breaker = comp.data.get("kind") == "circuit_breaker"
+        entry: dict[str, Any] = {
+            "componentId": name,
+            "componentType": "circuitBreaker" if is_breaker else "component",
+            "status": _IETF[comp.status],
+            "time": comp.last_checked,
+            "critical": comp.critical,
+        }
+        if is_breaker:
+            key = f"{name}:state"
+            entry["observedValue"] = comp.data.get("state")
+        else:
+            key = f"{name}:responseTime"
+            entry["observedValue"] = round(comp.latency * 1000.0, 3)
+            entry["observedUnit"] = "ms"
+        if comp.detail:
+            entry["output"] = comp.detail
+        if comp.consecutive_failures:
+            entry["consecutiveFailures"] = comp.consecutive_failures
+        checks[key] = [entry]
+    body: dict[str, Any] = {
+        "status": _IETF[report.overall_status],
+        "version": __version__.split(".")[0],
+        "releaseId": __version__,
+        "serviceId": service_id,
+        "description": "health of the resilient-managed components",
+        "time": report.timestamp,
+        "checks": checks,
+    }
+    clean: dict[str, Any] = sanitize_obj(body)
+    return clean
+
+
+def _health_response(body: dict[str, Any], status_code: int) -> Response:
+    return Response(
+        json.dumps(body, default=str),
+        status_code=status_code,
+        media_type=HEALTH_CONTENT_TYPE,
+        headers=_NO_STORE,
+    )
+
+
+def create_app(
+    orchestrator: HealthOrchestrator | None = None,
+    *,
+    registry: HealthRegistry | None = None,
+    service_id: str = "resilient",
+) -> Starlette:
+    """The health/metrics ASGI app.
+
+    Args:
+        orchestrator: runs a full health cycle (alerts included) per ``/health`` request;
+            without it the checks of ``registry`` run directly.
+        registry: the health registry (default: ``resilient.health.registry``).
+        service_id: ``serviceId`` in the health document.
+    """
+    if registry is None:
+        if orchestrator is not None:
+            registry = orchestrator.registry
+        else:
+            from .health import registry as default_registry
+
+            registry = default_registry
+    checks = registry
+
+    async def run_checks() -> HealthReport:
+        if orchestrator is not None:
+            return await orchestrator.run_cycle()
+        return await checks.check_all()
+
+    async def health(request: Request) -> Response:
+        report = await run_checks()
+        code = 503 if report.overall_status is HealthStatus.UNHEALTHY else 200
+        return _health_response(health_json(report, service_id=service_id), code)
+
+    async def live(request: Request) -> Response:
+        return _health_response(
+            {"status": "pass", "serviceId": service_id, "releaseId": __version__}, 200
+        )
+
+    async def ready(request: Request) -> Response:
+        report = await run_checks()
+        not_ready = sorted(
+            name
+            for name, c in report.components.items()
+            if c.critical and c.status is not HealthStatus.HEALTHY
+        )
+        body: dict[str, Any] = {
+            "status": "pass" if not not_ready else "fail",
+            "serviceId": service_id,
+            "releaseId": __version__,
+            "time": report.timestamp,
+        }
+        if not_ready:
+            body["output"] = "critical components not healthy: " + ", ".join(not_ready)
+        return _health_response(sanitize_obj(body), 200 if not not_ready else 503)
+
+    async def metrics_endpoint(request: Request) -> Response:
+        from . import metrics
+
+        try:
+            payload = metrics.generate_latest()
+        except ImportError:
+            return Response(
+                "prometheus_client is not installed: pip install 'resilient[prometheus]'\n",
+                status_code=501,
+                media_type="text/plain",
+            )
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(payload, media_type=CONTENT_TYPE_LATEST, headers=_NO_STORE)
+
+    return Starlette(
+        routes=[
+            Route("/health", health, methods=["GET"]),
+            Route("/health/live", live, methods=["GET"]),
+            Route("/health/ready", ready, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+        ]
+    )

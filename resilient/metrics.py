@@ -1,0 +1,368 @@
+"""Prometheus metrics (extra ``prometheus``) with stable names.
+
+The names follow Resilience4j's micrometer names and stamina's retry counter, under the
+``resilient_`` prefix:
+
+==========================================================  =====================================
+``resilient_circuitbreaker_state{name,state}``              gauge, 1 for the current state
+``resilient_circuitbreaker_calls_total{name,kind}``         kind: successful, failed, not_permitted
+``resilient_circuitbreaker_transitions_total{name,state}``  state entered
+``resilient_retries_total{callable,retry_num,error_type}``  one per retry (stamina's counter)
+``resilient_fallbacks_total{name,source}``                  source: value, func, cache
+``resilient_errors_total{category}``                        errors counted by the error tracker
+``resilient_health_status{component,status}``               gauge, 1 for the latest status
+``resilient_health_check_latency_seconds{component}``       latest check latency
+``resilient_pool_connections{pool,state}``                  state: in_use, idle, max
+``resilient_pool_utilization_ratio{pool}``                  in_use / max, 0..1
+``resilient_ratelimit_usage_ratio{name}``                   used / limit in the current window
+``resilient_<name>_total{...}``                             counters added with :func:`inc`
+==========================================================  =====================================
+
+Breaker and health values are read when Prometheus scrapes (nothing is paid per call); the
+other counters are fed on failure paths only. The recording functions below work without
+``prometheus_client`` installed and never raise.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.metrics_core import Metric
+
+__all__ = [
+    "CONTENT_TYPE",
+    "add_pool_source",
+    "collector_registry",
+    "generate_latest",
+    "inc",
+    "record_fallback",
+    "record_retry",
+    "record_transition",
+    "register_default",
+    "reset",
+    "set_pool_usage",
+    "set_rate_limit_usage",
+    "snapshot",
+]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+PREFIX = "resilient"
+_STATES = ("closed", "open", "half-open")
+_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+_lock = threading.Lock()
+_retries: Counter[tuple[str, str, str]] = Counter()
+_fallbacks: Counter[tuple[str, str]] = Counter()
+_errors: Counter[str] = Counter()
+_transitions: Counter[tuple[str, str]] = Counter()
+_pools: dict[str, tuple[int, int, int]] = {}
+_pool_sources: dict[str, Callable[[], Any]] = {}
+_ratelimits: dict[str, tuple[float, float]] = {}
+_custom: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+
+
+def record_retry(name: str, attempt: int, exc: BaseException | None) -> None:
+    """Count one retry of ``name`` after failed attempt ``attempt`` (stamina's labels)."""
+    error_type = type(exc).__name__ if exc is not None else ""
+    with _lock:
+        _retries[(name, str(attempt), error_type)] += 1
+
+
+def record_fallback(name: str, source: str) -> None:
+    """Count one fallback served by ``name`` from ``source`` (value, func or cache)."""
+    with _lock:
+        _fallbacks[(name, source)] += 1
+
+
+def record_transition(name: str, state: str) -> None:
+    """Count one transition of breaker ``name`` into ``state``."""
+    if state:
+        with _lock:
+            _transitions[(name, state)] += 1
+
+
+def _count_error(category: str) -> None:
+    with _lock:
+        _errors[category] += 1
+
+
+def set_pool_usage(pool: str, *, in_use: int, idle: int, max_size: int) -> None:
+    """Report a connection pool's usage (push style; see :func:`add_pool_source` to pull)."""
+    with _lock:
+        _pools[pool] = (int(in_use), int(idle), int(max_size))
+
+
+def add_pool_source(pool: str, source: Callable[[], Any] | None) -> None:
+    """Read pool usage from ``source()`` at each scrape (``None`` removes it).
+
+    ``source()`` returns an object or mapping with ``checked_out`` (or ``in_use``), ``size``
+    (connections open) and ``max_size``.
+    """
+    with _lock:
+        if source is None:
+            _pool_sources.pop(pool, None)
+        else:
+            _pool_sources[pool] = source
+
+
+def set_rate_limit_usage(name: str, *, used: float, limit: float) -> None:
+    """Report how much of rate limit ``name`` the current window has used."""
+    with _lock:
+        _ratelimits[name] = (float(used), float(limit))
+
+
+def inc(name: str, labels: Mapping[str, str] | None = None, amount: float = 1.0) -> None:
+    """Add ``amount`` to the counter ``resilient_<name>_total{labels}``.
+
+    Raises:
+        ValueError: ``name`` or a label name is not a valid Prometheus name.
+    """
+    base = name.removesuffix("_total")
+    if not _NAME.match(base):
+        raise ValueError(f"invalid metric name {name!r}: use letters, digits and underscores")
+    items = tuple(sorted((str(k), str(v)) for k, v in (labels or {}).items()))
+    for key, _ in items:
+        if not _NAME.match(key):
+            raise ValueError(f"invalid label name {key!r} for metric {name!r}")
+    with _lock:
+        _custom[(base, items)] = _custom.get((base, items), 0.0) + amount
+
+
+def reset() -> None:
+    """Forget every recorded value (tests)."""
+    with _lock:
+        for store in (_retries, _fallbacks, _errors, _transitions, _custom):
+            store.clear()
+        _pools.clear()
+        _pool_sources.clear()
+        _ratelimits.clear()
+
+
+def _pool_values() -> dict[str, tuple[int, int, int]]:
+    with _lock:
+        values = dict(_pools)
+        sources = dict(_pool_sources)
+    for pool, source in sources.items():
+        try:
+            raw = source()
+
+            def get(key: str, _raw: Any = raw) -> Any:
+                if isinstance(_raw, Mapping):
+                    return _raw.get(key)
+                return getattr(_raw, key, None)
+
+            in_use = get("checked_out")
+            if in_use is None:
+                in_use = get("in_use")
+            size = get("size") or 0
+            max_size = get("max_size") or 0
+            values[pool] = (int(in_use or 0), max(int(size) - int(in_use or 0), 0), int(max_size))
+        except Exception:  # a failing source must not break a scrape
+            continue
+    return values
+
+
+def snapshot() -> dict[str, Any]:
+    """The recorded values as plain data (also what the collector exports)."""
+    pools = _pool_values()
+    with _lock:
+        return {
+            "retries": {"|".join(k): v for k, v in _retries.items()},
+            "fallbacks": {"|".join(k): v for k, v in _fallbacks.items()},
+            "errors": dict(_errors),
+            "transitions": {"|".join(k): v for k, v in _transitions.items()},
+            "pools": {
+                p: {"in_use": u, "idle": i, "max": m, "utilization": (u / m) if m else 0.0}
+                for p, (u, i, m) in pools.items()
+            },
+            "rate_limits": {
+                n: {"used": u, "limit": lim, "usage": (u / lim) if lim else 0.0}
+                for n, (u, lim) in _ratelimits.items()
+            },
+        }
+
+
+class _Collector:
+    """Builds every metric family at scrape time."""
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        from .health._sources import breaker_snapshots
+
+        state = GaugeMetricFamily(
+            f"{PREFIX}_circuitbreaker_state",
+            "Circuit breaker state: 1 for the current state, 0 for the others.",
+            labels=["name", "state"],
+        )
+        calls = CounterMetricFamily(
+            f"{PREFIX}_circuitbreaker_calls",
+            "Calls seen by a circuit breaker by outcome (successful, failed, not_permitted).",
+            labels=["name", "kind"],
+        )
+        for snap in breaker_snapshots():
+            name = str(getattr(snap, "name", ""))
+            current = str(getattr(snap, "state", ""))
+            for s in _STATES:
+                state.add_metric([name, s], 1.0 if s == current else 0.0)
+            calls.add_metric([name, "successful"], float(getattr(snap, "success_count", 0) or 0))
+            calls.add_metric([name, "failed"], float(getattr(snap, "failure_count", 0) or 0))
+            calls.add_metric(
+                [name, "not_permitted"], float(getattr(snap, "rejected_calls", 0) or 0)
+            )
+        yield state
+        yield calls
+
+        with _lock:
+            retries = dict(_retries)
+            fallbacks = dict(_fallbacks)
+            errors = dict(_errors)
+            transitions = dict(_transitions)
+            ratelimits = dict(_ratelimits)
+            custom = dict(_custom)
+
+        fam = CounterMetricFamily(
+            f"{PREFIX}_circuitbreaker_transitions",
+            "Circuit breaker state transitions by the state entered.",
+            labels=["name", "state"],
+        )
+        for (name, s), v in transitions.items():
+            fam.add_metric([name, s], v)
+        yield fam
+        fam = CounterMetricFamily(
+            f"{PREFIX}_retries",
+            "Retries scheduled, by callable, retry number and error type.",
+            labels=["callable", "retry_num", "error_type"],
+        )
+        for key, v in retries.items():
+            fam.add_metric(list(key), v)
+        yield fam
+        fam = CounterMetricFamily(
+            f"{PREFIX}_fallbacks",
+            "Fallback answers served, by name and source (value, func, cache).",
+            labels=["name", "source"],
+        )
+        for (name, source), v in fallbacks.items():
+            fam.add_metric([name, source], v)
+        yield fam
+        fam = CounterMetricFamily(
+            f"{PREFIX}_errors",
+            "Errors counted by the error tracker, by category.",
+            labels=["category"],
+        )
+        for category, v in errors.items():
+            fam.add_metric([category], v)
+        yield fam
+
+        yield from _health_families()
+
+        conns = GaugeMetricFamily(
+            f"{PREFIX}_pool_connections",
+            "Connection pool connections by state (in_use, idle, max).",
+            labels=["pool", "state"],
+        )
+        util = GaugeMetricFamily(
+            f"{PREFIX}_pool_utilization_ratio",
+            "Connections in use divided by the pool's maximum size.",
+            labels=["pool"],
+        )
+        for pool, (in_use, idle, max_size) in _pool_values().items():
+            conns.add_metric([pool, "in_use"], in_use)
+            conns.add_metric([pool, "idle"], idle)
+            conns.add_metric([pool, "max"], max_size)
+            util.add_metric([pool], (in_use / max_size) if max_size else 0.0)
+        yield conns
+        yield util
+        usage = GaugeMetricFamily(
+            f"{PREFIX}_ratelimit_usage_ratio",
+            "Share of a rate limit used in the current window.",
+            labels=["name"],
+        )
+        for name, (used, limit) in ratelimits.items():
+            usage.add_metric([name], (used / limit) if limit else 0.0)
+        yield usage
+
+        by_name: dict[str, list[tuple[tuple[tuple[str, str], ...], float]]] = {}
+        for (base, items), total in custom.items():
+            by_name.setdefault(base, []).append((items, total))
+        for base, series in sorted(by_name.items()):
+            label_names = sorted({k for items, _ in series for k, _ in items})
+            fam = CounterMetricFamily(
+                f"{PREFIX}_{base}",
+                f"Counter {base} recorded by the application.",
+                labels=label_names,
+            )
+            for items, amount in series:
+                values = dict(items)
+                fam.add_metric([values.get(k, "") for k in label_names], amount)
+            yield fam
+
+
+def _health_families() -> Iterator[Metric]:
+    from prometheus_client.core import GaugeMetricFamily
+
+    from .health import registry
+
+    status = GaugeMetricFamily(
+        f"{PREFIX}_health_status",
+        "Component health: 1 for the latest status, 0 for the others.",
+        labels=["component", "status"],
+    )
+    latency = GaugeMetricFamily(
+        f"{PREFIX}_health_check_latency_seconds",
+        "Latency of the component's latest health check.",
+        labels=["component"],
+    )
+    report = registry.last_report
+    if report is not None:
+        for name, comp in report.components.items():
+            for s in ("healthy", "degraded", "unhealthy"):
+                status.add_metric([name, s], 1.0 if comp.status.value == s else 0.0)
+            latency.add_metric([name], comp.latency)
+    yield status
+    yield latency
+
+
+_registry: CollectorRegistry | None = None
+_collector = _Collector()
+_default_registered = False
+
+
+def collector_registry() -> CollectorRegistry:
+    """A Prometheus registry holding the package's collector (needs ``prometheus_client``)."""
+    global _registry
+    with _lock:
+        if _registry is None:
+            from prometheus_client import CollectorRegistry
+
+            reg = CollectorRegistry(auto_describe=False)
+            reg.register(_collector)
+            _registry = reg
+        return _registry
+
+
+def register_default() -> None:
+    """Also expose the package's metrics on ``prometheus_client.REGISTRY`` (idempotent)."""
+    global _default_registered
+    with _lock:
+        if not _default_registered:
+            from prometheus_client import REGISTRY
+
+            REGISTRY.register(_collector)
+            _default_registered = True
+
+
+def generate_latest() -> bytes:
+    """The Prometheus text exposition of the package's metrics."""
+    from prometheus_client import generate_latest as _generate
+
+    return _generate(collector_registry())
