@@ -1,0 +1,167 @@
+"""What the proxies of one factory share: configuration, risk checker, paper brokers, prices."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from .._clock import get_clock
+from ..config import Config
+from ._methods import is_async, public_methods
+from ._risk import RiskChecker
+
+__all__ = ["TradingContext"]
+
+_PRICE_METHODS = (
+    "get_current_price",
+    "get_latest_price",
+    "get_last_price",
+    "get_price",
+    "current_price",
+    "latest_price",
+    "last_price",
+)
+
+
+def _as_price(value: Any) -> float | None:
+    from ._proxy import _price_of
+
+    return _price_of(value)
+
+
+class TradingContext:
+    """Shared state of the proxies created by one factory."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.risk = RiskChecker(config.trading, config.features)
+        self._lock = threading.Lock()
+        self._paper: dict[str | None, Any] = {}
+        self._paper_methods: dict[tuple[str | None, str], Callable[..., Any]] = {}
+        self._prices: dict[str, tuple[float, float]] = {}  # symbol -> (price, monotonic time)
+        self.market_data: list[Any] = []  # ResilientService proxies of market data
+
+    def update_config(self, config: Config) -> None:
+        """Apply a reloaded configuration (switches and limits take effect at once)."""
+        self.config = config
+        self.risk = RiskChecker(config.trading, config.features)
+
+    # -- paper brokers ----------------------------------------------------------------------
+
+    def register_paper_broker(self, broker: Any, service: str | None = None) -> None:
+        """Route orders of ``service`` (every service when ``None``) to ``broker`` while live
+        trading is off and paper trading is on."""
+        with self._lock:
+            self._paper[service] = broker
+            for key in [k for k in self._paper_methods if k[0] == service]:
+                del self._paper_methods[key]
+
+    def paper_broker(self, service: str) -> Any:
+        """The paper broker registered for ``service`` (or for every service), or ``None``."""
+        with self._lock:
+            return self._paper.get(service, self._paper.get(None))
+
+    def paper_method(
+        self, service: str, method: str, asynchronous: bool
+    ) -> Callable[..., Any] | None:
+        """The paper broker's ``method`` adapted to the caller's sync/async style, or ``None``."""
+        key = service if service in self._paper else None
+        cached = self._paper_methods.get((key, method + ("#a" if asynchronous else "#s")))
+        if cached is not None:
+            return cached
+        broker = self.paper_broker(service)
+        if broker is None:
+            return None
+        fn = public_methods(broker).get(method)
+        if fn is None:
+            return None
+        adapted = _adapt(fn, asynchronous)
+        with self._lock:
+            self._paper_methods[(key, method + ("#a" if asynchronous else "#s"))] = adapted
+        return adapted
+
+    # -- prices -----------------------------------------------------------------------------
+
+    def remember_price(self, symbol: str, price: float) -> None:
+        """Keep the last good price of ``symbol`` (used to value market orders)."""
+        self._prices[symbol] = (price, get_clock().monotonic())
+
+    def last_price(self, symbol: str) -> tuple[float, float] | None:
+        """``(price, age in seconds)`` of the last good price seen, or ``None``."""
+        entry = self._prices.get(symbol)
+        if entry is None:
+            return None
+        return entry[0], max(0.0, get_clock().monotonic() - entry[1])
+
+    def _price_readers(self, extra: Sequence[Callable[..., Any]]) -> list[Callable[..., Any]]:
+        readers: list[Callable[..., Any]] = []
+        for proxy in self.market_data:
+            for name in _PRICE_METHODS:
+                fn = getattr(proxy, name, None)
+                if callable(fn):
+                    readers.append(fn)
+                    break
+        readers.extend(extra)
+        return readers
+
+    async def aprice(
+        self, symbol: str, *, extra: Sequence[Callable[..., Any]] = ()
+    ) -> float | None:
+        """The current price of ``symbol`` from the market-data services (then ``extra``
+        readers), falling back to the last good price seen."""
+        for reader in self._price_readers(extra):
+            try:
+                value = reader(symbol)
+                if isinstance(value, Awaitable):
+                    value = await value
+            except Exception:
+                continue
+            price = _as_price(value)
+            if price is not None:
+                self.remember_price(symbol, price)
+                return price
+        last = self.last_price(symbol)
+        return last[0] if last is not None else None
+
+    def price_sync(self, symbol: str, *, extra: Sequence[Callable[..., Any]] = ()) -> float | None:
+        """Like :meth:`aprice` for synchronous orders (only synchronous readers are asked)."""
+        for reader in self._price_readers(extra):
+            if is_async(reader):
+                continue
+            try:
+                price = _as_price(reader(symbol))
+            except Exception:
+                continue
+            if price is not None:
+                self.remember_price(symbol, price)
+                return price
+        last = self.last_price(symbol)
+        return last[0] if last is not None else None
+
+
+def _adapt(fn: Callable[..., Any], asynchronous: bool) -> Callable[..., Any]:
+    if is_async(fn) == asynchronous:
+        return fn
+    if asynchronous:  # a sync paper broker behind an async proxy
+
+        async def acall(*args: Any, **kwargs: Any) -> Any:
+            return fn(*args, **kwargs)
+
+        return acall
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        # An async paper broker behind a sync client: its coroutines never wait on I/O (prices
+        # come from a sync source), so they are driven to completion right here.
+        coro = fn(*args, **kwargs)
+        try:
+            coro.send(None)
+        except StopIteration as done:
+            return done.value
+        coro.close()
+        raise RuntimeError(
+            "the paper broker waited on I/O inside a synchronous call; give it a synchronous "
+            "price_source or use an async client"
+        )
+
+    return call

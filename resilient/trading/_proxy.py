@@ -1,0 +1,732 @@
+"""Resilient proxies for broker and market-data clients.
+
+A proxy wraps every public method of the wrapped object once, at construction, keeping its
+name, signature and docstring, and choosing the policy by the kind of call:
+
+* reads (account, positions, prices, bars, quotes): rate limit, timeout, the service's breaker,
+  retries on transient errors, and the last good answer from the cache when all of that fails;
+* orders (place/submit/replace): trading switches and risk checks first (once per order, outside
+  every retry), a client order id supplied when the method accepts one, then rate limit,
+  ``trading.default_order_timeout`` and the breaker; retried only with an idempotency key or
+  after a failure that proves the request never left;
+* cancels: like reads but without a cached answer (cancelling twice cannot duplicate an order);
+* anything else: rate limit, timeout and breaker, no retry.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import threading
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .. import _hooks
+from .._cache import cache_key, get_fallback_cache
+from .._classify import ErrorCategory, classify, is_transient
+from .._clock import get_clock
+from .._exceptions import RiskLimitError, TradingDisabledError
+from .._sanitize import sanitize
+from ._methods import guess_kind, is_async, public_methods
+from ._orders import OrderCall, OrderIntent, prepare_order_call
+from ._ratelimit import ServiceRateLimiter
+from ._risk import PositionBook, RiskChecker
+from ._settings import MethodPolicy, ServiceSettings
+from ._values import FallbackInfo, mark_stale, set_last_fallback
+
+if TYPE_CHECKING:
+    from ._context import TradingContext
+
+__all__ = ["ResilientService"]
+
+_NO_CACHE_CATEGORIES = frozenset(
+    {ErrorCategory.VALIDATION, ErrorCategory.AUTHENTICATION, ErrorCategory.RISK_LIMIT}
+)
+_PRICE_METHODS = (
+    "get_current_price",
+    "get_latest_price",
+    "get_last_price",
+    "get_price",
+    "current_price",
+    "latest_price",
+    "last_price",
+)
+_POSITION_METHODS = ("get_position", "get_open_position")
+_LOOKUP_METHODS = (
+    "get_order_by_client_id",
+    "get_order_by_client_order_id",
+    "get_order_by_client_ref",
+)
+
+# Per order call: whether it carries an idempotency key (read by the retry predicate) and how
+# many attempts reached the broker.
+_order_state: contextvars.ContextVar[_OrderState | None] = contextvars.ContextVar(
+    "resilient_order_state", default=None
+)
+
+
+class _OrderState:
+    __slots__ = ("attempts", "has_key")
+
+    def __init__(self, has_key: bool) -> None:
+        self.has_key = has_key
+        self.attempts = 0
+
+
+def _order_is_idempotent(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    state = _order_state.get()
+    return state is not None and state.has_key
+
+
+def _price_of(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value) if value > 0 else None
+    for name in ("price", "last", "last_price", "close", "ask_price", "ap", "p", "c"):
+        item = value.get(name) if isinstance(value, Mapping) else getattr(value, name, None)
+        if isinstance(item, int | float) and not isinstance(item, bool) and item > 0:
+            return float(item)
+    return None
+
+
+def _quantity_of(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    for name in ("qty", "quantity", "position", "size"):
+        item = value.get(name) if isinstance(value, Mapping) else getattr(value, name, None)
+        if item is not None:
+            try:
+                return float(item)
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+def _symbol_arg(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None:
+    value = kwargs.get("symbol", args[0] if args else None)
+    return value if isinstance(value, str) else None
+
+
+class _ServiceState:
+    """Counters and last events of one service, for its health component."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.fallbacks_served = 0
+        self.degraded = False  # the latest read of some method served a fallback
+        self.last_fallback: FallbackInfo | None = None
+        self.last_fallback_at: float | None = None
+        self.orders_sent = 0
+        self.orders_refused = 0
+        self.order_lookups = 0
+
+
+class ResilientService:
+    """A proxy that gives every public method of ``target`` the resilience of service ``name``.
+
+    Built by :meth:`resilient.integration.ResilienceFactory.create_resilient_broker` and
+    :meth:`~resilient.integration.ResilienceFactory.create_resilient_market_data`. Attributes
+    that are not methods are read from the wrapped object.
+    """
+
+    def __init__(
+        self,
+        target: Any,
+        name: str,
+        *,
+        role: str,
+        settings: ServiceSettings,
+        context: TradingContext,
+        paper: bool | None = None,
+    ) -> None:
+        if not name or not isinstance(name, str):
+            raise ValueError("a resilient service needs a non-empty name, e.g. 'main_broker'")
+        object.__setattr__(self, "_target", target)
+        self.__dict__.update(
+            _name=name,
+            _role=role,
+            _settings=settings,
+            _context=context,
+            _state=_ServiceState(),
+            _book=PositionBook(),
+            _methods={},
+            _kinds={},
+        )
+        if paper is None:
+            paper = settings.paper
+        if paper is None:
+            paper = bool(getattr(target, "paper", False) or getattr(target, "is_paper", False))
+        self.__dict__["_is_paper"] = paper
+        limiter = None
+        if settings.rate_limit and settings.resilience_enabled:
+            redis = context.config.redis
+            limiter = ServiceRateLimiter(
+                name,
+                settings.rate_limit,
+                max_wait=settings.rate_limit_max_wait,
+                redis_url=redis.url,
+                key_prefix=redis.key_prefix,
+                timeout=max(redis.timeout, 0.05),
+            )
+        self.__dict__["_limiter"] = limiter
+        default_kind = "read" if role == "market_data" else "other"
+        for method_name, bound in public_methods(target).items():
+            policy = settings.for_method(method_name)
+            kind = policy.kind or guess_kind(method_name, default=default_kind)
+            self._kinds[method_name] = kind
+            wrapped = self._wrap(method_name, bound, kind, policy)
+            self._methods[method_name] = wrapped
+            self.__dict__[method_name] = wrapped
+
+    # -- attribute access -------------------------------------------------------------------
+
+    def __getattr__(self, item: str) -> Any:
+        return getattr(self.__dict__["_target"], item)
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(dir(type(self))) | set(self._methods) | set(dir(self._target)))
+
+    def __repr__(self) -> str:
+        return f"<resilient {self._role} {self._name!r} wrapping {type(self._target).__name__}>"
+
+    @property
+    def service_name(self) -> str:
+        """The service (and breaker, and health component) name."""
+        name: str = self._name
+        return name
+
+    @property
+    def wrapped(self) -> Any:
+        """The wrapped client."""
+        return self._target
+
+    @property
+    def method_kinds(self) -> dict[str, str]:
+        """Each wrapped method and its kind (``read``, ``order``, ``cancel``, ``other``)."""
+        return dict(self._kinds)
+
+    @property
+    def tracked_positions(self) -> dict[str, float]:
+        """Net quantities of the orders sent through this proxy."""
+        book: PositionBook = self._book
+        return book.snapshot()
+
+    # -- wrapping ---------------------------------------------------------------------------
+
+    def _wrap(
+        self, method: str, fn: Callable[..., Any], kind: str, policy: MethodPolicy
+    ) -> Callable[..., Any]:
+        asynchronous = is_async(fn)
+        if kind == "order":
+            return self._wrap_order(method, fn, policy, asynchronous)
+        call = self._pipeline(method, fn, kind, policy, asynchronous)
+        if kind == "cancel" and self._role == "broker":
+            return self._routed(method, fn, call, asynchronous)
+        if kind != "read" or not self._settings.resilience_enabled:
+            return call
+        return self._with_cache(method, fn, call, policy, asynchronous)
+
+    def _pipeline(
+        self,
+        method: str,
+        fn: Callable[..., Any],
+        kind: str,
+        policy: MethodPolicy,
+        asynchronous: bool,
+    ) -> Callable[..., Any]:
+        """retry(rate limit(breaker(timeout(fn)))) for one method of the wrapped object."""
+        if not self._settings.resilience_enabled:
+            return fn  # canary switch off: the plain client
+        import resilient
+
+        name = self._name
+        seconds = policy.order_timeout if kind in ("order", "cancel") else policy.timeout
+        call: Callable[..., Any] = resilient.timeout(seconds, name=f"{name}.{method}")(fn)
+        call = resilient.breaker(
+            name,
+            failure_threshold=policy.failure_threshold,
+            reset_timeout=policy.reset_timeout,
+        )(call)
+        limiter: ServiceRateLimiter | None = self._limiter
+        counted = kind == "order"
+        if limiter is not None or counted:
+            call = self._limited(call, limiter, counted, asynchronous)
+        if kind == "other":
+            return functools.wraps(fn)(call)
+        options: dict[str, Any] = {
+            "max_attempts": policy.max_attempts,
+            "initial_delay": policy.initial_delay,
+            "max_delay": policy.max_delay,
+            "name": f"{name}.{method}",
+        }
+        if kind == "order":
+            options["idempotent"] = _order_is_idempotent
+        call = resilient.retry(**options)(call)
+        return functools.wraps(fn)(call)
+
+    @staticmethod
+    def _limited(
+        call: Callable[..., Any],
+        limiter: ServiceRateLimiter | None,
+        counted: bool,
+        asynchronous: bool,
+    ) -> Callable[..., Any]:
+        if asynchronous:
+
+            async def alimited(*args: Any, **kwargs: Any) -> Any:
+                if limiter is not None:
+                    await limiter.acquire()
+                if counted:
+                    state = _order_state.get()
+                    if state is not None:
+                        state.attempts += 1
+                return await call(*args, **kwargs)
+
+            return alimited
+
+        def limited(*args: Any, **kwargs: Any) -> Any:
+            if limiter is not None:
+                limiter.acquire_sync()
+            if counted:
+                state = _order_state.get()
+                if state is not None:
+                    state.attempts += 1
+            return call(*args, **kwargs)
+
+        return limited
+
+    # -- reads: cached fallback -------------------------------------------------------------
+
+    def _remember_price(
+        self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], value: Any
+    ) -> None:
+        if "price" not in method and "quote" not in method:
+            return
+        symbol = _symbol_arg(args, kwargs)
+        price = _price_of(value) if symbol else None
+        if symbol and price is not None:
+            self._context.remember_price(symbol, price)
+
+    def _serve(self, method: str, key: str, exc: Exception, entry: Any) -> Any:
+        age = float(entry.age)
+        state: _ServiceState = self._state
+        info = FallbackInfo(self._name, method, age, type(exc).__name__)
+        with state.lock:
+            first = not state.degraded
+            state.degraded = True
+            state.fallbacks_served += 1
+            state.last_fallback = info
+            state.last_fallback_at = get_clock().time()
+        set_last_fallback(info)
+        _hooks.event(
+            _hooks.EventKind.FALLBACK_SERVED,
+            self._name,
+            exc,
+            source="cache",
+            cache_age=age,
+            first_in_episode=first,
+        )
+        return mark_stale(entry.value, age, self._name)
+
+    def _recovered(self) -> None:
+        state: _ServiceState = self._state
+        if state.degraded:
+            with state.lock:
+                was, state.degraded = state.degraded, False
+            if was:
+                _hooks.event(_hooks.EventKind.FALLBACK_RECOVERED, self._name)
+
+    def _with_cache(
+        self,
+        method: str,
+        fn: Callable[..., Any],
+        call: Callable[..., Any],
+        policy: MethodPolicy,
+        asynchronous: bool,
+    ) -> Callable[..., Any]:
+        ttl = policy.cache_ttl
+        prefix = f"{self._name}.{method}"
+
+        def usable(exc: Exception) -> bool:
+            return classify(exc) not in _NO_CACHE_CATEGORIES
+
+        if asynchronous:
+
+            @functools.wraps(fn)
+            async def aread(*args: Any, **kwargs: Any) -> Any:
+                key = cache_key(prefix, args, kwargs)
+                try:
+                    value = await call(*args, **kwargs)
+                except Exception as exc:
+                    if not usable(exc):
+                        raise
+                    entry = await get_fallback_cache().get(key)
+                    if entry is None or entry.age > ttl:
+                        raise
+                    return self._serve(method, key, exc, entry)
+                await get_fallback_cache().set(key, value, ttl)
+                self._remember_price(method, args, kwargs, value)
+                self._recovered()
+                return value
+
+            return aread
+
+        @functools.wraps(fn)
+        def read(*args: Any, **kwargs: Any) -> Any:
+            key = cache_key(prefix, args, kwargs)
+            try:
+                value = call(*args, **kwargs)
+            except Exception as exc:
+                if not usable(exc):
+                    raise
+                entry = get_fallback_cache().get_sync(key)
+                if entry is None or entry.age > ttl:
+                    raise
+                return self._serve(method, key, exc, entry)
+            get_fallback_cache().set_sync(key, value, ttl)
+            self._remember_price(method, args, kwargs, value)
+            self._recovered()
+            return value
+
+        return read
+
+    # -- orders -----------------------------------------------------------------------------
+
+    def _mode(self) -> str:
+        """``live``, ``paper`` or ``disabled``: where orders of this service go now."""
+        if self._is_paper:
+            return "paper"
+        features = self._context.config.features
+        if features.live_trading_enabled:
+            return "live"
+        if features.paper_trading_enabled:
+            return "paper"
+        return "disabled"
+
+    def _order_target(self, method: str, asynchronous: bool) -> Callable[..., Any]:
+        """The function an order method must call now, per the trading switches.
+
+        Raises:
+            TradingDisabledError: live trading is off and no paper broker can take the order.
+        """
+        if self._is_paper:
+            return self._methods_raw[method]
+        features = self._context.config.features
+        if features.live_trading_enabled:
+            return self._methods_raw[method]
+        name = self._name
+        if not features.paper_trading_enabled:
+            raise TradingDisabledError(
+                "features.live_trading_enabled",
+                message=(
+                    f"order refused: live trading is disabled for {name!r} "
+                    "(features.live_trading_enabled = false) and paper trading is off; set "
+                    "AI_TRADER_FEATURES__PAPER_TRADING_ENABLED=true and register a paper broker, "
+                    "or enable live trading"
+                ),
+            )
+        context: TradingContext = self._context
+        paper = context.paper_method(name, method, asynchronous)
+        if paper is None:
+            raise TradingDisabledError(
+                "features.live_trading_enabled",
+                message=(
+                    f"order refused: live trading is disabled for {name!r} "
+                    "(features.live_trading_enabled = false) and no paper broker is registered; "
+                    f"register one with factory.register_paper_broker(PaperBroker(), {name!r}) "
+                    "(or wrap a paper client: create_resilient_broker(client, name, paper=True))"
+                ),
+            )
+        return paper
+
+    @property
+    def _methods_raw(self) -> dict[str, Callable[..., Any]]:
+        raw: dict[str, Callable[..., Any]] = self.__dict__["_pipelines"]
+        return raw
+
+    def _routed(
+        self, method: str, fn: Callable[..., Any], call: Callable[..., Any], asynchronous: bool
+    ) -> Callable[..., Any]:
+        """Cancels follow orders: to the paper broker while trading on paper."""
+        self.__dict__.setdefault("_pipelines", {})[method] = call
+        if asynchronous:
+
+            @functools.wraps(fn)
+            async def acancel(*args: Any, **kwargs: Any) -> Any:
+                return await self._order_target(method, True)(*args, **kwargs)
+
+            return acancel
+
+        @functools.wraps(fn)
+        def cancel(*args: Any, **kwargs: Any) -> Any:
+            return self._order_target(method, False)(*args, **kwargs)
+
+        return cancel
+
+    def _wrap_order(
+        self, method: str, fn: Callable[..., Any], policy: MethodPolicy, asynchronous: bool
+    ) -> Callable[..., Any]:
+        try:
+            sig: inspect.Signature | None = inspect.signature(fn)
+        except (TypeError, ValueError):
+            sig = None
+        pipeline = self._pipeline(method, fn, "order", policy, asynchronous)
+        self.__dict__.setdefault("_pipelines", {})[method] = pipeline
+        lookup = next(
+            (
+                getattr(self._target, n)
+                for n in _LOOKUP_METHODS
+                if callable(getattr(self._target, n, None))
+            ),
+            None,
+        )
+
+        if asynchronous:
+
+            @functools.wraps(fn)
+            async def aorder(*args: Any, **kwargs: Any) -> Any:
+                target = self._order_target(method, True)
+                prepared = prepare_order_call(sig, args, kwargs)
+                await self._acheck(prepared.intent)
+                state = _OrderState(prepared.has_idempotency_key)
+                token = _order_state.set(state)
+                try:
+                    result = await target(*prepared.args, **prepared.kwargs)
+                except Exception as exc:
+                    found = await self._afind(lookup, prepared, state, exc)
+                    if found is None:
+                        raise
+                    result = found
+                finally:
+                    _order_state.reset(token)
+                self._sent(prepared.intent)
+                return result
+
+            return aorder
+
+        @functools.wraps(fn)
+        def order(*args: Any, **kwargs: Any) -> Any:
+            target = self._order_target(method, False)
+            prepared = prepare_order_call(sig, args, kwargs)
+            self._check_sync(prepared.intent)
+            state = _OrderState(prepared.has_idempotency_key)
+            token = _order_state.set(state)
+            try:
+                result = target(*prepared.args, **prepared.kwargs)
+            except Exception as exc:
+                found = self._find_sync(lookup, prepared, state, exc)
+                if found is None:
+                    raise
+                result = found
+            finally:
+                _order_state.reset(token)
+            self._sent(prepared.intent)
+            return result
+
+        return order
+
+    def _sent(self, intent: OrderIntent) -> None:
+        self._book.apply(intent)
+        with self._state.lock:
+            self._state.orders_sent += 1
+
+    def _refused(self, exc: RiskLimitError) -> None:
+        with self._state.lock:
+            self._state.orders_refused += 1
+        try:
+            from ..errors import record_error
+
+            record_error(exc, component=self._name)
+        except Exception:
+            pass
+
+    def _lookup_wanted(self, prepared: OrderCall, state: _OrderState, exc: Exception) -> bool:
+        """After a retried order failed, the broker may already hold it (its first attempt's
+        answer was lost and the retry was rejected as a duplicate)."""
+        return (
+            prepared.has_idempotency_key
+            and state.attempts > 1
+            and not isinstance(exc, RiskLimitError)
+            and not is_transient(exc)
+        )
+
+    async def _afind(
+        self,
+        lookup: Callable[..., Any] | None,
+        prepared: OrderCall,
+        state: _OrderState,
+        exc: Exception,
+    ) -> Any:
+        if lookup is None or not self._lookup_wanted(prepared, state, exc):
+            return None
+        try:
+            found = lookup(prepared.intent.client_order_id)
+            if isinstance(found, Awaitable):
+                found = await found
+        except Exception:
+            return None
+        if found is not None:
+            self._state.order_lookups += 1
+        return found
+
+    def _find_sync(
+        self,
+        lookup: Callable[..., Any] | None,
+        prepared: OrderCall,
+        state: _OrderState,
+        exc: Exception,
+    ) -> Any:
+        if lookup is None or is_async(lookup) or not self._lookup_wanted(prepared, state, exc):
+            return None
+        try:
+            found = lookup(prepared.intent.client_order_id)
+        except Exception:
+            return None
+        if found is not None:
+            self._state.order_lookups += 1
+        return found
+
+    async def _aposition(self, symbol: str) -> float:
+        for name in _POSITION_METHODS:
+            reader = self._methods.get(name)
+            if reader is None:
+                continue
+            try:
+                value = reader(symbol)
+                if isinstance(value, Awaitable):
+                    value = await value
+            except Exception:
+                break
+            qty = _quantity_of(value)
+            if qty is not None:
+                return qty
+        book: PositionBook = self._book
+        return book.get(symbol)
+
+    def _position_sync(self, symbol: str) -> float:
+        for name in _POSITION_METHODS:
+            reader = self._methods.get(name)
+            if reader is None or is_async(reader):
+                continue
+            try:
+                qty = _quantity_of(reader(symbol))
+            except Exception:
+                break
+            if qty is not None:
+                return qty
+        book: PositionBook = self._book
+        return book.get(symbol)
+
+    async def _aprice(self, symbol: str) -> float | None:
+        own = [self._methods[n] for n in _PRICE_METHODS if n in self._methods]
+        context: TradingContext = self._context
+        return await context.aprice(symbol, extra=own)
+
+    async def _acheck(self, intent: OrderIntent) -> None:
+        risk: RiskChecker = self._context.risk
+        if not risk.enabled:
+            return
+        price = None
+        if intent.symbol is not None and (intent.price is None or intent.price <= 0):
+            price = await self._aprice(intent.symbol)
+        position = await self._aposition(intent.symbol) if intent.symbol else 0.0
+        try:
+            risk.check(intent, market_price=price, position=position)
+        except RiskLimitError as exc:
+            self._refused(exc)
+            raise
+
+    def _check_sync(self, intent: OrderIntent) -> None:
+        risk: RiskChecker = self._context.risk
+        if not risk.enabled:
+            return
+        price = None
+        if intent.symbol is not None and (intent.price is None or intent.price <= 0):
+            own = [
+                self._methods[n]
+                for n in _PRICE_METHODS
+                if n in self._methods and not is_async(self._methods[n])
+            ]
+            price = self._context.price_sync(intent.symbol, extra=own)
+        position = self._position_sync(intent.symbol) if intent.symbol else 0.0
+        try:
+            risk.check(intent, market_price=price, position=position)
+        except RiskLimitError as exc:
+            self._refused(exc)
+            raise
+
+    # -- health -----------------------------------------------------------------------------
+
+    def _breaker_snapshot(self) -> Any:
+        try:
+            import resilient
+
+            return resilient.breakers.get(self._name).snapshot()
+        except Exception:
+            return None
+
+    async def _health(self) -> dict[str, Any]:
+        """The service's health component: breaker state, fallbacks served (with the age of
+        the last one), orders, rate-limit usage."""
+        snap = self._breaker_snapshot()
+        state = str(getattr(snap, "state", "closed")) if snap is not None else "closed"
+        data: dict[str, Any] = {
+            "kind": self._role,
+            "resilience_enabled": self._settings.resilience_enabled,
+            "circuit_state": state,
+        }
+        if snap is not None:
+            data.update(
+                total_calls=snap.total_calls,
+                failure_count=snap.failure_count,
+                success_rate=snap.success_rate,
+                rejected_calls=snap.rejected_calls,
+            )
+        st: _ServiceState = self._state
+        data["fallbacks_served"] = st.fallbacks_served
+        if st.last_fallback is not None:
+            data["last_fallback"] = {
+                "method": st.last_fallback.method,
+                "age_seconds": round(st.last_fallback.age, 3),
+                "served_at": st.last_fallback_at,
+                "error_type": st.last_fallback.error_type,
+            }
+        if self._role == "broker":
+            data.update(
+                trading_mode=self._mode(),
+                orders_sent=st.orders_sent,
+                orders_refused=st.orders_refused,
+            )
+        limiter: ServiceRateLimiter | None = self._limiter
+        if limiter is not None:
+            data["api_usage"] = await limiter.usage()
+        status, detail = "healthy", ""
+        if state == "open":
+            status = "unhealthy"
+            retry_after = float(getattr(snap, "retry_after", 0.0) or 0.0)
+            detail = f"circuit open; next trial in {retry_after:.1f}s"
+            if st.fallbacks_served:
+                detail += f"; serving cached data ({st.fallbacks_served} served)"
+        elif state == "half-open":
+            status, detail = "degraded", "circuit half-open; trial calls in progress"
+        elif st.degraded and st.last_fallback is not None:
+            status = "degraded"
+            detail = (
+                f"serving cached data: last answer of {st.last_fallback.method} was "
+                f"{st.last_fallback.age:.1f}s old"
+            )
+        elif limiter is not None and limiter.degraded:
+            status, detail = "degraded", "rate limit counting in memory (Redis unreachable)"
+        data["detail"] = sanitize(detail)
+        data["status"] = status
+        return data
+
+    async def _aclose(self) -> None:
+        """Release the rate limiter's connections."""
+        limiter: ServiceRateLimiter | None = self._limiter
+        if limiter is not None:
+            await limiter.aclose()

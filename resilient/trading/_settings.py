@@ -1,0 +1,240 @@
+"""The ``services`` settings section: per-service and per-method policy overrides.
+
+```toml
+[default.services.defaults]          # every service
+rate_limit = "200/minute"
+[default.services.main_broker]       # one service (overrides the defaults)
+resilience_enabled = true            # canary switch: false = pass-through (risk checks stay)
+[default.services.main_broker.methods.get_bars]
+timeout = 30.0
+```
+Unset values fall back to the ``resilience`` and ``trading`` sections.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from .._exceptions import ConfigError, ConfigProblem
+from ..config import Config
+
+__all__ = ["DEFAULTS_KEY", "METHOD_KINDS", "MethodPolicy", "ServiceSettings", "service_settings"]
+
+DEFAULTS_KEY = "defaults"
+METHOD_KINDS = ("read", "order", "cancel", "other")
+
+
+@dataclass(frozen=True, slots=True)
+class MethodPolicy:
+    """The resolved policy of one method (or, before method overrides, of a service)."""
+
+    timeout: float = 10.0
+    order_timeout: float = 30.0
+    failure_threshold: int = 5
+    reset_timeout: float = 60.0
+    max_attempts: int = 3
+    initial_delay: float = 1.0
+    max_delay: float = 30.0
+    cache_ttl: float = 300.0
+    kind: str | None = None  # None: guessed from the method's name
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSettings:
+    """Settings of one service after layering defaults, the service and its methods."""
+
+    name: str
+    resilience_enabled: bool = True
+    rate_limit: str = ""
+    rate_limit_max_wait: float = 5.0
+    paper: bool | None = None
+    policy: MethodPolicy = field(default_factory=MethodPolicy)
+    methods: Mapping[str, MethodPolicy] = field(default_factory=dict)
+
+    def for_method(self, method: str) -> MethodPolicy:
+        """The policy of ``method`` (the service policy when it has no override)."""
+        return self.methods.get(method, self.policy)
+
+
+_SERVICE_KEYS: dict[str, type] = {
+    "resilience_enabled": bool,
+    "rate_limit": str,
+    "rate_limit_max_wait": float,
+    "paper": bool,
+}
+_POLICY_KEYS: dict[str, type] = {
+    "timeout": float,
+    "order_timeout": float,
+    "failure_threshold": int,
+    "reset_timeout": float,
+    "max_attempts": int,
+    "initial_delay": float,
+    "max_delay": float,
+    "cache_ttl": float,
+    "kind": str,
+}
+_POSITIVE = {
+    "timeout",
+    "order_timeout",
+    "reset_timeout",
+    "cache_ttl",
+    "failure_threshold",
+    "max_attempts",
+}
+
+
+def _lower(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {str(k).lower(): v for k, v in data.items()}
+
+
+class _Checker:
+    def __init__(self, env: str) -> None:
+        self.env = env
+        self.problems: list[ConfigProblem] = []
+
+    def problem(self, key: str, rule: str, fix: str) -> None:
+        self.problems.append(ConfigProblem(key=key, rule=rule, fix=fix, env=self.env))
+
+    def value(self, key: str, typ: type, raw: Any) -> Any:
+        name = key.rsplit(".", 1)[-1]
+        if typ is bool:
+            if isinstance(raw, bool):
+                return raw
+            self.problem(key, "must be a boolean (true/false)", "write true or false")
+            return None
+        if typ is str:
+            if not isinstance(raw, str):
+                self.problem(key, "must be a string", "quote the value")
+                return None
+            if name == "kind" and raw not in METHOD_KINDS:
+                self.problem(
+                    key,
+                    f"must be one of {', '.join(METHOD_KINDS)}",
+                    "pick the kind that describes the method",
+                )
+                return None
+            if name == "rate_limit" and raw:
+                from limits import parse_many
+
+                try:
+                    parse_many(raw)
+                except ValueError:
+                    self.problem(
+                        key,
+                        "is not a rate limit",
+                        'write it like "200/minute" or "10/second; 200/minute" (empty for none)',
+                    )
+                    return None
+            return raw
+        ok = isinstance(raw, int | float) and not isinstance(raw, bool)
+        if ok and typ is int and isinstance(raw, float):
+            ok = raw.is_integer()
+        if not ok or not math.isfinite(float(raw)):
+            kind = "an integer" if typ is int else "a number"
+            self.problem(
+                key, f"must be {kind} (got {type(raw).__name__})", f"write {key} as a plain number"
+            )
+            return None
+        number = typ(raw)
+        if name in _POSITIVE and number <= 0:
+            self.problem(key, "must be > 0", "choose a positive value")
+            return None
+        if number < 0:
+            self.problem(key, "must be ≥ 0", "choose a value ≥ 0")
+            return None
+        return number
+
+    def unknown(self, key: str, known: set[str]) -> None:
+        leaf = key.rsplit(".", 1)[-1]
+        close = difflib.get_close_matches(leaf, sorted(known), n=1)
+        fix = f"did you mean {close[0]}?" if close else f"known keys: {', '.join(sorted(known))}"
+        self.problem(key, "is not a known service setting", fix)
+
+
+def _base_policy(config: Config) -> MethodPolicy:
+    res = config.resilience
+    return MethodPolicy(
+        timeout=10.0,
+        order_timeout=config.trading.default_order_timeout,
+        failure_threshold=res.circuit_breaker_failure_threshold,
+        reset_timeout=res.circuit_breaker_timeout,
+        max_attempts=res.retry_max_attempts,
+        initial_delay=res.retry_initial_delay,
+        max_delay=res.retry_max_delay,
+        cache_ttl=res.fallback_cache_ttl,
+    )
+
+
+def _apply(
+    checker: _Checker,
+    prefix: str,
+    raw: Mapping[str, Any],
+    service: dict[str, Any],
+    policy: dict[str, Any],
+    *,
+    allow_service_keys: bool,
+) -> None:
+    known = set(_POLICY_KEYS) | ({"methods"} | set(_SERVICE_KEYS) if allow_service_keys else set())
+    for key, value in _lower(raw).items():
+        dotted = f"{prefix}.{key}"
+        if key == "methods" and allow_service_keys:
+            continue
+        if key in _POLICY_KEYS:
+            checked = checker.value(dotted, _POLICY_KEYS[key], value)
+            if checked is not None:
+                policy[key] = checked
+        elif allow_service_keys and key in _SERVICE_KEYS:
+            checked = checker.value(dotted, _SERVICE_KEYS[key], value)
+            if checked is not None:
+                service[key] = checked
+        else:
+            checker.unknown(dotted, known)
+
+
+def service_settings(config: Config, name: str) -> ServiceSettings:
+    """Resolve the settings of service ``name``.
+
+    Raises:
+        ConfigError: a ``services`` value is of the wrong type, out of range or unknown.
+    """
+    section = _lower(config.section("services"))
+    checker = _Checker(config.env)
+    service: dict[str, Any] = {}
+    policy: dict[str, Any] = {}
+    defaults = section.get(DEFAULTS_KEY, {})
+    own = section.get(name.lower(), section.get(name, {}))
+    for where, raw in ((f"services.{DEFAULTS_KEY}", defaults), (f"services.{name}", own)):
+        if not isinstance(raw, Mapping):
+            checker.problem(where, "must be a table of settings", f"write [{where}] as a table")
+            continue
+        _apply(checker, where, raw, service, policy, allow_service_keys=True)
+    max_wait = service.get("rate_limit_max_wait")
+    base = replace(_base_policy(config), **policy)
+    methods: dict[str, MethodPolicy] = {}
+    raw_methods = own.get("methods", {}) if isinstance(own, Mapping) else {}
+    if not isinstance(raw_methods, Mapping):
+        checker.problem(
+            f"services.{name}.methods",
+            "must be a table of methods",
+            f"write [services.{name}.methods.<method>] tables",
+        )
+        raw_methods = {}
+    for method, raw in raw_methods.items():
+        where = f"services.{name}.methods.{method}"
+        if not isinstance(raw, Mapping):
+            checker.problem(where, "must be a table of settings", f"write [{where}] as a table")
+            continue
+        overrides: dict[str, Any] = {}
+        _apply(checker, where, raw, {}, overrides, allow_service_keys=False)
+        methods[str(method)] = replace(base, **overrides)
+    if checker.problems:
+        raise ConfigError(checker.problems, env=config.env)
+    known = {f.name for f in fields(ServiceSettings)}
+    kwargs = {k: v for k, v in service.items() if k in known}
+    if max_wait is not None:
+        kwargs["rate_limit_max_wait"] = max_wait
+    return ServiceSettings(name=name, policy=base, methods=methods, **kwargs)
