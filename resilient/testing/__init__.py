@@ -1,7 +1,88 @@
-"""Test helpers for users of resilient: fake clock, zero-wait retries, fault schedules, servers."""
+"""Test helpers for users of resilient: fake clock, zero-wait retries, fault schedules, servers.
+
+Importing this package is cheap and does not need hypothesis: the strategies
+(``fault_schedules`` and friends) are loaded on first use.
+"""
 
 from __future__ import annotations
 
-from .._clock import FakeClock, use_clock
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["FakeClock", "use_clock"]
+from .._clock import FakeClock, use_clock
+from .flaky import (
+    FAULT_KINDS,
+    Call,
+    Fault,
+    FaultSchedule,
+    FlakyService,
+    Hang,
+    HTTPStatusError,
+    Latency,
+    OrderRejectedError,
+    Outcome,
+    RateLimited,
+    Success,
+    use_fake_clock,
+)
+from .invariants import (
+    assert_fallback_iff_failed,
+    assert_no_call_while_open,
+    assert_no_duplicate_orders,
+    assert_within_policy,
+)
+
+if TYPE_CHECKING:
+    from .strategies import (
+        fault_schedules,
+        faults,
+        outcomes,
+        permanent_faults,
+        transient_faults,
+    )
+
+# Names whose module needs an optional dependency (hypothesis): imported on first access.
+_LAZY = {
+    "fault_schedules": ".strategies",
+    "faults": ".strategies",
+    "outcomes": ".strategies",
+    "permanent_faults": ".strategies",
+    "transient_faults": ".strategies",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = [
+    "FAULT_KINDS",
+    "Call",
+    "FakeClock",
+    "Fault",
+    "FaultSchedule",
+    "FlakyService",
+    "HTTPStatusError",
+    "Hang",
+    "Latency",
+    "OrderRejectedError",
+    "Outcome",
+    "RateLimited",
+    "Success",
+    "assert_fallback_iff_failed",
+    "assert_no_call_while_open",
+    "assert_no_duplicate_orders",
+    "assert_within_policy",
+    "fault_schedules",
+    "faults",
+    "outcomes",
+    "permanent_faults",
+    "transient_faults",
+    "use_clock",
+    "use_fake_clock",
+]

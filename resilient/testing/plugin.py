@@ -1,12 +1,108 @@
-"""The pytest plugin (entry point ``pytest11``): fixtures for tests of resilient code."""
+"""The pytest plugin (entry point ``pytest11``): fixtures for tests of resilient code.
+
+Fixtures: ``fake_clock``, ``isolated_registry``, ``zero_wait``, ``fault_proxy``,
+``throwaway_postgres``, ``throwaway_redis``. Marker: ``@pytest.mark.needs_server("postgres")``
+(also ``"redis"`` or ``"host:port"``) skips a test when the server is unreachable, and fails it
+instead when ``CI=true``.
+
+Importing the plugin is cheap: every heavier part (servers, proxy, hypothesis) is imported by the
+fixture that uses it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import urlsplit
 
 import pytest
 
 from .._clock import FakeClock, use_clock
+from ._isolation import reset_state
+
+if TYPE_CHECKING:
+    from .faults import FaultProxy
+    from .servers import PostgresServer, RedisServer
+
+try:  # async fixtures need pytest-asyncio (in the "testing" extra)
+    import pytest_asyncio
+
+    _async_fixture: Any = pytest_asyncio.fixture
+except ImportError:  # pragma: no cover - pytest-asyncio is installed with resilient[testing]
+    _async_fixture = None
+
+_MARKER = "needs_server"
+_DEFAULT_PORTS = {"postgres": 5432, "postgresql": 5432, "redis": 6379}
+
+
+def in_ci() -> bool:
+    """Whether the tests run in CI (``CI`` set to 1/true/yes): unreachable servers fail tests."""
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{_MARKER}(*servers): the test needs real servers ('postgres', 'redis' or 'host:port'); "
+        "skipped when one is unreachable, failed instead when CI=true",
+    )
+
+
+def _endpoint(spec: str) -> tuple[str, str, int]:
+    """(label, host, port) of a marker argument."""
+    name = spec.strip().lower()
+    if name in ("postgres", "postgresql"):
+        from ..config import current_config
+
+        db = current_config().database
+        host = db.host or "127.0.0.1"
+        return "PostgreSQL", host, int(db.port or _DEFAULT_PORTS[name])
+    if name == "redis":
+        from ..config import current_config
+
+        url = current_config().redis.url or "redis://127.0.0.1:6379/0"
+        parts = urlsplit(url)
+        return "Redis", parts.hostname or "127.0.0.1", parts.port or 6379
+    if "://" in spec:
+        parts = urlsplit(spec)
+        if parts.hostname and parts.port:
+            return spec, parts.hostname, parts.port
+    host, sep, port = spec.rpartition(":")
+    if sep and port.isdigit():
+        return spec, host.strip("[]") or "127.0.0.1", int(port)
+    raise pytest.UsageError(
+        f"@pytest.mark.{_MARKER}({spec!r}): use 'postgres', 'redis', 'host:port' or a URL with "
+        "a host and a port"
+    )
+
+
+def _reachable(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _unavailable(message: str) -> NoReturn:
+    if in_ci():
+        pytest.fail(f"{message} (CI=true: tests that need it must run, so this is a failure)")
+    pytest.skip(f"{message}; start it to run this test (with CI=true this fails instead)")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker in item.iter_markers(_MARKER):
+        if not marker.args:
+            raise pytest.UsageError(
+                f"{item.nodeid}: @pytest.mark.{_MARKER}() needs at least one server, "
+                "e.g. needs_server('postgres')"
+            )
+        for spec in marker.args:
+            label, host, port = _endpoint(str(spec))
+            if not _reachable(host, port):
+                _unavailable(f"{label} is not reachable at {host}:{port}")
 
 
 @pytest.fixture
@@ -15,3 +111,90 @@ def fake_clock() -> Iterator[FakeClock]:
     clock = FakeClock()
     with use_clock(clock):
         yield clock
+
+
+@pytest.fixture
+def isolated_registry() -> Iterator[None]:
+    """Fresh breakers, health registry, error tracker, fallback state and metrics for the test.
+
+    State is reset before the test and again after it, so nothing leaks in either direction.
+    """
+    reset_state()
+    try:
+        yield
+    finally:
+        reset_state()
+
+
+def _servers_or_skip(what: str) -> None:
+    if os.name != "posix":  # pragma: no cover - the servers are started as POSIX processes
+        _unavailable(f"a throwaway {what} needs a POSIX system")
+
+
+@pytest.fixture
+def throwaway_postgres() -> Iterator[PostgresServer]:
+    """A private PostgreSQL cluster on a free port (``.url``, ``.stop()``, ``.restart()``).
+
+    Needs the PostgreSQL server binaries; the test is skipped without them (failed when CI=true).
+    """
+    from .servers import postgres_server
+
+    _servers_or_skip("PostgreSQL")
+    try:
+        manager = postgres_server()
+        server = manager.__enter__()
+    except (RuntimeError, OSError) as exc:
+        _unavailable(f"cannot start a throwaway PostgreSQL: {exc}")
+    try:
+        yield server
+    finally:
+        manager.__exit__(None, None, None)
+
+
+@pytest.fixture
+def throwaway_redis() -> Iterator[RedisServer]:
+    """A private redis-server on a free port (``.url``, ``.stop()``, ``.kill()``, ``.start()``).
+
+    Needs ``redis-server``; the test is skipped without it (failed when CI=true).
+    """
+    from .servers import redis_server
+
+    _servers_or_skip("Redis")
+    try:
+        manager = redis_server()
+        server = manager.__enter__()
+    except (RuntimeError, OSError) as exc:
+        _unavailable(f"cannot start a throwaway Redis: {exc}")
+    try:
+        yield server
+    finally:
+        manager.__exit__(None, None, None)
+
+
+FaultProxyFactory = Callable[..., Awaitable["FaultProxy"]]
+
+
+async def _fault_proxy() -> AsyncIterator[FaultProxyFactory]:
+    from .faults import FaultProxy
+
+    proxies: list[FaultProxy] = []
+
+    async def start(target_host: str = "127.0.0.1", target_port: int = 0) -> FaultProxy:
+        proxy = FaultProxy(target_host, target_port)
+        proxies.append(proxy)
+        return await proxy.start()
+
+    try:
+        yield start
+    finally:
+        for proxy in reversed(proxies):
+            await proxy.stop()
+
+
+if _async_fixture is not None:
+    fault_proxy = _async_fixture(_fault_proxy, name="fault_proxy")
+    fault_proxy.__doc__ = (
+        "An async factory: ``proxy = await fault_proxy(host, port)`` starts a FaultProxy in front "
+        "of a server (``.port``, ``.latency``, ``.blackhole``, ``.refuse``, ``reset_all()``); "
+        "every proxy is stopped after the test."
+    )

@@ -1,0 +1,166 @@
+"""The pytest plugin: cheap import, the needs_server marker, isolation and server fixtures."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from resilient import FakeClock, get_clock
+from resilient.testing.plugin import in_ci
+
+pytest_plugins = ["pytester"]
+
+
+def test_plugin_imports_cheaply_without_hypothesis() -> None:
+    """Importing the plugin pulls in neither hypothesis nor the servers, proxy or strategies."""
+    code = (
+        "import sys, time, json; t = time.perf_counter(); import resilient.testing.plugin; "
+        "print(json.dumps({'seconds': time.perf_counter() - t, 'modules': sorted(sys.modules)}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    loaded = set(json.loads(out.stdout)["modules"])
+    heavy = {
+        "hypothesis",
+        "resilient.testing.strategies",
+        "resilient.testing.servers",
+        "resilient.testing.faults",
+        "sqlalchemy",
+        "redis",
+    }
+    assert not heavy & loaded, sorted(heavy & loaded)
+
+
+def test_strategies_load_lazily_from_the_package() -> None:
+    """``resilient.testing.fault_schedules`` imports the strategies module on first access."""
+    import resilient.testing as testing
+
+    assert testing.fault_schedules is testing.strategies.fault_schedules
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = testing.nope  # type: ignore[attr-defined]
+
+
+def test_fake_clock_fixture_installs_and_restores(fake_clock: FakeClock) -> None:
+    """The fixture's clock is the clock in force during the test."""
+    assert get_clock() is fake_clock
+    fake_clock.advance(90)
+    assert fake_clock.monotonic() == 1090.0
+
+
+@pytest.fixture
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+@pytest.fixture
+def open_port() -> Iterator[int]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield s.getsockname()[1]
+
+
+@pytest.fixture
+def pytester(pytester: pytest.Pytester) -> pytest.Pytester:
+    """pytester with the inner runs configured like a user project (no deprecation warnings)."""
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    return pytester
+
+
+MARKED = """
+import pytest
+
+@pytest.mark.needs_server("{spec}")
+def test_uses_server():
+    assert True
+"""
+
+
+def test_needs_server_skips_locally(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, closed_port: int
+) -> None:
+    """An unreachable server skips the test with the address in the reason."""
+    monkeypatch.delenv("CI", raising=False)
+    pytester.makepyfile(MARKED.format(spec=f"127.0.0.1:{closed_port}"))
+    result = pytester.runpytest("-rs", "-p", "no:cacheprovider")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines([f"*not reachable at 127.0.0.1:{closed_port}*"])
+
+
+def test_needs_server_fails_in_ci(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, closed_port: int
+) -> None:
+    """With CI=true the same test fails instead of being skipped."""
+    monkeypatch.setenv("CI", "true")
+    assert in_ci()
+    pytester.makepyfile(MARKED.format(spec=f"redis://127.0.0.1:{closed_port}/0"))
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*CI=true*"])
+
+
+def test_needs_server_runs_when_reachable(pytester: pytest.Pytester, open_port: int) -> None:
+    """A reachable server lets the test run; the marker is registered (--strict-markers)."""
+    pytester.makepyfile(MARKED.format(spec=f"127.0.0.1:{open_port}"))
+    result = pytester.runpytest("--strict-markers", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
+def test_needs_server_rejects_a_bad_argument(pytester: pytest.Pytester) -> None:
+    """A marker argument that is not a server name, host:port or URL is a usage error."""
+    pytester.makepyfile(MARKED.format(spec="somewhere"))
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(["*'postgres', 'redis', 'host:port'*"])
+    assert result.ret != 0
+
+
+def test_isolated_registry_forgets_errors(pytester: pytest.Pytester) -> None:
+    """State recorded in one test is gone in the next one that uses the fixture."""
+    pytester.makepyfile(
+        """
+        from resilient.errors import record_error, tracker
+
+        def test_records(isolated_registry):
+            record_error(ConnectionRefusedError(111, "refused"), component="broker")
+            assert tracker.snapshot()["total_errors"] == 1
+
+        def test_sees_nothing(isolated_registry):
+            assert tracker.snapshot()["total_errors"] == 0
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:randomly")
+    result.assert_outcomes(passed=2)
+
+
+def test_throwaway_redis(throwaway_redis: object) -> None:
+    """The fixture yields a private Redis that answers PING and can be stopped."""
+    url = throwaway_redis.url  # type: ignore[attr-defined]
+    port = throwaway_redis.port  # type: ignore[attr-defined]
+    assert url.startswith("redis://127.0.0.1:") and port != 6379
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+        s.sendall(b"PING\r\n")
+        assert s.recv(64) == b"+PONG\r\n"
+
+
+async def test_fault_proxy_fixture(throwaway_redis: object, fault_proxy: object) -> None:
+    """The factory starts a proxy in front of a server; faults switch at run time."""
+    import asyncio
+
+    proxy = await fault_proxy("127.0.0.1", throwaway_redis.port)  # type: ignore[operator,attr-defined]
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(b"PING\r\n")
+    await writer.drain()
+    assert await asyncio.wait_for(reader.readline(), 5) == b"+PONG\r\n"
+    proxy.reset_all()
+    with pytest.raises(ConnectionResetError):
+        await asyncio.wait_for(reader.read(), 5)
+    writer.close()
