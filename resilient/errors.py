@@ -22,7 +22,7 @@ from ._classify import (
     register_classifier,
     retry_after,
 )
-from ._context import correlation_id, current_correlation_id, ensure_correlation_id
+from ._context import correlation_id, current_correlation_id, new_correlation_id
 from ._logging import logger
 from ._sanitize import sanitize
 
@@ -142,7 +142,8 @@ class ErrorTracker:
             except Exception:
                 category = ErrorCategory.INTERNAL
             clock = self._now()
-            cid = current_correlation_id() or ensure_correlation_id()
+            # read, never set: setting it here would leak the id into unrelated later work
+            cid = current_correlation_id() or new_correlation_id()
             record = ErrorRecord(
                 category=category,
                 component=component,

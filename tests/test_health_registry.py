@@ -1,0 +1,323 @@
+"""The health registry: check normalisation, aggregation, timeouts, the monitor."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from resilient import FakeClock, use_clock
+from resilient.health import CheckResult, HealthRegistry, HealthStatus
+from resilient.health._model import ComponentHealth, aggregate
+
+H, D, U = HealthStatus.HEALTHY, HealthStatus.DEGRADED, HealthStatus.UNHEALTHY
+
+
+class Boom(Exception):
+    pass
+
+
+def _raise() -> None:
+    raise Boom("backend said no")
+
+
+NORMALISATION: list[tuple[str, Callable[[], Any], HealthStatus, str]] = [
+    ("None", lambda: None, H, ""),
+    ("True", lambda: True, H, ""),
+    ("False", lambda: False, U, "check returned False"),
+    ("enum", lambda: HealthStatus.DEGRADED, D, ""),
+    ("str healthy", lambda: "healthy", H, ""),
+    ("str DEGRADED", lambda: "DEGRADED", D, ""),
+    ("str ok", lambda: "ok", H, ""),
+    ("str warn", lambda: "warn", D, ""),
+    ("str down", lambda: "down", U, ""),
+    ("str unknown", lambda: "purple", U, "unknown status"),
+    ("CheckResult", lambda: CheckResult(D, "slow replica", {"lag_s": 3}), D, "slow replica"),
+    ("mapping", lambda: {"status": "unhealthy", "detail": "no pool", "pool": 0}, U, "no pool"),
+    ("mapping bool", lambda: {"status": True}, H, ""),
+    ("mapping bad", lambda: {"status": 42}, U, "unknown status"),
+    ("unsupported", lambda: 3.14, U, "unsupported float"),
+    ("raises", _raise, U, "Boom: backend said no"),
+]
+
+
+@pytest.mark.parametrize(
+    ("check", "status", "detail"),
+    [pytest.param(c, s, d, id=i) for i, c, s, d in NORMALISATION],
+)
+async def test_sync_check_results_are_normalised(
+    check: Callable[[], Any], status: HealthStatus, detail: str
+) -> None:
+    """Whatever a sync check returns (or raises) becomes a status with a detail."""
+    reg = HealthRegistry()
+    reg.register("c", check)
+    report = await reg.check_all()
+    comp = report.components["c"]
+    assert comp.status is status
+    assert detail in comp.detail
+
+
+@pytest.mark.parametrize(
+    ("check", "status", "detail"),
+    [pytest.param(c, s, d, id=i) for i, c, s, d in NORMALISATION],
+)
+async def test_async_check_results_are_normalised(
+    check: Callable[[], Any], status: HealthStatus, detail: str
+) -> None:
+    """The same normalisation holds for async checks."""
+
+    async def acheck() -> Any:
+        await asyncio.sleep(0)
+        return check()
+
+    reg = HealthRegistry()
+    reg.register("c", acheck)
+    report = await reg.check_all()
+    assert report.components["c"].status is status
+    assert detail in report.components["c"].detail
+
+
+async def test_mapping_extra_keys_become_data_and_exceptions_are_categorised() -> None:
+    """Extra keys of a mapping go to ``data``; a raising check records its error category."""
+    reg = HealthRegistry()
+    reg.register("db", lambda: {"status": "healthy", "pool": {"size": 5}})
+
+    def refused() -> None:
+        raise ConnectionRefusedError("refused")
+
+    reg.register("api", refused)
+    report = await reg.check_all()
+    assert report.components["db"].data == {"pool": {"size": 5}}
+    assert report.components["api"].data["category"] == "network"
+
+
+AGGREGATION = [
+    ([], H),
+    ([(H, True), (H, False)], H),
+    ([(H, True), (D, True)], D),
+    ([(H, True), (D, False)], D),
+    ([(H, True), (U, False)], D),
+    ([(U, True), (H, False)], U),
+    ([(U, True), (D, True), (U, False)], U),
+    ([(D, False), (U, False)], D),
+]
+
+
+@pytest.mark.parametrize(("components", "expected"), AGGREGATION)
+def test_aggregation_rules(
+    components: list[tuple[HealthStatus, bool]], expected: HealthStatus
+) -> None:
+    """Critical unhealthy → unhealthy; degraded or non-critical unhealthy → degraded."""
+    comps = {
+        f"c{i}": ComponentHealth(f"c{i}", status, critical, 0.0, "", "", 0)
+        for i, (status, critical) in enumerate(components)
+    }
+    assert aggregate(comps) is expected
+
+
+async def test_aggregation_through_check_all() -> None:
+    """A non-critical failure degrades; a critical one makes the system unhealthy."""
+    reg = HealthRegistry()
+    reg.register("db", lambda: True, critical=True)
+    reg.register("cache", lambda: False, critical=False)
+    report = await reg.check_all()
+    assert report.overall_status is D
+    assert report.ready
+    reg.register("db", lambda: False, critical=True)
+    report = await reg.check_all()
+    assert report.overall_status is U
+    assert not report.ready
+
+
+async def test_hanging_async_check_times_out_without_stalling_the_report() -> None:
+    """A check that never returns is unhealthy after its timeout; the others still report."""
+    reg = HealthRegistry()
+
+    async def hang() -> None:
+        await asyncio.Event().wait()
+
+    reg.register("hang", hang, timeout=0.05)
+    reg.register("fast", lambda: True)
+    started = time.perf_counter()
+    report = await reg.check_all()
+    elapsed = time.perf_counter() - started
+    assert elapsed < 1.0
+    assert report.components["hang"].status is U
+    assert "timed out after 0.05s" in report.components["hang"].detail
+    assert report.components["fast"].status is H
+
+
+async def test_hanging_sync_check_times_out_and_never_blocks_the_loop() -> None:
+    """A blocking sync check runs in a daemon thread; the loop keeps running meanwhile."""
+    release = threading.Event()
+    reg = HealthRegistry()
+    reg.register("blocking", lambda: release.wait(5.0), timeout=0.05)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.005)
+
+    task = asyncio.create_task(ticker())
+    report = await reg.check_all()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    release.set()
+    assert report.components["blocking"].status is U
+    assert ticks >= 3  # the loop ran while the check blocked
+
+
+async def test_check_raising_timeout_itself_is_not_reported_as_our_timeout() -> None:
+    """A check that raises TimeoutError on its own is reported with its own message."""
+
+    async def own_timeout() -> None:
+        raise TimeoutError("upstream timed out")
+
+    reg = HealthRegistry()
+    reg.register("c", own_timeout, timeout=5.0)
+    report = await reg.check_all()
+    assert report.components["c"].detail == "TimeoutError: upstream timed out"
+
+
+async def test_consecutive_failures_and_last_checked() -> None:
+    """Failures in a row are counted and reset by a success; last_checked is ISO UTC."""
+    state = {"ok": False}
+    reg = HealthRegistry()
+    reg.register("svc", lambda: state["ok"])
+    with use_clock(FakeClock(wall=1_700_000_000.0, start=0.0)):
+        for expected in (1, 2, 3):
+            report = await reg.check_all()
+            assert report.components["svc"].consecutive_failures == expected
+        state["ok"] = True
+        report = await reg.check_all()
+    assert report.components["svc"].consecutive_failures == 0
+    assert report.components["svc"].last_checked == "2023-11-14T22:13:20+00:00"
+    assert report.timestamp.endswith("+00:00")
+
+
+async def test_report_to_dict_is_json_serialisable() -> None:
+    """The report's dict form has the contract's keys and serialises to JSON."""
+    reg = HealthRegistry()
+    reg.register("db", lambda: CheckResult(H, "", {"latency": 0.1}))
+    report = await reg.check_all()
+    data = report.to_dict()
+    assert set(data) >= {"overall_status", "components", "timestamp"}
+    assert data["components"]["db"]["status"] == "healthy"
+    assert set(data["components"]["db"]) >= {
+        "status",
+        "latency_ms",
+        "detail",
+        "last_checked",
+        "consecutive_failures",
+        "critical",
+    }
+    json.dumps(data)
+
+
+def test_registration_errors_are_clear() -> None:
+    """Bad registrations fail with a message naming the problem."""
+    reg = HealthRegistry()
+    with pytest.raises(TypeError, match="must be callable"):
+        reg.register("x", 42)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="non-empty"):
+        reg.register("", lambda: True)
+    with pytest.raises(ValueError, match="must be > 0"):
+        reg.register("x", lambda: True, timeout=0)
+
+
+async def test_unregister_and_replace() -> None:
+    """Re-registering replaces; unregistering removes the component."""
+    reg = HealthRegistry()
+    reg.register("x", lambda: False)
+    reg.register("x", lambda: True)
+    assert (await reg.check_all()).components["x"].status is H
+    assert reg.unregister("x") is True
+    assert reg.unregister("x") is False
+    assert (await reg.check_all()).components == {}
+
+
+async def test_providers_add_dynamic_components_and_criticality_override() -> None:
+    """Provider components appear as non-critical unless overridden."""
+    reg = HealthRegistry()
+    remove = reg.add_provider(lambda: {"alpaca": CheckResult(U, "circuit open")})
+    report = await reg.check_all()
+    assert report.components["alpaca"].critical is False
+    assert report.overall_status is D
+    reg.set_critical("alpaca", True)
+    assert (await reg.check_all()).overall_status is U
+    remove()
+    assert "alpaca" not in (await reg.check_all()).components
+
+
+async def test_checks_run_concurrently() -> None:
+    """Ten checks of 50 ms each take far less than 500 ms together."""
+    reg = HealthRegistry()
+
+    async def slow() -> bool:
+        await asyncio.sleep(0.05)
+        return True
+
+    for i in range(10):
+        reg.register(f"s{i}", slow)
+    started = time.perf_counter()
+    await reg.check_all()
+    assert time.perf_counter() - started < 0.3
+
+
+async def test_monitor_runs_cycles_and_stops_without_leaking_a_task() -> None:
+    """The monitor runs the checks each interval, stops cleanly and leaves no task behind."""
+    reg = HealthRegistry()
+    runs = 0
+
+    def check() -> bool:
+        nonlocal runs
+        runs += 1
+        return True
+
+    seen: list[str] = []
+    reg.register("c", check)
+    reg.on_report(lambda report: seen.append(report.overall_status.value))
+    before = asyncio.all_tasks()
+    with use_clock(FakeClock()):
+        task = reg.start_monitor(interval=30.0)
+        assert reg.start_monitor() is task  # idempotent
+        assert reg.monitoring
+        for _ in range(200):
+            if runs >= 3:
+                break
+            await asyncio.sleep(0.001)
+        await reg.stop_monitor()
+        await reg.stop_monitor()  # idempotent
+    assert runs >= 3
+    assert seen[:3] == ["healthy"] * 3
+    assert task.done()
+    assert not reg.monitoring
+    assert asyncio.all_tasks() == before
+
+
+async def test_failing_listener_does_not_break_the_report() -> None:
+    """A report listener that raises is logged and ignored."""
+    reg = HealthRegistry()
+    reg.register("c", lambda: True)
+
+    def bad(report: object) -> None:
+        raise RuntimeError("listener bug")
+
+    reg.on_report(bad)
+    report = await reg.check_all()
+    assert report.overall_status is H
+    assert reg.last_report is report
+
+
+def test_check_all_sync_from_plain_code() -> None:
+    """Synchronous callers can run the checks once."""
+    reg = HealthRegistry()
+    reg.register("c", lambda: "degraded")
+    assert reg.check_all_sync().overall_status is D
