@@ -1,0 +1,955 @@
+"""Circuit breakers on pybreaker: its state machine, listeners and storage, driven correctly
+under asyncio.
+
+pybreaker's own decorator returns an ``async def`` function's coroutine unawaited (so failures
+are never counted) and lets every concurrent coroutine through a half-open circuit. Here the
+outcome is recorded after the await, and a half-open circuit hands out at most
+``half_open_max_calls`` trial permits; other callers get :class:`~resilient.CircuitOpenError`
+at once. pybreaker's state classes still decide the transitions (extended with a
+Resilience4j-style failure-rate and slow-call window), its listener seam reports them and its
+storage seam holds the state.
+
+The call path of a closed breaker is one flag check, the call and one counter increment. An
+open breaker rejects without taking a lock. Thresholds come from settings (refreshed after a
+configuration reload, checked on failure paths only) unless given as arguments.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, ParamSpec, TypeVar, cast
+
+import pybreaker
+
+from . import _clock, _hooks
+from ._breaker_storage import (
+    ORIGIN,
+    CircuitRecord,
+    LocalCircuitStorage,
+    SharedStateBackend,
+    get_shared_backend,
+    on_backend_change,
+)
+from ._breaker_window import CountWindow, TimeWindow, Window
+from ._compose import Layer, exception_matcher, is_async_callable, wrap
+from ._deadline import seconds_of
+from ._exceptions import CircuitOpenError, ConfigError, ConfigProblem
+from .config import current_config, switches
+
+__all__ = [
+    "Breaker",
+    "BreakerRegistry",
+    "BreakerSnapshot",
+    "breaker",
+    "breakers",
+    "get_breaker",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+CLOSED = pybreaker.STATE_CLOSED
+OPEN = pybreaker.STATE_OPEN
+HALF_OPEN = pybreaker.STATE_HALF_OPEN
+_NEVER = -math.inf
+
+ExcludeSpec = (
+    type[BaseException]
+    | Callable[[BaseException], bool]
+    | Sequence[type[BaseException] | Callable[[BaseException], bool]]
+)
+
+
+class _Rejected(CircuitOpenError):
+    """A :class:`CircuitOpenError` whose message is formatted only when shown, so that
+    rejecting a call costs no string formatting."""
+
+    def __init__(self, name: str, state: str = OPEN, retry_after: float = 0.0) -> None:
+        self.name = name
+        self.state = state
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        return f"circuit {self.name!r} is {self.state}; next trial in {self.retry_after:.3f}s"
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSnapshot:
+    """A consistent read of one breaker for health, metrics and the CLI."""
+
+    name: str
+    state: str
+    failure_count: int
+    success_count: int
+    total_calls: int
+    success_rate: float
+    rejected_calls: int
+    consecutive_failures: int
+    opened_at: float | None
+    retry_after: float
+    last_failure_category: str | None
+    last_failure_at: float | None
+    last_recovery_seconds: float | None
+    disabled: bool
+    forced_open: bool
+    shared: bool
+    failure_threshold: int
+    reset_timeout: float
+    half_open_max_calls: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON-ready)."""
+        return asdict(self)
+
+
+# --- pybreaker states: pybreaker decides, these add the window rules and never raise --------
+
+
+class _ClosedState(pybreaker.CircuitClosedState):
+    def on_failure(self, exc: BaseException) -> None:
+        cb = cast("Breaker", self._breaker)
+        cb._record_window(failed=True)
+        if cb._state_storage.counter >= cb.fail_max or cb._window_trips():
+            cb.open()
+
+    def on_success(self) -> None:
+        cb = cast("Breaker", self._breaker)
+        cb._record_window(failed=False)
+        if cb._window_trips():
+            cb.open()
+
+
+class _OpenState(pybreaker.CircuitOpenState):
+    pass
+
+
+class _HalfOpenState(pybreaker.CircuitHalfOpenState):
+    def on_failure(self, exc: BaseException) -> None:  # type: ignore[override]  # never raises
+        self._breaker.open()
+
+
+_State = pybreaker.CircuitClosedState | pybreaker.CircuitOpenState | pybreaker.CircuitHalfOpenState
+_STATES: dict[str, type[_State]] = {
+    CLOSED: _ClosedState,
+    OPEN: _OpenState,
+    HALF_OPEN: _HalfOpenState,
+}
+
+
+class _TransitionListener(pybreaker.CircuitBreakerListener):
+    def state_change(
+        self,
+        cb: pybreaker.CircuitBreaker,
+        old_state: pybreaker.CircuitBreakerState | None,
+        new_state: pybreaker.CircuitBreakerState,
+    ) -> None:
+        cast("Breaker", cb)._on_transition(old_state.name if old_state else None, new_state.name)
+
+
+_OPTION_NAMES = (
+    "failure_threshold",
+    "reset_timeout",
+    "half_open_max_calls",
+    "success_threshold",
+    "failure_rate_threshold",
+    "slow_call_duration",
+    "slow_call_rate_threshold",
+    "window_size",
+    "window_type",
+    "minimum_calls",
+    "shared",
+)
+
+
+def _check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Validate explicit breaker options; returns them normalised (durations in seconds)."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"a breaker needs a non-empty name, got {name!r}")
+    out = dict(options)
+    for key in ("reset_timeout", "slow_call_duration"):
+        if key in out:
+            out[key] = seconds_of(out[key], f"breaker {name!r}: {key}")
+    for key in ("failure_threshold", "half_open_max_calls", "success_threshold", "minimum_calls"):
+        value = out.get(key)
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or value < 1
+        ):
+            raise ValueError(f"breaker {name!r}: {key} must be an integer ≥ 1, got {value!r}")
+    for key in ("failure_rate_threshold", "slow_call_rate_threshold"):
+        value = out.get(key)
+        if value is not None and not (isinstance(value, int | float) and 0 < value <= 1):
+            raise ValueError(
+                f"breaker {name!r}: {key} is a share of calls in (0, 1], got {value!r}"
+                " (write 0.5 for 50 %)"
+            )
+    if out.get("window_type", "count") not in ("count", "time"):
+        raise ValueError(
+            f"breaker {name!r}: window_type must be 'count' or 'time', got {out['window_type']!r}"
+        )
+    size = out.get("window_size")
+    if size is not None and not (isinstance(size, int | float) and size >= 1):
+        raise ValueError(f"breaker {name!r}: window_size must be ≥ 1, got {size!r}")
+    if "slow_call_rate_threshold" in out and "slow_call_duration" not in out:
+        raise ValueError(
+            f"breaker {name!r}: slow_call_rate_threshold needs slow_call_duration (seconds)"
+        )
+    return out
+
+
+class Breaker(pybreaker.CircuitBreaker):
+    """One named circuit breaker, shared by every function that names it.
+
+    Use :func:`breaker` to decorate and :data:`breakers` / :func:`get_breaker` to find one.
+    """
+
+    def __init__(self, name: str, options: dict[str, Any] | None = None) -> None:
+        self._explicit: dict[str, Any] = _check_options(name, options or {})
+        self._key = name
+        self._generation = -1
+        self._hot = CLOSED
+        self._fast = True
+        self._dirty = False
+        self._open_until = _NEVER
+        self._opened_mono: float | None = None
+        self._outage_start: float | None = None
+        self._last_recovery: float | None = None
+        self._last_failure_category: str | None = None
+        self._last_failure_at: float | None = None
+        self._successes = 0
+        self._failures = 0
+        self._rejected = 0
+        self._permits = 0
+        self._episode = 0
+        self._forced = False
+        self._disabled = False
+        self._remote = False
+        self._version = 0
+        self._backend: SharedStateBackend | None = None
+        self._window: Window | None = None
+        self._timed = False
+        self._pending_slow = False
+        self.half_open_max_calls = 1
+        self.failure_rate_threshold: float | None = None
+        self.slow_call_duration: float | None = None
+        self.slow_call_rate_threshold: float | None = None
+        self.minimum_calls = 1
+        self.shared = False
+        super().__init__(
+            name=name,
+            state_storage=LocalCircuitStorage(),
+            listeners=[_TransitionListener()],
+            throw_new_error_on_trip=False,
+        )
+        self._apply_settings()
+        if self.shared:
+            self._attach(get_shared_backend())
+
+    # --- configuration --------------------------------------------------------------------
+
+    def _apply_settings(self) -> None:
+        """(Re)compute thresholds: explicit options win, the rest come from settings."""
+        config = current_config()
+        res = config.resilience
+        opts = self._explicit
+        self._generation = switches.generation
+        self.fail_max = opts.get("failure_threshold") or res.circuit_breaker_failure_threshold
+        self.reset_timeout = opts.get("reset_timeout", res.circuit_breaker_timeout)
+        self.success_threshold = (
+            opts.get("success_threshold") or res.circuit_breaker_success_threshold
+        )
+        self.half_open_max_calls = (
+            opts.get("half_open_max_calls") or res.circuit_breaker_half_open_max_calls
+        )
+        shared = opts.get("shared")
+        self.shared = bool(res.circuit_breaker_shared if shared is None else shared)
+        if self.shared and not config.redis.url:
+            raise ConfigError(
+                [
+                    ConfigProblem(
+                        key="redis.url",
+                        rule=f"breaker {self._key!r} keeps shared circuit state but no Redis "
+                        "URL is set",
+                        fix="set redis.url (AI_TRADER_REDIS__URL) or drop shared=True / "
+                        "resilience.circuit_breaker_shared",
+                        env=config.env,
+                    )
+                ],
+                env=config.env,
+            )
+        rate = opts.get("failure_rate_threshold")
+        slow_d = opts.get("slow_call_duration")
+        slow_rate = opts.get("slow_call_rate_threshold")
+        self.failure_rate_threshold = rate
+        self.slow_call_duration = slow_d
+        self.slow_call_rate_threshold = slow_rate if slow_d is not None else None
+        if slow_d is not None and slow_rate is None:
+            self.slow_call_rate_threshold = 1.0
+        windowed = rate is not None or slow_d is not None
+        if windowed:
+            size = opts.get("window_size") or (100 if opts.get("window_type") != "time" else 60)
+            kind = opts.get("window_type", "count")
+            current = self._window
+            if (
+                current is None
+                or current.size != math.ceil(size)
+                or (isinstance(current, TimeWindow) != (kind == "time"))
+            ):
+                self._window = TimeWindow(size) if kind == "time" else CountWindow(int(size))
+            default_min = int(size) if kind == "count" else 10
+            self.minimum_calls = opts.get("minimum_calls") or default_min
+        else:
+            self._window = None
+        self._timed = windowed
+        self._refresh_fast()
+
+    def _refresh(self) -> None:
+        if self._generation != switches.generation:
+            with self._lock:
+                if self._generation != switches.generation:
+                    self._apply_settings()
+
+    def _merge_options(self, options: dict[str, Any]) -> None:
+        """Adopt explicit options from another decoration of the same name; conflicting
+        explicit values are an error (the breaker is shared, so they cannot both hold)."""
+        checked = _check_options(self._key, options)
+        with self._lock:
+            changed = False
+            for key, value in checked.items():
+                if key in self._explicit:
+                    if self._explicit[key] != value:
+                        raise ValueError(
+                            f"breaker {self._key!r} already has {key}={self._explicit[key]!r};"
+                            f" another decoration asks for {value!r}. A name means one shared "
+                            "breaker: give the same value, drop the argument or use another "
+                            "name"
+                        )
+                else:
+                    self._explicit[key] = value
+                    changed = True
+            if changed:
+                self._apply_settings()
+
+    def _refresh_fast(self) -> None:
+        self._fast = (
+            self._hot == CLOSED and not self._timed and not self._disabled and not self._forced
+        )
+
+    # --- pybreaker seams ---------------------------------------------------------------------
+
+    def _create_new_state(
+        self,
+        new_state: str,
+        prev_state: pybreaker.CircuitBreakerState | None = None,
+        notify: bool = False,
+    ) -> _State:
+        try:
+            cls = _STATES[new_state]
+        except KeyError:
+            raise ValueError(f"unknown circuit state {new_state!r}") from None
+        return cls(self, prev_state=prev_state, notify=notify)
+
+    def open(self) -> bool:
+        """Open the circuit now (pybreaker's transition, on the current clock)."""
+        with self._lock:
+            clock = _clock._current
+            self._opened_mono = clock.monotonic()
+            self._state_storage.opened_at = datetime.fromtimestamp(clock.time(), UTC)
+            self._state_storage.state = OPEN
+            self.state = OPEN
+            return False
+
+    def half_open(self) -> None:
+        """Let trial calls through (up to ``half_open_max_calls`` at a time)."""
+        with self._lock:
+            self._state_storage.state = HALF_OPEN
+            self.state = HALF_OPEN
+
+    def close(self) -> None:
+        """Close the circuit: calls run normally."""
+        with self._lock:
+            self._state_storage.reset_success_counter()
+            self._state_storage.state = CLOSED
+            self.state = CLOSED
+
+    def _on_transition(self, old: str | None, new: str) -> None:
+        now = _clock._current.monotonic()
+        if new == OPEN:
+            if self._opened_mono is None:
+                self._opened_mono = now
+            self._open_until = math.inf if self._forced else self._opened_mono + self.reset_timeout
+            if self._outage_start is None:
+                self._outage_start = self._opened_mono
+        else:
+            self._open_until = _NEVER
+            if new == HALF_OPEN:
+                self._episode += 1
+                self._permits = 0
+            elif new == CLOSED:
+                self._dirty = False
+                if self._outage_start is not None and old != CLOSED:
+                    self._last_recovery = max(0.0, now - self._outage_start)
+                self._outage_start = None
+        if self._window is not None and new != HALF_OPEN:
+            self._window.reset()
+        self._hot = new
+        self._refresh_fast()
+        if old == new:
+            return
+        if self.shared and self._backend is not None and not self._remote:
+            self._publish()
+        _hooks.event(_hooks.EventKind.BREAKER_STATE, self._key, old_state=old, new_state=new)
+
+    # --- window rules ------------------------------------------------------------------------
+
+    def _record_window(self, failed: bool) -> None:
+        window = self._window
+        if window is not None:
+            window.record(failed, self._pending_slow, _clock._current.monotonic())
+
+    def _window_trips(self) -> bool:
+        window = self._window
+        if window is None:
+            return False
+        calls, fails, slow = window.counts(_clock._current.monotonic())
+        if calls < self.minimum_calls or calls == 0:
+            return False
+        rate = self.failure_rate_threshold
+        if rate is not None and fails / calls >= rate:
+            return True
+        slow_rate = self.slow_call_rate_threshold
+        return (
+            self.slow_call_duration is not None
+            and slow_rate is not None
+            and (slow / calls >= slow_rate)
+        )
+
+    # --- the call path -------------------------------------------------------------------------
+
+    def _reject(self, now: float) -> _Rejected:
+        self._rejected += 1
+        if self._hot == OPEN:
+            until = self._open_until
+            retry_after = self.reset_timeout if until == math.inf else max(0.0, until - now)
+            return _Rejected(self._key, OPEN, retry_after)
+        return _Rejected(self._key, self._hot, 0.0)
+
+    def _admit(self) -> int:
+        """Admission for a circuit that is not plainly closed; returns a half-open permit
+        token (0: none needed) or raises CircuitOpenError."""
+        self._refresh()
+        with self._lock:
+            now = _clock._current.monotonic()
+            if self._forced:
+                raise self._reject(now)
+            state = self._hot
+            if state == CLOSED:
+                return 0
+            if state == OPEN:
+                if now < self._open_until:
+                    raise self._reject(now)
+                self.half_open()
+            if self._permits >= self.half_open_max_calls:
+                raise self._reject(now)
+            self._permits += 1
+            return self._episode
+
+    def _release(self, permit: int) -> None:
+        if permit and permit == self._episode and self._permits > 0:
+            self._permits -= 1
+            backend = self._backend
+            if backend is not None and self.shared:
+                backend.release_permit(self._key)
+
+    def _failed(
+        self,
+        exc: BaseException,
+        exclude: Callable[[BaseException], bool] | None,
+        start: float,
+        permit: int = 0,
+        layer: Layer | None = None,
+    ) -> None:
+        """Record a failed call (failure paths only)."""
+        if exclude is not None and exclude(exc):
+            self._succeeded(start, permit)
+            return
+        self._refresh()
+        from ._classify import classify
+
+        category = classify(exc).value
+        clock = _clock._current
+        with self._lock:
+            if start and self.slow_call_duration is not None:
+                self._pending_slow = clock.monotonic() - start >= self.slow_call_duration
+            stale = permit and permit != self._episode
+            if self.is_system_error(exc):
+                self._failures += 1
+                self._dirty = True
+                self._last_failure_category = category
+                self._last_failure_at = clock.time()
+            else:
+                self._successes += 1
+            if not stale:
+                self.state._handle_error(exc, reraise=False)
+            self._pending_slow = False
+            self._release(permit)
+        if layer is not None and layer.outermost:
+            _hooks.event(_hooks.EventKind.CALL_FAILED, self._key, exc, attempt=1)
+
+    def _succeeded(self, start: float, permit: int = 0) -> None:
+        """Record a success that needs state work (half-open, window, pending failures)."""
+        with self._lock:
+            self._successes += 1
+            if start and self.slow_call_duration is not None:
+                elapsed = _clock._current.monotonic() - start
+                self._pending_slow = elapsed >= self.slow_call_duration
+            if not (permit and permit != self._episode):
+                self.state._handle_success()
+            self._dirty = False
+            self._pending_slow = False
+            self._release(permit)
+
+    def _clear_failures(self) -> None:
+        with self._lock:
+            self._state_storage.reset_counter()
+            self._dirty = False
+
+    def _guarded_sync(
+        self,
+        fn: Callable[..., R],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        exclude: Callable[[BaseException], bool] | None,
+        layer: Layer,
+    ) -> R:
+        permit = self._admit()
+        if permit and self._backend is not None and self.shared:
+            granted = self._backend.acquire_permit_sync(
+                self._key, self.half_open_max_calls, self.reset_timeout
+            )
+            if granted is False:
+                with self._lock:
+                    self._release(permit)
+                    raise self._reject(_clock._current.monotonic())
+        start = _clock._current.monotonic() if self._timed else 0.0
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as exc:
+            self._failed(exc, exclude, start, permit, layer)
+            raise
+        except BaseException:
+            with self._lock:
+                self._release(permit)
+            raise
+        self._succeeded(start, permit)
+        return result
+
+    async def _guarded_async(
+        self,
+        fn: Callable[..., Awaitable[R]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        exclude: Callable[[BaseException], bool] | None,
+        layer: Layer,
+    ) -> R:
+        permit = self._admit()
+        if permit and self._backend is not None and self.shared:
+            try:
+                granted = await self._backend.acquire_permit(
+                    self._key, self.half_open_max_calls, self.reset_timeout
+                )
+            except BaseException:
+                with self._lock:
+                    self._release(permit)
+                raise
+            if granted is False:
+                with self._lock:
+                    self._release(permit)
+                    raise self._reject(_clock._current.monotonic())
+        start = _clock._current.monotonic() if self._timed else 0.0
+        try:
+            result = await fn(*args, **kwargs)
+        except Exception as exc:
+            self._failed(exc, exclude, start, permit, layer)
+            raise
+        except BaseException:  # cancelled: no outcome, but give the trial permit back
+            with self._lock:
+                self._release(permit)
+            raise
+        self._succeeded(start, permit)
+        return result
+
+    # --- shared state ------------------------------------------------------------------------
+
+    def _attach(self, backend: SharedStateBackend | None) -> None:
+        with self._lock:
+            self._backend = backend
+        if backend is not None:
+            backend.watch(self._key, self._apply_remote)
+
+    def _publish(self) -> None:
+        backend = self._backend
+        if backend is None:
+            return
+        self._version = max(self._version + 1, int(_clock._current.time() * 1e6))
+        opened = self._state_storage.opened_at
+        record = CircuitRecord(
+            state=self._hot,
+            opened_at=opened.timestamp() if opened is not None and self._hot != CLOSED else None,
+            version=self._version,
+            origin=ORIGIN,
+            forced=self._forced,
+        )
+        try:
+            backend.publish(self._key, record)
+        except Exception as exc:  # the shared store degrades; local state keeps working
+            from ._logging import logger
+
+            logger.warning("circuit {}: publishing state failed: {}", self._key, type(exc).__name__)
+
+    def _apply_remote(self, record: CircuitRecord) -> None:
+        """Apply a transition published by another process (newer versions only)."""
+        if record.origin == ORIGIN or record.state not in _STATES:
+            return
+        clock = _clock._current
+        with self._lock:
+            if record.version <= self._version:
+                return
+            self._version = record.version
+            self._remote = True
+            try:
+                self._forced = record.forced
+                if record.state == OPEN:
+                    opened_wall = (
+                        record.opened_at if record.opened_at is not None else (clock.time())
+                    )
+                    self._opened_mono = clock.monotonic() - max(0.0, clock.time() - opened_wall)
+                    self._state_storage.opened_at = datetime.fromtimestamp(opened_wall, UTC)
+                    self._state_storage.state = OPEN
+                    self.state = OPEN
+                elif record.state == HALF_OPEN:
+                    self.half_open()
+                else:
+                    self.close()
+            finally:
+                self._remote = False
+
+    # --- operator actions and inspection -----------------------------------------------------
+
+    @property
+    def current(self) -> str:
+        """``"closed"``, ``"open"`` or ``"half-open"`` (an expired open circuit still reads
+        ``"open"`` until the next call moves it to half-open)."""
+        return str(self._hot)
+
+    def retry_after(self) -> float:
+        """Seconds until the next trial call is allowed (0 when calls are let through)."""
+        if self._forced:
+            return float(self.reset_timeout)
+        if self._hot != OPEN:
+            return 0.0
+        return max(0.0, self._open_until - _clock._current.monotonic())
+
+    def reset(self) -> None:
+        """Close the circuit and clear its statistics (the operator's manual reset)."""
+        with self._lock:
+            self._forced = False
+            self._successes = self._failures = self._rejected = 0
+            self._last_failure_category = None
+            self._last_failure_at = None
+            self._opened_mono = None
+            self._outage_start = None
+            self._state_storage.reset_counter()
+            if self._window is not None:
+                self._window.reset()
+            if self._hot == CLOSED:
+                self._dirty = False
+                self._refresh_fast()
+                if self.shared:
+                    self._publish()
+            else:
+                self.close()
+
+    def force_open(self) -> None:
+        """Reject every call until :meth:`reset` (no trial calls)."""
+        with self._lock:
+            self._forced = True
+            if self._hot == OPEN:
+                self._open_until = math.inf
+                self._refresh_fast()
+                if self.shared:
+                    self._publish()
+            else:
+                self.open()
+
+    def disable(self) -> None:
+        """Let every call through without counting it, until :meth:`enable`."""
+        with self._lock:
+            self._disabled = True
+            self._refresh_fast()
+
+    def enable(self) -> None:
+        """Undo :meth:`disable`."""
+        with self._lock:
+            self._disabled = False
+            self._refresh_fast()
+
+    def snapshot(self) -> BreakerSnapshot:
+        """The breaker's state and statistics, read consistently."""
+        self._refresh()
+        with self._lock:
+            successes, failures = self._successes, self._failures
+            total = successes + failures
+            opened = self._state_storage.opened_at
+            return BreakerSnapshot(
+                name=self._key,
+                state=self._hot,
+                failure_count=failures,
+                success_count=successes,
+                total_calls=total,
+                success_rate=successes / total if total else 1.0,
+                rejected_calls=self._rejected,
+                consecutive_failures=self._state_storage.counter,
+                opened_at=opened.timestamp()
+                if opened is not None and self._hot != CLOSED
+                else None,
+                retry_after=self.retry_after(),
+                last_failure_category=self._last_failure_category,
+                last_failure_at=self._last_failure_at,
+                last_recovery_seconds=self._last_recovery,
+                disabled=self._disabled,
+                forced_open=self._forced,
+                shared=self.shared,
+                failure_threshold=self.fail_max,
+                reset_timeout=float(self.reset_timeout),
+                half_open_max_calls=self.half_open_max_calls,
+            )
+
+    def __repr__(self) -> str:
+        return f"<Breaker {self._key!r} {self._hot}>"
+
+    # --- decorating ---------------------------------------------------------------------------
+
+    def decorate(
+        self,
+        fn: Callable[P, R],
+        exclude: Callable[[BaseException], bool] | None = None,
+    ) -> Callable[P, R]:
+        """Wrap ``fn`` (sync or async, decided now) in this breaker."""
+        cb = self
+        sw = switches
+        name = self._key
+        layer = Layer("breaker", name)
+
+        if is_async_callable(fn):
+            afn = cast("Callable[..., Awaitable[Any]]", fn)
+
+            async def acall(*args: Any, **kwargs: Any) -> Any:
+                if cb._fast and sw.breaker_enabled:
+                    try:
+                        result = await afn(*args, **kwargs)
+                    except Exception as exc:
+                        cb._failed(exc, exclude, 0.0, 0, layer)
+                        raise
+                    cb._successes += 1
+                    if cb._dirty:
+                        cb._clear_failures()
+                    return result
+                if cb._disabled or not sw.breaker_enabled:
+                    return await afn(*args, **kwargs)
+                now = _clock._current.monotonic()
+                if now < cb._open_until:
+                    cb._rejected += 1
+                    raise _Rejected(
+                        name, OPEN, cb.reset_timeout if cb._forced else cb._open_until - now
+                    )
+                return await cb._guarded_async(afn, args, kwargs, exclude, layer)
+
+            return cast("Callable[P, R]", wrap(acall, fn, layer, breaker=cb))
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if cb._fast and sw.breaker_enabled:
+                try:
+                    result = fn(*args, **kwargs)
+                except Exception as exc:
+                    cb._failed(exc, exclude, 0.0, 0, layer)
+                    raise
+                cb._successes += 1
+                if cb._dirty:
+                    cb._clear_failures()
+                return result
+            if cb._disabled or not sw.breaker_enabled:
+                return fn(*args, **kwargs)
+            now = _clock._current.monotonic()
+            if now < cb._open_until:
+                cb._rejected += 1
+                raise _Rejected(
+                    name, OPEN, cb.reset_timeout if cb._forced else cb._open_until - now
+                )
+            return cb._guarded_sync(fn, args, kwargs, exclude, layer)
+
+        return cast("Callable[P, R]", wrap(call, fn, layer, breaker=cb))
+
+
+class BreakerRegistry:
+    """Every breaker of the process, by name."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._breakers: dict[str, Breaker] = {}
+
+    def get(self, name: str) -> Breaker:
+        """The breaker called ``name``.
+
+        Raises:
+            KeyError: no breaker has that name (the message lists the known ones).
+        """
+        try:
+            return self._breakers[name]
+        except KeyError:
+            known = ", ".join(sorted(self._breakers)) or "none yet"
+            raise KeyError(f"no circuit breaker named {name!r} (known: {known})") from None
+
+    def get_or_create(self, name: str, **options: Any) -> Breaker:
+        """The breaker ``name``, created with ``options`` on first use."""
+        explicit = {k: v for k, v in options.items() if v is not None}
+        unknown = set(explicit) - set(_OPTION_NAMES)
+        if unknown:
+            raise TypeError(f"unknown breaker option(s): {', '.join(sorted(unknown))}")
+        with self._lock:
+            existing = self._breakers.get(name)
+            if existing is None:
+                created = Breaker(name, explicit)
+                self._breakers[name] = created
+                return created
+        if explicit:
+            existing._merge_options(explicit)
+        return existing
+
+    def names(self) -> list[str]:
+        """Every breaker's name, sorted."""
+        return sorted(self._breakers)
+
+    def all(self) -> list[Breaker]:
+        """Every breaker, sorted by name."""
+        return [self._breakers[n] for n in self.names()]
+
+    def snapshots(self) -> list[BreakerSnapshot]:
+        """A snapshot of every breaker, sorted by name."""
+        return [b.snapshot() for b in self.all()]
+
+    def reset(self, name: str) -> None:
+        """Close breaker ``name`` and clear its statistics."""
+        self.get(name).reset()
+
+    def force_open(self, name: str) -> None:
+        """Hold breaker ``name`` open until reset."""
+        self.get(name).force_open()
+
+    def disable(self, name: str) -> None:
+        """Let every call of breaker ``name`` through uncounted."""
+        self.get(name).disable()
+
+    def enable(self, name: str) -> None:
+        """Undo :meth:`disable`."""
+        self.get(name).enable()
+
+    def remove(self, name: str) -> None:
+        """Forget breaker ``name`` (decorated functions keep the object they hold)."""
+        with self._lock:
+            self._breakers.pop(name, None)
+
+    def clear(self) -> None:
+        """Forget every breaker (tests)."""
+        with self._lock:
+            self._breakers.clear()
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._breakers
+
+    def __len__(self) -> int:
+        return len(self._breakers)
+
+    def _backend_changed(self, backend: SharedStateBackend | None) -> None:
+        for cb in self.all():
+            if cb.shared:
+                cb._attach(backend)
+
+
+breakers = BreakerRegistry()
+"""The process's breaker registry."""
+on_backend_change(breakers._backend_changed)
+
+
+def get_breaker(name: str, **options: Any) -> Breaker:
+    """The breaker ``name`` (created on first use with ``options``): the same object every
+    ``@breaker(name)`` decoration uses."""
+    return breakers.get_or_create(name, **options)
+
+
+def breaker(
+    name: str,
+    *,
+    failure_threshold: int | None = None,
+    reset_timeout: float | timedelta | None = None,
+    half_open_max_calls: int | None = None,
+    success_threshold: int | None = None,
+    exclude: ExcludeSpec = (),
+    failure_rate_threshold: float | None = None,
+    slow_call_duration: float | timedelta | None = None,
+    slow_call_rate_threshold: float | None = None,
+    window_size: float | None = None,
+    window_type: Literal["count", "time"] | str = "count",
+    minimum_calls: int | None = None,
+    shared: bool | None = None,
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Guard a function with the circuit breaker ``name``.
+
+    An open circuit raises :class:`~resilient.CircuitOpenError` without calling the function;
+    the call that trips it raises its own error.
+
+    Args:
+        name: the breaker's name; every function naming it shares one breaker.
+        failure_threshold: consecutive failures that open the circuit
+            (``resilience.circuit_breaker_failure_threshold``).
+        reset_timeout: seconds open before trial calls (``circuit_breaker_timeout``).
+        half_open_max_calls: concurrent trial calls in half-open
+            (``circuit_breaker_half_open_max_calls``).
+        success_threshold: trial successes that close it (``circuit_breaker_success_threshold``).
+        exclude: exception types/predicates that are business outcomes, not outages, for this
+            function (they count as successes, as in pybreaker).
+        failure_rate_threshold: also open when this share of the window's calls failed.
+        slow_call_duration / slow_call_rate_threshold: calls slower than the duration count as
+            slow; open when their share reaches the threshold (default 1.0).
+        window_size / window_type / minimum_calls: the sliding window for both rates: the last
+            N calls (``"count"``, default 100) or the last N seconds (``"time"``, default 60),
+            evaluated once it holds ``minimum_calls`` calls.
+        shared: keep state in Redis across processes (``resilience.circuit_breaker_shared``).
+
+    Raises:
+        ConfigError: ``shared`` without ``redis.url``.
+        ValueError / TypeError: an invalid option (at decoration time).
+    """
+    options: dict[str, Any] = {
+        "failure_threshold": failure_threshold,
+        "reset_timeout": reset_timeout,
+        "half_open_max_calls": half_open_max_calls,
+        "success_threshold": success_threshold,
+        "failure_rate_threshold": failure_rate_threshold,
+        "slow_call_duration": slow_call_duration,
+        "slow_call_rate_threshold": slow_call_rate_threshold,
+        "window_size": window_size,
+        "window_type": window_type if window_type != "count" else None,
+        "minimum_calls": minimum_calls,
+        "shared": shared,
+    }
+    cb = get_breaker(name, **options)
+    excluded = exception_matcher(exclude, f"breaker {name!r}: exclude")
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        return cb.decorate(fn, excluded)
+
+    return decorate

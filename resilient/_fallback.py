@@ -1,0 +1,262 @@
+"""Fallbacks: a value, a function or the last good result instead of an error.
+
+A risk-limit error is never replaced by a fallback (a refused order must stay refused); an
+open circuit always is a reason to fall back. Serving a fallback marks the name degraded until
+the next success: the first fallback of such an episode is logged, every one is counted and
+reported to hooks, and :func:`fallback_status` shows it to health checks.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, ParamSpec, TypeVar, cast
+
+from . import _cache, _clock, _hooks
+from ._compose import UNSET, Layer, exception_matcher, is_async_callable, policy_name, wrap
+from ._deadline import seconds_of
+from ._exceptions import CircuitOpenError, RiskLimitError
+from .config import current_config, switches
+
+__all__ = ["FallbackStatus", "fallback", "fallback_status"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackStatus:
+    """Whether a name is serving fallbacks.
+
+    Attributes:
+        degraded: the last call of ``name`` served a fallback.
+        served: fallbacks served since the process started.
+        episodes: degraded episodes since the process started.
+        since: wall-clock time the current episode began (``None`` when not degraded).
+        last_category: error category of the last failure that was replaced.
+    """
+
+    name: str
+    degraded: bool
+    served: int
+    episodes: int
+    since: float | None
+    last_category: str | None
+
+
+class _Episode:
+    """Per-name fallback bookkeeping, shared by every function using the name."""
+
+    __slots__ = ("degraded", "episodes", "last_category", "lock", "name", "served", "since")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.degraded = False
+        self.served = 0
+        self.episodes = 0
+        self.since: float | None = None
+        self.last_category: str | None = None
+        self.lock = threading.Lock()
+
+    def served_one(self, exc: BaseException, source: str, age: float | None) -> None:
+        from ._classify import classify
+
+        with self.lock:
+            first = not self.degraded
+            if first:
+                self.degraded = True
+                self.episodes += 1
+                self.since = _clock._current.time()
+            self.served += 1
+            self.last_category = classify(exc).value
+        _hooks.event(
+            _hooks.EventKind.FALLBACK_SERVED,
+            self.name,
+            exc,
+            source=source,
+            cache_age=age,
+            first_in_episode=first,
+        )
+
+    def recovered(self) -> None:
+        with self.lock:
+            if not self.degraded:
+                return
+            self.degraded = False
+            self.since = None
+        _hooks.event(_hooks.EventKind.FALLBACK_RECOVERED, self.name)
+
+    def status(self) -> FallbackStatus:
+        with self.lock:
+            return FallbackStatus(
+                self.name,
+                self.degraded,
+                self.served,
+                self.episodes,
+                self.since,
+                self.last_category,
+            )
+
+
+_episodes: dict[str, _Episode] = {}
+_episodes_lock = threading.Lock()
+
+
+def _episode(name: str) -> _Episode:
+    with _episodes_lock:
+        found = _episodes.get(name)
+        if found is None:
+            found = _episodes[name] = _Episode(name)
+        return found
+
+
+def fallback_status() -> dict[str, FallbackStatus]:
+    """Every name with a fallback, and whether it is degraded right now."""
+    return {name: _episodes[name].status() for name in sorted(_episodes)}
+
+
+def fallback(
+    *,
+    value: Any = UNSET,
+    func: Callable[..., Any] | None = None,
+    cache: bool = False,
+    on: Any = Exception,
+    name: str | None = None,
+    cache_ttl: float | timedelta | None = None,
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Return a fallback instead of raising.
+
+    Args:
+        value: returned when the call fails.
+        func: ``func(exc, *args, **kwargs)`` computes the fallback; it may be async when the
+            decorated function is.
+        cache: serve the last good result for the same arguments (younger than
+            ``cache_ttl``, default ``resilience.fallback_cache_ttl``); with nothing cached,
+            ``value``/``func`` is used when given, else the original error is re-raised.
+        on: exception types, tuple or predicate that may be replaced (default every
+            ``Exception``). An open circuit always may; a risk-limit error never is.
+        name: the health/metrics name (default: the function's qualified name).
+
+    Raises:
+        ValueError / TypeError: at decoration, for a missing or contradictory choice.
+    """
+    if value is not UNSET and func is not None:
+        raise ValueError("fallback takes value= or func=, not both")
+    if value is UNSET and func is None and not cache:
+        raise ValueError("fallback needs value=, func= or cache=True")
+    if func is not None and not callable(func):
+        raise TypeError(f"fallback func must be callable, got {func!r}")
+    matcher = exception_matcher(on, "fallback on") or (lambda exc: False)
+    ttl_explicit = seconds_of(cache_ttl, "cache_ttl") if cache_ttl is not None else None
+    if ttl_explicit == 0:
+        raise ValueError("cache_ttl must be > 0 seconds")
+    func_is_async = func is not None and is_async_callable(func)
+
+    def may_replace(exc: BaseException) -> bool:
+        if isinstance(exc, RiskLimitError):
+            return False
+        return isinstance(exc, CircuitOpenError) or matcher(exc)
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        pname = name or policy_name(fn)
+        layer = Layer("fallback", pname)
+        episode = _episode(pname)
+        ttl_state = [-1, 0.0]  # generation, ttl
+
+        def ttl() -> float:
+            if ttl_explicit is not None:
+                return ttl_explicit
+            if ttl_state[0] != switches.generation:
+                ttl_state[1] = current_config().resilience.fallback_cache_ttl
+                ttl_state[0] = switches.generation
+            return ttl_state[1]
+
+        def unreplaced(exc: Exception) -> None:
+            if layer.outermost and not isinstance(exc, CircuitOpenError):
+                _hooks.event(_hooks.EventKind.CALL_FAILED, pname, exc)
+
+        if is_async_callable(fn):
+            afn = cast("Callable[..., Awaitable[Any]]", fn)
+
+            async def serve_async(exc: Exception, args: Any, kwargs: Any) -> Any:
+                if not may_replace(exc):
+                    unreplaced(exc)
+                    raise exc
+                if cache:
+                    hit = await _cache._cache.get(_cache.cache_key(pname, args, kwargs))
+                    if hit is not None:
+                        episode.served_one(exc, "cache", hit.age)
+                        return hit.value
+                if func is not None:
+                    result = func(exc, *args, **kwargs)
+                    if func_is_async or inspect.isawaitable(result):
+                        result = await result
+                    episode.served_one(exc, "func", None)
+                    return result
+                if value is not UNSET:
+                    episode.served_one(exc, "value", None)
+                    return value
+                unreplaced(exc)
+                raise exc
+
+            async def acall(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    result = await afn(*args, **kwargs)
+                except Exception as exc:
+                    err = exc
+                else:
+                    if cache:
+                        await _cache._cache.set(
+                            _cache.cache_key(pname, args, kwargs), result, ttl()
+                        )
+                    if episode.degraded:
+                        episode.recovered()
+                    return result
+                return await serve_async(err, args, kwargs)
+
+            return cast("Callable[P, R]", wrap(acall, fn, layer))
+
+        if func_is_async:
+            raise TypeError(
+                f"{pname} is a plain function but its fallback func is async: give a plain "
+                "function as fallback, or make the decorated function async"
+            )
+
+        def serve(exc: Exception, args: Any, kwargs: Any) -> Any:
+            if not may_replace(exc):
+                unreplaced(exc)
+                raise exc
+            if cache:
+                hit = _cache._cache.get_sync(_cache.cache_key(pname, args, kwargs))
+                if hit is not None:
+                    episode.served_one(exc, "cache", hit.age)
+                    return hit.value
+            if func is not None:
+                result = func(exc, *args, **kwargs)
+                episode.served_one(exc, "func", None)
+                return result
+            if value is not UNSET:
+                episode.served_one(exc, "value", None)
+                return value
+            unreplaced(exc)
+            raise exc
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as exc:
+                err = exc
+            else:
+                if cache:
+                    _cache._cache.set_sync(_cache.cache_key(pname, args, kwargs), result, ttl())
+                if episode.degraded:
+                    episode.recovered()
+                return result
+            return serve(err, args, kwargs)
+
+        return cast("Callable[P, R]", wrap(call, fn, layer))
+
+    return decorate

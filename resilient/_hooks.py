@@ -1,0 +1,197 @@
+"""One hook shape for every policy event: a frozen details object and a callable Protocol.
+
+Hooks run inline, only on failure paths (a retry, a breaker transition, a served fallback, a
+call that finally failed); a call that succeeds never builds an event. A hook that raises is
+logged once and swallowed, so observability can never break the call it observes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from ._context import current_correlation_id
+from ._logging import logger
+from ._sanitize import sanitize
+
+__all__ = [
+    "EventKind",
+    "PolicyEvent",
+    "PolicyHook",
+    "add_hook",
+    "emit",
+    "event",
+    "hooks",
+    "log_hook",
+    "remove_hook",
+]
+
+
+class EventKind(StrEnum):
+    """What happened."""
+
+    RETRY = "retry"
+    """An attempt failed and another one is scheduled after ``wait`` seconds."""
+    RETRY_BUDGET_EXHAUSTED = "retry_budget_exhausted"
+    """A retry was refused because the name's retry budget is spent; the error is raised."""
+    BREAKER_STATE = "breaker_state"
+    """A breaker moved from ``old_state`` to ``new_state``."""
+    CALL_FAILED = "call_failed"
+    """The error escaping the outermost policy layer of a call (once per call)."""
+    FALLBACK_SERVED = "fallback_served"
+    """A fallback was returned instead of raising ``exception``."""
+    FALLBACK_RECOVERED = "fallback_recovered"
+    """The first successful call after fallbacks were served."""
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyEvent:
+    """The details of one event. Never carries the call's arguments."""
+
+    kind: EventKind
+    name: str
+    exception: BaseException | None = None
+    category: str | None = None
+    attempt: int = 0
+    wait: float = 0.0
+    elapsed: float = 0.0
+    old_state: str | None = None
+    new_state: str | None = None
+    source: str | None = None
+    cache_age: float | None = None
+    first_in_episode: bool = False
+    correlation_id: str | None = None
+
+
+class PolicyHook(Protocol):
+    """Anything called with a :class:`PolicyEvent`."""
+
+    def __call__(self, event: PolicyEvent) -> None: ...
+
+
+_lock = threading.Lock()
+_failed_once: set[int] = set()
+
+
+def _describe(exc: BaseException | None) -> str:
+    if exc is None:
+        return "-"
+    return f"{type(exc).__name__}: {sanitize(str(exc))}"
+
+
+def log_hook(event: PolicyEvent) -> None:
+    """The default hook: one log line per event with the name, attempt, wait and the
+    exception's class and sanitized message. ``call_failed`` is left to the errors module."""
+    kind = event.kind
+    if kind is EventKind.RETRY:
+        logger.warning(
+            "retrying {} (attempt {} failed, next in {:.3f}s): {}",
+            event.name,
+            event.attempt,
+            event.wait,
+            _describe(event.exception),
+        )
+    elif kind is EventKind.RETRY_BUDGET_EXHAUSTED:
+        logger.warning(
+            "retry budget of {} spent; failing fast after attempt {}: {}",
+            event.name,
+            event.attempt,
+            _describe(event.exception),
+        )
+    elif kind is EventKind.BREAKER_STATE:
+        level = "WARNING" if event.new_state != "closed" else "INFO"
+        logger.log(level, "circuit {} {} -> {}", event.name, event.old_state, event.new_state)
+    elif kind is EventKind.FALLBACK_SERVED:
+        if event.first_in_episode:
+            logger.warning(
+                "{} degraded: serving {} fallback instead of {}",
+                event.name,
+                event.source,
+                _describe(event.exception),
+            )
+    elif kind is EventKind.FALLBACK_RECOVERED:
+        logger.info("{} recovered: no longer serving fallbacks", event.name)
+
+
+hooks: tuple[PolicyHook, ...] = (log_hook,)
+"""The hooks in force (a tuple, replaced on change, so emitting never takes a lock)."""
+
+
+def add_hook(hook: PolicyHook) -> Callable[[], None]:
+    """Call ``hook(event)`` for every policy event; returns a function that removes it."""
+    global hooks
+    with _lock:
+        hooks = (*hooks, hook)
+
+    def remove() -> None:
+        remove_hook(hook)
+
+    return remove
+
+
+def remove_hook(hook: PolicyHook) -> None:
+    """Stop calling ``hook`` (no error when it is not registered)."""
+    global hooks
+    with _lock:
+        hooks = tuple(h for h in hooks if h is not hook)
+
+
+def emit(event: PolicyEvent) -> None:
+    """Run every hook on ``event``; a failing hook is logged once and swallowed."""
+    for hook in hooks:
+        try:
+            hook(event)
+        except Exception as exc:
+            key = id(hook)
+            if key not in _failed_once:
+                _failed_once.add(key)
+                logger.error(
+                    "policy hook {!r} failed on a {} event and is ignored: {}",
+                    getattr(hook, "__qualname__", type(hook).__name__),
+                    event.kind.value,
+                    _describe(exc),
+                )
+
+
+def event(
+    kind: EventKind,
+    name: str,
+    exception: BaseException | None = None,
+    *,
+    attempt: int = 0,
+    wait: float = 0.0,
+    elapsed: float = 0.0,
+    old_state: str | None = None,
+    new_state: str | None = None,
+    source: str | None = None,
+    cache_age: float | None = None,
+    first_in_episode: bool = False,
+) -> None:
+    """Build and emit an event (classifying ``exception`` and stamping the correlation id)."""
+    if not hooks:
+        return
+    category = None
+    if exception is not None:
+        from ._classify import classify
+
+        category = classify(exception).value
+    emit(
+        PolicyEvent(
+            kind,
+            name,
+            exception,
+            category,
+            attempt,
+            wait,
+            elapsed,
+            old_state,
+            new_state,
+            source,
+            cache_age,
+            first_in_episode,
+            current_correlation_id(),
+        )
+    )

@@ -1,0 +1,190 @@
+"""Timeouts that really bound the caller's wait, for async and sync functions.
+
+Async functions run under ``asyncio.timeout``: at the limit the call is cancelled and
+:class:`resilient.TimeoutError` is raised. Sync functions run in a worker thread (a daemon
+thread from a small pool, with the caller's context variables) and the caller stops waiting
+at the limit: it gets :class:`resilient.TimeoutError` on time, while the abandoned call runs on
+in its thread until it returns (Python cannot stop a thread), so give sync I/O its own
+socket timeouts too. The limit is shortened to an ambient ``resilient.deadline``.
+
+Under a non-system clock (``resilient.testing.FakeClock``) the limit is measured on that
+clock: the call is cancelled as soon as the clock passes it, so tests need no real waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from datetime import timedelta
+from queue import Empty, SimpleQueue
+from typing import Any, ParamSpec, TypeVar, cast
+
+from . import _clock, _deadline
+from ._compose import Layer, is_async_callable, policy_name, wrap
+from ._deadline import seconds_of
+from ._exceptions import TimeoutError as ResilientTimeout
+
+__all__ = ["timeout"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_IDLE_SECONDS = 30.0  # an idle worker thread exits after this long
+
+
+class _Pool:
+    """Daemon worker threads (never joined at exit, unlike ThreadPoolExecutor's, so a call
+    that never returns cannot hang the interpreter's shutdown)."""
+
+    def __init__(self) -> None:
+        self._jobs: SimpleQueue[tuple[Future[Any], Callable[[], Any]]] = SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+        self._threads = 0
+
+    def submit(self, job: Callable[[], Any]) -> Future[Any]:
+        future: Future[Any] = Future()
+        with self._lock:
+            spawn = self._idle == 0
+            if spawn:
+                self._threads += 1
+            else:
+                self._idle -= 1
+        self._jobs.put((future, job))
+        if spawn:
+            threading.Thread(target=self._work, name="resilient-timeout", daemon=True).start()
+        return future
+
+    def _work(self) -> None:
+        while True:
+            try:
+                future, job = self._jobs.get(timeout=_IDLE_SECONDS)
+            except Empty:
+                with self._lock:
+                    if self._idle > 0:
+                        self._idle -= 1
+                        self._threads -= 1
+                        return
+                continue
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(job())
+                except BaseException as exc:
+                    future.set_exception(exc)
+            del future, job
+            with self._lock:
+                self._idle += 1
+
+
+_pool = _Pool()
+
+
+def _limit(seconds: float) -> float:
+    remaining = _deadline.remaining()
+    if remaining is not None and remaining < seconds:
+        return remaining
+    return seconds
+
+
+async def _await_on_clock(
+    clock: _clock.Clock, limit: float, awaitable: Awaitable[Any]
+) -> tuple[bool, Any]:
+    """Await under a limit measured on ``clock`` (a fake one); ``(expired, result)``."""
+    task = asyncio.current_task()
+    assert task is not None
+    end = clock.monotonic() + limit
+    expired = False
+
+    async def watch() -> None:
+        nonlocal expired
+        # A fake clock moves only when something sleeps on it: poll it once per loop turn.
+        while clock.monotonic() < end:  # noqa: ASYNC110
+            await asyncio.sleep(0)
+        expired = True
+        task.cancel()
+
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
+        return False, await awaitable
+    except asyncio.CancelledError:
+        if expired and task.uncancel() == 0:
+            return True, None
+        raise
+    finally:
+        watcher.cancel()
+
+
+def timeout(
+    seconds: float | timedelta, *, name: str | None = None
+) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Bound a call to ``seconds`` (and to the ambient deadline, when shorter).
+
+    Raises:
+        resilient.TimeoutError: the call took too long (a subclass of the built-in
+            ``TimeoutError``); async calls are cancelled, sync calls are abandoned in their
+            worker thread.
+        ValueError: ``seconds`` is not > 0 (at decoration time).
+    """
+    limit_s = seconds_of(seconds, "timeout")
+    if limit_s <= 0:
+        raise ValueError("timeout must be > 0 seconds (a zero timeout would fail every call)")
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        pname = name or policy_name(fn)
+        layer = Layer("timeout", pname)
+
+        if is_async_callable(fn):
+            afn = cast("Callable[..., Awaitable[Any]]", fn)
+
+            async def acall(*args: Any, **kwargs: Any) -> Any:
+                limit = _limit(limit_s)
+                if limit <= 0:
+                    raise ResilientTimeout(0.0, pname)
+                clock = _clock._current
+                if type(clock) is _clock.SystemClock:
+                    scope = asyncio.timeout(limit)
+                    try:
+                        async with scope:
+                            return await afn(*args, **kwargs)
+                    except TimeoutError:
+                        if not scope.expired():
+                            raise  # the function's own timeout error
+                    raise ResilientTimeout(limit, pname) from None
+                expired, result = await _await_on_clock(clock, limit, afn(*args, **kwargs))
+                if expired:
+                    raise ResilientTimeout(limit, pname)
+                return result
+
+            return cast("Callable[P, R]", wrap(acall, fn, layer))
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            limit = _limit(limit_s)
+            if limit <= 0:
+                raise ResilientTimeout(0.0, pname)
+            ctx = contextvars.copy_context()
+            future = _pool.submit(lambda: ctx.run(fn, *args, **kwargs))
+            clock = _clock._current
+            if type(clock) is _clock.SystemClock:
+                try:
+                    return future.result(timeout=limit)
+                except FutureTimeout:
+                    if not future.done():
+                        future.cancel()
+                        raise ResilientTimeout(limit, pname) from None
+                return future.result()
+            end = clock.monotonic() + limit
+            while True:
+                try:
+                    return future.result(timeout=0.001)
+                except FutureTimeout:
+                    if clock.monotonic() >= end:
+                        future.cancel()
+                        raise ResilientTimeout(limit, pname) from None
+
+        return cast("Callable[P, R]", wrap(call, fn, layer))
+
+    return decorate
