@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from ._breaker import Breaker, BreakerSnapshot, breaker, breakers, get_breaker
+from ._cache import CachedValue, FallbackCache, get_fallback_cache, set_fallback_cache
 from ._clock import FakeClock, get_clock, set_clock, use_clock
+from ._compose import resilient
 from ._context import correlation_id
+from ._deadline import deadline
 from ._exceptions import (
     CircuitOpenError,
     ConfigError,
@@ -12,25 +16,50 @@ from ._exceptions import (
     TimeoutError,
     TradingDisabledError,
 )
+from ._fallback import FallbackStatus, fallback, fallback_status
+from ._hooks import EventKind, PolicyEvent, PolicyHook, add_hook, remove_hook
 from ._logging import disable_logging, enable_logging
+from ._retry import retry
 from ._sanitize import sanitize
+from ._timeout import timeout
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Breaker",
+    "BreakerSnapshot",
+    "CachedValue",
     "CircuitOpenError",
     "ConfigError",
+    "EventKind",
     "FakeClock",
+    "FallbackCache",
+    "FallbackStatus",
+    "PolicyEvent",
+    "PolicyHook",
     "ResilientError",
     "RiskLimitError",
     "TimeoutError",
     "TradingDisabledError",
     "__version__",
+    "add_hook",
+    "breaker",
+    "breakers",
     "correlation_id",
+    "deadline",
     "disable_logging",
     "enable_logging",
+    "fallback",
+    "fallback_status",
+    "get_breaker",
     "get_clock",
+    "get_fallback_cache",
+    "remove_hook",
+    "resilient",
+    "retry",
     "sanitize",
     "set_clock",
+    "set_fallback_cache",
+    "timeout",
     "use_clock",
 ]

@@ -10,6 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .._clock import FakeClock, use_clock
+from ._policy import capture_events, zero_wait_retries
 from .flaky import (
     FAULT_KINDS,
     Call,
@@ -78,6 +79,7 @@ __all__ = [
     "assert_no_call_while_open",
     "assert_no_duplicate_orders",
     "assert_within_policy",
+    "capture_events",
     "fault_schedules",
     "faults",
     "outcomes",
@@ -85,4 +87,5 @@ __all__ = [
     "transient_faults",
     "use_clock",
     "use_fake_clock",
+    "zero_wait_retries",
 ]
