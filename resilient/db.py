@@ -1,0 +1,519 @@
+"""The database layer: SQLAlchemy 2 async on asyncpg (PostgreSQL) or aiosqlite (embedded).
+
+Configured from ``database.*``: pool sizes, recycle, pre-ping, pool wait, asyncpg command and
+connect timeouts, SSL mode and application name. Slow statements are logged (statement text
+only, never parameter values); ``resilience.enable_query_logging`` logs every statement.
+
+Transient connection failures are retried only where that is safe: reads, units of work the
+caller marks idempotent, and failures that prove the statement never reached the server::
+
+    db = Database.from_config()
+    await db.start()                          # registers the "database" health component
+    rows = await db.fetch_all("SELECT id FROM orders WHERE status = :s", {"s": "open"})
+    await db.execute("INSERT INTO fills VALUES (:id)", {"id": fid}, idempotent=False)
+    await db.run(move_funds, idempotent=True) # fn(AsyncSession) as one retried unit of work
+    await db.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import URL, Row, RowMapping, make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.sql import Executable
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+    wait_none,
+)
+
+from . import _clock
+from ._classify import classify, is_transient, proves_not_sent
+from ._logging import logger
+from ._sanitize import mask_url, sanitize
+from .config import Config, current_config, subscribe, switches
+
+__all__ = ["Database", "PoolStats", "get_database"]
+
+T = TypeVar("T")
+Statement = str | Executable
+Params = Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
+
+_STATEMENT_LOG_LIMIT = 2000
+_START_KEY = "resilient_query_start"
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    """Connection pool figures for health and metrics.
+
+    ``size`` is the configured steady pool size, ``checked_out`` the connections in use,
+    ``overflow`` the connections opened beyond ``size``, ``max_size`` the hard limit and
+    ``utilization`` = checked_out / max_size.
+    """
+
+    size: int
+    checked_out: int
+    overflow: int
+    max_size: int
+    utilization: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The figures as a JSON-ready dict."""
+        return asdict(self)
+
+
+def _as_statement(sql: Statement) -> Executable:
+    return text(sql) if isinstance(sql, str) else sql
+
+
+def _statement_text(statement: str) -> str:
+    flat = " ".join(statement.split())
+    return flat if len(flat) <= _STATEMENT_LOG_LIMIT else flat[:_STATEMENT_LOG_LIMIT] + " …"
+
+
+class Database:
+    """A pooled async database engine with safe retries, query logging and a health check.
+
+    Build it with :meth:`from_config`; call :meth:`start` before use and :meth:`close` at
+    shutdown. ``url`` overrides the URL built from ``database.*`` (the pool, timeout and SSL
+    settings still apply).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        url: str | URL | None = None,
+        name: str = "database",
+        application_name: str = "resilient",
+    ) -> None:
+        self.name = name
+        self.application_name = application_name
+        self._config = config
+        self._url = make_url(url) if url is not None else self._url_from(config)
+        self._engine: AsyncEngine | None = None
+        self._sessions: async_sessionmaker[AsyncSession] | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+        self._registered = False
+        self._apply(config)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Config | None = None,
+        *,
+        url: str | URL | None = None,
+        name: str = "database",
+        application_name: str = "resilient",
+    ) -> Database:
+        """A database for ``config`` (default: the process configuration)."""
+        return cls(
+            config or current_config(), url=url, name=name, application_name=application_name
+        )
+
+    # -- configuration ------------------------------------------------------------------
+
+    @staticmethod
+    def _url_from(config: Config) -> URL:
+        db = config.database
+        if db.is_sqlite:
+            return URL.create("sqlite+aiosqlite", database=db.sqlite_path)
+        return URL.create(
+            "postgresql+asyncpg",
+            username=db.user or None,
+            password=db.password or None,
+            host=db.host,
+            port=db.port,
+            database=db.name,
+        )
+
+    def _apply(self, config: Config) -> None:
+        self._config = config
+        self._slow = config.database.slow_query_threshold
+        self._log_all = config.resilience.enable_query_logging
+
+    def _on_reload(self, config: Config) -> None:
+        self._apply(config)
+
+    @property
+    def is_sqlite(self) -> bool:
+        """Whether the backend is the embedded SQLite database."""
+        return self._url.get_backend_name() == "sqlite"
+
+    @property
+    def url_masked(self) -> str:
+        """The URL with its password masked (safe to log or show)."""
+        return mask_url(self._url.render_as_string(hide_password=True))
+
+    def engine_options(self) -> dict[str, Any]:
+        """The keyword arguments given to ``create_async_engine`` (no secret in them)."""
+        db = self._config.database
+        if self.is_sqlite:
+            memory = self._url.database in (None, "", ":memory:")
+            opts: dict[str, Any] = {"connect_args": {"timeout": db.command_timeout}}
+            if not memory:
+                opts.update(
+                    pool_size=db.min_pool_size,
+                    max_overflow=db.max_pool_size - db.min_pool_size,
+                    pool_timeout=db.pool_timeout,
+                    pool_pre_ping=db.pool_pre_ping,
+                )
+            return opts
+        ssl: str | bool = False if db.ssl_mode == "disable" else db.ssl_mode
+        return {
+            "pool_size": db.min_pool_size,
+            "max_overflow": db.max_pool_size - db.min_pool_size,
+            "pool_recycle": db.max_idle_time,
+            "pool_pre_ping": db.pool_pre_ping,
+            "pool_timeout": db.pool_timeout,
+            "connect_args": {
+                "command_timeout": db.command_timeout,
+                "timeout": db.connect_timeout,
+                "ssl": ssl,
+                "server_settings": {"application_name": self.application_name},
+            },
+        }
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The SQLAlchemy engine (created on first use; no connection is opened until needed)."""
+        if self._engine is None:
+            self._engine = create_async_engine(self._url, **self.engine_options())
+            self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
+            self._install_events(self._engine)
+            self._unsubscribe = subscribe(self._on_reload)
+        return self._engine
+
+    async def start(self, *, register_health: bool = True, critical: bool = True) -> Database:
+        """Create the engine and register the health component (named ``name``)."""
+        _ = self.engine
+        if register_health and not self._registered:
+            try:
+                from .health import registry
+            except ImportError:  # pragma: no cover - the health package ships with resilient
+                return self
+            timeout = self._config.resilience.health_check_timeout
+            registry.register(self.name, self.health_check, critical=critical, timeout=timeout)
+            self._registered = True
+        return self
+
+    async def close(self) -> None:
+        """Dispose of the pool and unregister the health component."""
+        if self._registered:
+            from .health import registry
+
+            unregister = getattr(registry, "unregister", None)
+            if unregister is not None:
+                unregister(self.name)
+            self._registered = False
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        if self._engine is not None:
+            engine, self._engine, self._sessions = self._engine, None, None
+            await engine.dispose()
+
+    async def __aenter__(self) -> Database:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- query logging ------------------------------------------------------------------
+
+    def _install_events(self, engine: AsyncEngine) -> None:
+        sync = engine.sync_engine
+
+        @event.listens_for(sync, "before_cursor_execute")
+        def _before(
+            conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool
+        ) -> None:
+            conn.info.setdefault(_START_KEY, []).append(time.perf_counter())
+
+        @event.listens_for(sync, "after_cursor_execute")
+        def _after(
+            conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool
+        ) -> None:
+            starts = conn.info.get(_START_KEY)
+            if not starts:
+                return
+            elapsed = time.perf_counter() - starts.pop()
+            if elapsed >= self._slow:
+                logger.warning(
+                    "slow query on {} ({:.3f}s ≥ {:.3f}s): {}",
+                    self.name,
+                    elapsed,
+                    self._slow,
+                    _statement_text(statement),
+                )
+            elif self._log_all:
+                logger.info(
+                    "query on {} ({:.3f}s): {}", self.name, elapsed, _statement_text(statement)
+                )
+
+        @event.listens_for(sync, "handle_error")
+        def _error(ctx: Any) -> None:
+            conn = ctx.connection
+            starts = conn.info.get(_START_KEY) if conn is not None else None
+            if starts:
+                elapsed = time.perf_counter() - starts.pop()
+                if self._log_all or elapsed >= self._slow:
+                    logger.warning(
+                        "query on {} failed after {:.3f}s ({}): {}",
+                        self.name,
+                        elapsed,
+                        type(ctx.original_exception).__name__,
+                        _statement_text(ctx.statement or ""),
+                    )
+
+    # -- retries ------------------------------------------------------------------------
+
+    def _retrying(self, *, idempotent: bool) -> AsyncRetrying:
+        res = self._config.resilience
+        attempts = res.retry_max_attempts if switches.retry_enabled else 1
+
+        def retryable(exc: BaseException) -> bool:
+            if not is_transient(exc):
+                return False
+            return idempotent or proves_not_sent(exc)
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            logger.warning(
+                "{} attempt {} failed ({}: {}); retrying in {:.3f}s",
+                self.name,
+                state.attempt_number,
+                type(exc).__name__,
+                sanitize(exc),
+                state.upcoming_sleep,
+            )
+
+        async def asleep(seconds: float) -> None:
+            await _clock._current.asleep(seconds)
+
+        return AsyncRetrying(
+            stop=stop_after_attempt(attempts),
+            wait=wait_exponential_jitter(
+                multiplier=res.retry_initial_delay or 1.0,
+                max=res.retry_max_delay,
+                jitter=res.retry_initial_delay,
+            )
+            if res.retry_initial_delay > 0
+            else wait_none(),
+            retry=retry_if_exception(retryable),
+            before_sleep=before_sleep,
+            sleep=asleep,
+            reraise=True,
+        )
+
+    async def _with_retry(self, fn: Callable[[], Awaitable[T]], *, idempotent: bool) -> T:
+        # The first attempt runs without tenacity (nothing extra on the success path); only a
+        # failure builds the retry loop, which replays that failure as its first attempt.
+        try:
+            return await fn()
+        except Exception as exc:
+            first: list[BaseException] = [exc]
+
+        async def attempt() -> T:
+            if first:
+                raise first.pop()
+            return await fn()
+
+        try:
+            async for retrying in self._retrying(idempotent=idempotent):
+                with retrying:
+                    return await attempt()
+        except BaseException as exc:
+            if not isinstance(exc, asyncio.CancelledError):
+                _note_failure(self.name, exc)
+            raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- sessions and transactions ------------------------------------------------------
+
+    @asynccontextmanager
+    async def session(self) -> AsyncIterator[AsyncSession]:
+        """An ``AsyncSession``: committed when the block succeeds, rolled back otherwise."""
+        _ = self.engine
+        assert self._sessions is not None
+        async with self._sessions() as session:
+            try:
+                yield session
+                await session.commit()
+            except BaseException:
+                await session.rollback()
+                raise
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """A connection inside ``BEGIN``…``COMMIT`` (rolled back on error; never retried)."""
+        async with self.engine.begin() as conn:
+            yield conn
+
+    async def run(
+        self, fn: Callable[[AsyncSession], Awaitable[T]], *, idempotent: bool = False
+    ) -> T:
+        """Run ``fn(session)`` as one unit of work and commit it.
+
+        Retried on transient connection failures when ``idempotent`` is true; otherwise only
+        when the failure proves nothing reached the server (a refused connection).
+        """
+
+        async def once() -> T:
+            async with self.session() as session:
+                return await fn(session)
+
+        return await self._with_retry(once, idempotent=idempotent)
+
+    # -- one-statement helpers ----------------------------------------------------------
+
+    async def fetch_all(self, sql: Statement, params: Params = None) -> list[RowMapping]:
+        """Rows of a read as mappings (retried on transient failures)."""
+
+        async def once() -> list[RowMapping]:
+            async with self.engine.connect() as conn:
+                result = await conn.execute(_as_statement(sql), params)
+                return list(result.mappings().all())
+
+        return await self._with_retry(once, idempotent=True)
+
+    async def fetch_one(self, sql: Statement, params: Params = None) -> RowMapping | None:
+        """The first row of a read, or ``None`` (retried on transient failures)."""
+
+        async def once() -> RowMapping | None:
+            async with self.engine.connect() as conn:
+                result = await conn.execute(_as_statement(sql), params)
+                return result.mappings().first()
+
+        return await self._with_retry(once, idempotent=True)
+
+    async def scalar(self, sql: Statement, params: Mapping[str, Any] | None = None) -> Any:
+        """The first column of the first row of a read (retried on transient failures)."""
+
+        async def once() -> Any:
+            async with self.engine.connect() as conn:
+                return await conn.scalar(_as_statement(sql), params)
+
+        return await self._with_retry(once, idempotent=True)
+
+    async def execute(
+        self, sql: Statement, params: Params = None, *, idempotent: bool = False
+    ) -> int:
+        """Run a write in its own transaction; returns the affected row count.
+
+        Retried on transient failures only when ``idempotent`` (for example an upsert keyed by
+        a unique id) or when the failure proves the statement was never sent.
+        """
+
+        async def once() -> int:
+            async with self.engine.begin() as conn:
+                result = await conn.execute(_as_statement(sql), params)
+                return int(getattr(result, "rowcount", -1))
+
+        return await self._with_retry(once, idempotent=idempotent)
+
+    async def rows(self, sql: Statement, params: Params = None) -> Sequence[Row[Any]]:
+        """Rows of a read as SQLAlchemy ``Row`` tuples (retried on transient failures)."""
+
+        async def once() -> Sequence[Row[Any]]:
+            async with self.engine.connect() as conn:
+                result = await conn.execute(_as_statement(sql), params)
+                return result.all()
+
+        return await self._with_retry(once, idempotent=True)
+
+    # -- health and metrics -------------------------------------------------------------
+
+    def pool_stats(self) -> PoolStats:
+        """Current pool figures (zeros before the engine exists)."""
+        db = self._config.database
+        max_size = db.max_pool_size
+        if self._engine is None:
+            return PoolStats(0, 0, 0, max_size, 0.0)
+        pool: Any = self._engine.pool
+        size = int(pool.size()) if hasattr(pool, "size") else 1
+        checked_out = int(pool.checkedout()) if hasattr(pool, "checkedout") else 0
+        overflow = max(0, int(pool.overflow())) if hasattr(pool, "overflow") else 0
+        if hasattr(pool, "_max_overflow"):
+            max_size = size + max(0, int(pool._max_overflow))
+        util = checked_out / max_size if max_size > 0 else 0.0
+        return PoolStats(size, checked_out, overflow, max_size, round(util, 4))
+
+    async def health_check(self, within: float | None = None) -> dict[str, Any]:
+        """``SELECT 1`` within ``within`` seconds (default: the health-check timeout, capped by the
+        command timeout). Unhealthy when it fails, degraded when slow or the pool is nearly
+        exhausted. Never raises."""
+        res, db = self._config.resilience, self._config.database
+        limit = within if within is not None else min(res.health_check_timeout, db.command_timeout)
+        backend = "sqlite" if self.is_sqlite else "postgresql"
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(limit):
+                async with self.engine.connect() as conn:
+                    await conn.execute(text("SELECT 1"))
+        except Exception as exc:
+            latency = time.perf_counter() - started
+            return {
+                "status": "unhealthy",
+                "detail": f"{type(exc).__name__}: {sanitize(exc)}"[:500]
+                if str(exc)
+                else f"{type(exc).__name__} after {latency:.3f}s",
+                "backend": backend,
+                "latency_ms": round(latency * 1000, 2),
+                "category": str(classify(exc)),
+                "pool": self.pool_stats().to_dict(),
+            }
+        latency = time.perf_counter() - started
+        stats = self.pool_stats()
+        status, detail = "healthy", ""
+        if latency >= self._slow:
+            status, detail = "degraded", f"SELECT 1 took {latency:.3f}s"
+        elif stats.utilization >= 0.9:
+            status, detail = "degraded", f"pool {stats.utilization:.0%} in use"
+        return {
+            "status": status,
+            "detail": detail,
+            "backend": backend,
+            "latency_ms": round(latency * 1000, 2),
+            "pool": stats.to_dict(),
+        }
+
+
+def _note_failure(name: str, exc: BaseException) -> None:
+    """Count a failed database call with the error tracker (it logs each error once)."""
+    try:
+        from .errors import record_error
+
+        record_error(exc, component=name)
+    except Exception:  # pragma: no cover - tracking must never hide the real error
+        pass
+
+
+_default: Database | None = None
+
+
+def get_database() -> Database:
+    """The process-wide database built from the current configuration (not started)."""
+    global _default
+    if _default is None:
+        _default = Database.from_config()
+    return _default
