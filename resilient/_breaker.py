@@ -16,9 +16,10 @@ configuration reload, checked on failure paths only) unless given as arguments.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, ParamSpec, TypeVar, cast
@@ -209,6 +210,8 @@ class Breaker(pybreaker.CircuitBreaker):
     def __init__(self, name: str, options: dict[str, Any] | None = None) -> None:
         self._explicit: dict[str, Any] = _check_options(name, options or {})
         self._key = name
+        self._layer = Layer("breaker", name)
+        self._layer.outermost = False
         self._generation = -1
         self._hot = CLOSED
         self._fast = True
@@ -493,7 +496,7 @@ class Breaker(pybreaker.CircuitBreaker):
             else:
                 self._successes += 1
             if not stale:
-                self.state._handle_error(exc, reraise=False)
+                self._state._handle_error(exc, reraise=False)
             self._pending_slow = False
             self._release(permit)
         if layer is not None and layer.outermost:
@@ -507,7 +510,7 @@ class Breaker(pybreaker.CircuitBreaker):
                 elapsed = _clock._current.monotonic() - start
                 self._pending_slow = elapsed >= self.slow_call_duration
             if not (permit and permit != self._episode):
-                self.state._handle_success()
+                self._state._handle_success()
             self._dirty = False
             self._pending_slow = False
             self._release(permit)
@@ -639,11 +642,44 @@ class Breaker(pybreaker.CircuitBreaker):
 
     # --- operator actions and inspection -----------------------------------------------------
 
-    @property
-    def current(self) -> str:
+    @property  # type: ignore[override]  # pybreaker returns its state object; users get the name
+    def state(self) -> str:
         """``"closed"``, ``"open"`` or ``"half-open"`` (an expired open circuit still reads
         ``"open"`` until the next call moves it to half-open)."""
         return str(self._hot)
+
+    @state.setter
+    def state(self, state_str: str) -> None:
+        # pybreaker's transition: build the state object and notify the listeners.
+        with self._lock:
+            self._state = self._create_new_state(state_str, prev_state=self._state, notify=True)
+
+    def call(self, func: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+        """pybreaker's API: call ``func`` through this breaker (sync)."""
+        if is_async_callable(func):
+            raise TypeError(f"{func!r} is async: use ``await breaker.call_async(func, ...)``")
+        return self._guarded_sync(func, args, kwargs, None, self._layer)
+
+    async def call_async(  # asyncio instead of pybreaker's tornado
+        self, func: Callable[..., Awaitable[R]], *args: Any, **kwargs: Any
+    ) -> R:
+        """Await ``func(*args, **kwargs)`` through this breaker, counting its outcome."""
+        return await self._guarded_async(func, args, kwargs, None, self._layer)
+
+    @contextlib.contextmanager
+    def calling(self) -> Iterator[None]:
+        """pybreaker's ``with breaker.calling():`` — guard a block of sync code."""
+        permit = self._admit()
+        try:
+            yield
+        except Exception as exc:
+            self._failed(exc, None, 0.0, permit, None)
+            raise
+        except BaseException:
+            with self._lock:
+                self._release(permit)
+            raise
+        self._succeeded(0.0, permit)
 
     def retry_after(self) -> float:
         """Seconds until the next trial call is allowed (0 when calls are let through)."""

@@ -21,7 +21,7 @@ from ._deadline import seconds_of
 from ._exceptions import CircuitOpenError, RiskLimitError
 from .config import current_config, switches
 
-__all__ = ["FallbackStatus", "fallback", "fallback_status"]
+__all__ = ["FallbackStatus", "fallback", "fallback_status", "reset_fallback_status"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -111,6 +111,18 @@ def _episode(name: str) -> _Episode:
         if found is None:
             found = _episodes[name] = _Episode(name)
         return found
+
+
+def reset_fallback_status() -> None:
+    """Clear every name's fallback counters and degraded flag (tests, operator reset)."""
+    with _episodes_lock:
+        episodes = list(_episodes.values())
+    for ep in episodes:
+        with ep.lock:
+            ep.degraded = False
+            ep.served = ep.episodes = 0
+            ep.since = None
+            ep.last_category = None
 
 
 def fallback_status() -> dict[str, FallbackStatus]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from . import _clock
 from ._context import current_correlation_id
 from ._logging import logger
 from ._sanitize import sanitize
@@ -64,6 +65,8 @@ class PolicyEvent:
     cache_age: float | None = None
     first_in_episode: bool = False
     correlation_id: str | None = None
+    at: float = 0.0
+    """Wall-clock time of the event (epoch seconds, on the current clock)."""
 
 
 class PolicyHook(Protocol):
@@ -193,5 +196,6 @@ def event(
             cache_age,
             first_in_episode,
             current_correlation_id(),
+            _clock._current.time(),
         )
     )
