@@ -22,6 +22,7 @@ from ._logging import disable_logging, enable_logging
 from ._retry import retry
 from ._sanitize import sanitize
 from ._timeout import timeout
+from .errors import ErrorCategory, classify, record_error
 
 __version__ = "0.1.0"
 
@@ -31,6 +32,7 @@ __all__ = [
     "CachedValue",
     "CircuitOpenError",
     "ConfigError",
+    "ErrorCategory",
     "EventKind",
     "FakeClock",
     "FallbackCache",
@@ -45,6 +47,7 @@ __all__ = [
     "add_hook",
     "breaker",
     "breakers",
+    "classify",
     "correlation_id",
     "deadline",
     "disable_logging",
@@ -54,6 +57,7 @@ __all__ = [
     "get_breaker",
     "get_clock",
     "get_fallback_cache",
+    "record_error",
     "remove_hook",
     "resilient",
     "retry",

@@ -99,8 +99,9 @@ class HealthOrchestrator:
             )
         registered = set(self.registry.names())
         for name, comp in report.components.items():
+            component_stats = stats(name)  # every component gets a metrics entry
             if name in registered:
-                stats(name).record_check(comp.status.value != "unhealthy", comp.latency)
+                component_stats.record_check(comp.status.value != "unhealthy", comp.latency)
         self.tracker.sample()
         values: dict[str, dict[str, Any]] = {
             "circuit_breaker_state": {str(s.name): str(s.state) for s in snaps},

@@ -196,8 +196,19 @@ class HealthRegistry:
         """The registered check names (providers' components are not included)."""
         return list(self._checks)
 
+    def reset(self) -> None:
+        """Forget every check, listener, override and result, keeping the providers (so
+        breakers still contribute). For test isolation."""
+        with self._lock:
+            self._checks.clear()
+            self._critical_override.clear()
+            self._failures.clear()
+            self._last.clear()
+            self._listeners.clear()
+            self._last_report = None
+
     def clear(self) -> None:
-        """Forget every check, provider, listener and result (tests)."""
+        """:meth:`reset`, and forget the providers too."""
         with self._lock:
             self._checks.clear()
             self._providers.clear()

@@ -42,7 +42,10 @@ class ComponentStats:
         self._cached: deque[tuple[float, float]] = deque(maxlen=_MAX_POINTS)
         self._checks: deque[tuple[float, bool, float]] = deque(maxlen=_MAX_POINTS)
         # (time, total_calls, failure_count, rejected_calls): cumulative breaker counters
-        self._breaker: deque[tuple[float, int, int, int]] = deque(maxlen=_MAX_POINTS)
+        # Counters start at zero, so an implicit first sample makes the first delta exact.
+        self._breaker: deque[tuple[float, int, int, int]] = deque(
+            [(float("-inf"), 0, 0, 0)], maxlen=_MAX_POINTS
+        )
 
     @staticmethod
     def _now() -> float:
