@@ -17,7 +17,10 @@ pytest_plugins = ["pytester"]
 
 
 def test_plugin_imports_cheaply_without_hypothesis() -> None:
-    """Importing the plugin pulls in neither hypothesis nor the servers, proxy or strategies."""
+    """Importing the plugin pulls in neither hypothesis nor the servers, proxy or strategies.
+
+    (``import resilient`` itself is unavoidable for a plugin inside the package.)
+    """
     code = (
         "import sys, time, json; t = time.perf_counter(); import resilient.testing.plugin; "
         "print(json.dumps({'seconds': time.perf_counter() - t, 'modules': sorted(sys.modules)}))"
@@ -32,7 +35,7 @@ def test_plugin_imports_cheaply_without_hypothesis() -> None:
         "resilient.testing.servers",
         "resilient.testing.faults",
         "sqlalchemy",
-        "redis",
+        "asyncpg",
     }
     assert not heavy & loaded, sorted(heavy & loaded)
 
@@ -164,3 +167,56 @@ async def test_fault_proxy_fixture(throwaway_redis: object, fault_proxy: object)
     with pytest.raises(ConnectionResetError):
         await asyncio.wait_for(reader.read(), 5)
     writer.close()
+
+
+def test_isolated_registry_forgets_breakers_health_and_fallbacks(
+    pytester: pytest.Pytester,
+) -> None:
+    """Breakers, health checks, fallback episodes and errors do not leak into the next test."""
+    pytester.makepyfile(
+        """
+        from resilient._breaker import breaker, breakers
+        from resilient._fallback import fallback, fallback_status
+        from resilient.errors import record_error, tracker
+        from resilient.health import registry
+
+        def test_dirty(isolated_registry):
+            @fallback(value=0.0, name="quotes")
+            @breaker("quotes", failure_threshold=1)
+            def get_price():
+                raise ConnectionRefusedError(111, "refused")
+
+            assert get_price() == 0.0
+            assert breakers.get("quotes").state == "open"
+            assert fallback_status()["quotes"].degraded
+            registry.register("database", lambda: True)
+            record_error(ConnectionRefusedError(111, "refused"))
+
+        def test_clean(isolated_registry):
+            assert "quotes" not in breakers
+            assert not any(s.degraded or s.served for s in fallback_status().values())
+            assert registry.names() == []
+            assert tracker.snapshot()["total_errors"] == 0
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+
+
+def test_zero_wait_fixture(pytester: pytest.Pytester) -> None:
+    """Retries in a test using ``zero_wait`` make every attempt without sleeping."""
+    pytester.makepyfile(
+        """
+        from resilient._retry import retry
+        from resilient.testing import Fault, FlakyService
+
+        def test_no_sleep(zero_wait, fake_clock):
+            service = FlakyService([Fault("timeout")] * 3)
+            get = retry(max_attempts=4, initial_delay=5.0, budget=False)(service.wrap(lambda: 1))
+            assert get() == 1
+            assert len(service.calls) == 4
+            assert fake_clock.sleeps == []
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)

@@ -7,44 +7,39 @@ skipped: resetting never imports (and never pays for) a part the test did not us
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from typing import Any
 
 __all__ = ["reset_state"]
 
 
-def _resetters() -> list[Callable[[], object]]:
-    found: list[Callable[[], object]] = []
-
-    def add(module_name: str, *path: str) -> None:
-        obj: object = sys.modules.get(module_name)
-        for attr in path:
-            if obj is None:
-                return
-            obj = getattr(obj, attr, None)
-        if callable(obj):
-            found.append(obj)
-
-    # breakers (policy): every breaker forgotten, fallback episodes and the cache emptied
-    add("resilient._breaker", "breakers", "clear")
-    add("resilient._breaker_registry", "breakers", "clear")
-    add("resilient._fallback", "reset_fallback_status")
-    add("resilient._cache", "get_fallback_cache", "__self__", "clear")
-    add("resilient._cache", "reset_fallback_cache")
-    # observability: the health registry, the error tracker, per-component stats, metrics
-    add("resilient.health._registry", "registry", "reset")
-    add("resilient.health", "registry", "reset")
-    add("resilient.errors", "tracker", "reset")
-    add("resilient.health._stats", "reset_stats")
-    add("resilient.metrics", "reset")
-    return found
+def _loaded(name: str) -> Any:
+    return sys.modules.get(name)
 
 
 def reset_state() -> None:
-    """Reset every registry of ``resilient`` that has been imported (for test isolation)."""
-    seen: set[int] = set()
-    for reset in _resetters():
-        key = id(getattr(reset, "__func__", reset)) ^ id(getattr(reset, "__self__", None))
-        if key in seen:
-            continue
-        seen.add(key)
-        reset()
+    """Reset every registry of ``resilient`` that has been imported (for test isolation).
+
+    Breakers are forgotten (functions decorated earlier keep their own breaker object, so
+    decorate inside the test), retry budgets, fallback episodes and the in-process fallback
+    cache are emptied, the health registry drops its checks (keeping the built-in breaker and
+    fallback provider), and the error tracker, component statistics and metrics start at zero.
+    """
+    if (breaker := _loaded("resilient._breaker")) is not None:
+        breaker.breakers.clear()
+    if (retry := _loaded("resilient._retry")) is not None:
+        for snapshot in retry.retry_budgets():
+            retry.get_retry_budget(snapshot.name).reset()
+    if (fallback := _loaded("resilient._fallback")) is not None:
+        fallback.reset_fallback_status()
+    if (cache := _loaded("resilient._cache")) is not None:
+        clear = getattr(cache.get_fallback_cache(), "clear", None)
+        if callable(clear):  # the in-process cache; a shared Redis cache is left alone
+            clear()
+    if (health := _loaded("resilient.health")) is not None:
+        health.registry.reset()
+    if (stats := _loaded("resilient.health._stats")) is not None:
+        stats.reset_stats()
+    if (errors := _loaded("resilient.errors")) is not None:
+        errors.tracker.reset()
+    if (metrics := _loaded("resilient.metrics")) is not None:
+        metrics.reset()

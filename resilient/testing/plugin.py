@@ -126,6 +126,15 @@ def isolated_registry() -> Iterator[None]:
         reset_state()
 
 
+@pytest.fixture
+def zero_wait() -> Iterator[None]:
+    """Retries in the test never wait between attempts (the attempts themselves still happen)."""
+    from ._policy import zero_wait_retries
+
+    with zero_wait_retries():
+        yield
+
+
 def _servers_or_skip(what: str) -> None:
     if os.name != "posix":  # pragma: no cover - the servers are started as POSIX processes
         _unavailable(f"a throwaway {what} needs a POSIX system")

@@ -121,7 +121,7 @@ def test_sync_breaker_follows_the_model(
     """For any schedule and spacing of calls, a sync breaker admits and rejects as the model."""
     with use_fake_clock() as clock, fresh_breaker(**options) as (name, decorate):
         cb = breakers.get(name)
-        service = FlakyService([o for _, o in steps], observe=lambda: cb.current)
+        service = FlakyService([o for _, o in steps], observe=lambda: cb.state)
         fn = decorate(service.wrap(lambda: "ok"))
         model = Model(**options)
         for gap, _ in steps:
@@ -132,7 +132,7 @@ def test_sync_breaker_follows_the_model(
             except Exception as exc:
                 error = exc
             _check_step(model, service, before, error, clock, started)
-            assert cb.current == model.state
+            assert cb.state == model.state
         assert_no_call_while_open(service.calls)
         snap = cb.snapshot()
         assert snap.total_calls == len(service.calls)
@@ -149,7 +149,7 @@ async def test_async_breaker_follows_the_model(
     """The same model holds for ``async def`` functions."""
     with use_fake_clock() as clock, fresh_breaker(**options) as (name, decorate):
         cb = breakers.get(name)
-        service = FlakyService([o for _, o in steps], observe=lambda: cb.current)
+        service = FlakyService([o for _, o in steps], observe=lambda: cb.state)
 
         async def get_quote() -> str:
             return "ok"
@@ -198,11 +198,11 @@ async def test_half_open_admits_only_its_permits(
     ):
         cb = breakers.get(name)
         for concurrent, outcome in rounds:
-            if cb.current != "open":
+            if cb.state != "open":
                 trip = decorate(FlakyService([Fault("connection_refused")]).wrap(get_quote))
                 with contextlib.suppress(ConnectionRefusedError):
                     await trip()
-            assert cb.current == "open"
+            assert cb.state == "open"
             clock.advance(10.0)
             service = FlakyService(then=outcome)
             fn = decorate(service.wrap(get_quote))
@@ -214,4 +214,4 @@ async def test_half_open_admits_only_its_permits(
             rejected = [r for r in results if isinstance(r, CircuitOpenError)]
             assert len(rejected) == concurrent - trials
             failed = outcome.make_exception() is not None
-            assert cb.current == ("open" if failed else "closed")
+            assert cb.state == ("open" if failed else "closed")
