@@ -353,7 +353,8 @@ class FlakyService:
         then: the outcome of every call after the schedule ran out (default: success).
         value: what a successful call returns when no function is wrapped.
         observe: called at the start of every call; its result is stored in ``Call.observed``
-            (e.g. ``lambda: get_breaker("broker").state`` to check the circuit later).
+            (e.g. ``lambda: get_breaker("broker").state`` to check the circuit later). It is
+            also an attribute, so it can be set once the breaker exists.
     """
 
     def __init__(
@@ -368,7 +369,7 @@ class FlakyService:
         self.then = then
         self.value = value
         self.calls: list[Call] = []
-        self._observe = observe
+        self.observe = observe
         self._counter = itertools.count()
 
     def __repr__(self) -> str:
@@ -382,7 +383,7 @@ class FlakyService:
     def _start(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Call:
         index = next(self._counter)
         outcome = self.schedule[index] if index < len(self.schedule) else self.then
-        observed = self._observe() if self._observe is not None else None
+        observed = self.observe() if self.observe is not None else None
         call = Call(index, get_clock().monotonic(), args, dict(kwargs), outcome, observed=observed)
         self.calls.append(call)
         return call
