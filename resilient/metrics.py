@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
 __all__ = [
-    "CONTENT_TYPE",
     "add_pool_source",
     "collector_registry",
     "generate_latest",
@@ -51,7 +50,6 @@ __all__ = [
     "snapshot",
 ]
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PREFIX = "resilient"
 _STATES = ("closed", "open", "half-open")
 _NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
