@@ -1,0 +1,562 @@
+"""Redis access for the fallback cache and shared circuit state, bounded and guarded.
+
+Every Redis command runs on one background event loop per URL (a daemon thread), so callers
+on any thread or event loop share one connection pool, and the caller never waits longer than
+``redis.timeout``:
+
+- the client has explicit socket and connect timeouts and **no hidden retries**
+  (``Retry(NoBackoff(), 0)``: redis-py's default retry stalls for seconds on a dead server);
+- each command also runs under ``asyncio.timeout(redis.timeout)``;
+- a small breaker around Redis (:class:`RedisGuard`) skips Redis entirely after consecutive
+  failures and lets one probe through per ``probe_interval``, so a dead Redis costs nothing;
+- no redis exception ever reaches the caller: cache reads return ``None`` and writes degrade to
+  the in-process cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import pickle
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from . import _clock
+from ._cache import CachedValue, MemoryCache, set_fallback_cache
+from ._logging import logger
+from ._sanitize import mask_url, sanitize
+
+__all__ = [
+    "CacheEntry",
+    "RedisCache",
+    "RedisGuard",
+    "RedisUnavailable",
+    "RedisWorker",
+    "enable_redis_cache",
+    "get_redis_cache",
+    "get_worker",
+    "make_redis_client",
+    "register_health_checks",
+]
+
+T = TypeVar("T")
+
+
+class RedisUnavailable(Exception):
+    """Redis was skipped or failed; internal, never raised to users of the cache."""
+
+
+def make_redis_client(url: str, *, timeout: float = 0.1, **kwargs: Any) -> aioredis.Redis:
+    """An asyncio Redis client whose every command is bounded by ``timeout``.
+
+    No retries inside redis-py (its default hides seconds of retrying on a dead server and
+    re-sends non-idempotent commands); resilience is the caller's decision.
+    """
+    options: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 0),
+        "retry_on_timeout": False,
+        "health_check_interval": 0,
+        "max_connections": 64,
+    }
+    options.update(kwargs)
+    return aioredis.Redis.from_url(url, **options)
+
+
+class RedisGuard:
+    """A tiny breaker around Redis itself: open after ``failure_threshold`` consecutive
+    failures, then one probe per ``probe_interval`` seconds until a call succeeds."""
+
+    __slots__ = (
+        "_lock",
+        "failure_threshold",
+        "failures",
+        "last_error",
+        "open_until",
+        "probe_interval",
+        "probing",
+    )
+
+    def __init__(self, *, failure_threshold: int = 2, probe_interval: float = 1.0) -> None:
+        self.failure_threshold = failure_threshold
+        self.probe_interval = probe_interval
+        self.failures = 0
+        self.open_until = 0.0
+        self.probing = False
+        self.last_error = ""
+        self._lock = threading.Lock()
+
+    @property
+    def is_open(self) -> bool:
+        """Whether Redis is currently considered down."""
+        return self.failures >= self.failure_threshold
+
+    def allow(self) -> bool:
+        """Whether a call may go to Redis now (at most one probe while open)."""
+        if self.failures < self.failure_threshold:
+            return True
+        with self._lock:
+            if self.probing or _clock._current.monotonic() < self.open_until:
+                return False
+            self.probing = True
+            return True
+
+    def allow_peek(self) -> bool:
+        """Whether :meth:`allow` could let a probe through now (does not take it)."""
+        return self.failures < self.failure_threshold or (
+            not self.probing and _clock._current.monotonic() >= self.open_until
+        )
+
+    def success(self) -> None:
+        if self.failures:
+            was_open = self.is_open
+            with self._lock:
+                self.failures = 0
+                self.probing = False
+            if was_open:
+                logger.info("Redis reachable again; leaving the in-process fallback")
+
+    def failure(self, exc: BaseException) -> None:
+        with self._lock:
+            self.failures += 1
+            self.probing = False
+            self.last_error = f"{type(exc).__name__}: {sanitize(exc)}"[:300]
+            if self.failures >= self.failure_threshold:
+                opened = self.failures == self.failure_threshold
+                self.open_until = _clock._current.monotonic() + self.probe_interval
+            else:
+                opened = False
+        if opened:
+            logger.warning(
+                "Redis unreachable ({}); using in-process state until it answers", self.last_error
+            )
+
+
+class RedisWorker:
+    """A daemon thread with its own event loop that owns the Redis client for one URL."""
+
+    def __init__(self, url: str, *, timeout: float = 0.1, probe_interval: float = 1.0) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.guard = RedisGuard(probe_interval=probe_interval)
+        self.round_trips = 0
+        self._loop = asyncio.new_event_loop()
+        self._client: aioredis.Redis | None = None
+        self._pending: dict[str, tuple[bytes, float]] = {}
+        self._pending_lock = threading.Lock()
+        self._flush_scheduled = False
+        self._inflight = 0
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="resilient-redis", daemon=True)
+        self._thread.start()
+
+    def __repr__(self) -> str:
+        return f"RedisWorker({mask_url(self.url)!r}, timeout={self.timeout})"
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The worker's event loop (for components that run tasks on it)."""
+        return self._loop
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_forever()
+
+    @property
+    def client(self) -> aioredis.Redis:
+        """The client; only use it from coroutines running on :attr:`loop`."""
+        if self._client is None:
+            self._client = make_redis_client(self.url, timeout=self.timeout)
+        return self._client
+
+    async def _guarded(self, fn: Callable[[aioredis.Redis], Awaitable[T]], limit: float) -> T:
+        self.round_trips += 1
+        try:
+            async with asyncio.timeout(limit):
+                result = await fn(self.client)
+        except (Exception, asyncio.CancelledError) as exc:  # cancelled: the caller timed out
+            self.guard.failure(exc)
+            raise
+        self.guard.success()
+        return result
+
+    def submit(
+        self, fn: Callable[[aioredis.Redis], Awaitable[T]], timeout: float | None = None
+    ) -> concurrent.futures.Future[T]:
+        """Schedule ``fn(client)`` on the worker loop; raises RedisUnavailable when skipped."""
+        if self._closed or not self.guard.allow():
+            raise RedisUnavailable(self.guard.last_error or "Redis worker closed")
+        limit = self.timeout if timeout is None else timeout
+        return asyncio.run_coroutine_threadsafe(self._guarded(fn, limit), self._loop)
+
+    async def call(
+        self, fn: Callable[[aioredis.Redis], Awaitable[T]], limit: float | None = None
+    ) -> T:
+        """Run ``fn(client)`` from any event loop, bounded by ``limit`` (default: timeout).
+
+        Raises:
+            RedisUnavailable: skipped (Redis is down), timed out or failed.
+        """
+        limit = self.timeout if limit is None else limit
+        future = self.submit(fn, limit)
+        try:
+            async with asyncio.timeout(limit):
+                return await asyncio.wrap_future(future)
+        except RedisUnavailable:
+            raise
+        except Exception as exc:
+            raise RedisUnavailable(f"{type(exc).__name__}: {sanitize(exc)}") from exc
+
+    def call_sync(
+        self, fn: Callable[[aioredis.Redis], Awaitable[T]], timeout: float | None = None
+    ) -> T:
+        """Blocking variant of :meth:`call` (never from the worker thread itself)."""
+        limit = self.timeout if timeout is None else timeout
+        future = self.submit(fn, limit)
+        try:
+            return future.result(limit)
+        except concurrent.futures.TimeoutError as exc:
+            future.cancel()
+            raise RedisUnavailable(f"timed out after {limit}s") from exc
+        except Exception as exc:
+            raise RedisUnavailable(f"{type(exc).__name__}: {sanitize(exc)}") from exc
+
+    # -- write-behind -------------------------------------------------------------------
+
+    def enqueue_set(self, key: str, payload: bytes, ttl: float) -> None:
+        """Queue ``SET key payload PX ttl``; writes are coalesced per key and pipelined.
+        Never blocks and never raises."""
+        if self._closed or not self.guard.allow_peek():
+            return
+        with self._pending_lock:
+            self._pending[key] = (payload, ttl)
+            if self._flush_scheduled:
+                return
+            self._flush_scheduled = True
+        with contextlib.suppress(RuntimeError):  # loop closed during shutdown
+            self._loop.call_soon_threadsafe(self._start_flush)
+
+    def _start_flush(self) -> None:
+        self._inflight += 1
+        task = self._loop.create_task(self._flush())
+        task.add_done_callback(_ignore_result)
+
+    async def _flush(self) -> None:
+        try:
+            await self._flush_batch()
+        finally:
+            self._inflight -= 1
+
+    async def _flush_batch(self) -> None:
+        with self._pending_lock:
+            batch, self._pending = self._pending, {}
+            self._flush_scheduled = False
+        if not batch or not self.guard.allow():
+            return
+
+        async def write(client: aioredis.Redis) -> None:
+            async with client.pipeline(transaction=False) as pipe:
+                for key, (payload, ttl) in batch.items():
+                    pipe.set(key, payload, px=max(1, int(ttl * 1000)))
+                await pipe.execute()
+
+        with contextlib.suppress(Exception):  # the in-process layer still has every value
+            await self._guarded(write, self.timeout)
+
+    async def drain(self) -> None:
+        """Wait until queued writes were attempted (tests and shutdown)."""
+        for _ in range(200):
+            with self._pending_lock:
+                idle = not self._pending and not self._flush_scheduled and not self._inflight
+            if idle:
+                break
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the client and stop the worker thread."""
+        if self._closed:
+            return
+        self._closed = True
+
+        async def shutdown() -> None:
+            if self._client is not None:
+                with contextlib.suppress(Exception):
+                    await self._client.aclose()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(2.0)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(2.0)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+
+def _ignore_result(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+_workers: dict[tuple[str, float], RedisWorker] = {}
+_workers_lock = threading.Lock()
+
+
+def get_worker(url: str, timeout: float = 0.1) -> RedisWorker:
+    """The process-wide worker for ``url`` (created on first use)."""
+    key = (url, timeout)
+    with _workers_lock:
+        worker = _workers.get(key)
+        if worker is None or worker._closed:
+            worker = _workers[key] = RedisWorker(url, timeout=timeout)
+        return worker
+
+
+def close_workers() -> None:
+    """Stop every worker thread (at shutdown and between tests)."""
+    with _workers_lock:
+        workers = list(_workers.values())
+        _workers.clear()
+    for worker in workers:
+        worker.close()
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEntry:
+    """A cached value with its metadata: wall-clock ``stored_at``, ``ttl`` and ``age`` in
+    seconds, and where it came from (``"redis"`` or ``"memory"``)."""
+
+    value: Any
+    stored_at: float
+    ttl: float
+    age: float
+    source: str
+
+
+class RedisCache:
+    """The fallback cache on Redis, with the in-process cache as first copy and stand-in.
+
+    Follows :class:`resilient._cache.FallbackCache`. Writes go to the in-process cache at
+    once and to Redis in the background (coalesced, pipelined); reads ask Redis first (bounded
+    by ``timeout``) so every process serves the freshest value, then the in-process copy.
+
+    Values are stored as JSON; a value JSON cannot represent stays in-process only, unless
+    ``serializer="pickle"`` is chosen (only for a Redis that nobody untrusted can write to).
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        timeout: float | None = None,
+        prefix: str | None = None,
+        local: MemoryCache | None = None,
+        serializer: str = "json",
+        default_ttl: float | None = None,
+    ) -> None:
+        from .config import current_config
+
+        if serializer not in ("json", "pickle"):
+            raise ValueError(f"serializer must be 'json' or 'pickle', got {serializer!r}")
+        config = current_config()
+        self.url = url if url is not None else config.redis.url
+        self.timeout = timeout if timeout is not None else config.redis.timeout
+        self.prefix = f"{prefix or config.redis.key_prefix}:cache:"
+        self.default_ttl = default_ttl or config.resilience.fallback_cache_ttl
+        self.local = local if local is not None else MemoryCache()
+        self.serializer = serializer
+        self.hits = {"redis": 0, "memory": 0}
+        self.misses = 0
+        self._worker = get_worker(self.url, self.timeout) if self.url else None
+
+    def __repr__(self) -> str:
+        url = mask_url(self.url) if self.url else None
+        return f"RedisCache(url={url!r}, timeout={self.timeout})"
+
+    @property
+    def worker(self) -> RedisWorker | None:
+        """The Redis worker (``None`` without a URL: in-process only)."""
+        return self._worker
+
+    # -- encoding -----------------------------------------------------------------------
+
+    def _encode(self, value: Any, ttl: float, stored_at: float) -> bytes | None:
+        if self.serializer == "pickle":
+            return b"P" + pickle.dumps((value, stored_at, ttl), protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            return (
+                b"J"
+                + json.dumps(
+                    {"v": value, "t": stored_at, "ttl": ttl}, separators=(",", ":"), allow_nan=True
+                ).encode()
+            )
+        except (TypeError, ValueError):
+            return None
+
+    def _decode(self, raw: bytes) -> tuple[Any, float, float] | None:
+        try:
+            if raw[:1] == b"J":
+                data = json.loads(raw[1:])
+                return data["v"], float(data["t"]), float(data["ttl"])
+            if raw[:1] == b"P" and self.serializer == "pickle":
+                value, stored_at, ttl = pickle.loads(raw[1:])
+                return value, float(stored_at), float(ttl)
+        except Exception:
+            return None
+        return None
+
+    # -- FallbackCache protocol ---------------------------------------------------------
+
+    async def get(self, key: str) -> CachedValue | None:
+        """The freshest unexpired value (Redis, then in-process), or ``None``. Never raises."""
+        entry = await self.entry(key)
+        return CachedValue(entry.value, entry.age) if entry is not None else None
+
+    async def set(self, key: str, value: Any, ttl: float | None = None) -> None:
+        """Store in-process now and in Redis in the background. Never blocks, never raises."""
+        self.set_sync(key, value, ttl)
+
+    def get_sync(self, key: str) -> CachedValue | None:
+        """Blocking :meth:`get` (at most ``timeout``) for sync functions."""
+        entry = self.entry_sync(key)
+        return CachedValue(entry.value, entry.age) if entry is not None else None
+
+    def set_sync(self, key: str, value: Any, ttl: float | None = None) -> None:
+        """Same as :meth:`set`: non-blocking, never raises."""
+        ttl = self.default_ttl if ttl is None else ttl
+        try:
+            self.local.set_sync(key, value, ttl)
+            if self._worker is not None:
+                payload = self._encode(value, ttl, _clock._current.time())
+                if payload is not None:
+                    self._worker.enqueue_set(self.prefix + key, payload, ttl)
+        except Exception as exc:  # a cache must never break the call that feeds it
+            logger.debug("cache write skipped: {}", type(exc).__name__)
+
+    # -- entries with metadata ----------------------------------------------------------
+
+    def _from_raw(self, raw: bytes | str | None) -> CacheEntry | None:
+        if raw is None:
+            return None
+        if isinstance(raw, str):
+            raw = raw.encode()
+        decoded = self._decode(raw)
+        if decoded is None:
+            return None
+        value, stored_at, ttl = decoded
+        age = max(0.0, _clock._current.time() - stored_at)
+        if age >= ttl:
+            return None
+        self.hits["redis"] += 1
+        return CacheEntry(value, stored_at, ttl, age, "redis")
+
+    def _from_local(self, key: str) -> CacheEntry | None:
+        cached = self.local.get_sync(key)
+        if cached is None:
+            self.misses += 1
+            return None
+        self.hits["memory"] += 1
+        now = _clock._current.time()
+        return CacheEntry(cached.value, now - cached.age, self.default_ttl, cached.age, "memory")
+
+    async def entry(self, key: str) -> CacheEntry | None:
+        """The value with ``stored_at``, ``ttl``, ``age`` and ``source``, or ``None``."""
+        if self._worker is not None:
+            try:
+                raw = await self._worker.call(lambda r: r.get(self.prefix + key))
+                found = self._from_raw(raw)
+                if found is not None:
+                    return found
+            except RedisUnavailable:
+                pass
+        return self._from_local(key)
+
+    def entry_sync(self, key: str) -> CacheEntry | None:
+        """Blocking :meth:`entry` (at most ``timeout``)."""
+        if self._worker is not None:
+            try:
+                raw = self._worker.call_sync(lambda r: r.get(self.prefix + key))
+                found = self._from_raw(raw)
+                if found is not None:
+                    return found
+            except RedisUnavailable:
+                pass
+        return self._from_local(key)
+
+    async def delete(self, key: str) -> None:
+        """Forget ``key`` everywhere (best effort)."""
+        self.local.set_sync(key, None, 0.0)
+        if self._worker is not None:
+            with contextlib.suppress(RedisUnavailable):
+                await self._worker.call(lambda r: r.delete(self.prefix + key))
+
+    # -- health -------------------------------------------------------------------------
+
+    async def health_check(self) -> dict[str, Any]:
+        """The ``cache`` component: healthy with Redis answering (or no Redis configured),
+        degraded while the in-process cache stands in. Never raises."""
+        data: dict[str, Any] = {
+            "backend": "redis" if self._worker else "memory",
+            "entries_in_process": len(self.local),
+            "hits": dict(self.hits),
+            "misses": self.misses,
+        }
+        if self._worker is None:
+            return {"status": "healthy", "detail": "in-process cache (redis.url unset)", **data}
+        started = _clock._current.monotonic()
+        try:
+            await self._worker.call(lambda r: r.ping())
+        except RedisUnavailable:
+            return {
+                "status": "degraded",
+                "detail": "Redis unreachable; serving the in-process cache "
+                f"({self._worker.guard.last_error})",
+                **data,
+            }
+        latency = _clock._current.monotonic() - started
+        return {"status": "healthy", "detail": "", "latency_ms": round(latency * 1000, 3), **data}
+
+    async def close(self) -> None:
+        """Release this cache (the shared worker stays for other users of the URL)."""
+        if self._worker is not None:
+            await self._worker.drain()
+
+
+_default_cache: RedisCache | None = None
+
+
+def get_redis_cache() -> RedisCache:
+    """The process cache built from the configuration (in-process only without redis.url)."""
+    global _default_cache
+    if _default_cache is None:
+        _default_cache = RedisCache()
+    return _default_cache
+
+
+def enable_redis_cache(url: str | None = None, *, timeout: float | None = None) -> RedisCache:
+    """Install a :class:`RedisCache` as the fallback cache used by ``fallback(cache=True)``."""
+    global _default_cache
+    cache = RedisCache(url, timeout=timeout)
+    _default_cache = cache
+    set_fallback_cache(cache)
+    return cache
+
+
+def register_health_checks(registry: Any, cache: RedisCache | None = None) -> None:
+    """Register the ``cache`` component (non-critical: the in-process cache stands in)."""
+    target = cache or get_redis_cache()
+    registry.register("cache", target.health_check, critical=False)

@@ -1,0 +1,526 @@
+"""Circuit state shared across processes through Redis (the breakers' ``SharedStateBackend``).
+
+Design, for a call path that never waits on Redis:
+
+- Each process keeps its breakers' state locally; in steady state a call makes **no** Redis
+  round trip. Transitions are published (queued, written in the background) and other
+  processes learn them by pub/sub within milliseconds.
+- Writes are compare-and-set Lua scripts keyed by the record ``version``, so concurrent
+  transitions from several processes resolve atomically: a stale writer gets the winning
+  record back and adopts it.
+- Half-open trial permits are counted in Redis by one Lua script that also checks, on the
+  Redis server's own clock, that the open period has elapsed; permits expire after
+  ``reset_timeout`` so a crashed process cannot hold one for ever.
+- Lost messages (a reconnect) are healed by a resync of every watched breaker on reconnect
+  and every ``resync_interval`` seconds (one pipelined round trip for all breakers).
+- Redis unreachable: publishing is skipped, permits answer ``None`` (the breaker falls back to
+  its local permits), health reports the ``shared_state`` component degraded.
+
+Keys: ``<prefix>:breaker:<name>`` (hash), ``<prefix>:breaker:<name>:permits`` (counter);
+channel ``<prefix>:breaker:events``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from ._breaker_storage import ORIGIN, CircuitRecord, set_shared_backend
+from ._logging import logger
+from ._redis import RedisUnavailable, RedisWorker, get_worker, make_redis_client
+from ._sanitize import mask_url, sanitize
+
+__all__ = [
+    "RedisSharedState",
+    "get_shared_state",
+    "install_shared_backend",
+    "register_health_checks",
+]
+
+_PUBLISH = """
+local cur = tonumber(redis.call('HGET', KEYS[1], 'version') or '-1')
+local v = tonumber(ARGV[3])
+if v <= cur then
+  local rec = redis.call('HGETALL', KEYS[1])
+  table.insert(rec, 1, 0)
+  return rec
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('HSET', KEYS[1], 'state', ARGV[1], 'opened_at', ARGV[2], 'version', ARGV[3],
+           'origin', ARGV[4], 'forced', ARGV[5], 'changed_srv', tostring(now))
+if ARGV[1] == 'open' then
+  redis.call('HSET', KEYS[1], 'opened_srv', tostring(now))
+end
+if ARGV[1] ~= 'half-open' then
+  redis.call('DEL', KEYS[2])
+end
+redis.call('PUBLISH', ARGV[6], cjson.encode({name = ARGV[7], state = ARGV[1],
+           opened_at = ARGV[2], version = ARGV[3], origin = ARGV[4], forced = ARGV[5]}))
+return {1}
+"""
+
+_ACQUIRE = """
+local st = redis.call('HMGET', KEYS[1], 'state', 'opened_srv', 'forced')
+if st[3] == '1' then
+  return 0
+end
+if st[1] == 'open' and st[2] then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+  if now < tonumber(st[2]) + tonumber(ARGV[2]) / 1000 then
+    return 0
+  end
+end
+local n = redis.call('INCR', KEYS[2])
+if n == 1 then
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+end
+if n > tonumber(ARGV[1]) then
+  redis.call('DECR', KEYS[2])
+  return 0
+end
+return 1
+"""
+
+_RELEASE = """
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n > 0 then
+  return redis.call('DECR', KEYS[1])
+end
+return 0
+"""
+
+_RESET = """
+local v = string.format('%.0f', tonumber(redis.call('HGET', KEYS[1], 'version') or '0') + 1)
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('HSET', KEYS[1], 'state', ARGV[1], 'opened_at', ARGV[2], 'version', v,
+           'origin', ARGV[3], 'forced', ARGV[4], 'changed_srv', tostring(now))
+if ARGV[1] == 'open' then
+  redis.call('HSET', KEYS[1], 'opened_srv', tostring(now))
+end
+redis.call('DEL', KEYS[2])
+redis.call('PUBLISH', ARGV[5], cjson.encode({name = ARGV[6], state = ARGV[1],
+           opened_at = ARGV[2], version = v, origin = ARGV[3], forced = ARGV[4]}))
+return v
+"""
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _record_from(data: dict[str, str]) -> CircuitRecord | None:
+    try:
+        opened = data.get("opened_at") or ""
+        return CircuitRecord(
+            state=data["state"],
+            opened_at=float(opened) if opened else None,
+            version=int(data["version"]),
+            origin=data.get("origin", ""),
+            forced=data.get("forced") in ("1", "true", "True"),
+        )
+    except (KeyError, ValueError):
+        return None
+
+
+def _pairs(flat: Any) -> dict[str, str]:
+    """A Redis hash reply (a dict, or a flat list from Lua) as text."""
+    if isinstance(flat, dict):
+        return {_text(k): _text(v) for k, v in flat.items()}
+    items = [_text(x) for x in flat]
+    return dict(zip(items[::2], items[1::2], strict=False))
+
+
+def _eval(script: str, keys: list[str], args: list[str]) -> Callable[[aioredis.Redis], Any]:
+    async def run(client: aioredis.Redis) -> Any:
+        return await client.eval(script, len(keys), *keys, *args)
+
+    return run
+
+
+class RedisSharedState:
+    """The Redis implementation of :class:`resilient._breaker_storage.SharedStateBackend`."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 0.1,
+        prefix: str = "resilient",
+        resync_interval: float = 1.0,
+        worker: RedisWorker | None = None,
+        origin: str = ORIGIN,
+    ) -> None:
+        self.url = url
+        self.origin = origin
+        self.timeout = timeout
+        self.prefix = prefix
+        self.channel = f"{prefix}:breaker:events"
+        self.resync_interval = resync_interval
+        self.worker = worker or get_worker(url, timeout)
+        self.healthy = False
+        self.last_error = ""
+        self.messages = 0
+        self._watchers: dict[str, list[Callable[[CircuitRecord], None]]] = {}
+        self._seen: dict[str, int] = {}
+        self._pending: dict[str, CircuitRecord] = {}
+        self._lock = threading.Lock()
+        self._listener: concurrent.futures.Future[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._flushing = False
+        self._flush_again = False
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"RedisSharedState({mask_url(self.url)!r}, prefix={self.prefix!r})"
+
+    def _key(self, name: str) -> str:
+        return f"{self.prefix}:breaker:{name}"
+
+    def _permits(self, name: str) -> str:
+        return f"{self.prefix}:breaker:{name}:permits"
+
+    # -- delivering records -------------------------------------------------------------
+
+    def _deliver(self, name: str, record: CircuitRecord, *, force: bool = False) -> None:
+        if record.origin == self.origin and not force:
+            return
+        with self._lock:
+            if record.version <= self._seen.get(name, -1) and not force:
+                return
+            self._seen[name] = max(record.version, self._seen.get(name, -1))
+            callbacks = list(self._watchers.get(name, ()))
+        for callback in callbacks:
+            try:
+                callback(record)
+            except Exception as exc:  # a broken breaker callback must not stop the listener
+                logger.error("shared state callback for {} failed: {}", name, type(exc).__name__)
+
+    # -- SharedStateBackend -------------------------------------------------------------
+
+    def publish(self, name: str, record: CircuitRecord) -> None:
+        """Queue ``record`` for Redis (compare-and-set on ``version``). Never blocks."""
+        if self._closed:
+            return
+        with self._lock:
+            self._seen[name] = max(record.version, self._seen.get(name, -1))
+            self._pending[name] = record
+        self._ensure_listener()
+        with contextlib.suppress(RuntimeError):  # worker stopped at shutdown
+            self.worker.loop.call_soon_threadsafe(self._kick)
+
+    def _kick(self) -> None:
+        # runs on the worker loop: write queued transitions now, one flusher at a time
+        if self._flushing:
+            self._flush_again = True
+            return
+        self._flushing = True
+        task = self.worker.loop.create_task(self._flush_queued())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _flush_queued(self) -> None:
+        try:
+            while True:
+                self._flush_again = False
+                try:
+                    await self._flush()
+                except Exception:  # left queued; the listener retries after reconnecting
+                    return
+                if not self._flush_again and not self._pending:
+                    return
+        finally:
+            self._flushing = False
+
+    async def acquire_permit(self, name: str, limit: int, ttl: float) -> bool | None:
+        """One of ``limit`` cluster-wide half-open permits; ``None`` if Redis is unreachable."""
+        try:
+            granted = await self.worker.call(self._acquire_fn(name, limit, ttl))
+        except RedisUnavailable:
+            return None
+        return bool(granted)
+
+    def acquire_permit_sync(self, name: str, limit: int, ttl: float) -> bool | None:
+        """Blocking :meth:`acquire_permit` (at most ``timeout``)."""
+        try:
+            granted = self.worker.call_sync(self._acquire_fn(name, limit, ttl))
+        except RedisUnavailable:
+            return None
+        return bool(granted)
+
+    def _acquire_fn(self, name: str, limit: int, ttl: float) -> Callable[[aioredis.Redis], Any]:
+        keys = [self._key(name), self._permits(name)]
+        ttl_ms = str(max(1, int(ttl * 1000)))
+
+        def run(client: aioredis.Redis) -> Any:
+            return client.eval(_ACQUIRE, 2, *keys, str(limit), ttl_ms)
+
+        return run
+
+    def release_permit(self, name: str) -> None:
+        """Give a permit back in the background (never blocks, never raises)."""
+        key = self._permits(name)
+        with contextlib.suppress(RedisUnavailable):
+            self.worker.submit(lambda r: r.eval(_RELEASE, 1, key))
+
+    def watch(self, name: str, callback: Callable[[CircuitRecord], None]) -> None:
+        """Deliver other processes' records for ``name`` to ``callback`` (from the worker
+        thread), starting with the current one."""
+        with self._lock:
+            self._watchers.setdefault(name, []).append(callback)
+        self._ensure_listener()
+
+    # -- explicit operations (CLI, tests) -----------------------------------------------
+
+    async def reset(self, name: str, *, state: str = "closed", forced: bool = False) -> int:
+        """Set ``name`` to ``state`` cluster-wide (version bumped past every writer) and
+        clear its permits. Returns the new version.
+
+        Raises:
+            RedisUnavailable: Redis did not answer.
+        """
+        keys = [self._key(name), self._permits(name)]
+        opened = "" if state != "open" else repr(__import__("time").time())
+        args = [state, opened, self.origin, "1" if forced else "0", self.channel, name]
+
+        def run(client: aioredis.Redis) -> Any:
+            return client.eval(_RESET, 2, *keys, *args)
+
+        version = int(await self.worker.call(run, max(self.timeout, 1.0)))
+        self._deliver(
+            name,
+            CircuitRecord(state, float(opened) if opened else None, version, self.origin, forced),
+            force=True,
+        )
+        return version
+
+    async def records(self) -> dict[str, dict[str, Any]]:
+        """Every breaker stored under the prefix: name → fields (state, version, ...)."""
+
+        async def run(client: aioredis.Redis) -> dict[str, dict[str, Any]]:
+            found: dict[str, dict[str, Any]] = {}
+            base = f"{self.prefix}:breaker:"
+            async for raw in client.scan_iter(match=base + "*", count=500):
+                key = _text(raw)
+                if key.endswith(":permits") or key == self.channel:
+                    continue
+                data = _pairs(await client.hgetall(key))
+                permits = await client.get(key + ":permits")
+                data["permits_in_use"] = _text(permits) if permits is not None else "0"
+                found[key[len(base) :]] = data
+            return found
+
+        return await self.worker.call(run, max(self.timeout, 2.0))
+
+    async def record(self, name: str) -> CircuitRecord | None:
+        """The stored record for ``name`` (``None`` when absent)."""
+        key = self._key(name)
+
+        async def run(client: aioredis.Redis) -> Any:
+            return await client.hgetall(key)
+
+        flat = await self.worker.call(run)
+        return _record_from(_pairs(flat)) if flat else None
+
+    # -- background listener (runs on the worker loop) ----------------------------------
+
+    def _ensure_listener(self) -> None:
+        if self._listener is not None or self._closed:
+            return
+        with self._lock:
+            if self._listener is not None:
+                return
+            self._listener = asyncio.run_coroutine_threadsafe(self._listen(), self.worker.loop)
+
+    async def _flush(self) -> None:
+        with self._lock:
+            batch, self._pending = self._pending, {}
+        for name, record in batch.items():
+            args = [
+                record.state,
+                "" if record.opened_at is None else repr(record.opened_at),
+                str(record.version),
+                record.origin,
+                "1" if record.forced else "0",
+                self.channel,
+                name,
+            ]
+            keys = [self._key(name), self._permits(name)]
+            try:
+                reply = await self.worker._guarded(_eval(_PUBLISH, keys, args), self.timeout)
+            except Exception as exc:
+                with self._lock:  # keep it for the next attempt unless a newer one came
+                    self._pending.setdefault(name, record)
+                raise RedisUnavailable(type(exc).__name__) from exc
+            if reply and int(reply[0]) == 0:  # a newer record won: adopt it
+                current = _record_from(_pairs(list(reply[1:])))
+                if current is not None:
+                    self._deliver(name, current, force=True)
+
+    async def _resync(self) -> None:
+        with self._lock:
+            names = list(self._watchers)
+        if not names:
+            await self.worker._guarded(lambda r: r.ping(), self.timeout)
+            return
+
+        async def run(client: aioredis.Redis) -> list[Any]:
+            async with client.pipeline(transaction=False) as pipe:
+                for name in names:
+                    pipe.hgetall(self._key(name))
+                result: list[Any] = await pipe.execute()
+                return result
+
+        replies = await self.worker._guarded(run, self.timeout)
+        for name, flat in zip(names, replies, strict=True):
+            record = _record_from(_pairs(flat)) if flat else None
+            if record is not None:
+                self._deliver(name, record)
+
+    def _on_message(self, data: Any) -> None:
+        self.messages += 1
+        try:
+            payload = json.loads(_text(data))
+            name = str(payload["name"])
+            record = _record_from({k: _text(v) for k, v in payload.items()})
+        except (ValueError, KeyError, TypeError):
+            return
+        if record is not None:
+            self._deliver(name, record)
+
+    async def _listen(self) -> None:
+        backoff = 0.05
+        while not self._closed:
+            sub = make_redis_client(self.url, timeout=self.timeout, socket_timeout=None)
+            pubsub = sub.pubsub()
+            try:
+                async with asyncio.timeout(self.timeout * 5):
+                    await pubsub.subscribe(self.channel)
+                await self._resync()
+                await self._flush()
+                if not self.healthy:
+                    if self.last_error:
+                        logger.info("shared circuit state: Redis reachable again")
+                    self.healthy, self.last_error = True, ""
+                backoff = 0.05
+                loop = asyncio.get_running_loop()
+                next_sync = loop.time() + self.resync_interval
+                while not self._closed:
+                    wait = max(0.0, min(0.5, next_sync - loop.time()))
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=wait)
+                    if message is not None and message.get("type") == "message":
+                        self._on_message(message["data"])
+                    if loop.time() >= next_sync:
+                        await self._resync()
+                        if self._pending and not self._flushing:
+                            await self._flush()
+                        next_sync = loop.time() + self.resync_interval
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self.healthy or not self.last_error:
+                    logger.warning(
+                        "shared circuit state: Redis unreachable ({}: {}); "
+                        "breakers use local state",
+                        type(exc).__name__,
+                        sanitize(exc),
+                    )
+                self.healthy = False
+                self.last_error = f"{type(exc).__name__}: {sanitize(exc)}"[:300]
+                await asyncio.sleep(backoff)
+                backoff = min(1.0, backoff * 2)
+            finally:
+                try:
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await sub.aclose()
+                except Exception:
+                    pass
+
+    # -- health and lifecycle -----------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """The ``shared_state`` component: healthy while Redis is reachable and subscribed."""
+        with self._lock:
+            watched = len(self._watchers)
+        data = {"backend": "redis", "breakers_watched": watched, "messages": self.messages}
+        if self._listener is None:
+            return {"status": "healthy", "detail": "no shared breaker yet", **data}
+        if self.healthy:
+            return {"status": "healthy", "detail": "", **data}
+        return {
+            "status": "degraded",
+            "detail": f"Redis unreachable; breakers use local state ({self.last_error})",
+            **data,
+        }
+
+    async def health_check(self) -> dict[str, Any]:
+        """Async form of :meth:`health` for the health registry."""
+        return self.health()
+
+    def close(self) -> None:
+        """Stop the listener (the worker thread is shared and stays)."""
+        self._closed = True
+        listener = self._listener
+        if listener is not None:
+            self.worker.loop.call_soon_threadsafe(listener.cancel)
+            with contextlib.suppress(BaseException):
+                listener.result(2.0)
+            self._listener = None
+
+
+_state: RedisSharedState | None = None
+_state_lock = threading.Lock()
+
+
+def get_shared_state(url: str | None = None) -> RedisSharedState:
+    """The process's shared-state backend for ``url`` (default ``redis.url``).
+
+    Raises:
+        ConfigError: no Redis URL is configured.
+    """
+    global _state
+    from .config import current_config
+
+    config = current_config()
+    target = url or config.redis.url
+    if not target:
+        from ._exceptions import ConfigError, ConfigProblem
+
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    key="redis.url",
+                    rule="is required for shared circuit state",
+                    fix="set redis.url (AI_TRADER_REDIS__URL) or use breakers without shared=True",
+                    env=config.env,
+                )
+            ]
+        )
+    with _state_lock:
+        if _state is None or _state.url != target or _state._closed:
+            _state = RedisSharedState(
+                target, timeout=config.redis.timeout, prefix=config.redis.key_prefix
+            )
+        return _state
+
+
+def install_shared_backend(url: str | None = None) -> RedisSharedState:
+    """Make the Redis backend the one every ``shared`` breaker uses (idempotent)."""
+    state = get_shared_state(url)
+    set_shared_backend(state)
+    return state
+
+
+def register_health_checks(registry: Any) -> None:
+    """Register the non-critical ``shared_state`` component when a backend is installed."""
+    if _state is not None:
+        registry.register("shared_state", _state.health_check, critical=False)
