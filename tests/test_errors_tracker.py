@@ -175,7 +175,9 @@ def test_policy_call_failed_and_fallback_events_are_counted() -> None:
 
 @settings(max_examples=30, deadline=None)
 @given(
-    st.text(alphabet=st.characters(codec="ascii", categories=("L", "N")), min_size=8, max_size=24)
+    st.text(
+        alphabet=st.characters(codec="ascii", categories=("L", "N")), min_size=12, max_size=24
+    ).filter(lambda s: any(c.isdigit() for c in s) and any(c.isupper() for c in s))
 )
 def test_generated_secrets_never_reach_records_or_snapshot(secret: str) -> None:
     """Any registered secret inside an exception message is masked in what the tracker keeps."""

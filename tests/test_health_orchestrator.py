@@ -243,8 +243,8 @@ async def test_get_system_health_p95_with_50_components_is_under_100ms() -> None
 )
 @given(
     secret=st.text(
-        alphabet=st.characters(codec="ascii", categories=("L", "N")), min_size=8, max_size=32
-    )
+        alphabet=st.characters(codec="ascii", categories=("L", "N")), min_size=12, max_size=32
+    ).filter(lambda s: any(c.isdigit() for c in s) and any(c.isupper() for c in s))
 )
 async def test_generated_secrets_never_appear_in_system_health(secret: str) -> None:
     """A registered secret inside check details, data and error messages is always masked."""
@@ -264,3 +264,30 @@ async def test_generated_secrets_never_appear_in_system_health(secret: str) -> N
     record_error(RuntimeError(f"token {secret}"), component="leaky")
     health = await HealthOrchestrator(reg).get_system_health()
     assert secret not in json.dumps(health)
+
+
+async def test_secrets_never_reach_the_logs_of_a_health_cycle() -> None:
+    """Errors, alert messages and listener failures logged during a cycle are masked."""
+    from resilient import disable_logging, enable_logging
+    from resilient.errors import record_error
+
+    secret = "Tok3n-Q9x-77AbZ"
+    register_secret(secret)
+    lines: list[str] = []
+    enable_logging("DEBUG", json_lines=False, sink=lines.append)
+    try:
+        reg = HealthRegistry()
+        reg.register("database", lambda: CheckResult(HealthStatus.UNHEALTHY, f"pw {secret}"))
+
+        def bad_listener(report: object) -> None:
+            raise RuntimeError(f"listener saw {secret}")
+
+        reg.on_report(bad_listener)
+        record_error(ConnectionRefusedError(f"dsn postgresql://u:{secret}@h/db"), component="db")
+        await HealthOrchestrator(reg).get_system_health()
+    finally:
+        disable_logging()
+    text = "".join(lines)
+    assert "database_connection_failure" in text  # the alert was logged
+    assert "listener" in text
+    assert secret not in text

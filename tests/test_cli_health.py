@@ -1,0 +1,114 @@
+"""``resilient health``: table or JSON, exit 0/1/2, no servers needed, secrets never printed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from resilient._cli import main
+from resilient._sanitize import register_secret
+from resilient.health import CheckResult, HealthStatus, registry
+
+pytestmark = pytest.mark.usefixtures("isolated_registry")
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the embedded SQLite file lands here
+
+
+def test_healthy_table_with_embedded_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    """With no servers configured the embedded database and cache are healthy: exit 0."""
+    assert main(["health"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split() == ["COMPONENT", "STATUS", "CRITICAL", "LATENCY", "DETAIL"]
+    assert "database" in out and "cache" in out
+    assert "overall: healthy" in out
+    assert "database" not in registry.names()  # the data layer closed and unregistered
+
+
+def test_json_output(capsys: pytest.CaptureFixture[str]) -> None:
+    """--json prints the system health dict."""
+    assert main(["health", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["overall_status"] == "healthy"
+    assert set(data) >= {"components", "circuit_breakers", "error_handling", "timestamp"}
+    assert data["components"]["database"]["critical"] is True
+
+
+@pytest.mark.parametrize(
+    ("status", "critical", "code"),
+    [("degraded", True, 1), ("unhealthy", False, 1), ("unhealthy", True, 2)],
+)
+def test_exit_codes(
+    status: str, critical: bool, code: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 1 when degraded, 2 when unhealthy."""
+    registry.register("broker", lambda: status, critical=critical)
+    assert main(["health"]) == code
+    assert f"overall: {'unhealthy' if code == 2 else 'degraded'}" in capsys.readouterr().out
+
+
+@settings(
+    max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    secret=st.text(
+        alphabet=st.characters(codec="ascii", categories=("L", "N")), min_size=12, max_size=30
+    ).filter(lambda s: any(c.isdigit() for c in s) and any(c.isupper() for c in s))
+)
+def test_generated_secrets_never_printed(secret: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Secrets inside check details or errors are masked in the table and in JSON."""
+    register_secret(secret)
+    registry.register(
+        "broker", lambda: CheckResult(HealthStatus.DEGRADED, f"api key {secret} rejected")
+    )
+
+    def failing() -> None:
+        raise PermissionError(f"password={secret}")
+
+    registry.register("vendor", failing, critical=False)
+    main(["health"])
+    main(["health", "--json"])
+    out = capsys.readouterr()
+    assert secret not in out.out + out.err
+
+
+def test_subprocess_unreachable_servers_exit_2_without_leaking_passwords(tmp_path: Path) -> None:
+    """The real console entry: unreachable PostgreSQL is unhealthy (exit 2), unreachable Redis
+    degrades the cache, and neither password is printed."""
+    pg_password = "Pg-Passw0rd-7781"
+    redis_password = "Rd-Passw0rd-5512"
+    env = dict(os.environ)
+    env.update(
+        AI_TRADER_ENV="testing",
+        AI_TRADER_DATABASE_HOST="127.0.0.1",
+        AI_TRADER_DATABASE_PORT="1",
+        AI_TRADER_DATABASE_PASSWORD=pg_password,
+        AI_TRADER_REDIS__URL=f"redis://:{redis_password}@127.0.0.1:1/0",
+        AI_TRADER_RESILIENCE__HEALTH_CHECK_TIMEOUT="1.0",
+    )
+    for args in (["health"], ["health", "--json"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "resilient", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        output = proc.stdout + proc.stderr
+        assert proc.returncode == 2, output
+        assert pg_password not in output
+        assert redis_password not in output
+    data = json.loads(proc.stdout)
+    assert data["components"]["database"]["status"] == "unhealthy"
+    assert data["components"]["cache"]["status"] == "degraded"
