@@ -85,6 +85,21 @@ def _describe(exc: BaseException | None) -> str:
     return f"{type(exc).__name__}: {sanitize(str(exc))}"
 
 
+class _Described:
+    """Formats as ``"Class: sanitized message"`` only if a log sink actually writes it."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException | None) -> None:
+        self.exc = exc
+
+    def __format__(self, spec: str) -> str:
+        return _describe(self.exc)
+
+    def __str__(self) -> str:
+        return _describe(self.exc)
+
+
 def log_hook(event: PolicyEvent) -> None:
     """The default hook: one log line per event with the name, attempt, wait and the
     exception's class and sanitized message. ``call_failed`` is left to the errors module."""
@@ -95,14 +110,14 @@ def log_hook(event: PolicyEvent) -> None:
             event.name,
             event.attempt,
             event.wait,
-            _describe(event.exception),
+            _Described(event.exception),
         )
     elif kind is EventKind.RETRY_BUDGET_EXHAUSTED:
         logger.warning(
             "retry budget of {} spent; failing fast after attempt {}: {}",
             event.name,
             event.attempt,
-            _describe(event.exception),
+            _Described(event.exception),
         )
     elif kind is EventKind.BREAKER_STATE:
         level = "WARNING" if event.new_state != "closed" else "INFO"
@@ -113,7 +128,7 @@ def log_hook(event: PolicyEvent) -> None:
                 "{} degraded: serving {} fallback instead of {}",
                 event.name,
                 event.source,
-                _describe(event.exception),
+                _Described(event.exception),
             )
     elif kind is EventKind.FALLBACK_RECOVERED:
         logger.info("{} recovered: no longer serving fallbacks", event.name)

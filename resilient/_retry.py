@@ -226,12 +226,12 @@ class _State:
     )
 
     def __init__(
-        self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], start: float
+        self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], start: float | None
     ) -> None:
         self.fn = fn
         self.args = args
         self.kwargs = kwargs
-        self.start_time = start
+        self.start_time = _clock._current.monotonic() if start is None else start
         self.attempt_number = 1
         self.idle_for = 0.0
         self.upcoming_sleep = 0.0
@@ -262,6 +262,7 @@ class _RetryPolicy:
         "layer",
         "max_attempts",
         "name",
+        "no_backoff",
         "retry_on",
         "stop",
         "wait",
@@ -290,6 +291,7 @@ class _RetryPolicy:
         self.layer = Layer("retry", name)
         self._generation = -1
         self.max_attempts = 1
+        self.no_backoff = False
         self.wait: WaitStrategy = wait or tenacity.wait_none()
         self.stop: StopStrategy = stop or tenacity.stop_after_attempt(1)
 
@@ -306,6 +308,8 @@ class _RetryPolicy:
             self.wait = tenacity.wait_exponential_jitter(
                 multiplier=initial, max=maximum, jitter=initial if self.jitter else 0
             )
+        # max_delay 0 clamps every backoff to 0: skip computing it.
+        self.no_backoff = opts.get("wait") is None and maximum == 0
         if opts.get("stop") is None:
             self.stop = tenacity.stop_after_attempt(self.max_attempts)
         if self.budget is not None:
@@ -340,7 +344,7 @@ class _RetryPolicy:
         if _zero_wait:
             wait = 0.0
         else:
-            wait = max(0.0, float(self.wait(state)))
+            wait = 0.0 if self.no_backoff else max(0.0, float(self.wait(state)))
             server_wait = retry_after(exc)
             if server_wait is not None and server_wait > wait:
                 wait = server_wait
@@ -351,24 +355,26 @@ class _RetryPolicy:
             if limit is not None and now + wait >= limit:
                 return None
         if self.budget is not None and not self.budget.try_spend():
-            _hooks.event(
-                _hooks.EventKind.RETRY_BUDGET_EXHAUSTED,
-                self.name,
-                exc,
-                attempt=state.attempt_number,
-                elapsed=now - state.start_time,
-            )
+            if _hooks.hooks:
+                _hooks.event(
+                    _hooks.EventKind.RETRY_BUDGET_EXHAUSTED,
+                    self.name,
+                    exc,
+                    attempt=state.attempt_number,
+                    elapsed=now - state.start_time,
+                )
             return None
         state.upcoming_sleep = wait
         state.idle_for += wait
-        _hooks.event(
-            _hooks.EventKind.RETRY,
-            self.name,
-            exc,
-            attempt=state.attempt_number,
-            wait=wait,
-            elapsed=now - state.start_time,
-        )
+        if _hooks.hooks:
+            _hooks.event(
+                _hooks.EventKind.RETRY,
+                self.name,
+                exc,
+                attempt=state.attempt_number,
+                wait=wait,
+                elapsed=now - state.start_time,
+            )
         return wait
 
     def failed(self, exc: BaseException, state: _State) -> None:
@@ -380,52 +386,6 @@ class _RetryPolicy:
                 attempt=state.attempt_number,
                 elapsed=_clock._current.monotonic() - state.start_time,
             )
-
-    def run_sync(
-        self,
-        fn: Callable[..., R],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        exc: Exception,
-        start: float | None,
-    ) -> R:
-        now = _clock._current.monotonic()
-        state = _State(fn, args, kwargs, now if start is None else start)
-        while True:
-            wait = self.decide(exc, state, args, kwargs)
-            if wait is None:
-                self.failed(exc, state)
-                raise exc
-            if wait > 0:
-                _clock._current.sleep(wait)
-            state.attempt_number += 1
-            try:
-                return fn(*args, **kwargs)
-            except Exception as next_exc:
-                exc = next_exc
-
-    async def run_async(
-        self,
-        fn: Callable[..., Awaitable[R]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        exc: Exception,
-        start: float | None,
-    ) -> R:
-        now = _clock._current.monotonic()
-        state = _State(fn, args, kwargs, now if start is None else start)
-        while True:
-            wait = self.decide(exc, state, args, kwargs)
-            if wait is None:
-                self.failed(exc, state)
-                raise exc
-            if wait > 0:
-                await _clock._current.asleep(wait)
-            state.attempt_number += 1
-            try:
-                return await fn(*args, **kwargs)
-            except Exception as next_exc:
-                exc = next_exc
 
 
 def _default_retry_on(exc: BaseException) -> bool:
@@ -518,10 +478,11 @@ def retry(
         policy.refresh()
         bud = policy.budget
         timed = own_deadline is not None
+        decide = policy.decide
+        failed = policy.failed
 
         if is_async_callable(fn):
             afn = cast("Callable[..., Awaitable[Any]]", fn)
-            run_async = policy.run_async
 
             async def acall(*args: Any, **kwargs: Any) -> Any:
                 if bud is not None:
@@ -529,13 +490,25 @@ def retry(
                 start = _clock._current.monotonic() if timed else None
                 try:
                     return await afn(*args, **kwargs)
-                except Exception as exc:
-                    first = exc
-                return await run_async(afn, args, kwargs, first, start)
+                except Exception as first:
+                    exc: Exception = first
+                # Attempts 2…N, paced by the tenacity strategies (outside the except block, so
+                # an attempt's error never gets the previous one as its __context__).
+                state = _State(afn, args, kwargs, start)
+                while True:
+                    wait = decide(exc, state, args, kwargs)
+                    if wait is None:
+                        failed(exc, state)
+                        raise exc
+                    if wait > 0:
+                        await _clock._current.asleep(wait)
+                    state.attempt_number += 1
+                    try:
+                        return await afn(*args, **kwargs)
+                    except Exception as again:
+                        exc = again
 
             return cast("Callable[P, R]", wrap(acall, fn, policy.layer))
-
-        run_sync = policy.run_sync
 
         def call(*args: Any, **kwargs: Any) -> Any:
             if bud is not None:
@@ -543,9 +516,21 @@ def retry(
             start = _clock._current.monotonic() if timed else None
             try:
                 return fn(*args, **kwargs)
-            except Exception as exc:
-                first = exc
-            return run_sync(fn, args, kwargs, first, start)
+            except Exception as first:
+                exc: Exception = first
+            state = _State(fn, args, kwargs, start)
+            while True:
+                wait = decide(exc, state, args, kwargs)
+                if wait is None:
+                    failed(exc, state)
+                    raise exc
+                if wait > 0:
+                    _clock._current.sleep(wait)
+                state.attempt_number += 1
+                try:
+                    return fn(*args, **kwargs)
+                except Exception as again:
+                    exc = again
 
         return cast("Callable[P, R]", wrap(call, fn, policy.layer))
 
