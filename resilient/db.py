@@ -49,7 +49,7 @@ from ._logging import logger
 from ._sanitize import mask_url, sanitize
 from .config import Config, current_config, subscribe, switches
 
-__all__ = ["Database", "PoolStats", "get_database"]
+__all__ = ["Database", "PoolStats", "get_database", "register_health_checks"]
 
 T = TypeVar("T")
 Statement = str | Executable
@@ -214,7 +214,23 @@ class Database:
             timeout = self._config.resilience.health_check_timeout
             registry.register(self.name, self.health_check, critical=critical, timeout=timeout)
             self._registered = True
+        try:
+            from . import metrics
+
+            metrics.add_pool_source(self.name, self._pool_usage)
+        except Exception:  # pragma: no cover - metrics are optional
+            pass
         return self
+
+    def _pool_usage(self) -> dict[str, int]:
+        stats = self.pool_stats()
+        pool: Any = self._engine.pool if self._engine is not None else None
+        idle = int(pool.checkedin()) if pool is not None and hasattr(pool, "checkedin") else 0
+        return {
+            "checked_out": stats.checked_out,
+            "size": stats.checked_out + idle,
+            "max_size": stats.max_size,
+        }
 
     async def close(self) -> None:
         """Dispose of the pool and unregister the health component."""
@@ -225,6 +241,12 @@ class Database:
             if unregister is not None:
                 unregister(self.name)
             self._registered = False
+        try:
+            from . import metrics
+
+            metrics.add_pool_source(self.name, None)
+        except Exception:  # pragma: no cover - metrics are optional
+            pass
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -517,3 +539,10 @@ def get_database() -> Database:
     if _default is None:
         _default = Database.from_config()
     return _default
+
+
+def register_health_checks(registry: Any, db: Database | None = None) -> None:
+    """Register the (critical) ``database`` component of ``db`` (default: the process one)."""
+    target = db or get_database()
+    timeout = target._config.resilience.health_check_timeout
+    registry.register(target.name, target.health_check, critical=True, timeout=timeout)
