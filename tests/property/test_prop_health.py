@@ -1,0 +1,209 @@
+"""Health aggregation properties: any mix of checks and circuits gives the documented statuses."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from _budget import examples
+from hypothesis import given
+from hypothesis import strategies as st
+
+from resilient._breaker import breaker, breakers
+from resilient._fallback import fallback
+from resilient.health import CheckResult, HealthRegistry, HealthStatus
+from resilient.health._sources import policy_components
+from resilient.testing import Fault, FlakyService, use_fake_clock
+from resilient.testing._isolation import reset_state
+
+H, D, U = HealthStatus.HEALTHY, HealthStatus.DEGRADED, HealthStatus.UNHEALTHY
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What one check does in one run, and the status the documentation promises for it."""
+
+    value: Any
+    expected: HealthStatus
+    raises: bool = False
+    hangs: bool = False
+
+    def status(self, asynchronous: bool) -> HealthStatus:
+        if self.hangs:
+            # an async check that hangs times out; a sync one here just answers None
+            return U if asynchronous else H
+        return self.expected
+
+    def __repr__(self) -> str:
+        if self.raises:
+            return "raise ConnectionRefusedError"
+        return "hang" if self.hangs else repr(self.value)
+
+
+def _spelled(word: str, expected: HealthStatus) -> st.SearchStrategy[Answer]:
+    return st.sampled_from([word, word.upper(), word.title(), f" {word} "]).map(
+        lambda s: Answer(s, expected)
+    )
+
+
+answers = st.one_of(
+    st.just(Answer(None, H)),
+    st.sampled_from([Answer(True, H), Answer(False, U)]),
+    st.sampled_from([Answer(s, s) for s in HealthStatus]),
+    *(_spelled(w, H) for w in ("healthy", "ok", "up", "pass")),
+    *(_spelled(w, D) for w in ("degraded", "warn")),
+    *(_spelled(w, U) for w in ("unhealthy", "down", "fail")),
+    st.sampled_from([Answer(CheckResult(s, "detail"), s) for s in HealthStatus]),
+    st.sampled_from(
+        [Answer({"status": s.value, "detail": "x", "pool": 3}, s) for s in HealthStatus]
+    ),
+    st.sampled_from(
+        [
+            Answer({"status": True}, H),
+            Answer({"status": "sideways"}, U),
+            Answer("sideways", U),
+            Answer(42, U),
+            Answer(["healthy"], U),
+        ]
+    ),
+    st.just(Answer(None, U, raises=True)),
+    st.just(Answer(None, U, hangs=True)),
+)
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    critical: bool
+    asynchronous: bool
+    runs: tuple[Answer, ...]
+
+
+components = st.lists(
+    st.builds(
+        Component,
+        name=st.sampled_from(["database", "cache", "broker", "market_data", "news", "ledger"]),
+        critical=st.booleans(),
+        asynchronous=st.booleans(),
+        runs=st.lists(answers, min_size=3, max_size=3).map(tuple),
+    ),
+    max_size=5,
+    unique_by=lambda c: c.name,
+)
+
+
+def expected_overall(statuses: dict[str, tuple[HealthStatus, bool]]) -> HealthStatus:
+    """Critical unhealthy → unhealthy; any degraded or non-critical unhealthy → degraded."""
+    if any(s is U and critical for s, critical in statuses.values()):
+        return U
+    if any(s is not H for s, _ in statuses.values()):
+        return D
+    return H
+
+
+def make_check(component: Component, run: list[int]) -> Any:
+    def answer() -> Any:
+        current = component.runs[run[0]]
+        if current.raises:
+            raise ConnectionRefusedError(111, "password=hunter2 refused")
+        return current.value
+
+    if not component.asynchronous:
+        return answer
+
+    async def check() -> Any:
+        if component.runs[run[0]].hangs:
+            await asyncio.sleep(3600)
+        return answer()
+
+    return check
+
+
+@given(components=components)
+@examples(ci=1600)
+async def test_report_follows_the_aggregation_rules(components: list[Component]) -> None:
+    """Every check's answer maps to its documented status; the overall status, readiness and
+    consecutive failures follow; the report is JSON and carries no secret."""
+    registry = HealthRegistry()
+    run = [0]
+    for c in components:
+        hangs = any(a.hangs for a in c.runs)
+        registry.register(
+            c.name,
+            make_check(c, run),
+            critical=c.critical,
+            timeout=0.005 if hangs and c.asynchronous else 5.0,
+        )
+    failures = {c.name: 0 for c in components}
+    for index in range(3):
+        run[0] = index
+        report = await registry.check_all()
+        expected: dict[str, tuple[HealthStatus, bool]] = {}
+        for c in components:
+            answer = c.runs[index]
+            status = answer.status(c.asynchronous)
+            expected[c.name] = (status, c.critical)
+            got = report.components[c.name]
+            assert got.status is status, f"{c.name}: {answer!r} gave {got.status}"
+            assert got.critical is c.critical
+            failures[c.name] = failures[c.name] + 1 if status is U else 0
+            assert got.consecutive_failures == failures[c.name]
+        assert report.overall_status is expected_overall(expected)
+        assert report.ready == all(s is H for s, crit in expected.values() if crit)
+        text = json.dumps(report.to_dict())
+        assert "hunter2" not in text
+        assert json.loads(text)["overall_status"] == report.overall_status.value
+
+
+circuit_states = st.sampled_from(["closed", "open", "half-open"])
+
+
+@given(
+    circuits=st.lists(
+        st.tuples(circuit_states, st.booleans(), st.booleans()), min_size=0, max_size=5
+    )
+)
+@examples(ci=1400)
+async def test_breakers_and_fallbacks_become_components(
+    circuits: list[tuple[str, bool, bool]],
+) -> None:
+    """closed → healthy, half-open → degraded, open → unhealthy, a served fallback degrades a
+    healthy circuit; breaker components are non-critical unless marked critical."""
+    reset_state()
+    with use_fake_clock() as clock:
+        expected: dict[str, tuple[HealthStatus, bool]] = {}
+        registry = HealthRegistry()
+        registry.add_provider(policy_components)
+        try:
+            for i, (state, served_fallback, critical) in enumerate(circuits):
+                name = f"svc{i}"
+                guarded = breaker(
+                    name, failure_threshold=1, reset_timeout=10.0, success_threshold=2
+                )
+                # trip it with one failure, then (for half-open) one good trial of the two needed
+                service = FlakyService([Fault("connection_refused")])
+                call = guarded(service.wrap(lambda: "ok"))
+                if state != "closed":
+                    with contextlib.suppress(ConnectionRefusedError):
+                        call()
+                if state == "half-open":
+                    clock.advance(10.0)
+                    call()
+                assert breakers.get(name).state == state
+                if served_fallback:
+                    failing = fallback(value=0, name=name)(FlakyService([Fault("timeout")]).call)
+                    assert failing() == 0
+                if critical:
+                    registry.set_critical(name, True)
+                status = {"closed": H, "half-open": D, "open": U}[state]
+                if served_fallback and status is H:
+                    status = D
+                expected[name] = (status, critical)
+            report = await registry.check_all()
+            assert {n: (c.status, c.critical) for n, c in report.components.items()} == expected
+            assert report.overall_status is expected_overall(expected)
+        finally:
+            reset_state()
