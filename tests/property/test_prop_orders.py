@@ -1,0 +1,142 @@
+"""Order-safety properties: whatever fails, however often, one intent executes at most once."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from typing import Any
+
+from _budget import examples
+from hypothesis import given
+from hypothesis import strategies as st
+
+from resilient import resilient
+from resilient._breaker import breakers
+from resilient._classify import is_transient, proves_not_sent
+from resilient._retry import retry
+from resilient.testing import (
+    FaultSchedule,
+    FlakyService,
+    Outcome,
+    assert_no_call_while_open,
+    assert_no_duplicate_orders,
+    use_fake_clock,
+)
+from resilient.testing.strategies import fault_schedules, outcomes
+
+_names = itertools.count()
+schedules = fault_schedules(max_size=10, max_latency=2.0, hang_seconds=20.0)
+
+
+class Broker:
+    """A fake broker: executes every order it receives, de-duplicating by client order id."""
+
+    def __init__(self) -> None:
+        self.book: list[dict[str, Any]] = []
+        self._by_key: dict[str, dict[str, Any]] = {}
+
+    def place_order(
+        self, symbol: str, qty: float, *, intent: int, client_order_id: str | None = None
+    ) -> dict[str, Any]:
+        if client_order_id is not None and client_order_id in self._by_key:
+            return self._by_key[client_order_id]
+        order = {"id": len(self.book), "symbol": symbol, "qty": qty, "intent": intent}
+        order["client_order_id"] = client_order_id
+        self.book.append(order)
+        if client_order_id is not None:
+            self._by_key[client_order_id] = order
+        return order
+
+
+def expected_attempts(schedule: FaultSchedule, max_attempts: int, keyed: bool) -> int:
+    """Attempts a safe order retry makes: it retries a transient failure only when the order
+    carries an idempotency key or the failure proves the order never left."""
+    for attempt, outcome in enumerate(schedule, start=1):
+        exc = outcome.make_exception()
+        if exc is None or attempt == max_attempts or not is_transient(exc):
+            return attempt
+        if not keyed and not proves_not_sent(exc):
+            return attempt
+    return min(len(schedule) + 1, max_attempts)
+
+
+@given(
+    schedule=schedules,
+    max_attempts=st.integers(min_value=1, max_value=6),
+    keyed=st.booleans(),
+)
+@examples(ci=1800)
+def test_order_retry_never_duplicates(
+    schedule: FaultSchedule, max_attempts: int, keyed: bool
+) -> None:
+    """``retry(idempotent=<has a key>)`` on an order: the broker's book never holds two orders
+    of one intent, and the retry still tries again after failures that prove nothing was sent."""
+    broker = Broker()
+    service = FlakyService(schedule)
+    place = retry(
+        max_attempts=max_attempts,
+        initial_delay=0.5,
+        idempotent=lambda args, kwargs: kwargs.get("client_order_id") is not None,
+        budget=False,
+    )(service.wrap(broker.place_order))
+    with use_fake_clock(), contextlib.suppress(Exception):
+        place("AAPL", 10, intent=1, client_order_id="t-1" if keyed else None)
+    assert len(service.calls) == expected_attempts(schedule, max_attempts, keyed)
+    assert_no_duplicate_orders(broker.book, intent=lambda o: o["intent"])
+    if not keyed:
+        # without a key, the calls themselves must not have reached the broker twice
+        assert_no_duplicate_orders(service.calls, intent=lambda c: c.kwargs["intent"])
+    if any(not c.failed for c in service.calls):
+        assert len(broker.book) == 1
+
+
+@given(
+    intents=st.lists(
+        st.tuples(st.integers(min_value=0, max_value=80).map(lambda q: q / 4), st.booleans()),
+        min_size=1,
+        max_size=10,
+    ),
+    schedule=st.lists(outcomes(max_latency=2.0, hang_seconds=20.0), max_size=40),
+    options=st.fixed_dictionaries(
+        {
+            "failure_threshold": st.integers(min_value=1, max_value=4),
+            "reset_timeout": st.sampled_from([2.0, 30.0]),
+            "max_attempts": st.integers(min_value=1, max_value=5),
+        }
+    ),
+)
+@examples(ci=1700)
+async def test_order_stack_never_duplicates(
+    intents: list[tuple[float, bool]], schedule: list[Outcome], options: dict[str, Any]
+) -> None:
+    """Many orders through breaker + retry over time: every intent executes at most once and no
+    order passes an open circuit."""
+    broker = Broker()
+    service = FlakyService(schedule)
+    name = f"prop-orders-{next(_names)}"
+    service.observe = lambda: breakers.get(name).state
+
+    async def place_order(symbol: str, qty: float, **kwargs: Any) -> dict[str, Any]:
+        return broker.place_order(symbol, qty, **kwargs)
+
+    place = resilient(
+        name,
+        idempotent=lambda args, kwargs: kwargs.get("client_order_id") is not None,
+        initial_delay=0.25,
+        max_delay=2.0,
+        budget=False,
+        **options,
+    )(service.wrap(place_order))
+    try:
+        with use_fake_clock() as clock:
+            for intent, (wait, keyed) in enumerate(intents):
+                clock.advance(wait)
+                key = f"t-{intent}" if keyed else None
+                with contextlib.suppress(Exception):
+                    await place("AAPL", 10, intent=intent, client_order_id=key)
+        assert_no_duplicate_orders(broker.book, intent=lambda o: o["intent"])
+        unkeyed = [c for c in service.calls if c.kwargs["client_order_id"] is None]
+        assert_no_duplicate_orders(unkeyed, intent=lambda c: c.kwargs["intent"])
+        assert_no_call_while_open(service.calls)
+    finally:
+        breakers.remove(name)
