@@ -9,7 +9,7 @@ from typing import Any
 from .. import _clock
 from .._alerts import AlertManager
 from .._logging import logger
-from .._sanitize import sanitize_obj
+from .._sanitize import sanitize, sanitize_obj
 from ._model import HealthReport, iso_utc
 from ._registry import HealthRegistry
 from ._sources import breaker_snapshots
@@ -174,15 +174,18 @@ class HealthOrchestrator:
 
     def build_dict(self, report: HealthReport) -> dict[str, Any]:
         """The system-health dict for ``report`` (without running checks)."""
-        errors = self.tracker.snapshot()
-        health: dict[str, Any] = {
+        # Free text is sanitized where it is produced (component details and data in
+        # ``to_dict``, error records, alert messages); only names are left to mask here, which
+        # keeps the report cheap with many components.
+        errors: dict[str, Any] = sanitize_obj(self.tracker.snapshot())
+        return {
             "overall_status": report.overall_status.value,
-            "components": {name: c.to_dict() for name, c in report.components.items()},
-            "circuit_breakers": {str(s.name): _breaker_dict(s) for s in breaker_snapshots()},
+            "components": {sanitize(n): c.to_dict() for n, c in report.components.items()},
+            "circuit_breakers": {
+                sanitize(str(s.name)): _breaker_dict(s) for s in breaker_snapshots()
+            },
             "error_handling": errors,
-            "metrics": self.component_metrics(),
-            "alerts": [event.to_dict() for event in self.alerts.active()],
+            "metrics": {sanitize(n): m for n, m in self.component_metrics().items()},
+            "alerts": [sanitize_obj(event.to_dict()) for event in self.alerts.active()],
             "timestamp": report.timestamp,
         }
-        clean: dict[str, Any] = sanitize_obj(health)
-        return clean
