@@ -4,13 +4,14 @@ scripted fake-clock timeline, delivered to loguru and to callbacks."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from resilient import ConfigError, FakeClock, disable_logging, enable_logging
 from resilient._alerts import AlertEvent, AlertManager, AlertRule, parse_duration, rules_from_config
-from resilient.config import current_config
+from resilient.config import ConfigManager, current_config
 from resilient.errors import tracker
 from resilient.health import HealthOrchestrator, HealthRegistry
 
@@ -245,3 +246,38 @@ async def test_orchestrator_cycles_drive_alerts_on_a_fake_clock(clock: FakeClock
         ("database_connection_failure", "resolved"),
     ]
     tracker.reset()
+
+
+def test_rules_from_the_guides_yaml_layer(tmp_path: Path) -> None:
+    """config/config.<env>.yaml in the guide's alert shape overrides a default rule."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.testing.yaml").write_text(
+        "alerts:\n"
+        "  high_error_rate:\n"
+        "    condition: error_rate > 0.5\n"
+        "    severity: critical\n"
+        "    notification: 30 seconds\n"
+    )
+    config = ConfigManager("testing", cwd=tmp_path).load_config()
+    clock = FakeClock()
+    mgr = AlertManager.from_config(config, clock=clock)
+    rule = next(r for r in mgr.rules if r.name == "high_error_rate")
+    assert (rule.severity, rule.delay, rule.literal) == ("critical", 30.0, 0.5)
+    assert len(mgr.rules) == 4  # the other defaults stay
+    assert mgr.evaluate(_values(rate=0.4)) == []
+    mgr.evaluate(_values(rate=0.6))
+    clock.advance(30)
+    assert [e.severity for e in mgr.evaluate(_values(rate=0.6))] == ["critical"]
+
+
+def test_invalid_alert_settings_fail_the_orchestrator_start_up(tmp_path: Path) -> None:
+    """A broken rule in settings is a ConfigError at construction, naming the key."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.testing.yaml").write_text(
+        "alerts:\n  high_error_rate:\n    notification: whenever\n"
+    )
+    config = ConfigManager("testing", cwd=tmp_path).load_config()
+    with pytest.raises(ConfigError) as info:
+        HealthOrchestrator(HealthRegistry(), config=config)
+    assert [p.key for p in info.value.problems] == ["alerts.high_error_rate.notification"]
+    assert info.value.problems[0].env == "testing"
