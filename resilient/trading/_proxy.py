@@ -590,11 +590,16 @@ class ResilientService:
             self._state.order_lookups += 1
         return found
 
+    def _position_readers(self, asynchronous: bool) -> list[Callable[..., Any]]:
+        """Where the current position comes from: the broker that takes the orders now."""
+        if not self._is_paper and self._mode() == "paper":
+            context: TradingContext = self._context
+            readers = [context.paper_method(self._name, n, asynchronous) for n in _POSITION_METHODS]
+            return [r for r in readers if r is not None]
+        return [self._methods[n] for n in _POSITION_METHODS if n in self._methods]
+
     async def _aposition(self, symbol: str) -> float:
-        for name in _POSITION_METHODS:
-            reader = self._methods.get(name)
-            if reader is None:
-                continue
+        for reader in self._position_readers(True):
             try:
                 value = reader(symbol)
                 if isinstance(value, Awaitable):
@@ -604,13 +609,13 @@ class ResilientService:
             qty = _quantity_of(value)
             if qty is not None:
                 return qty
+        # The broker cannot tell: count the orders sent through this proxy.
         book: PositionBook = self._book
         return book.get(symbol)
 
     def _position_sync(self, symbol: str) -> float:
-        for name in _POSITION_METHODS:
-            reader = self._methods.get(name)
-            if reader is None or is_async(reader):
+        for reader in self._position_readers(False):
+            if is_async(reader):
                 continue
             try:
                 qty = _quantity_of(reader(symbol))

@@ -1,0 +1,292 @@
+"""Property: whatever the faults, an order intent reaches a broker at most once, never above the
+risk limits and never live while live trading is off (at least 1,000 random fault schedules)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import resilient
+from resilient import RiskLimitError
+from resilient._clock import FakeClock, get_clock, use_clock
+from resilient._demo_services import VendorHTTPError
+from resilient.config import current_config
+from resilient.trading._context import TradingContext
+from resilient.trading._proxy import ResilientService
+from resilient.trading._settings import service_settings
+
+EXAMPLES = 1000
+ORDER_TIMEOUT = 5.0
+
+# What one attempt to place an order meets. "before" faults happen before the broker records
+# the order, "after" faults after it (the answer is lost one way or another).
+FAULTS = (
+    "ok",
+    "refused",  # connection refused: provably never sent
+    "http_429",  # rate limited: provably not acted on
+    "http_503_before",  # 503 without recording: the client cannot know that
+    "reset_after",  # recorded, then the connection resets
+    "lost_timeout",  # recorded, then the read times out
+    "hang",  # recorded, then no answer before the order timeout
+    "http_503_after",  # recorded, then a 503 from a proxy in front of the broker
+)
+
+
+class Broker:
+    """A fake broker playing a fault schedule, one fault per attempt."""
+
+    def __init__(self, *, live: bool, dedupe: str, prices: dict[str, float]) -> None:
+        self.paper = not live
+        self.dedupe = dedupe
+        self.prices = prices
+        self.schedule: list[str] = []
+        self.orders: list[dict[str, Any]] = []
+        self.positions: dict[str, float] = {}
+
+    async def _place(
+        self,
+        symbol: str,
+        qty: float,
+        side: str,
+        limit_price: float | None,
+        client_order_id: str | None,
+    ) -> dict[str, Any]:
+        fault = self.schedule.pop(0) if self.schedule else "ok"
+        await asyncio.sleep(0)
+        if fault == "refused":
+            raise ConnectionRefusedError(111, "Connection refused")
+        if fault == "http_429":
+            raise VendorHTTPError(429, "too many requests", {"Retry-After": "0.5"})
+        if fault == "http_503_before":
+            raise VendorHTTPError(503, "unavailable")
+        if client_order_id is not None:
+            for order in self.orders:
+                if order["client_order_id"] == client_order_id:
+                    if self.dedupe == "reject":
+                        raise VendorHTTPError(422, "client_order_id must be unique")
+                    return order
+        price = limit_price if limit_price is not None else self.prices[symbol]
+        order = {
+            "client_order_id": client_order_id,
+            "symbol": symbol,
+            "qty": qty,
+            "side": side,
+            "price": price,
+        }
+        self.orders.append(order)
+        self.positions[symbol] = self.positions.get(symbol, 0.0) + (qty if side == "buy" else -qty)
+        if fault == "reset_after":
+            raise ConnectionResetError(104, "Connection reset by peer")
+        if fault == "lost_timeout":
+            raise TimeoutError("read timed out")
+        if fault == "hang":
+            await get_clock().asleep(ORDER_TIMEOUT * 10)
+        if fault == "http_503_after":
+            raise VendorHTTPError(503, "bad gateway")
+        return order
+
+    async def get_position(self, symbol: str) -> float:
+        return self.positions.get(symbol, 0.0)
+
+    async def get_order_by_client_order_id(self, client_order_id: str) -> dict[str, Any] | None:
+        return next((o for o in self.orders if o["client_order_id"] == client_order_id), None)
+
+
+class KeyBroker(Broker):
+    async def place_order(
+        self,
+        symbol: str,
+        qty: float,
+        side: str = "buy",
+        limit_price: float | None = None,
+        client_order_id: str | None = None,
+    ) -> dict[str, Any]:
+        return await self._place(symbol, qty, side, limit_price, client_order_id)
+
+
+class NoKeyBroker(Broker):
+    async def place_order(
+        self, symbol: str, qty: float, side: str = "buy", limit_price: float | None = None
+    ) -> dict[str, Any]:
+        return await self._place(symbol, qty, side, limit_price, None)
+
+
+class Feed:
+    def __init__(self, prices: dict[str, float]) -> None:
+        self.prices = prices
+
+    async def get_current_price(self, symbol: str) -> float:
+        return self.prices[symbol]
+
+
+@dataclass(frozen=True)
+class Intent:
+    symbol: str
+    qty: int
+    side: str
+    limit: float | None
+    caller_id: bool
+    schedule: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    live: bool
+    paper: bool
+    paper_registered: bool
+    keyed: bool
+    dedupe: str
+    max_order: float
+    max_position: float
+    held: int
+    prices: tuple[float, float]
+    intents: tuple[Intent, ...]
+
+
+SYMBOLS = ("AAA", "BBB")
+
+
+INTENTS = st.lists(
+    st.builds(
+        Intent,
+        symbol=st.sampled_from(SYMBOLS),
+        qty=st.integers(1, 300),
+        side=st.sampled_from(("buy", "sell")),
+        limit=st.none() | st.floats(1.0, 200.0).map(lambda p: round(p, 2)),
+        caller_id=st.booleans(),
+        schedule=st.lists(st.sampled_from(FAULTS), max_size=4).map(tuple),
+    ),
+    min_size=1,
+    max_size=4,
+).map(tuple)
+MAX_ORDER = st.sampled_from((1_000.0, 5_000.0, 10_000.0))
+PRICES = st.tuples(st.floats(1.0, 100.0), st.floats(1.0, 100.0))
+
+
+@st.composite
+def scenarios(draw: st.DrawFn) -> Scenario:
+    live = draw(st.booleans())
+    paper = False if live else draw(st.booleans())
+    max_order = draw(MAX_ORDER)
+    return Scenario(
+        live=live,
+        paper=paper,
+        paper_registered=draw(st.booleans()),
+        keyed=draw(st.booleans()),
+        dedupe=draw(st.sampled_from(("return", "reject"))),
+        max_order=max_order,
+        max_position=max_order * draw(st.sampled_from((1, 3, 10))),
+        held=draw(st.integers(-50, 50)),
+        prices=draw(PRICES),
+        intents=draw(INTENTS),
+    )
+
+
+def within_limits(order: dict[str, Any], before: float, after: float, sc: Scenario) -> bool:
+    price = order["price"]
+    if order["qty"] * price > sc.max_order + 1e-6:
+        return False
+    grows = abs(after) > abs(before)
+    return not grows or abs(after) * price <= sc.max_position + 1e-6
+
+
+async def play(sc: Scenario) -> None:
+    base = current_config()
+    config = replace(
+        base,
+        features=replace(
+            base.features,
+            live_trading_enabled=sc.live,
+            paper_trading_enabled=sc.paper,
+            risk_limits_enforced=True,
+        ),
+        trading=replace(
+            base.trading,
+            risk_check_enabled=True,
+            max_order_size=sc.max_order,
+            max_position_size=sc.max_position,
+            default_order_timeout=ORDER_TIMEOUT,
+        ),
+        extra={
+            **base.extra,
+            "services": {"defaults": {"rate_limit": "", "failure_threshold": 1000}},
+        },
+    )
+    prices = dict(zip(SYMBOLS, sc.prices, strict=True))
+    context = TradingContext(config)
+    context.market_data.append(Feed(prices))
+    live = (KeyBroker if sc.keyed else NoKeyBroker)(live=True, dedupe=sc.dedupe, prices=prices)
+    live.positions = {"AAA": float(sc.held)}
+    paper = KeyBroker(live=False, dedupe="return", prices=prices)
+    paper.positions = dict(live.positions)
+    if sc.paper_registered:
+        context.register_paper_broker(paper)
+    name = f"prop_{uuid.uuid4().hex}"
+    proxy = ResilientService(
+        live, name, role="broker", settings=service_settings(config, name), context=context
+    )
+    try:
+        for intent in sc.intents:
+            target = live if sc.live else paper
+            target.schedule = list(intent.schedule)
+            before_live, before_paper = len(live.orders), len(paper.orders)
+            held_before = target.positions.get(intent.symbol, 0.0)
+            kwargs: dict[str, Any] = {}
+            if intent.limit is not None:
+                kwargs["limit_price"] = intent.limit
+            if intent.caller_id and sc.keyed:
+                kwargs["client_order_id"] = uuid.uuid4().hex
+            try:
+                await proxy.place_order(intent.symbol, intent.qty, intent.side, **kwargs)
+                ok = True
+            except (
+                RiskLimitError,
+                resilient.CircuitOpenError,
+                VendorHTTPError,
+                OSError,
+                TimeoutError,
+            ):
+                ok = False
+            new_live = live.orders[before_live:]
+            new_paper = paper.orders[before_paper:]
+            # never two orders for one intent
+            assert len(new_live) + len(new_paper) <= 1, (intent, new_live, new_paper)
+            # never a live order while live trading is off
+            if not sc.live:
+                assert new_live == [], intent
+            # a successful call placed exactly one order
+            if ok:
+                assert len(new_live) + len(new_paper) == 1, intent
+            # never above the limits
+            for order in new_live + new_paper:
+                after = target.positions.get(intent.symbol, 0.0)
+                assert within_limits(order, held_before, after, sc), (order, held_before, sc)
+    finally:
+        resilient.breakers.remove(name)
+
+
+@pytest.mark.slow
+def test_orders_never_duplicated_over_random_fault_schedules() -> None:
+    """≥ 1,000 random schedules: ≤ 1 order per intent, within limits, never live when off."""
+    played: list[int] = []
+    with use_clock(FakeClock()), asyncio.Runner() as runner:
+
+        @settings(
+            max_examples=EXAMPLES,
+            deadline=None,
+            database=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        )
+        @given(scenarios())
+        def check(sc: Scenario) -> None:
+            played.append(1)
+            runner.run(play(sc))
+
+        check()
+    assert len(played) >= EXAMPLES
