@@ -359,6 +359,19 @@ class AlertManager:
         manager.options = options
         return manager
 
+    def replace_rules(
+        self, rules: list[AlertRule], options: Mapping[str, float] | None = None
+    ) -> None:
+        """Swap in new rules (after a configuration reload). Alerts of rules that still exist
+        keep their pending/firing state; those of removed or disabled rules are dropped silently."""
+        with self._lock:
+            self.rules = [r for r in rules if r.enabled]
+            if options is not None:
+                self.options = dict(options)
+            kept = {r.name for r in self.rules}
+            for key in [k for k in self._state if k[0] not in kept]:
+                del self._state[key]
+
     def on_alert(self, callback: AlertCallback) -> Callable[[], None]:
         """Call ``callback(event)`` (sync or async) on every firing and resolution."""
         self._callbacks.append(callback)

@@ -11,7 +11,9 @@ Serve it with any ASGI server, e.g. ``uvicorn.run(create_app(), host="127.0.0.1"
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
@@ -88,6 +90,7 @@ def create_app(
     *,
     registry: HealthRegistry | None = None,
     service_id: str = "resilient",
+    max_age: float = 1.0,
 ) -> Starlette:
     """The health/metrics ASGI app.
 
@@ -96,6 +99,8 @@ def create_app(
             without it the checks of ``registry`` run directly.
         registry: the health registry (default: ``resilient.health.registry``).
         service_id: ``serviceId`` in the health document.
+        max_age: seconds a report is reused: concurrent or rapid probes share one run of the
+            checks instead of hammering the dependencies (0 runs them for every request).
     """
     if registry is None:
         if orchestrator is not None:
@@ -105,11 +110,19 @@ def create_app(
 
             registry = default_registry
     checks = registry
+    lock = asyncio.Lock()
+    latest: list[tuple[float, HealthReport]] = []
 
     async def run_checks() -> HealthReport:
-        if orchestrator is not None:
-            return await orchestrator.run_cycle()
-        return await checks.check_all()
+        async with lock:  # waiters reuse the report of the run they waited for
+            if latest and time.monotonic() - latest[0][0] < max_age:
+                return latest[0][1]
+            if orchestrator is not None:
+                report = await orchestrator.run_cycle()
+            else:
+                report = await checks.check_all()
+            latest[:] = [(time.monotonic(), report)]
+            return report
 
     async def health(request: Request) -> Response:
         report = await run_checks()

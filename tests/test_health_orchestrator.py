@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import os
 import time
 
 import pytest
@@ -291,3 +292,45 @@ async def test_secrets_never_reach_the_logs_of_a_health_cycle() -> None:
     assert "database_connection_failure" in text  # the alert was logged
     assert "listener" in text
     assert secret not in text
+
+
+async def test_configuration_reload_updates_alert_rules_and_keeps_them_when_invalid(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A reload while running swaps the alert rules; an invalid alerts section keeps the old."""
+    from resilient.config import reload_config
+
+    reg = HealthRegistry()
+    orch = HealthOrchestrator(reg)
+    await orch.start()
+    try:
+        monkeypatch.setenv("AI_TRADER_ALERTS__HIGH_ERROR_RATE__NOTIFICATION", "10 seconds")
+        reload_config()
+        rule = next(r for r in orch.alerts.rules if r.name == "high_error_rate")
+        assert rule.delay == 10.0
+        monkeypatch.setenv("AI_TRADER_ALERTS__HIGH_ERROR_RATE__NOTIFICATION", "whenever")
+        reload_config()
+        rule = next(r for r in orch.alerts.rules if r.name == "high_error_rate")
+        assert rule.delay == 10.0
+    finally:
+        await orch.stop()
+        monkeypatch.delenv("AI_TRADER_ALERTS__HIGH_ERROR_RATE__NOTIFICATION")
+        reload_config()
+    assert next(r for r in orch.alerts.rules if r.name == "high_error_rate").delay == 10.0
+
+
+async def test_disabled_health_checks_run_once_at_start_without_a_monitor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With resilience.health_check_enabled = false, start() reports once and starts no task."""
+    from resilient.config import ConfigManager
+
+    monkeypatch.setenv("AI_TRADER_RESILIENCE__HEALTH_CHECK_ENABLED", "false")
+    config = ConfigManager("testing", environ=dict(os.environ)).load_config()
+    reg = HealthRegistry()
+    reg.register("svc", lambda: True)
+    orch = HealthOrchestrator(reg, config=config)
+    report = await orch.start()
+    assert report.components["svc"].status is HealthStatus.HEALTHY
+    assert not orch.running
+    await orch.stop()

@@ -56,7 +56,7 @@ async def test_health_is_ietf_health_json_with_pass_warn_fail(serve: Serve) -> N
     reg = HealthRegistry()
     reg.register("database", lambda: state["db"], critical=True)
     reg.register("cache", lambda: state["cache"], critical=False)
-    client = await serve(create_app(registry=reg))
+    client = await serve(create_app(registry=reg, max_age=0))
 
     response = await client.get("/health")
     assert response.status_code == 200
@@ -87,7 +87,7 @@ async def test_live_and_ready(serve: Serve) -> None:
     reg = HealthRegistry()
     reg.register("database", lambda: state["db"], critical=True)
     reg.register("cache", lambda: state["cache"], critical=False)
-    client = await serve(create_app(registry=reg))
+    client = await serve(create_app(registry=reg, max_age=0))
 
     live = await client.get("/health/live")
     assert (live.status_code, live.json()["status"]) == (200, "pass")
@@ -106,7 +106,7 @@ async def test_live_and_ready(serve: Serve) -> None:
 async def test_metrics_endpoint_is_prometheus_text(serve: Serve) -> None:
     """/metrics serves the Prometheus exposition with its content type."""
     reg = HealthRegistry()
-    client = await serve(create_app(registry=reg))
+    client = await serve(create_app(registry=reg, max_age=0))
     from resilient import metrics
 
     metrics.set_rate_limit_usage("alpaca", used=1, limit=4)
@@ -128,7 +128,7 @@ async def test_breakers_show_as_circuit_breaker_checks(serve: Serve) -> None:
 
     with pytest.raises(ConnectionRefusedError):
         await account()
-    client = await serve(create_app(HealthOrchestrator()))
+    client = await serve(create_app(HealthOrchestrator(), max_age=0))
     body = (await client.get("/health")).json()
     check = body["checks"]["alpaca:state"][0]
     assert (check["componentType"], check["observedValue"], check["status"]) == (
@@ -153,7 +153,7 @@ async def test_secrets_never_leave_through_the_endpoint(serve: Serve) -> None:
         raise ConnectionError(f"auth token={secret}")
 
     reg.register("broker", raising, critical=False)
-    client = await serve(create_app(registry=reg))
+    client = await serve(create_app(registry=reg, max_age=0))
     for path in ("/health", "/health/ready", "/health/live", "/metrics"):
         response = await client.get(path)
         assert secret not in response.text, path
@@ -164,3 +164,21 @@ async def test_unknown_paths_and_methods(serve: Serve) -> None:
     client = await serve(create_app(registry=HealthRegistry()))
     assert (await client.get("/nope")).status_code == 404
     assert (await client.post("/health")).status_code == 405
+
+
+async def test_rapid_and_concurrent_probes_share_one_run_of_the_checks(serve: Serve) -> None:
+    """Within max_age, probes reuse the report instead of re-running every check."""
+    runs = {"n": 0}
+
+    async def check() -> bool:
+        runs["n"] += 1
+        await asyncio.sleep(0.05)
+        return True
+
+    reg = HealthRegistry()
+    reg.register("database", check)
+    client = await serve(create_app(registry=reg, max_age=30.0))
+    responses = await asyncio.gather(*(client.get("/health") for _ in range(5)))
+    responses.append(await client.get("/health/ready"))
+    assert [r.status_code for r in responses] == [200] * 6
+    assert runs["n"] == 1

@@ -4,10 +4,12 @@ system-health dict of the integration API."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from .. import _clock
-from .._alerts import AlertManager
+from .._alerts import DEFAULT_RULES, AlertManager, rules_from_config
+from .._exceptions import ConfigError
 from .._logging import logger
 from .._sanitize import sanitize, sanitize_obj
 from ._model import HealthReport, iso_utc
@@ -78,7 +80,8 @@ class HealthOrchestrator:
         self.tracker.window = float(self.alerts.options.get("error_rate_window", 60.0))
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
-        self._cycle_lock: asyncio.Lock | None = None
+        self._follows_config = alerts is None
+        self._unsubscribe: Callable[[], None] | None = None
         from ..errors import install_hooks
 
         install_hooks()
@@ -112,14 +115,36 @@ class HealthOrchestrator:
         await self.alerts.aevaluate(values)
         return report
 
+    def _on_reload(self, config: Any) -> None:
+        """A configuration reload: new interval and, unless rules were passed in, new alert
+        rules. An invalid ``alerts`` section is logged and the running rules are kept."""
+        self.config = config
+        if not self._follows_config:
+            return
+        try:
+            rules, options = rules_from_config(
+                config.section("alerts") or DEFAULT_RULES, env=config.env
+            )
+        except ConfigError as exc:
+            logger.error("alert rules not reloaded, keeping the running ones: {}", exc)
+            return
+        self.alerts.replace_rules(rules, options)
+        self.tracker.window = float(options.get("error_rate_window", self.tracker.window))
+
     async def start(self) -> HealthReport:
         """Run every check once (so every component has a status), then start the periodic
-        monitor at ``resilience.health_check_interval`` unless health checks are disabled."""
+        monitor at ``resilience.health_check_interval`` unless health checks are disabled.
+
+        While running, configuration reloads update the interval and the alert rules.
+        """
         report = await self.run_cycle()
+        if self._unsubscribe is None:
+            from ..config import subscribe
+
+            self._unsubscribe = subscribe(self._on_reload)
         if self.config.resilience.health_check_enabled and not self.running:
-            interval = float(self.config.resilience.health_check_interval)
             self._task = asyncio.get_running_loop().create_task(
-                self._loop(interval), name="resilient-health-orchestrator"
+                self._loop(), name="resilient-health-orchestrator"
             )
         return report
 
@@ -128,9 +153,10 @@ class HealthOrchestrator:
         """Whether the periodic monitor runs."""
         return self._task is not None and not self._task.done()
 
-    async def _loop(self, interval: float) -> None:
+    async def _loop(self) -> None:
         while True:
-            await self._now().asleep(interval)
+            # read each time: a configuration reload may change it
+            await self._now().asleep(float(self.config.resilience.health_check_interval))
             try:
                 await self.run_cycle()
             except Exception as exc:  # one bad cycle must not end monitoring
@@ -138,6 +164,9 @@ class HealthOrchestrator:
 
     async def stop(self) -> None:
         """Stop the monitor and wait for its task. Idempotent."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
         task, self._task = self._task, None
         if task is not None and not task.done():
             task.cancel()
