@@ -18,6 +18,7 @@ caller marks idempotent, and failures that prove the statement never reached the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -167,7 +168,10 @@ class Database:
         db = self._config.database
         if self.is_sqlite:
             memory = self._url.database in (None, "", ":memory:")
-            opts: dict[str, Any] = {"connect_args": {"timeout": db.command_timeout}}
+            opts: dict[str, Any] = {
+                "connect_args": {"timeout": db.command_timeout},
+                "hide_parameters": True,
+            }
             if not memory:
                 opts.update(
                     pool_size=db.min_pool_size,
@@ -183,6 +187,8 @@ class Database:
             "pool_recycle": db.max_idle_time,
             "pool_pre_ping": db.pool_pre_ping,
             "pool_timeout": db.pool_timeout,
+            # parameter values never reach exception text (which is logged)
+            "hide_parameters": True,
             "connect_args": {
                 "command_timeout": db.command_timeout,
                 "timeout": db.connect_timeout,
@@ -294,6 +300,18 @@ class Database:
 
         @event.listens_for(sync, "handle_error")
         def _error(ctx: Any) -> None:
+            if isinstance(ctx.original_exception, TimeoutError):
+                # A timed-out connection is suspect (maybe a dead link): discard it instead of
+                # sending ROLLBACK into the void on its way back to the pool, and close it hard
+                # (a graceful close would wait on the dead link too).
+                ctx.is_disconnect = True
+                driver = getattr(
+                    getattr(ctx.connection, "connection", None), "driver_connection", None
+                )
+                terminate = getattr(driver, "terminate", None)
+                if callable(terminate):
+                    with contextlib.suppress(Exception):
+                        terminate()
             conn = ctx.connection
             starts = conn.info.get(_START_KEY) if conn is not None else None
             if starts:

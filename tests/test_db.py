@@ -209,6 +209,14 @@ async def test_slow_query_logged_without_parameter_values(pg_url: str, logs: lis
     assert all(SECRET not in line for line in logs)
 
 
+async def test_failed_query_error_text_has_no_parameter_values(pg: Database) -> None:
+    """SQLAlchemy's parameter listing is hidden from exception text (which gets logged)."""
+    with pytest.raises(Exception) as info:
+        await pg.scalar("SELECT CAST(:tok AS TEXT) || (1 / 0)::text", {"tok": SECRET})
+    assert "division by zero" in str(info.value)
+    assert SECRET not in str(info.value)
+
+
 async def test_query_logging_switch_logs_every_statement(pg_url: str, logs: list[str]) -> None:
     db = Database.from_config(make_config(enable_query_logging=True), url=pg_url)
     try:
