@@ -78,7 +78,7 @@ async def test_restart_under_100_concurrent_queries(
     await pg_server.astop("fast")
     await pg_server.astart()
     back = time.perf_counter()
-    done, pending = await asyncio.wait(tasks, timeout=15.0)
+    _, pending = await asyncio.wait(tasks, timeout=15.0)
     assert not pending, f"{len(pending)} queries hung"
     ok = failed = 0
     for i, task in enumerate(tasks):
@@ -93,15 +93,19 @@ async def test_restart_under_100_concurrent_queries(
     assert ok + failed == 100
     assert ok > 0
 
-    while True:  # the first read after the server is back
+    errors: list[BaseException] = []
+    while time.perf_counter() - back < 1.0:  # reads work again within 1 s of the restart
         try:
-            assert await db.scalar("SELECT 1") == 1
-            break
+            value = await db.scalar("SELECT 1")
         except Exception as exc:
-            assert classify(exc) in CLASSIFIED
-            assert time.perf_counter() - back < 1.0
+            errors.append(exc)
             await asyncio.sleep(0.02)
-    assert time.perf_counter() - back < 1.0
+            continue
+        assert value == 1
+        break
+    else:
+        raise AssertionError(f"no successful read within 1 s of the restart: {errors!r}")
+    assert all(classify(e) in CLASSIFIED for e in errors)
 
 
 @pytest.mark.parametrize("pre_ping", [True, False])
