@@ -95,20 +95,46 @@ def test_subprocess_unreachable_servers_exit_2_without_leaking_passwords(tmp_pat
         AI_TRADER_REDIS__URL=f"redis://:{redis_password}@127.0.0.1:1/0",
         AI_TRADER_RESILIENCE__HEALTH_CHECK_TIMEOUT="1.0",
     )
-    for args in (["health"], ["health", "--json"]):
-        proc = subprocess.run(
-            [sys.executable, "-m", "resilient", *args],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        output = proc.stdout + proc.stderr
-        assert proc.returncode == 2, output
-        assert pg_password not in output
-        assert redis_password not in output
+    proc = subprocess.run(
+        [sys.executable, "-m", "resilient", "health", "--json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 2, output
+    assert pg_password not in output
+    assert redis_password not in output
     data = json.loads(proc.stdout)
     assert data["components"]["database"]["status"] == "unhealthy"
     assert data["components"]["cache"]["status"] == "degraded"
+
+
+def test_subprocess_with_the_real_servers_is_healthy(
+    tmp_path: Path, pg_url: str, redis_url: str
+) -> None:
+    """Against the running PostgreSQL and Redis, both components are healthy: exit 0."""
+    env = dict(os.environ)
+    env.update(
+        AI_TRADER_ENV="testing",
+        AI_TRADER_DATABASE_HOST="127.0.0.1",
+        AI_TRADER_DATABASE_PORT="5432",
+        AI_TRADER_DATABASE_USER="postgres",
+        AI_TRADER_DATABASE_NAME="test",
+        AI_TRADER_REDIS__URL=redis_url,
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "resilient", "health"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = {line.split()[0]: line.split()[1] for line in proc.stdout.splitlines()[1:3]}
+    assert rows == {"cache": "healthy", "database": "healthy"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -67,10 +68,9 @@ async def collect() -> dict[str, Any]:
         return await orchestrator.get_system_health()
     finally:
         for resource in reversed(stack):
-            try:
+            # closing a failed resource must not hide the report
+            with contextlib.suppress(Exception):
                 await resource.close()
-            except Exception:  # closing a failed resource must not hide the report
-                pass
 
 
 def _table(health: dict[str, Any]) -> str:
