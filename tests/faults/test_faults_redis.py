@@ -1,0 +1,199 @@
+"""Redis faults against a real private server: killed and restarted, black-holed. No caller
+ever sees a redis exception, no call is slowed by more than ``redis.timeout``, and the cache and
+the shared circuit state recover by themselves."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from resilient import breaker, breakers, fallback
+from resilient._breaker_storage import get_shared_backend, set_shared_backend
+from resilient._cache import cache_key, get_fallback_cache, set_fallback_cache
+from resilient._redis import RedisCache
+from resilient._shared_state import RedisSharedState
+from resilient.testing.faults import FaultProxy
+from resilient.testing.servers import RedisServer
+
+TIMEOUT = 0.1
+SLACK = 0.05  # scheduling noise on a loaded 2-core machine
+
+
+async def until(predicate: Any, limit: float) -> float:
+    started = time.perf_counter()
+    while not await predicate():
+        assert time.perf_counter() - started < limit, "did not recover in time"
+        await asyncio.sleep(0.02)
+    return time.perf_counter() - started
+
+
+@pytest.fixture
+async def cache(redis_srv: RedisServer) -> AsyncIterator[RedisCache]:
+    if not redis_srv.running:
+        redis_srv.start()
+    previous = get_fallback_cache()
+    cache = RedisCache(redis_srv.url, timeout=TIMEOUT, prefix=f"f-{uuid.uuid4().hex[:6]}")
+    set_fallback_cache(cache)
+    yield cache
+    set_fallback_cache(previous)
+
+
+async def test_killed_and_restarted_redis(redis_srv: RedisServer, cache: RedisCache) -> None:
+    vendor = {"up": True}
+    name = f"quote-{uuid.uuid4().hex[:6]}"
+
+    @fallback(cache=True, name=name)
+    async def quote(symbol: str) -> float:
+        if not vendor["up"]:
+            raise ConnectionError("vendor down")
+        return 250.0
+
+    assert await quote("NVDA") == 250.0
+    assert cache.worker is not None
+    await cache.worker.drain()
+
+    redis_srv.kill()
+    vendor["up"] = False
+    slowest = 0.0
+    for i in range(30):
+        started = time.perf_counter()
+        assert await quote("NVDA") == 250.0  # served from the in-process copy
+        await cache.set(f"k{i}", i, 30.0)
+        got = await cache.get(f"k{i}")
+        assert got is not None and got.value == i
+        slowest = max(slowest, time.perf_counter() - started)
+        await asyncio.sleep(0.01)
+    assert slowest < TIMEOUT + SLACK
+    assert (await cache.health_check())["status"] == "degraded"
+
+    redis_srv.start()
+    vendor["up"] = True
+    reader = RedisCache(redis_srv.url, timeout=TIMEOUT, prefix=cache.prefix.split(":")[0])
+
+    async def recovered() -> bool:
+        await quote("NVDA")
+        await cache.worker.drain()  # type: ignore[union-attr]
+        found = await reader.entry(cache_key(name, ("NVDA",), {}))
+        return found is not None and found.source == "redis"
+
+    took = await until(recovered, 5.0)
+    assert took < 3.0  # one probe per second brings it back
+    assert (await cache.health_check())["status"] == "healthy"
+
+
+async def test_blackholed_redis_slows_calls_by_at_most_the_timeout(
+    redis_srv: RedisServer,
+) -> None:
+    if not redis_srv.running:
+        redis_srv.start()
+    async with FaultProxy("127.0.0.1", redis_srv.port) as proxy:
+        url = f"redis://127.0.0.1:{proxy.port}/0"
+        previous = get_fallback_cache()
+        cache = RedisCache(url, timeout=TIMEOUT, prefix=f"b-{uuid.uuid4().hex[:6]}")
+        set_fallback_cache(cache)
+        vendor = {"up": True}
+
+        @fallback(cache=True, name=f"bh-{uuid.uuid4().hex[:6]}")
+        async def quote(symbol: str) -> float:
+            if not vendor["up"]:
+                raise ConnectionError("vendor down")
+            return 99.0
+
+        try:
+            assert await quote("IBM") == 99.0
+            assert cache.worker is not None
+            await cache.worker.drain()
+            proxy.blackhole = True
+            success, failure = [], []
+            for _ in range(10):
+                vendor["up"] = True
+                started = time.perf_counter()
+                assert await quote("IBM") == 99.0
+                success.append(time.perf_counter() - started)
+                vendor["up"] = False
+                started = time.perf_counter()
+                assert await quote("IBM") == 99.0  # fallback, from the in-process copy
+                failure.append(time.perf_counter() - started)
+            assert max(success) < SLACK  # writes are behind the call, never in it
+            assert max(failure) < TIMEOUT + SLACK
+            assert sorted(failure)[5] < 0.01  # the guard skips the silent Redis
+        finally:
+            proxy.heal()
+            set_fallback_cache(previous)
+
+
+@pytest.fixture
+async def shared(redis_srv: RedisServer) -> AsyncIterator[RedisSharedState]:
+    if not redis_srv.running:
+        redis_srv.start()
+    previous = get_shared_backend()
+    state = RedisSharedState(redis_srv.url, timeout=TIMEOUT, prefix=f"s-{uuid.uuid4().hex[:6]}")
+    set_shared_backend(state)
+    yield state
+    set_shared_backend(previous)
+    state.close()
+
+
+async def test_shared_breaker_survives_a_redis_restart(
+    redis_srv: RedisServer, shared: RedisSharedState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis down: the breaker keeps working locally and health says so; back: it resyncs."""
+    monkeypatch.setenv("AI_TRADER_REDIS__URL", redis_srv.url)
+    from resilient.config import reload_config
+
+    reload_config()
+    name = f"rb-{uuid.uuid4().hex[:6]}"
+    try:
+
+        @breaker(name, shared=True, failure_threshold=2, reset_timeout=60.0)
+        async def svc(fail: bool) -> str:
+            if fail:
+                raise ConnectionError("down")
+            return "ok"
+
+        assert await svc(False) == "ok"
+        started = time.perf_counter()
+        while not shared.healthy:
+            assert time.perf_counter() - started < 2.0
+            await asyncio.sleep(0.01)
+
+        redis_srv.kill()
+        slowest = 0.0
+        for _ in range(50):
+            started = time.perf_counter()
+            assert await svc(False) == "ok"
+            slowest = max(slowest, time.perf_counter() - started)
+        assert slowest < 0.01  # local state: Redis is not on the call path
+
+        async def degraded() -> bool:
+            return (await shared.health_check())["status"] == "degraded"
+
+        await until(degraded, 3.0)
+        for _ in range(2):
+            with pytest.raises(ConnectionError):
+                await svc(True)
+        assert breakers.get(name).state == "open"  # tripped locally while Redis is down
+
+        redis_srv.start()
+
+        async def healthy_and_published() -> bool:
+            if (await shared.health_check())["status"] != "healthy":
+                return False
+            client = aioredis.Redis.from_url(redis_srv.url, decode_responses=True)
+            try:
+                state = await client.hget(f"{shared.prefix}:breaker:{name}", "state")
+            finally:
+                await client.aclose()
+            return state == "open"
+
+        await until(healthy_and_published, 5.0)  # the queued transition reached Redis
+    finally:
+        breakers.remove(name)
+        monkeypatch.delenv("AI_TRADER_REDIS__URL")
+        reload_config()
