@@ -321,3 +321,33 @@ def test_check_all_sync_from_plain_code() -> None:
     reg = HealthRegistry()
     reg.register("c", lambda: "degraded")
     assert reg.check_all_sync().overall_status is D
+
+
+async def test_a_hung_sync_check_is_not_started_again_while_it_hangs() -> None:
+    """Each cycle reports the hung check unhealthy without piling up threads; once it
+    returns, the next cycle runs it again."""
+    release = threading.Event()
+    calls = {"n": 0}
+
+    def blocking() -> bool:
+        calls["n"] += 1
+        release.wait(5.0)
+        return True
+
+    reg = HealthRegistry()
+    reg.register("blocking", blocking, timeout=0.05)
+    first = await reg.check_all()
+    assert "timed out after 0.05s" in first.components["blocking"].detail
+    for _ in range(3):
+        report = await reg.check_all()
+        assert "still running from an earlier run" in report.components["blocking"].detail
+    assert calls["n"] == 1
+    assert report.components["blocking"].consecutive_failures == 4
+    release.set()
+    for _ in range(100):
+        report = await reg.check_all()
+        if report.components["blocking"].status is H:
+            break
+        await asyncio.sleep(0.01)
+    assert report.components["blocking"].status is H
+    assert calls["n"] == 2

@@ -94,9 +94,10 @@ def normalise(value: object) -> CheckResult:
     )
 
 
-async def _in_daemon_thread(fn: Callable[[], Any]) -> Any:
+async def _in_daemon_thread(fn: Callable[[], Any], done: threading.Event) -> Any:
     # A daemon thread, not the default executor: a hung sync check must never block the loop's
-    # shutdown (asyncio.run joins its executor) nor the interpreter's exit.
+    # shutdown (asyncio.run joins its executor) nor the interpreter's exit. ``done`` is set
+    # when the thread finishes, however long after its caller stopped waiting.
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
 
@@ -114,6 +115,8 @@ async def _in_daemon_thread(fn: Callable[[], Any]) -> Any:
             ok = True
         except BaseException as exc:  # handed to the awaiting coroutine
             result, ok = exc, False
+        finally:
+            done.set()
         # RuntimeError: the loop closed while the check hung, so nobody is waiting
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(settle, ok, result)
@@ -129,6 +132,9 @@ class _Check:
     is_async: bool
     critical: bool
     timeout: float | None
+    # the thread of the last sync run; a new run waits for it instead of piling up threads
+    idle: threading.Event | None = None
+    busy_since: float = 0.0
 
 
 class HealthRegistry:
@@ -294,11 +300,24 @@ class HealthRegistry:
     async def _run(self, check: _Check, default_timeout: float) -> tuple[CheckResult, float]:
         limit = check.timeout if check.timeout is not None else default_timeout
         started = time.perf_counter()
+        if check.idle is not None and not check.idle.is_set():
+            # A sync check cannot be cancelled: never start a second thread beside a hung one.
+            stuck = started - check.busy_since
+            return (
+                CheckResult(
+                    HealthStatus.UNHEALTHY,
+                    f"check still running from an earlier run ({stuck:.1f}s); timed out",
+                    {"timed_out": True, "timeout_seconds": limit},
+                ),
+                0.0,
+            )
         try:
             async with asyncio.timeout(limit) as scope:
-                value: Any = (
-                    await check.fn() if check.is_async else await _in_daemon_thread(check.fn)
-                )
+                if check.is_async:
+                    value: Any = await check.fn()
+                else:
+                    check.idle, check.busy_since = threading.Event(), started
+                    value = await _in_daemon_thread(check.fn, check.idle)
                 if inspect.isawaitable(value):
                     value = await value
             result = normalise(value)
