@@ -73,6 +73,19 @@ _TRANSIENT_DB_NAMES = frozenset(
         "DisconnectionError",
     }
 )
+# ConnectionError covers reset/refused; the others are cluster fail-over and start-up answers.
+_REDIS_TRANSIENT_NAMES = frozenset(
+    {
+        "ConnectionError",
+        "BusyLoadingError",
+        "TryAgainError",
+        "ClusterDownError",
+        "MasterDownError",
+        "ReadOnlyError",
+        "AskError",
+        "MovedError",
+    }
+)
 _NOT_SENT_NAMES = frozenset(
     {
         "ConnectError",
@@ -215,16 +228,17 @@ def _compute_by_type(cls: type[BaseException]) -> ErrorCategory:
         return ErrorCategory.RISK_LIMIT
     if issubclass(cls, ResilientTimeoutError | TimeoutError | asyncio.TimeoutError):
         return ErrorCategory.TIMEOUT
-    names = [c.__name__ for c in cls.__mro__]
+    names = {c.__name__ for c in cls.__mro__}
     modules = " ".join(_module_of(c) for c in cls.__mro__)
     lowered = " ".join(names).lower()
     if "redis" in modules:
-        if "Timeout" in " ".join(names):
-            return ErrorCategory.TIMEOUT
-        if "ConnectionError" in names or "BusyLoadingError" in names:
-            return ErrorCategory.NETWORK
+        # AuthenticationError subclasses ConnectionError in redis-py: test it first.
         if "AuthenticationError" in names or "NoPermissionError" in names:
             return ErrorCategory.AUTHENTICATION
+        if "Timeout" in " ".join(names):
+            return ErrorCategory.TIMEOUT
+        if names & _REDIS_TRANSIENT_NAMES:
+            return ErrorCategory.NETWORK
         return ErrorCategory.INTERNAL
     if (
         "asyncpg" in modules
@@ -234,7 +248,7 @@ def _compute_by_type(cls: type[BaseException]) -> ErrorCategory:
         or "sqlite3" in modules
     ):
         if "TimeoutError" in names or "QueryCanceledError" in names:
-            return ErrorCategory.TIMEOUT if "sqlalchemy" not in modules else ErrorCategory.DATABASE
+            return ErrorCategory.TIMEOUT
         if "InvalidPasswordError" in names or "InvalidAuthorizationSpecificationError" in names:
             return ErrorCategory.AUTHENTICATION
         return ErrorCategory.DATABASE

@@ -301,11 +301,6 @@ def test_package_errors(
     _check(factory, category, transient, not_sent)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="redis AuthenticationError subclasses ConnectionError; "
-    "classified network/transient (reported for _classify)",
-)
 def test_redis_authentication_error_is_authentication() -> None:
     """A wrong Redis password is an authentication error and is never retried."""
     exc = rx.AuthenticationError("invalid password")
@@ -313,11 +308,6 @@ def test_redis_authentication_error_is_authentication() -> None:
     assert not is_transient(exc)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SQLAlchemy pool TimeoutError is classified database, "
-    "not transient (reported for _classify)",
-)
 def test_sqlalchemy_pool_timeout_is_transient() -> None:
     """An exhausted pool (QueuePool limit reached) is a transient timeout."""
     exc = sa.TimeoutError("QueuePool limit of size 5 overflow 10 reached")
@@ -325,11 +315,6 @@ def test_sqlalchemy_pool_timeout_is_transient() -> None:
     assert is_transient(exc)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="redis cluster TRYAGAIN/CLUSTERDOWN are internal, "
-    "not transient (reported for _classify)",
-)
 @pytest.mark.parametrize("exc", [rx.TryAgainError("TRYAGAIN"), rx.ClusterDownError("CLUSTERDOWN")])
 def test_redis_cluster_transitions_are_transient(exc: BaseException) -> None:
     """Redis cluster failover answers are worth a retry."""
