@@ -104,7 +104,11 @@ class ErrorTracker:
             self.by_category: Counter[str] = Counter()
             self.by_component: Counter[str] = Counter()
             self.recent: deque[ErrorRecord] = deque(maxlen=_RECENT)
-            self._error_times: deque[float] = deque()
+            # [second, count] buckets: bounded memory under an error storm
+            self._buckets: deque[list[int]] = deque()
+            self._in_window = 0
+            # a fresh mark per tracker and reset: "already counted" means counted *here*
+            self._token = object()
             self._extra_calls = 0
             # (monotonic, cumulative operations) samples within the window
             # The baseline: cumulative counters start at zero, so "since the start" is exact.
@@ -115,10 +119,10 @@ class ErrorTracker:
         return self._clock if self._clock is not None else _clock._current
 
     def _first_sighting(self, exc: BaseException) -> bool:
-        if getattr(exc, _MARK, False):
+        if getattr(exc, _MARK, None) is self._token:
             return False
         try:
-            setattr(exc, _MARK, True)
+            setattr(exc, _MARK, self._token)
         except (AttributeError, TypeError):
             key = id(exc)
             if key in self._seen_ids:
@@ -159,7 +163,12 @@ class ErrorTracker:
                 if component:
                     self.by_component[component] += 1
                 self.recent.append(record)
-                self._error_times.append(record.monotonic)
+                second = int(record.monotonic // 1)
+                if self._buckets and self._buckets[-1][0] == second:
+                    self._buckets[-1][1] += 1
+                else:
+                    self._buckets.append([second, 1])
+                self._in_window += 1
                 self._trim(record.monotonic)
             if log:
                 _log(record, exc)
@@ -182,8 +191,8 @@ class ErrorTracker:
 
     def _trim(self, now: float) -> None:
         horizon = now - self.window
-        while self._error_times and self._error_times[0] < horizon:
-            self._error_times.popleft()
+        while self._buckets and self._buckets[0][0] + 1 <= horizon:
+            self._in_window -= self._buckets.popleft()[1]
         # keep one sample at or before the horizon as the window's baseline
         while len(self._samples) > 1 and self._samples[1][0] <= horizon:
             self._samples.popleft()
@@ -202,7 +211,7 @@ class ErrorTracker:
         ops_now = self._operations()
         with self._lock:
             self._trim(now)
-            errors = len(self._error_times)
+            errors = self._in_window
             if self._samples and self._samples[0][0] <= now:
                 baseline = self._samples[0][1]
             else:
@@ -217,7 +226,7 @@ class ErrorTracker:
         """Errors recorded within the rolling window."""
         with self._lock:
             self._trim(self._now().monotonic())
-            return len(self._error_times)
+            return self._in_window
 
     def snapshot(self, *, recent: int = 10) -> dict[str, Any]:
         """Counts, rate and the latest records, JSON-serialisable."""
@@ -229,7 +238,7 @@ class ErrorTracker:
                 "by_category": dict(self.by_category),
                 "by_component": dict(self.by_component),
                 "error_rate": rate,
-                "errors_in_window": len(self._error_times),
+                "errors_in_window": self._in_window,
                 "window_seconds": self.window,
                 "recent": [r.to_dict() for r in latest],
             }

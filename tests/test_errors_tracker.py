@@ -197,3 +197,26 @@ def test_fake_clock_timestamps() -> None:
     assert record is not None
     assert record.monotonic == 5.0
     assert record.timestamp == 1_005.0
+
+
+def test_trackers_and_resets_count_independently() -> None:
+    """Counting once is per tracker: another tracker, or the same one after reset, counts again."""
+    exc = ConnectionResetError("x")
+    assert tracker.record(exc, log=False) is not None
+    other = ErrorTracker(clock=FakeClock(), call_counter=lambda: 0)
+    assert other.record(exc, log=False) is not None
+    assert other.record(exc, log=False) is None
+    tracker.reset()
+    assert tracker.record(exc, log=False) is not None
+
+
+def test_error_storm_keeps_memory_bounded_and_counts_exactly() -> None:
+    """Ten thousand errors in one second are one bucket, all counted in the window."""
+    clock = FakeClock()
+    tr = ErrorTracker(clock=clock, call_counter=lambda: 0)
+    for i in range(10_000):
+        tr.record(ConnectionResetError(str(i)), log=False)
+    assert tr.errors_in_window() == 10_000
+    assert len(tr._buckets) == 1
+    clock.advance(62)
+    assert tr.errors_in_window() == 0
