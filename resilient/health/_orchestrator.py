@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import _clock
 from .._alerts import DEFAULT_RULES, AlertManager, rules_from_config
@@ -16,6 +16,10 @@ from ._model import HealthReport, iso_utc
 from ._registry import HealthRegistry
 from ._sources import breaker_snapshots
 from ._stats import all_stats, stats
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..errors import ErrorTracker
 
 __all__ = ["HealthOrchestrator"]
 
@@ -54,15 +58,18 @@ class HealthOrchestrator:
         self,
         registry: HealthRegistry | None = None,
         *,
-        tracker: Any = None,
+        tracker: ErrorTracker | None = None,
         alerts: AlertManager | None = None,
         clock: _clock.Clock | None = None,
-        config: Any = None,
+        config: Config | None = None,
     ) -> None:
-        if config is None:
-            from ..config import current_config
+        from ..config import current_config
 
-            config = current_config()
+        process_config = current_config()
+        # only the process configuration follows reloads; a standalone one stays as given
+        self._follows_reloads = config is None or config is process_config
+        if config is None:
+            config = process_config
         if registry is None:
             from . import registry as default_registry
 
@@ -80,7 +87,7 @@ class HealthOrchestrator:
         self.tracker.window = float(self.alerts.options.get("error_rate_window", 60.0))
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
-        self._follows_config = alerts is None
+        self._reload_rules = alerts is None
         self._unsubscribe: Callable[[], None] | None = None
         from ..errors import install_hooks
 
@@ -115,11 +122,11 @@ class HealthOrchestrator:
         await self.alerts.aevaluate(values)
         return report
 
-    def _on_reload(self, config: Any) -> None:
+    def _on_reload(self, config: Config) -> None:
         """A configuration reload: new interval and, unless rules were passed in, new alert
         rules. An invalid ``alerts`` section is logged and the running rules are kept."""
         self.config = config
-        if not self._follows_config:
+        if not self._reload_rules:
             return
         try:
             rules, options = rules_from_config(
@@ -138,7 +145,7 @@ class HealthOrchestrator:
         While running, configuration reloads update the interval and the alert rules.
         """
         report = await self.run_cycle()
-        if self._unsubscribe is None:
+        if self._unsubscribe is None and self._follows_reloads:
             from ..config import subscribe
 
             self._unsubscribe = subscribe(self._on_reload)
