@@ -17,6 +17,7 @@ HELP = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The demo's options."""
+    parser.epilog = HELP
     parser.add_argument(
         "--json",
         action="store_true",

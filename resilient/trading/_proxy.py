@@ -106,6 +106,11 @@ def _quantity_of(value: Any) -> float | None:
     return None
 
 
+def _public_name(cls: type) -> str:
+    """The name of the first public class of ``cls``'s hierarchy (not a private subclass)."""
+    return next((c.__name__ for c in cls.__mro__ if not c.__name__.startswith("_")), cls.__name__)
+
+
 def _symbol_arg(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str | None:
     value = kwargs.get("symbol", args[0] if args else None)
     return value if isinstance(value, str) else None
@@ -314,7 +319,7 @@ class ResilientService:
     def _serve(self, method: str, key: str, exc: Exception, entry: Any) -> Any:
         age = float(entry.age)
         state: _ServiceState = self._state
-        info = FallbackInfo(self._name, method, age, type(exc).__name__)
+        info = FallbackInfo(self._name, method, age, _public_name(type(exc)))
         with state.lock:
             first = not state.degraded
             state.degraded = True
