@@ -79,8 +79,8 @@ class ErrorTracker:
 
     The rate is errors per operation over ``window`` seconds. Operations are counted without
     touching the success path: :meth:`sample` (called on every health cycle) reads cumulative
-    call counters — the breakers' ``total_calls`` by default — and :meth:`record_calls` adds
-    calls made outside any breaker.
+    call counters — the breakers' ``total_calls`` plus ``rejected_calls`` by default — and
+    :meth:`record_calls` adds calls made outside any breaker.
     """
 
     def __init__(
@@ -260,6 +260,8 @@ def _log(record: ErrorRecord, exc: BaseException) -> None:
 
 
 def _sum_breaker_calls() -> int:
+    # Calls that reached a function plus calls an open circuit refused: both are operations,
+    # and a refused call served by a fallback is also counted as a circuit_open error.
     try:
         import resilient
 
@@ -267,7 +269,10 @@ def _sum_breaker_calls() -> int:
         if breakers is None:
             return 0
         snaps: Iterable[Any] = breakers.snapshots()
-        return sum(int(getattr(s, "total_calls", 0)) for s in snaps)
+        return sum(
+            int(getattr(s, "total_calls", 0) or 0) + int(getattr(s, "rejected_calls", 0) or 0)
+            for s in snaps
+        )
     except Exception:
         return 0
 

@@ -334,3 +334,29 @@ async def test_disabled_health_checks_run_once_at_start_without_a_monitor(
     assert report.components["svc"].status is HealthStatus.HEALTHY
     assert not orch.running
     await orch.stop()
+
+
+async def test_error_rate_counts_refused_calls_as_operations() -> None:
+    """Fallbacks served for refused calls are errors, and the refused calls are operations."""
+    from resilient.errors import tracker
+
+    mode = {"fail": False}
+
+    @fallback(value=-1, name="feed")
+    @breaker("feed", failure_threshold=2, reset_timeout=60)
+    async def tick() -> int:
+        if mode["fail"]:
+            raise ConnectionResetError("x")
+        return 1
+
+    with use_clock(FakeClock()):
+        for _ in range(5):
+            assert await tick() == 1
+        mode["fail"] = True
+        for _ in range(5):  # two failures open the circuit, three calls are refused
+            assert await tick() == -1
+        health = await HealthOrchestrator().get_system_health()
+        assert tracker.error_rate() == pytest.approx(0.5)
+    assert health["circuit_breakers"]["feed"]["rejected_calls"] == 3
+    assert health["error_handling"]["by_category"] == {"network": 2, "circuit_open": 3}
+    assert health["error_handling"]["error_rate"] == pytest.approx(0.5)
