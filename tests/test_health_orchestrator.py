@@ -360,3 +360,14 @@ async def test_error_rate_counts_refused_calls_as_operations() -> None:
     assert health["circuit_breakers"]["feed"]["rejected_calls"] == 3
     assert health["error_handling"]["by_category"] == {"network": 2, "circuit_open": 3}
     assert health["error_handling"]["error_rate"] == pytest.approx(0.5)
+
+
+async def test_benchmark_module_measures_and_cleans_up() -> None:
+    """The benchmark reports percentiles and removes the breakers it created."""
+    from resilient import breakers
+    from resilient.health._bench import bench_system_health
+
+    result = await bench_system_health(components=10, rounds=5)
+    assert result["components"] == 10
+    assert 0 < result["p50_ms"] <= result["p95_ms"] <= result["max_ms"] < 1000
+    assert not [n for n in breakers.names() if n.startswith("bench-")]
