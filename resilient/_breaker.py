@@ -87,6 +87,14 @@ class _Rejected(CircuitOpenError):
     def __str__(self) -> str:
         return f"circuit {self.name!r} is {self.state}; next trial in {self.retry_after:.3f}s"
 
+    def __reduce__(self) -> tuple[type[CircuitOpenError], tuple[str, str, float]]:
+        return (CircuitOpenError, (self.name, self.state, self.retry_after))
+
+
+# Shown, printed and pickled as the public class (unpickling yields a plain CircuitOpenError).
+_Rejected.__name__ = _Rejected.__qualname__ = CircuitOpenError.__name__
+_Rejected.__module__ = CircuitOpenError.__module__
+
 
 @dataclass(frozen=True, slots=True)
 class BreakerSnapshot:

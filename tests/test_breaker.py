@@ -625,3 +625,17 @@ def test_public_names_are_exported() -> None:
     """The package exposes the breaker API at the top level."""
     for public in ("breaker", "breakers", "get_breaker", "Breaker", "BreakerSnapshot"):
         assert hasattr(resilient, public)
+
+
+def test_rejection_error_pickles_as_the_public_class(name: str) -> None:
+    """A rejection shows and pickles as CircuitOpenError with its attributes."""
+    import pickle
+
+    fn = breaker(name, reset_timeout=9)(lambda: None)
+    breakers.force_open(name)
+    with pytest.raises(CircuitOpenError) as info:
+        fn()
+    assert repr(info.value).startswith("CircuitOpenError(")
+    copy = pickle.loads(pickle.dumps(info.value))
+    assert type(copy) is CircuitOpenError
+    assert (copy.name, copy.state, copy.retry_after) == (name, "open", 9.0)

@@ -1,0 +1,142 @@
+"""Policy hooks: one event shape, failing hooks swallowed and logged once, silent success."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import uuid
+
+import pytest
+
+from resilient import (
+    EventKind,
+    FakeClock,
+    PolicyEvent,
+    add_hook,
+    breaker,
+    breakers,
+    disable_logging,
+    enable_logging,
+    fallback,
+    remove_hook,
+    retry,
+)
+from resilient._hooks import log_hook
+from resilient.testing import capture_events, zero_wait_retries
+
+
+@pytest.fixture(autouse=True)
+def clock(fake_clock: FakeClock) -> FakeClock:
+    return fake_clock
+
+
+@pytest.fixture
+def name() -> str:
+    return f"hk-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def log() -> io.StringIO:
+    sink = io.StringIO()
+    enable_logging("DEBUG", json_lines=False, sink=sink)
+    yield sink
+    disable_logging()
+
+
+def test_events_are_frozen_and_slotted() -> None:
+    """PolicyEvent is immutable and has no __dict__."""
+    event = PolicyEvent(EventKind.RETRY, "svc", attempt=1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.attempt = 2  # type: ignore[misc]
+    assert not hasattr(event, "__dict__")
+
+
+def test_hooks_get_breaker_transitions(name: str, clock: FakeClock) -> None:
+    """Breaker transitions reach hooks with old and new state."""
+    seen: list[PolicyEvent] = []
+    remove = add_hook(seen.append)
+    try:
+        fn = breaker(name, failure_threshold=1, reset_timeout=1)(lambda ok: ok or 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            fn(False)
+        clock.advance(1)
+        fn(True)
+    finally:
+        remove()
+    states = [(e.old_state, e.new_state) for e in seen if e.kind is EventKind.BREAKER_STATE]
+    assert states == [("closed", "open"), ("open", "half-open"), ("half-open", "closed")]
+    assert all(e.name == name and e.at == pytest.approx(clock.time()) for e in seen)
+
+
+def test_no_event_on_success(name: str) -> None:
+    """A successful call through every layer emits nothing."""
+    fn = fallback(value=0)(retry(max_attempts=3)(breaker(name)(lambda: 1)))
+    with capture_events() as events:
+        for _ in range(10):
+            assert fn() == 1
+    assert events == []
+
+
+def test_failing_hook_is_swallowed_and_logged_once(name: str, log: io.StringIO) -> None:
+    """A hook that raises never breaks the call and is logged a single time."""
+
+    def broken(event: PolicyEvent) -> None:
+        raise RuntimeError("hook bug password=hunter22")
+
+    add_hook(broken)
+    try:
+        fn = retry(max_attempts=3, name=name)(_always_down)
+        for _ in range(3):
+            with zero_wait_retries(), pytest.raises(ConnectionError):
+                fn()
+    finally:
+        remove_hook(broken)
+    text = log.getvalue()
+    assert text.count("failed on a") == 1
+    assert "hunter22" not in text
+
+
+def _always_down() -> None:
+    raise ConnectionError("down")
+
+
+def test_log_hook_writes_sanitized_lines_without_arguments(name: str, log: io.StringIO) -> None:
+    """The default hook logs name, attempt, wait and a sanitized error; never arguments."""
+    fn = retry(max_attempts=2, initial_delay=0.5, max_delay=0.5, jitter=False, name=name)(
+        lambda order: (_ for _ in ()).throw(ConnectionError("refused token=abc123secret"))
+    )
+    with pytest.raises(ConnectionError):
+        fn({"api_key": "ORDER-PAYLOAD-KEY"})
+    text = log.getvalue()
+    assert f"retrying {name} (attempt 1 failed, next in 0.500s)" in text
+    assert "ConnectionError" in text
+    assert "abc123secret" not in text
+    assert "ORDER-PAYLOAD-KEY" not in text
+
+
+def test_fallback_episode_logged_once(name: str, log: io.StringIO) -> None:
+    """A degraded episode writes one line, however many fallbacks it serves."""
+    fn = fallback(value=0, name=name)(_always_down)
+    for _ in range(5):
+        fn()
+    assert log.getvalue().count(f"{name} degraded") == 1
+
+
+def test_remove_hook_and_default_hook_present() -> None:
+    """The log hook is installed by default; remove_hook is silent for unknown hooks."""
+    from resilient import _hooks
+
+    assert log_hook in _hooks.hooks
+    remove_hook(lambda e: None)
+    assert log_hook in _hooks.hooks
+
+
+def test_breaker_registry_cleared_between_names() -> None:
+    """breakers.clear() forgets every breaker (test isolation helper)."""
+    breaker(f"tmp-{uuid.uuid4().hex[:6]}")
+    saved = dict(breakers._breakers)
+    try:
+        breakers.clear()
+        assert len(breakers) == 0
+    finally:
+        breakers._breakers.update(saved)
