@@ -191,7 +191,7 @@ async def test_start_runs_every_check_once_then_monitors_and_stops_cleanly() -> 
         report = await orch.start()
         assert report.components["svc"].status is HealthStatus.HEALTHY
         assert orch.running
-        for _ in range(100):
+        for _ in range(2000):
             if runs["n"] >= 3:
                 break
             await asyncio.sleep(0.001)

@@ -289,8 +289,8 @@ async def test_monitor_runs_cycles_and_stops_without_leaking_a_task() -> None:
         task = reg.start_monitor(interval=30.0)
         assert reg.start_monitor() is task  # idempotent
         assert reg.monitoring
-        for _ in range(200):
-            if runs >= 3:
+        for _ in range(2000):
+            if len(seen) >= 3:  # listeners run after the cycle's checks
                 break
             await asyncio.sleep(0.001)
         await reg.stop_monitor()
