@@ -14,11 +14,11 @@ import pytest
 import resilient
 from resilient import RiskLimitError, TradingDisabledError
 from resilient._demo_services import SimulatedBroker, SimulatedFeed, VendorHTTPError
-from resilient.config import Config, ConfigManager, current_config
+from resilient.config import Config, ConfigManager, current_config, reload_config
 from resilient.integration import ResilienceFactory
 from resilient.testing import zero_wait_retries
 from resilient.testing._isolation import reset_state
-from resilient.trading import PaperBroker, StalePrice, last_fallback
+from resilient.trading import PaperBroker, RateLimitExceeded, StalePrice, last_fallback
 
 
 @pytest.fixture(autouse=True)
@@ -465,3 +465,76 @@ async def test_invalid_services_section_fails_at_start() -> None:
     """A bad services value raises ConfigError naming the key."""
     with pytest.raises(resilient.ConfigError, match=r"services\.b\.timeout"):
         ResilienceFactory(make_config(services={"b": {"timeout": -1}}), database=False)
+
+
+async def test_reload_changes_trading_switches_of_running_proxies(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A configuration reload turns live trading on for proxies already created."""
+    factory = ResilienceFactory(current_config(), database=False, logging=False)
+    await factory.initialize_resilience()
+    client = SyncClient()
+    broker = factory.create_resilient_broker(client, name())
+    factory.create_resilient_market_data(client, name())
+    try:
+        with pytest.raises(TradingDisabledError):
+            broker.submit_order("AAPL", 1, "buy")
+        monkeypatch.setenv("AI_TRADER_FEATURES__LIVE_TRADING_ENABLED", "true")
+        monkeypatch.setenv("AI_TRADER_FEATURES__PAPER_TRADING_ENABLED", "false")
+        reload_config()
+        broker.submit_order("AAPL", 1, "buy")
+        assert len(client.orders) == 1
+    finally:
+        monkeypatch.undo()
+        reload_config()
+        await factory.shutdown()
+    assert not current_config().features.live_trading_enabled
+
+
+async def test_sync_client_orders_go_to_async_paper_broker() -> None:
+    """A synchronous broker SDK in paper mode trades on the (async) PaperBroker."""
+    factory = ResilienceFactory(make_config(live=False, paper=True), database=False, logging=False)
+    client = SyncClient()
+    svc = name()
+    broker = factory.create_resilient_broker(client, svc)
+    paper = PaperBroker(lambda symbol: 20.0)
+    factory.register_paper_broker(paper)
+    broker.submit_order("AAPL", 5, "buy")
+    assert client.orders == [] and len(paper.orders) == 1
+    assert paper.positions == {"AAPL": 5}
+    with pytest.raises(RiskLimitError):  # 505 × 20 > 10,000: valued at the client's price
+        broker.submit_order("AAPL", 505, "buy")
+    await factory.shutdown()
+
+
+async def test_unset_service_values_follow_the_resilience_section() -> None:
+    """Only values set under services are pinned; the rest come from resilience.*."""
+    svc = name()
+    config = make_config(services={svc: {"failure_threshold": 7}})
+    factory = ResilienceFactory(config, database=False, logging=False)
+    factory.create_resilient_market_data(SimulatedFeed(), svc)
+    snap = resilient.breakers.get(svc).snapshot()
+    assert snap.failure_threshold == 7
+    assert snap.reset_timeout == config.resilience.circuit_breaker_timeout
+    await factory.shutdown()
+
+
+async def test_client_rate_limit_refuses_before_the_vendor_is_called() -> None:
+    """Over the client-side limit, a call is refused without reaching the vendor."""
+    svc = name()
+    config = make_config(
+        services={svc: {"rate_limit": "2/minute", "rate_limit_max_wait": 0.0, "max_attempts": 1}}
+    )
+    factory = ResilienceFactory(config, database=False, logging=False)
+    feed = SimulatedFeed()
+    data = factory.create_resilient_market_data(feed, svc)
+    await data.get_bars("AAPL")
+    await data.get_bars("MSFT")
+    with pytest.raises(RateLimitExceeded):
+        await data.get_bars("SPY")  # not retried: the limiter already waited what it may
+    assert feed.calls == 2
+    assert await data.get_bars("AAPL")  # over the limit, a cached answer is served
+    assert resilient.breakers.get(svc).snapshot().failure_count == 0
+    usage = (await data._health())["api_usage"]
+    assert usage["refused"] == 2 and usage["window_used"] == 2
+    await factory.shutdown()

@@ -30,7 +30,7 @@ from .._exceptions import RiskLimitError, TradingDisabledError
 from .._sanitize import sanitize
 from ._methods import guess_kind, is_async, public_methods
 from ._orders import OrderCall, OrderIntent, prepare_order_call
-from ._ratelimit import ServiceRateLimiter
+from ._ratelimit import RateLimitExceeded, ServiceRateLimiter
 from ._risk import PositionBook, RiskChecker
 from ._settings import MethodPolicy, ServiceSettings
 from ._values import FallbackInfo, mark_stale, set_last_fallback
@@ -77,6 +77,11 @@ class _OrderState:
 def _order_is_idempotent(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     state = _order_state.get()
     return state is not None and state.has_key
+
+
+def _retryable(exc: BaseException) -> bool:
+    # The client-side limiter has already waited as long as allowed: retrying cannot help.
+    return not isinstance(exc, RateLimitExceeded) and is_transient(exc)
 
 
 def _price_of(value: Any) -> float | None:
@@ -251,11 +256,15 @@ class ResilientService:
         name = self._name
         seconds = policy.order_timeout if kind in ("order", "cancel") else policy.timeout
         call: Callable[..., Any] = resilient.timeout(seconds, name=f"{name}.{method}")(fn)
-        call = resilient.breaker(
-            name,
-            failure_threshold=policy.failure_threshold,
-            reset_timeout=policy.reset_timeout,
-        )(call)
+        # One breaker per service: only service-level overrides apply to it; unset values
+        # follow the resilience section (and its reloads).
+        service = self._settings.policy
+        breaker_options = {
+            key: getattr(service, key)
+            for key in ("failure_threshold", "reset_timeout")
+            if key in service.explicit
+        }
+        call = resilient.breaker(name, **breaker_options)(call)
         limiter: ServiceRateLimiter | None = self._limiter
         counted = kind == "order"
         if limiter is not None or counted:
@@ -263,11 +272,12 @@ class ResilientService:
         if kind == "other":
             return functools.wraps(fn)(call)
         options: dict[str, Any] = {
-            "max_attempts": policy.max_attempts,
-            "initial_delay": policy.initial_delay,
-            "max_delay": policy.max_delay,
-            "name": f"{name}.{method}",
+            key: getattr(policy, key)
+            for key in ("max_attempts", "initial_delay", "max_delay")
+            if key in policy.explicit
         }
+        options["name"] = f"{name}.{method}"
+        options["retry_on"] = _retryable
         if kind == "order":
             options["idempotent"] = _order_is_idempotent
         call = resilient.retry(**options)(call)

@@ -41,6 +41,9 @@ class MethodPolicy:
     max_delay: float = 30.0
     cache_ttl: float = 300.0
     kind: str | None = None  # None: guessed from the method's name
+    # Keys set in the services section; the others follow the resilience section, reloads
+    # included, through the decorators' own defaults.
+    explicit: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +216,7 @@ def service_settings(config: Config, name: str) -> ServiceSettings:
             continue
         _apply(checker, where, raw, service, policy, allow_service_keys=True)
     max_wait = service.get("rate_limit_max_wait")
-    base = replace(_base_policy(config), **policy)
+    base = replace(_base_policy(config), **policy, explicit=frozenset(policy))
     methods: dict[str, MethodPolicy] = {}
     raw_methods = own.get("methods", {}) if isinstance(own, Mapping) else {}
     if not isinstance(raw_methods, Mapping):
@@ -230,7 +233,9 @@ def service_settings(config: Config, name: str) -> ServiceSettings:
             continue
         overrides: dict[str, Any] = {}
         _apply(checker, where, raw, {}, overrides, allow_service_keys=False)
-        methods[str(method)] = replace(base, **overrides)
+        methods[str(method)] = replace(
+            base, **overrides, explicit=base.explicit | frozenset(overrides)
+        )
     if checker.problems:
         raise ConfigError(checker.problems, env=config.env)
     known = {f.name for f in fields(ServiceSettings)}
