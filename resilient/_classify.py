@@ -251,6 +251,10 @@ def _compute_by_type(cls: type[BaseException]) -> ErrorCategory:
             return ErrorCategory.TIMEOUT
         if "InvalidPasswordError" in names or "InvalidAuthorizationSpecificationError" in names:
             return ErrorCategory.AUTHENTICATION
+        if "NoResultFound" in names:
+            return ErrorCategory.DATA_UNAVAILABLE
+        if "ArgumentError" in names or "CompileError" in names:
+            return ErrorCategory.INTERNAL  # a programming error, not an outage
         return ErrorCategory.DATABASE
     if issubclass(cls, PermissionError):
         return ErrorCategory.AUTHENTICATION
@@ -273,7 +277,7 @@ def _compute_by_type(cls: type[BaseException]) -> ErrorCategory:
         return ErrorCategory.NETWORK
     if "notfound" in lowered or "nodata" in lowered or "unavailable" in lowered:
         return ErrorCategory.DATA_UNAVAILABLE
-    if "validation" in lowered or "invalid" in lowered:
+    if "validation" in lowered or "invalid" in lowered or "decod" in lowered:
         return ErrorCategory.VALIDATION
     return ErrorCategory.INTERNAL
 
@@ -366,12 +370,18 @@ def proves_not_sent(exc: BaseException) -> bool:
         return True
     if http_status(exc) == 429:
         return True
-    names = {c.__name__ for c in type(exc).__mro__}
-    if names & _NOT_SENT_NAMES:
-        return True
-    # redis-py and others wrap the refused connect in their own ConnectionError.
-    cause = exc.__cause__
-    return isinstance(cause, ConnectionRefusedError | socket.gaierror)
+    # redis-py, SQLAlchemy and others wrap the refused connect in their own errors.
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if current is not exc and isinstance(current, ConnectionRefusedError | socket.gaierror):
+            return True
+        if {c.__name__ for c in type(current).__mro__} & _NOT_SENT_NAMES:
+            return True
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+    return False
 
 
 def _header(headers: object, name: str) -> object:

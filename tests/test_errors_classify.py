@@ -101,7 +101,7 @@ SQLALCHEMY: list[Row] = [
         lambda: sa.OperationalError("SELECT 1", {}, ConnectionRefusedError()),
         C.DATABASE,
         True,
-        False,
+        True,  # the wrapped refused connect proves the statement never left
     ),
     (
         "DBAPIError(invalidated)",
@@ -354,3 +354,11 @@ def test_registered_classifier_wins_and_can_be_removed() -> None:
     finally:
         remove()
     assert classify(SdkGlitch()) is C.INTERNAL
+
+
+def test_sqlalchemy_programming_and_empty_results() -> None:
+    """No row is missing data, a bad argument is a bug; a decoding failure is validation."""
+    assert classify(sa.NoResultFound()) is C.DATA_UNAVAILABLE
+    assert classify(sa.ArgumentError("bad")) is C.INTERNAL
+    assert classify(httpx.DecodingError("garbled")) is C.VALIDATION
+    assert not is_transient(sa.NoResultFound())
