@@ -220,3 +220,32 @@ def test_zero_wait_fixture(pytester: pytest.Pytester) -> None:
     )
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
+
+
+def test_isolated_registry_resets_functions_decorated_at_import(pytester: pytest.Pytester) -> None:
+    """A breaker decorated at import time starts every test closed and stays registered;
+    breakers created inside a test are forgotten after it."""
+    pytester.makepyfile(
+        """
+        import pytest
+        from resilient._breaker import breaker, breakers
+
+        @breaker("broker", failure_threshold=1)
+        def place_order():
+            raise ConnectionRefusedError(111, "refused")
+
+        @pytest.mark.parametrize("run", [1, 2])
+        def test_trips_once_per_test(isolated_registry, run):
+            assert breakers.get("broker").state == "closed"
+            with pytest.raises(ConnectionRefusedError):
+                place_order()
+            assert breakers.get("broker").state == "open"
+            breaker("made-in-test", failure_threshold=3)
+
+        def test_made_in_test_is_gone(isolated_registry):
+            assert "broker" in breakers
+            assert "made-in-test" not in breakers
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3)

@@ -10,6 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .._clock import FakeClock, use_clock
+from ._isolation import isolated_state, reset_state
 from ._policy import capture_events, zero_wait_retries
 from .flaky import (
     FAULT_KINDS,
@@ -82,8 +83,10 @@ __all__ = [
     "capture_events",
     "fault_schedules",
     "faults",
+    "isolated_state",
     "outcomes",
     "permanent_faults",
+    "reset_state",
     "transient_faults",
     "use_clock",
     "use_fake_clock",

@@ -7,25 +7,37 @@ skipped: resetting never imports (and never pays for) a part the test did not us
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["reset_state"]
+__all__ = ["isolated_state", "reset_state"]
 
 
 def _loaded(name: str) -> Any:
     return sys.modules.get(name)
 
 
-def reset_state() -> None:
+def _breaker_names() -> set[str]:
+    breaker = _loaded("resilient._breaker")
+    return set(breaker.breakers.names()) if breaker is not None else set()
+
+
+def reset_state(*, forget_breakers: bool = True) -> None:
     """Reset every registry of ``resilient`` that has been imported (for test isolation).
 
-    Breakers are forgotten (functions decorated earlier keep their own breaker object, so
-    decorate inside the test), retry budgets, fallback episodes and the in-process fallback
-    cache are emptied, the health registry drops its checks (keeping the built-in breaker and
-    fallback provider), and the error tracker, component statistics and metrics start at zero.
+    Every breaker is closed with its statistics cleared, so functions decorated at import time
+    start each test fresh; with ``forget_breakers`` they are also dropped from the registry (a
+    function decorated earlier keeps working with its own, now closed, breaker). Retry budgets,
+    fallback episodes and the in-process fallback cache are emptied, the health registry drops
+    its checks (keeping the built-in breaker and fallback provider), and the error tracker,
+    component statistics and metrics start at zero.
     """
     if (breaker := _loaded("resilient._breaker")) is not None:
-        breaker.breakers.clear()
+        for cb in breaker.breakers.all():
+            cb.reset()
+        if forget_breakers:
+            breaker.breakers.clear()
     if (retry := _loaded("resilient._retry")) is not None:
         for snapshot in retry.retry_budgets():
             retry.get_retry_budget(snapshot.name).reset()
@@ -43,3 +55,22 @@ def reset_state() -> None:
         errors.tracker.reset()
     if (metrics := _loaded("resilient.metrics")) is not None:
         metrics.reset()
+
+
+@contextmanager
+def isolated_state() -> Iterator[None]:
+    """Fresh state inside the block, and none of it left behind afterwards.
+
+    Breakers that existed before the block are reset but stay registered (functions decorated
+    at import time keep appearing in health and in ``breakers``); breakers created inside the
+    block are forgotten when it ends.
+    """
+    before = _breaker_names()
+    reset_state(forget_breakers=False)
+    try:
+        yield
+    finally:
+        reset_state(forget_breakers=False)
+        if (breaker := _loaded("resilient._breaker")) is not None:
+            for name in _breaker_names() - before:
+                breaker.breakers.remove(name)

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from .._clock import FakeClock, use_clock
-from ._isolation import reset_state
+from ._isolation import isolated_state
 
 if TYPE_CHECKING:
     from .faults import FaultProxy
@@ -118,12 +118,13 @@ def isolated_registry() -> Iterator[None]:
     """Fresh breakers, health registry, error tracker, fallback state and metrics for the test.
 
     State is reset before the test and again after it, so nothing leaks in either direction.
+    Breakers of functions decorated at import time are reset (closed, zero counts) and stay
+    registered; breakers created during the test are forgotten afterwards. Hypothesis runs
+    many examples in one test: call :func:`resilient.testing.reset_state` in the test body to
+    reset between examples.
     """
-    reset_state()
-    try:
+    with isolated_state():
         yield
-    finally:
-        reset_state()
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 from collections import Counter
 from collections.abc import Generator
 from pathlib import Path
@@ -17,9 +18,11 @@ from typing import Any
 import pytest
 
 CI_TARGET = 20_000
+SCALE = float(os.environ.get("RESILIENT_PROPERTY_SCALE", "1"))
 
 _counts: Counter[str] = Counter()
 _seconds: Counter[str] = Counter()
+_shortfall: list[int] = []
 _HERE = Path(__file__).parent
 
 
@@ -55,6 +58,32 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
         handle.inner_test = original
 
 
+def _whole_suite(config: pytest.Config) -> bool:
+    """Whether this run selects every property test (no -k/-m, only directories as arguments)."""
+    if config.getoption("keyword") or config.getoption("markexpr"):
+        return False
+    return all(Path(arg.split("::")[0]).is_dir() for arg in config.args)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    from hypothesis import settings
+
+    total = sum(_counts.values())
+    if (
+        _counts
+        and settings.get_current_profile_name() == "ci"
+        and SCALE == 1
+        and _whole_suite(session.config)
+        and total < CI_TARGET
+        and exitstatus == 0
+    ):
+        # A strategy that became too small (hypothesis stops when it runs out of distinct
+        # examples) must not silently shrink the CI run below its target.
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        _shortfall.append(total)
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.nodeid in _counts:
         _seconds[report.nodeid] += report.duration
@@ -86,3 +115,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         f"property examples: {total:,} in {len(_counts)} tests, profile {profile!r}, "
         f"{sum(_seconds.values()):.1f} s{target if profile == 'ci' else ''}"
     )
+    if _shortfall:
+        tr.write_line(
+            f"FAILED: the CI property run executed {_shortfall[0]:,} examples, below its target of "
+            f"{CI_TARGET:,}; raise the @examples(ci=...) budgets in tests/property",
+            red=True,
+        )

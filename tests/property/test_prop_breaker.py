@@ -114,7 +114,7 @@ def _check_step(
 
 
 @given(steps=steps, options=params)
-@examples(ci=2200)
+@examples(ci=3000)
 def test_sync_breaker_follows_the_model(
     steps: list[tuple[float, Outcome]], options: dict[str, float]
 ) -> None:
@@ -142,7 +142,7 @@ def test_sync_breaker_follows_the_model(
 
 
 @given(steps=steps, options=params)
-@examples(ci=1800)
+@examples(ci=2500)
 async def test_async_breaker_follows_the_model(
     steps: list[tuple[float, Outcome]], options: dict[str, float]
 ) -> None:

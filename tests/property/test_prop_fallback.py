@@ -18,11 +18,11 @@ from resilient.testing import (
     assert_fallback_iff_failed,
     assert_no_call_while_open,
     assert_within_policy,
+    reset_state,
     use_fake_clock,
 )
 from resilient.testing.strategies import outcomes
 
-_names = itertools.count()
 FALLBACK = -1.0
 
 gaps = st.integers(min_value=0, max_value=120).map(lambda q: q / 4)  # 0 .. 30 s
@@ -40,7 +40,10 @@ stacks = st.fixed_dictionaries(
 
 
 def _stack(service: FlakyService, options: dict[str, Any], asynchronous: bool) -> tuple[str, Any]:
-    name = f"prop-stack-{next(_names)}"
+    # One name for every example, with the registries reset in between: per-name state
+    # (fallback episodes, metrics) stays small however many examples run.
+    reset_state()
+    name = "prop-stack"
     decorate = resilient(name, value=FALLBACK, budget=False, **options)
     if asynchronous:
 
@@ -126,7 +129,8 @@ def test_cached_fallback_serves_the_last_good_result(
         service = FlakyService(schedule)
         quotes = itertools.count()
         fn = service.wrap(lambda symbol: f"{symbol}#{next(quotes)}")
-        get_quote = fallback(cache=True, cache_ttl=ttl, name=f"prop-cache-{next(_names)}")(fn)
+        reset_state()  # an empty cache and fresh fallback counters for every example
+        get_quote = fallback(cache=True, cache_ttl=ttl, name="prop-cache")(fn)
         last_good: dict[str, tuple[str, float]] = {}
         for wait, symbol in steps:
             clock.advance(wait)
@@ -161,7 +165,8 @@ def test_fallback_func_gets_the_original_error(schedule: list[Outcome], waits: l
 
     with use_fake_clock() as clock:
         service = FlakyService(schedule)
-        name = f"prop-func-{next(_names)}"
+        reset_state()
+        name = "prop-func"
         decorate = resilient(name, func=stale_price, failure_threshold=2, max_attempts=2)
         get_price = decorate(service.wrap(lambda symbol: 101.25))
         try:

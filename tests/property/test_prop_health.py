@@ -16,8 +16,7 @@ from resilient._breaker import breaker, breakers
 from resilient._fallback import fallback
 from resilient.health import CheckResult, HealthRegistry, HealthStatus
 from resilient.health._sources import policy_components
-from resilient.testing import Fault, FlakyService, use_fake_clock
-from resilient.testing._isolation import reset_state
+from resilient.testing import Fault, FlakyService, reset_state, use_fake_clock
 
 H, D, U = HealthStatus.HEALTHY, HealthStatus.DEGRADED, HealthStatus.UNHEALTHY
 

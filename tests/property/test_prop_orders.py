@@ -65,7 +65,7 @@ def expected_attempts(schedule: FaultSchedule, max_attempts: int, keyed: bool) -
     max_attempts=st.integers(min_value=1, max_value=6),
     keyed=st.booleans(),
 )
-@examples(ci=1800)
+@examples(ci=2500)
 def test_order_retry_never_duplicates(
     schedule: FaultSchedule, max_attempts: int, keyed: bool
 ) -> None:
@@ -105,7 +105,7 @@ def test_order_retry_never_duplicates(
         }
     ),
 )
-@examples(ci=1700)
+@examples(ci=2000)
 async def test_order_stack_never_duplicates(
     intents: list[tuple[float, bool]], schedule: list[Outcome], options: dict[str, Any]
 ) -> None:

@@ -112,7 +112,7 @@ def check_all(
 
 
 @given(schedule=schedules, policy=policies)
-@examples(ci=2500)
+@examples(ci=3000)
 def test_sync_retry_follows_the_policy(schedule: FaultSchedule, policy: Policy) -> None:
     """A sync retry makes the right number of attempts, waits as configured, re-raises as is."""
     with use_fake_clock() as clock:
@@ -127,7 +127,7 @@ def test_sync_retry_follows_the_policy(schedule: FaultSchedule, policy: Policy) 
 
 
 @given(schedule=schedules, policy=policies)
-@examples(ci=2000)
+@examples(ci=2500)
 async def test_async_retry_follows_the_policy(schedule: FaultSchedule, policy: Policy) -> None:
     """The same holds for ``async def`` functions."""
     with use_fake_clock() as clock:
