@@ -200,3 +200,11 @@ def test_duplicates_in_a_broker_order_book() -> None:
     assert_no_duplicate_orders(book, intent=lambda o: o["tick"])
     with pytest.raises(AssertionError, match="intent 1 was executed 2 times"):
         assert_no_duplicate_orders([*book, {"id": "c", "tick": 1}], intent=lambda o: o["tick"])
+
+
+def test_fallback_with_a_transformed_result(fake_clock: FakeClock) -> None:
+    """``transform`` maps the recorded result to what the code under test returns."""
+    calls = _play(FlakyService(value={"buying_power": 5.0}), fake_clock, [0])
+    assert_fallback_iff_failed(5.0, calls, fallback=-1.0, transform=lambda r: r["buying_power"])
+    with pytest.raises(AssertionError, match=r"succeeded with 5\.0 but the caller got 6\.0"):
+        assert_fallback_iff_failed(6.0, calls, fallback=-1.0, transform=lambda r: r["buying_power"])

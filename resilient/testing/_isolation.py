@@ -23,12 +23,13 @@ def _breaker_names() -> set[str]:
     return set(breaker.breakers.names()) if breaker is not None else set()
 
 
-def reset_state(*, forget_breakers: bool = True) -> None:
+def reset_state(*, forget_breakers: bool = False) -> None:
     """Reset every registry of ``resilient`` that has been imported (for test isolation).
 
     Every breaker is closed with its statistics cleared, so functions decorated at import time
-    start each test fresh; with ``forget_breakers`` they are also dropped from the registry (a
-    function decorated earlier keeps working with its own, now closed, breaker). Retry budgets,
+    start each test (or hypothesis example) fresh; with ``forget_breakers`` they are also dropped
+    from the registry, so a name can be decorated again with other options (a function decorated
+    earlier keeps working with its own, now closed, breaker). Retry budgets,
     fallback episodes and the in-process fallback cache are emptied, the health registry drops
     its checks (keeping the built-in breaker and fallback provider), and the error tracker,
     component statistics and metrics start at zero.

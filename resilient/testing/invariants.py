@@ -189,13 +189,16 @@ def assert_fallback_iff_failed(
     *,
     fallback: Any = _MISSING,
     is_fallback: Callable[[Any], bool] | None = None,
+    transform: Callable[[Any], Any] | None = None,
 ) -> None:
     """A fallback was served exactly when ONE invocation's call failed.
 
     The invocation failed when its last recorded call raised, or when no call reached the
     function at all (an open circuit). Then ``result`` must be the fallback; otherwise it must be
     what the last call returned. Give the fallback as ``fallback=`` (compared with ``==``) or as a
-    predicate ``is_fallback=`` (e.g. ``lambda r: isinstance(r, StalePrice)``).
+    predicate ``is_fallback=`` (e.g. ``lambda r: isinstance(r, StalePrice)``). When the code
+    under test turns the recorded call's result into its own, ``transform`` does the same (e.g.
+    ``lambda account: account["buying_power"]``).
 
     Raises:
         AssertionError: the fallback was served on success, or not served on failure.
@@ -221,19 +224,20 @@ def assert_fallback_iff_failed(
                 f"\ncalls:\n{_listing(calls)}"
             )
         return
-    if check(last.result):
+    real = last.result if transform is None else transform(last.result)
+    if check(real):
         raise ValueError(
-            f"the function's own result {last.result!r} looks like the fallback; choose a "
+            f"the function's own result {real!r} looks like the fallback; choose a "
             "fallback value (or predicate) that real results never match"
         )
     if served:
         raise AssertionError(
-            f"call #{last.index} succeeded with {last.result!r} but the caller was served the "
+            f"call #{last.index} succeeded with {real!r} but the caller was served the "
             f"fallback {result!r}\ncalls:\n{_listing(calls)}"
         )
-    if result != last.result:
+    if result != real:
         raise AssertionError(
-            f"call #{last.index} succeeded with {last.result!r} but the caller got {result!r}"
+            f"call #{last.index} succeeded with {real!r} but the caller got {result!r}"
         )
 
 

@@ -42,7 +42,7 @@ stacks = st.fixed_dictionaries(
 def _stack(service: FlakyService, options: dict[str, Any], asynchronous: bool) -> tuple[str, Any]:
     # One name for every example, with the registries reset in between: per-name state
     # (fallback episodes, metrics) stays small however many examples run.
-    reset_state()
+    reset_state(forget_breakers=True)
     name = "prop-stack"
     decorate = resilient(name, value=FALLBACK, budget=False, **options)
     if asynchronous:
@@ -129,7 +129,9 @@ def test_cached_fallback_serves_the_last_good_result(
         service = FlakyService(schedule)
         quotes = itertools.count()
         fn = service.wrap(lambda symbol: f"{symbol}#{next(quotes)}")
-        reset_state()  # an empty cache and fresh fallback counters for every example
+        reset_state(
+            forget_breakers=True
+        )  # an empty cache and fresh fallback counters for every example
         get_quote = fallback(cache=True, cache_ttl=ttl, name="prop-cache")(fn)
         last_good: dict[str, tuple[str, float]] = {}
         for wait, symbol in steps:
@@ -165,7 +167,7 @@ def test_fallback_func_gets_the_original_error(schedule: list[Outcome], waits: l
 
     with use_fake_clock() as clock:
         service = FlakyService(schedule)
-        reset_state()
+        reset_state(forget_breakers=True)
         name = "prop-func"
         decorate = resilient(name, func=stale_price, failure_threshold=2, max_attempts=2)
         get_price = decorate(service.wrap(lambda symbol: 101.25))

@@ -171,7 +171,7 @@ async def test_breakers_and_fallbacks_become_components(
 ) -> None:
     """closed → healthy, half-open → degraded, open → unhealthy, a served fallback degrades a
     healthy circuit; breaker components are non-critical unless marked critical."""
-    reset_state()
+    reset_state(forget_breakers=True)
     with use_fake_clock() as clock:
         expected: dict[str, tuple[HealthStatus, bool]] = {}
         registry = HealthRegistry()
@@ -205,4 +205,4 @@ async def test_breakers_and_fallbacks_become_components(
             assert {n: (c.status, c.critical) for n, c in report.components.items()} == expected
             assert report.overall_status is expected_overall(expected)
         finally:
-            reset_state()
+            reset_state(forget_breakers=True)
