@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from resilient._breaker import breaker, breakers
 from resilient._fallback import fallback
-from resilient.health import CheckResult, HealthRegistry, HealthStatus
+from resilient.health import AlertManager, AlertRule, CheckResult, HealthRegistry, HealthStatus
 from resilient.health._sources import policy_components
 from resilient.testing import Fault, FlakyService, reset_state, use_fake_clock
 
@@ -206,3 +206,47 @@ async def test_breakers_and_fallbacks_become_components(
             assert report.overall_status is expected_overall(expected)
         finally:
             reset_state(forget_breakers=True)
+
+
+@given(
+    steps=st.lists(
+        st.tuples(st.integers(min_value=0, max_value=120).map(float), st.booleans()),
+        min_size=1,
+        max_size=20,
+    ),
+    delay=st.sampled_from([0, 30, 90, 300]),
+)
+@examples(ci=1000)
+def test_alert_fires_once_after_its_delay_and_resolves_once(
+    steps: list[tuple[float, bool]], delay: int
+) -> None:
+    """An alert fires once the condition has held for its notification delay (on the clock),
+    stays firing without repeating, and resolves once when the condition stops."""
+    rule = AlertRule.parse(
+        "broker_open",
+        {
+            "condition": 'circuit_breaker_state == "open"',
+            "severity": "critical",
+            "notification": delay if delay else "immediate",
+        },
+    )
+    with use_fake_clock() as clock:
+        alerts = AlertManager([rule])
+        pending: float | None = None
+        firing = False
+        for gap, holds in steps:
+            clock.advance(gap)
+            state = "open" if holds else "closed"
+            events = alerts.evaluate({"circuit_breaker_state": {"broker": state}})
+            now, expected = clock.monotonic(), []
+            if holds:
+                pending = now if pending is None else pending
+                if not firing and now - pending >= delay:
+                    firing = True
+                    expected.append("firing")
+            else:
+                if firing:
+                    expected.append("resolved")
+                pending, firing = None, False
+            assert [e.state for e in events] == expected
+            assert len(alerts.active()) == int(firing)
