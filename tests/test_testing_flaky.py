@@ -270,3 +270,16 @@ def test_reprs_are_compact() -> None:
     with use_fake_clock(), pytest.raises(TimeoutError):
         service.call()
     assert repr(service.calls[0]) == "<call #0 at t=1000 (5s) hang(5s): raised TimeoutError>"
+
+
+def test_wrap_object_is_introspectable_like_the_client() -> None:
+    """Wrapped methods are real attributes (``dir``, ``getattr_static``, signatures), so a
+    resilience proxy that inspects its client sees the client's methods."""
+    import inspect
+
+    flaky = FlakyService().wrap_object(_Broker())
+    assert "place_order" in dir(flaky) and "currency" in dir(flaky)
+    assert callable(inspect.getattr_static(flaky, "place_order"))
+    assert list(inspect.signature(flaky.place_order).parameters) == ["client_order_id"]
+    with pytest.raises(AttributeError, match="no method"):
+        FlakyService().wrap_object(_Broker(), methods=["cancel_everything"])

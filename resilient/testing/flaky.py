@@ -489,27 +489,34 @@ class FlakyService:
 
 
 class _FlakyProxy:
-    __slots__ = ("_cache", "_methods", "_service", "_target")
+    """Stands in for the wrapped object: its selected public methods are wrapped once, at
+    construction, and stored on the instance, so ``dir()`` and ``inspect.getattr_static`` see
+    them as a real client's methods (resilience proxies introspect what they wrap); every other
+    attribute is read live from the target."""
 
     def __init__(
         self, target: object, service: FlakyService, methods: frozenset[str] | None
     ) -> None:
-        self._target = target
-        self._service = service
-        self._methods = methods
-        self._cache: dict[str, Any] = {}
+        self.__dict__["_target"] = target
+        if methods is not None:
+            missing = sorted(m for m in methods if not callable(getattr(target, m, None)))
+            if missing:
+                raise AttributeError(
+                    f"{type(target).__name__} has no method(s) {', '.join(missing)}"
+                )
+        for name in dir(target):
+            selected = name in methods if methods is not None else not name.startswith("_")
+            if not selected:
+                continue
+            attr = getattr(target, name, None)
+            if callable(attr) and not inspect.isclass(attr):
+                self.__dict__[name] = service.wrap(attr)
 
     def __getattr__(self, name: str) -> Any:
-        cached = self._cache.get(name)
-        if cached is not None:
-            return cached
-        attr = getattr(self._target, name)
-        selected = not name.startswith("_") if self._methods is None else name in self._methods
-        if not selected or not callable(attr) or inspect.isclass(attr):
-            return attr
-        wrapped = self._service.wrap(attr)
-        self._cache[name] = wrapped
-        return wrapped
+        return getattr(self.__dict__["_target"], name)
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(dir(self.__dict__["_target"])) | set(self.__dict__) - {"_target"})
 
     def __repr__(self) -> str:
-        return f"<flaky {self._target!r}>"
+        return f"<flaky {self.__dict__['_target']!r}>"

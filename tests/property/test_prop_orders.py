@@ -20,6 +20,7 @@ from resilient.testing import (
     Outcome,
     assert_no_call_while_open,
     assert_no_duplicate_orders,
+    reset_state,
     use_fake_clock,
 )
 from resilient.testing.strategies import fault_schedules, outcomes
@@ -140,3 +141,73 @@ async def test_order_stack_never_duplicates(
         assert_no_call_while_open(service.calls)
     finally:
         breakers.remove(name)
+
+
+class KeyedBroker:
+    """A broker SDK whose order call takes a client order id (and de-duplicates by it)."""
+
+    def __init__(self) -> None:
+        self.executed: list[dict[str, Any]] = []
+
+    async def place_order(
+        self,
+        symbol: str,
+        qty: float,
+        side: str = "buy",
+        limit_price: float | None = None,
+        client_order_id: str | None = None,
+    ) -> dict[str, Any]:
+        for order in self.executed:
+            if client_order_id is not None and order["client_order_id"] == client_order_id:
+                return order
+        order = {"symbol": symbol, "qty": qty, "client_order_id": client_order_id}
+        self.executed.append(order)
+        return order
+
+    async def get_position(self, symbol: str) -> float:
+        return sum(o["qty"] for o in self.executed if o["symbol"] == symbol)
+
+
+class UnkeyedBroker(KeyedBroker):
+    """A broker SDK with no idempotency key at all: only provably unsent orders may be retried."""
+
+    async def place_order(  # type: ignore[override]
+        self, symbol: str, qty: float, side: str = "buy", limit_price: float | None = None
+    ) -> dict[str, Any]:
+        return await super().place_order(symbol, qty, side, limit_price)
+
+
+@given(
+    schedule=fault_schedules(max_size=12, max_latency=2.0, hang_seconds=60.0),
+    keyed=st.booleans(),
+    intents=st.integers(min_value=1, max_value=4),
+)
+@examples(ci=1000)
+async def test_resilient_broker_never_duplicates(
+    schedule: FaultSchedule, keyed: bool, intents: int
+) -> None:
+    """The broker proxy of ``ResilienceFactory`` over a flaky SDK: however the SDK fails, each
+    order intent is executed at most once, and an order reported placed was placed once."""
+    from resilient.health import HealthRegistry
+    from resilient.integration import ResilienceFactory
+
+    reset_state(forget_breakers=True)
+    sdk = KeyedBroker() if keyed else UnkeyedBroker()
+    service = FlakyService(schedule)
+    factory = ResilienceFactory(registry=HealthRegistry(), logging=False, database=False)
+    broker = factory.create_resilient_broker(
+        service.wrap_object(sdk, methods=["place_order"]), "prop_broker", paper=True
+    )
+    placed: list[int] = []
+    with use_fake_clock() as clock:
+        for intent in range(intents):
+            clock.advance(61.0)  # past the breaker's reset timeout
+            with contextlib.suppress(Exception):
+                await broker.place_order("AAPL", intent + 1, "buy", limit_price=10.0)
+                placed.append(intent)
+    assert_no_duplicate_orders(sdk.executed, intent=lambda order: order["qty"])
+    if not keyed:
+        assert_no_duplicate_orders(service.calls, intent=lambda call: call.args[1])
+    executed = {order["qty"] for order in sdk.executed}
+    assert {intent + 1 for intent in placed} <= executed
+    reset_state(forget_breakers=True)
