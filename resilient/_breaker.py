@@ -498,9 +498,7 @@ class Breaker(pybreaker.CircuitBreaker):
             self._succeeded(start, permit)
             return
         self._refresh()
-        from ._classify import classify
-
-        category = classify(exc).value
+        category = _hooks.category_of(exc)
         clock = _clock._current
         with self._lock:
             if start and self.slow_call_duration is not None:

@@ -62,8 +62,6 @@ class _Episode:
         self.lock = threading.Lock()
 
     def served_one(self, exc: BaseException, source: str, age: float | None) -> None:
-        from ._classify import classify
-
         with self.lock:
             first = not self.degraded
             if first:
@@ -71,7 +69,7 @@ class _Episode:
                 self.episodes += 1
                 self.since = _clock._current.time()
             self.served += 1
-            self.last_category = classify(exc).value
+            self.last_category = _hooks.category_of(exc)
         _hooks.event(
             _hooks.EventKind.FALLBACK_SERVED,
             self.name,

@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from . import _clock
+from ._classify import classify
 from ._context import current_correlation_id
 from ._logging import logger
 from ._sanitize import sanitize
@@ -23,6 +24,7 @@ __all__ = [
     "PolicyEvent",
     "PolicyHook",
     "add_hook",
+    "category_of",
     "emit",
     "event",
     "hooks",
@@ -174,6 +176,22 @@ def emit(event: PolicyEvent) -> None:
                 )
 
 
+_memo: tuple[BaseException | None, str] = (None, "")
+
+
+def category_of(exc: BaseException) -> str:
+    """``classify(exc)`` as its string value; the last answer is remembered, because the
+    breaker, the event and the fallback of one failure all ask about the same exception.
+    (Exceptions take no weak references, so the memo holds the last one until the next.)"""
+    global _memo
+    memo = _memo
+    if memo[0] is exc:
+        return memo[1]
+    category: str = classify(exc)  # an ErrorCategory is a str
+    _memo = (exc, category)
+    return category
+
+
 def event(
     kind: EventKind,
     name: str,
@@ -193,9 +211,7 @@ def event(
         return
     category = None
     if exception is not None:
-        from ._classify import classify
-
-        category = classify(exception).value
+        category = category_of(exception)
     emit(
         PolicyEvent(
             kind,

@@ -28,7 +28,7 @@ from . import _clock, _deadline, _hooks
 from ._classify import is_transient, proves_not_sent, retry_after
 from ._compose import Layer, exception_matcher, is_async_callable, policy_name, wrap
 from ._deadline import seconds_of
-from ._exceptions import CircuitOpenError
+from ._exceptions import CircuitOpenError, RiskLimitError
 from .config import current_config, switches
 
 __all__ = [
@@ -255,6 +255,7 @@ class _RetryPolicy:
         "_generation",
         "budget",
         "budget_enabled",
+        "custom",
         "deadline",
         "explicit",
         "idempotent",
@@ -292,6 +293,7 @@ class _RetryPolicy:
         self._generation = -1
         self.max_attempts = 1
         self.no_backoff = False
+        self.custom = wait is not None or stop is not None
         self.wait: WaitStrategy = wait or tenacity.wait_none()
         self.stop: StopStrategy = stop or tenacity.stop_after_attempt(1)
 
@@ -331,24 +333,25 @@ class _RetryPolicy:
             allowed = idem(args, kwargs) if callable(idem) else False
             if not allowed and not proves_not_sent(exc):
                 return None
-        self.refresh()
-        clock = _clock._current
-        now = clock.monotonic()
-        state.outcome = _Outcome(state.attempt_number, exc)
+        if self._generation != switches.generation:
+            self.refresh()
+        now = _clock._current.monotonic()
+        if self.custom:  # only user strategies may look at the outcome
+            state.outcome = _Outcome(state.attempt_number, exc)
         state.outcome_timestamp = now
-        cap = _zero_wait[-1] if _zero_wait else None
-        if cap is not None and state.attempt_number >= cap:
-            return None
         if self.stop(state):
             return None
         if _zero_wait:
+            cap = _zero_wait[-1]
+            if cap is not None and state.attempt_number >= cap:
+                return None
             wait = 0.0
         else:
             wait = 0.0 if self.no_backoff else max(0.0, float(self.wait(state)))
             server_wait = retry_after(exc)
             if server_wait is not None and server_wait > wait:
                 wait = server_wait
-            limit = _deadline.current()
+            limit = _deadline._deadline.get()
             if self.deadline is not None:
                 own = state.start_time + self.deadline
                 limit = own if limit is None or own < limit else limit
@@ -377,19 +380,19 @@ class _RetryPolicy:
             )
         return wait
 
-    def failed(self, exc: BaseException, state: _State) -> None:
-        if self.layer.outermost and not isinstance(exc, CircuitOpenError):
+    def failed(self, exc: BaseException, state: _State | None) -> None:
+        if self.layer.outermost and _hooks.hooks and not isinstance(exc, CircuitOpenError):
             _hooks.event(
                 _hooks.EventKind.CALL_FAILED,
                 self.name,
                 exc,
-                attempt=state.attempt_number,
-                elapsed=_clock._current.monotonic() - state.start_time,
+                attempt=1 if state is None else state.attempt_number,
+                elapsed=0.0 if state is None else _clock._current.monotonic() - state.start_time,
             )
 
 
-def _default_retry_on(exc: BaseException) -> bool:
-    return is_transient(exc)
+_NEVER_RETRIED = (CircuitOpenError, RiskLimitError)
+"""Never retried, whatever ``retry_on`` says: an open circuit and a refused order."""
 
 
 def retry(
@@ -454,7 +457,7 @@ def retry(
         explicit["stop"] = stop
     own_deadline = seconds_of(deadline, "deadline") if deadline is not None else None
     if retry_on is None:
-        matcher: Callable[[BaseException], bool] = _default_retry_on
+        matcher: Callable[[BaseException], bool] = is_transient
     else:
         built = exception_matcher(retry_on, "retry_on")
         if built is None:
@@ -488,25 +491,25 @@ def retry(
                 if bud is not None:
                     bud.calls += 1
                 start = _clock._current.monotonic() if timed else None
-                try:
-                    return await afn(*args, **kwargs)
-                except Exception as first:
-                    exc: Exception = first
-                # Attempts 2…N, paced by the tenacity strategies (outside the except block, so
-                # an attempt's error never gets the previous one as its __context__).
-                state = _State(afn, args, kwargs, start)
+                state: _State | None = None
                 while True:
-                    wait = decide(exc, state, args, kwargs)
-                    if wait is None:
+                    try:
+                        return await afn(*args, **kwargs)
+                    except _NEVER_RETRIED as exc:
                         failed(exc, state)
-                        raise exc
+                        raise
+                    except Exception as exc:
+                        if state is None:  # the first failure: only now is anything built
+                            state = _State(afn, args, kwargs, start)
+                        wait = decide(exc, state, args, kwargs)
+                        if wait is None:
+                            failed(exc, state)
+                            raise  # the attempt's own exception, as it is
+                    # The next attempt starts outside the except block, so its error never
+                    # gets this one as __context__.
                     if wait > 0:
                         await _clock._current.asleep(wait)
                     state.attempt_number += 1
-                    try:
-                        return await afn(*args, **kwargs)
-                    except Exception as again:
-                        exc = again
 
             return cast("Callable[P, R]", wrap(acall, fn, policy.layer))
 
@@ -514,23 +517,23 @@ def retry(
             if bud is not None:
                 bud.calls += 1
             start = _clock._current.monotonic() if timed else None
-            try:
-                return fn(*args, **kwargs)
-            except Exception as first:
-                exc: Exception = first
-            state = _State(fn, args, kwargs, start)
+            state: _State | None = None
             while True:
-                wait = decide(exc, state, args, kwargs)
-                if wait is None:
+                try:
+                    return fn(*args, **kwargs)
+                except _NEVER_RETRIED as exc:
                     failed(exc, state)
-                    raise exc
+                    raise
+                except Exception as exc:
+                    if state is None:
+                        state = _State(fn, args, kwargs, start)
+                    wait = decide(exc, state, args, kwargs)
+                    if wait is None:
+                        failed(exc, state)
+                        raise
                 if wait > 0:
                     _clock._current.sleep(wait)
                 state.attempt_number += 1
-                try:
-                    return fn(*args, **kwargs)
-                except Exception as again:
-                    exc = again
 
         return cast("Callable[P, R]", wrap(call, fn, policy.layer))
 

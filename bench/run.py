@@ -1,0 +1,515 @@
+"""Per-call cost of resilient's decorators next to the peer libraries, measured in one run.
+
+Usage: ``python bench/run.py [--quick] [--samples N]`` (``nox -s bench``).
+
+Every case is timed as a loop of N calls, repeated for several samples; the table shows the
+median per call and, for the success and rejection paths, the nanoseconds added over the raw
+baseline measured in the same run (a plain call / await, or a plain raise+except). The
+fails-twice rows are whole calls (two failures, then success, zero wait). Memory growth is the
+resident-set growth over 1,000,000 rejected calls (100,000 with ``--quick``).
+
+The package's default hooks stay installed (the log hook, plus the error tracker and metrics
+when those modules are imported), as a user gets them; the fails-twice path is also shown with
+no hooks. Decorators measured on the fails-twice path use ``budget=False``: a call that always
+needs two retries is far beyond any retry budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from importlib.metadata import version
+from typing import Any
+
+import circuitbreaker
+import pybreaker
+import stamina
+import tenacity
+
+import resilient
+from resilient import _hooks, breakers
+
+stamina.instrumentation.set_on_retry_hooks([])  # stamina logs each retry otherwise
+
+
+class Bench:
+    """Times loops of calls; a case with a baseline alternates baseline and case samples so
+    that load from elsewhere on the machine shifts both alike."""
+
+    def __init__(self, calls: int, samples: int) -> None:
+        self.calls = calls
+        self.samples = samples
+        self.rows: list[tuple[str, str, str, float, float | None]] = []
+        self.runner = asyncio.Runner()
+
+    def close(self) -> None:
+        self.runner.close()
+
+    @staticmethod
+    def _sync_loop(
+        fn: Callable[[], Any], catch: type[BaseException] | None
+    ) -> Callable[[int], int]:
+        def run(n: int) -> int:
+            start = time.perf_counter_ns()
+            if catch is None:
+                for _ in range(n):
+                    fn()
+            else:
+                for _ in range(n):
+                    try:  # noqa: SIM105 - contextlib.suppress would be timed too
+                        fn()
+                    except catch:
+                        pass
+            return time.perf_counter_ns() - start
+
+        return run
+
+    def _async_loop(
+        self, fn: Callable[[], Awaitable[Any]], catch: type[BaseException] | None
+    ) -> Callable[[int], int]:
+        async def loop(n: int) -> int:
+            start = time.perf_counter_ns()
+            if catch is None:
+                for _ in range(n):
+                    await fn()
+            else:
+                for _ in range(n):
+                    try:  # noqa: SIM105 - contextlib.suppress would be timed too
+                        await fn()
+                    except catch:
+                        pass
+            return time.perf_counter_ns() - start
+
+        return lambda n: self.runner.run(loop(n))
+
+    def _measure(
+        self, run: Callable[[int], int], base: Callable[[int], int] | None
+    ) -> tuple[float, float | None]:
+        warm = max(1, self.calls // 20)
+        run(warm)
+        if base is not None:
+            base(warm)
+        cases: list[float] = []
+        added: list[float] = []
+        for _ in range(self.samples):
+            gc.collect()
+            gc.disable()
+            try:
+                b = base(self.calls) / self.calls if base is not None else 0.0
+                c = run(self.calls) / self.calls
+            finally:
+                gc.enable()
+            cases.append(c)
+            added.append(c - b)
+        return statistics.median(cases), statistics.median(added) if base is not None else None
+
+    def sync(
+        self,
+        fn: Callable[[], Any],
+        catch: type[BaseException] | None = None,
+        base: Callable[[], Any] | None = None,
+    ) -> tuple[float, float | None]:
+        """(median ns per call, median ns added over ``base``)."""
+        catch = Exception if catch else None  # the same except clause for case and baseline
+        return self._measure(
+            self._sync_loop(fn, catch), self._sync_loop(base, catch) if base else None
+        )
+
+    def aio(
+        self,
+        fn: Callable[[], Awaitable[Any]],
+        catch: type[BaseException] | None = None,
+        base: Callable[[], Awaitable[Any]] | None = None,
+    ) -> tuple[float, float | None]:
+        """The same for coroutine functions, on one event loop."""
+        catch = Exception if catch else None
+        return self._measure(
+            self._async_loop(fn, catch), self._async_loop(base, catch) if base else None
+        )
+
+    def add(
+        self, scenario: str, mode: str, name: str, measured: tuple[float, float | None]
+    ) -> None:
+        ns, added = measured
+        self.rows.append((scenario, mode, name, ns, added))
+        shown = "" if added is None else f"{added:+,.0f}"
+        print(f"  {scenario:<12} {mode:<5} {name:<44} {ns:>10,.0f} {shown:>10}", flush=True)
+
+
+def counter_fails_twice(exc: type[Exception] = ConnectionError) -> Callable[[], int]:
+    n = 0
+
+    def body() -> int:
+        nonlocal n
+        n += 1
+        if n % 3:
+            raise exc("down")
+        return n
+
+    return body
+
+
+def success_path(b: Bench) -> None:
+    print("success path: ns per call, ns added over the raw call")
+
+    def raw() -> int:
+        return 1
+
+    async def araw() -> int:
+        return 1
+
+    b.add("success", "sync", "raw call", b.sync(raw))
+    cases: list[tuple[str, Callable[[], Any]]] = [
+        ("tenacity @retry", tenacity.retry(stop=tenacity.stop_after_attempt(3))(raw)),
+        ("stamina @retry", stamina.retry(on=ConnectionError, attempts=3)(raw)),
+        ("circuitbreaker @circuit", circuitbreaker.circuit(failure_threshold=5)(raw)),
+        ("pybreaker", pybreaker.CircuitBreaker(fail_max=5)(raw)),
+        (
+            "naive stack (tenacity ∘ pybreaker)",
+            tenacity.retry(stop=tenacity.stop_after_attempt(3))(
+                pybreaker.CircuitBreaker(fail_max=5)(raw)
+            ),
+        ),
+        ("resilient @breaker", resilient.breaker("bench-s-b")(raw)),
+        ("resilient @retry", resilient.retry(name="bench-s-r")(raw)),
+        ("resilient @fallback", resilient.fallback(value=0)(raw)),
+        ("resilient retry ∘ breaker", resilient.retry()(resilient.breaker("bench-s-rb")(raw))),
+        (
+            "resilient @resilient (fb ∘ retry ∘ breaker)",
+            resilient.resilient("bench-s-full", value=0)(raw),
+        ),
+        ("resilient @timeout (worker thread)", resilient.timeout(5)(raw)),
+    ]
+    for name, fn in cases:
+        b.add("success", "sync", name, b.sync(fn, base=raw))
+
+    b.add("success", "async", "raw await", b.aio(araw))
+    apb = pybreaker.CircuitBreaker(fail_max=5)
+
+    async def pybreaker_async() -> int:
+        with apb.calling():
+            return await araw()
+
+    npb = pybreaker.CircuitBreaker(fail_max=5)
+
+    @tenacity.retry(stop=tenacity.stop_after_attempt(3))
+    async def naive_async() -> int:
+        with npb.calling():
+            return await araw()
+
+    acases: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
+        ("tenacity @retry", tenacity.retry(stop=tenacity.stop_after_attempt(3))(araw)),
+        ("stamina @retry", stamina.retry(on=ConnectionError, attempts=3)(araw)),
+        ("circuitbreaker @circuit", circuitbreaker.circuit(failure_threshold=5)(araw)),
+        ("pybreaker (with calling())", pybreaker_async),
+        ("naive stack (tenacity ∘ pybreaker)", naive_async),
+        ("resilient @breaker", resilient.breaker("bench-a-b")(araw)),
+        ("resilient @retry", resilient.retry(name="bench-a-r")(araw)),
+        ("resilient @fallback", resilient.fallback(value=0)(araw)),
+        ("resilient @timeout", resilient.timeout(5)(araw)),
+        ("resilient retry ∘ breaker", resilient.retry()(resilient.breaker("bench-a-rb")(araw))),
+        (
+            "resilient @resilient (fb ∘ retry ∘ breaker)",
+            resilient.resilient("bench-a-full", value=0)(araw),
+        ),
+        (
+            "resilient @resilient + timeout",
+            resilient.resilient("bench-a-fullt", value=0, timeout=5)(araw),
+        ),
+    ]
+    for name, afn in acases:
+        b.add("success", "async", name, b.aio(afn, base=araw))
+
+
+def rejection_path(b: Bench) -> None:
+    print("open-circuit rejection: ns per call, ns added over a plain raise + except")
+
+    def raises() -> None:
+        raise RuntimeError("down")
+
+    async def araises() -> None:
+        raise RuntimeError("down")
+
+    def ok() -> int:
+        return 1
+
+    async def aok() -> int:
+        return 1
+
+    b.add("rejection", "sync", "raise + except (undecorated function)", b.sync(raises, Exception))
+    pb = pybreaker.CircuitBreaker(fail_max=1, reset_timeout=3600)
+    pb.open()
+    cb = circuitbreaker.CircuitBreaker(failure_threshold=1, recovery_timeout=3600, name="s")
+    cb._state = circuitbreaker.STATE_OPEN
+    cb._opened = time.monotonic()
+    for name in ("bench-r-s", "bench-r-ss"):
+        resilient.breaker(name)
+        breakers.force_open(name)
+    cases: list[tuple[str, Callable[[], Any], type[BaseException]]] = [
+        ("pybreaker", pb(ok), pybreaker.CircuitBreakerError),
+        ("circuitbreaker", cb(ok), circuitbreaker.CircuitBreakerError),
+        ("resilient @breaker", resilient.breaker("bench-r-s")(ok), resilient.CircuitOpenError),
+        (
+            "resilient retry ∘ breaker",
+            resilient.retry()(resilient.breaker("bench-r-ss")(ok)),
+            resilient.CircuitOpenError,
+        ),
+    ]
+    for name, fn, exc in cases:
+        b.add("rejection", "sync", name, b.sync(fn, exc, base=raises))
+
+    b.add("rejection", "async", "raise + except (undecorated coroutine)", b.aio(araises, Exception))
+    apb = pybreaker.CircuitBreaker(fail_max=1, reset_timeout=3600)
+    apb.open()
+
+    async def pybreaker_async() -> int:
+        with apb.calling():
+            return await aok()
+
+    acb = circuitbreaker.CircuitBreaker(failure_threshold=1, recovery_timeout=3600, name="a")
+    acb._state = circuitbreaker.STATE_OPEN
+    acb._opened = time.monotonic()
+    for name in ("bench-r-a", "bench-r-aa"):
+        resilient.breaker(name)
+        breakers.force_open(name)
+    acases: list[tuple[str, Callable[[], Awaitable[Any]], type[BaseException]]] = [
+        ("pybreaker (with calling())", pybreaker_async, pybreaker.CircuitBreakerError),
+        ("circuitbreaker", acb(aok), circuitbreaker.CircuitBreakerError),
+        ("resilient @breaker", resilient.breaker("bench-r-a")(aok), resilient.CircuitOpenError),
+        (
+            "resilient retry ∘ breaker",
+            resilient.retry()(resilient.breaker("bench-r-aa")(aok)),
+            resilient.CircuitOpenError,
+        ),
+    ]
+    for name, afn, exc in acases:
+        b.add("rejection", "async", name, b.aio(afn, exc, base=araises))
+
+
+def fails_twice(b: Bench) -> None:
+    print("fails twice, then succeeds (zero wait): ns per whole call")
+    zero = {"initial_delay": 0, "max_delay": 0, "budget": False}
+
+    def hand_loop(body: Callable[[], int]) -> Callable[[], int]:
+        def call() -> int:
+            for attempt in range(3):
+                try:
+                    return body()
+                except ConnectionError:
+                    if attempt == 2:
+                        raise
+            raise AssertionError
+
+        return call
+
+    def ahand_loop(body: Callable[[], int]) -> Callable[[], Awaitable[int]]:
+        async def inner() -> int:
+            return body()
+
+        async def call() -> int:
+            for attempt in range(3):
+                try:
+                    return await inner()
+                except ConnectionError:
+                    if attempt == 2:
+                        raise
+            raise AssertionError
+
+        return call
+
+    def as_async(body: Callable[[], int]) -> Callable[[], Awaitable[int]]:
+        async def fn() -> int:
+            return body()
+
+        return fn
+
+    def tenacity_retry(fn: Any) -> Any:
+        return tenacity.retry(
+            stop=tenacity.stop_after_attempt(3), wait=tenacity.wait_none(), reraise=True
+        )(fn)
+
+    def stamina_retry(fn: Any) -> Any:
+        return stamina.retry(
+            on=ConnectionError, attempts=3, wait_initial=0, wait_max=0, wait_jitter=0
+        )(fn)
+
+    def naive(body: Callable[[], int]) -> Callable[[], int]:
+        return tenacity_retry(pybreaker.CircuitBreaker(fail_max=100)(body))
+
+    def anaive(body: Callable[[], int]) -> Callable[[], Awaitable[int]]:
+        cb = pybreaker.CircuitBreaker(fail_max=100)
+
+        async def guarded() -> int:
+            with cb.calling():
+                return body()
+
+        return tenacity_retry(guarded)  # type: ignore[no-any-return]
+
+    hooks = _hooks.hooks
+    builders: list[tuple[str, Callable[[Callable[[], int]], Callable[[], Any]], bool]] = [
+        ("hand-written 3-attempt loop", hand_loop, True),
+        ("tenacity @retry", tenacity_retry, True),
+        ("stamina @retry", stamina_retry, True),
+        ("naive stack (tenacity ∘ pybreaker)", naive, True),
+        ("resilient @retry", lambda f: resilient.retry(max_attempts=3, **zero)(f), True),
+        ("resilient @retry, no hooks", lambda f: resilient.retry(max_attempts=3, **zero)(f), False),
+        (
+            "resilient @resilient (fb ∘ retry ∘ breaker)",
+            lambda f: resilient.resilient(
+                f"bench-f2-{id(f)}", value=0, max_attempts=3, failure_threshold=100, **zero
+            )(f),
+            True,
+        ),
+    ]
+    for name, build, with_hooks in builders:
+        fn = build(counter_fails_twice())
+        _hooks.hooks = hooks if with_hooks else ()
+        try:
+            b.add("fails-twice", "sync", name, b.sync(fn))
+        finally:
+            _hooks.hooks = hooks
+    for name, build, with_hooks in builders:
+        body = counter_fails_twice()
+        if build is hand_loop:
+            afn = ahand_loop(body)
+        elif build is naive:
+            afn = anaive(body)
+        else:
+            afn = build(as_async(body))
+        _hooks.hooks = hooks if with_hooks else ()
+        try:
+            b.add("fails-twice", "async", name, b.aio(afn))
+        finally:
+            _hooks.hooks = hooks
+
+
+def rss_bytes() -> int:
+    with open(f"/proc/{os.getpid()}/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def memory_growth(calls: int) -> float:
+    print(f"memory: resident-set growth over {calls:,} rejected calls")
+
+    def ok() -> int:
+        return 1
+
+    fn = resilient.breaker("bench-mem")(ok)
+    breakers.force_open("bench-mem")
+    for _ in range(10_000):
+        try:  # noqa: SIM105 - contextlib.suppress would be timed too
+            fn()
+        except resilient.CircuitOpenError:
+            pass
+    gc.collect()
+    before = rss_bytes()
+    start = time.perf_counter()
+    for _ in range(calls):
+        try:  # noqa: SIM105 - contextlib.suppress would be timed too
+            fn()
+        except resilient.CircuitOpenError:
+            pass
+    gc.collect()
+    grown = rss_bytes() - before
+    took = time.perf_counter() - start
+    rejected = breakers.get("bench-mem").snapshot().rejected_calls
+    print(
+        f"  rejected {rejected:,} calls in {took:.2f}s; RSS grew {grown / 2**20:.2f} MiB "
+        f"(target < 5 MiB)"
+    )
+    return grown / 2**20
+
+
+TARGETS = [
+    (
+        "full async stack, added",
+        "success",
+        "async",
+        "resilient @resilient (fb ∘ retry ∘ breaker)",
+        800.0,
+        True,
+    ),
+    ("sync retry ∘ breaker, added", "success", "sync", "resilient retry ∘ breaker", 600.0, True),
+    (
+        "open-circuit rejection (sync), added",
+        "rejection",
+        "sync",
+        "resilient @breaker",
+        500.0,
+        True,
+    ),
+    (
+        "open-circuit rejection (async), added",
+        "rejection",
+        "async",
+        "resilient @breaker",
+        500.0,
+        True,
+    ),
+    ("fails twice async, whole call", "fails-twice", "async", "resilient @retry", 4000.0, False),
+    (
+        "fails twice async, whole call, no hooks",
+        "fails-twice",
+        "async",
+        "resilient @retry, no hooks",
+        4000.0,
+        False,
+    ),
+]
+
+
+def summary(
+    rows: list[tuple[str, str, str, float, float | None]], grown_mib: float, calls: int
+) -> None:
+    """The targets next to what this run measured."""
+    print("targets")
+    found = {(s, m, n): (ns, added) for s, m, n, ns, added in rows}
+    for label, scenario, mode, name, target, use_added in TARGETS:
+        ns, added = found[(scenario, mode, name)]
+        value = added if use_added and added is not None else ns
+        verdict = "met" if value <= target else "MISSED"
+        print(f"  {label:<44} {value:>10,.0f} ns  (≤ {target:,.0f})  {verdict}")
+    verdict = "met" if grown_mib < 5 else "MISSED"
+    print(
+        f"  {'memory growth, ' + format(calls, ',') + ' rejections':<44} "
+        f"{grown_mib:>10.2f} MiB (< 5)  {verdict}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short run (fewer calls/samples)")
+    parser.add_argument("--samples", type=int, default=None, help="samples per case")
+    args = parser.parse_args(argv)
+    calls, samples, mem_calls = (20_000, 5, 100_000) if args.quick else (100_000, 11, 1_000_000)
+    if args.samples:
+        samples = args.samples
+    b = Bench(calls, samples)
+    print(
+        f"python {sys.version.split()[0]}, resilient {resilient.__version__}, "
+        + ", ".join(
+            f"{m} {version(m)}" for m in ("tenacity", "pybreaker", "stamina", "circuitbreaker")
+        )
+        + f"; {calls:,} calls x {samples} samples (median)"
+    )
+    print(f"  {'scenario':<12} {'mode':<5} {'case':<44} {'ns/call':>10} {'added':>10}")
+    success_path(b)
+    rejection_path(b)
+    b_fail = Bench(max(2_000, calls // 5), samples)
+    fails_twice(b_fail)
+    b_fail.close()
+    b.close()
+    b.rows.extend(b_fail.rows)
+    grown = memory_growth(mem_calls)
+    summary(b.rows, grown, mem_calls)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
