@@ -249,3 +249,11 @@ def test_isolated_registry_resets_functions_decorated_at_import(pytester: pytest
     )
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=3)
+
+
+def test_throwaway_postgres(throwaway_postgres: object) -> None:
+    """The fixture yields a private PostgreSQL that answers queries, on its own port."""
+    server = throwaway_postgres
+    assert server.port != 5432  # type: ignore[attr-defined]
+    assert f":{server.port}/" in server.url  # type: ignore[attr-defined]
+    assert "42" in server.psql("select 42")  # type: ignore[attr-defined]
