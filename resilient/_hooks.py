@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from . import _clock
 from ._classify import classify
@@ -50,22 +49,27 @@ class EventKind(StrEnum):
     """The first successful call after fallbacks were served."""
 
 
-@dataclass(frozen=True, slots=True)
-class PolicyEvent:
-    """The details of one event. Never carries the call's arguments."""
+class PolicyEvent(NamedTuple):
+    """The details of one event (immutable, no ``__dict__``). Never carries the call's
+    arguments. A named tuple rather than a frozen dataclass: building one costs a fifth."""
 
     kind: EventKind
     name: str
     exception: BaseException | None = None
     category: str | None = None
     attempt: int = 0
+    """The attempt that failed (1-based)."""
     wait: float = 0.0
+    """Seconds before the next attempt (retry)."""
     elapsed: float = 0.0
+    """Seconds since the call started (or since its first failure)."""
     old_state: str | None = None
     new_state: str | None = None
     source: str | None = None
+    """``"value"``, ``"func"`` or ``"cache"`` (fallback)."""
     cache_age: float | None = None
     first_in_episode: bool = False
+    """The first fallback served since the last success."""
     correlation_id: str | None = None
     at: float = 0.0
     """Wall-clock time of the event (epoch seconds, on the current clock)."""
