@@ -74,11 +74,15 @@ async def test_timeout_expires_on_the_fake_clock(fake_clock: FakeClock) -> None:
 async def test_health_monitor_runs_on_the_fake_clock(fake_clock: FakeClock) -> None:
     """The monitor sleeps its interval on the fake clock; report times are an interval apart."""
     registry = HealthRegistry()
-    registry.register("database", lambda: True)
+
+    async def database() -> bool:
+        return True
+
+    registry.register("database", database)
     times: list[str] = []
     registry.on_report(lambda report: times.append(report.timestamp))
     registry.start_monitor(interval=30.0)
-    for _ in range(200):
+    for _ in range(2000):
         if len(times) >= 3:
             break
         await asyncio.sleep(0.001)
