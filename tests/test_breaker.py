@@ -542,8 +542,9 @@ class MemoryBackend:
         self.watchers[name] = callback
 
 
+@pytest.mark.parametrize("mode", MODES)
 async def test_shared_state_seam(
-    name: str, clock: FakeClock, reload_with: Callable[..., None]
+    mode: str, name: str, clock: FakeClock, reload_with: Callable[..., None]
 ) -> None:
     """A shared breaker publishes its transitions, applies newer remote ones, and takes
     half-open permits cluster-wide."""
@@ -552,34 +553,69 @@ async def test_shared_state_seam(
     previous = set_shared_backend(backend)
     try:
         script = Script(ConnectionError("x"))
-        fn = breaker(name, shared=True, failure_threshold=1, reset_timeout=5)(make("async", script))
+        fn = breaker(name, shared=True, failure_threshold=1, reset_timeout=5)(make(mode, script))
         assert name in backend.watchers
         with pytest.raises(ConnectionError):
-            await fn()
+            await invoke(fn)
         assert [r.state for _, r in backend.published] == ["open"]
         assert backend.published[0][1].origin == ORIGIN
         # another process closed it
         backend.watchers[name](CircuitRecord("closed", None, 10**18, "other"))
         assert get_breaker(name).state == "closed"
-        # a stale record is ignored
+        # a stale record and our own records are ignored
         backend.watchers[name](CircuitRecord("open", clock.time(), 5, "other"))
+        backend.watchers[name](CircuitRecord("open", clock.time(), 10**20, ORIGIN))
         assert get_breaker(name).state == "closed"
         # another process opened it 3 s ago: open here too, 2 s left
         backend.watchers[name](CircuitRecord("open", clock.time() - 3, 10**18 + 1, "other"))
         with pytest.raises(CircuitOpenError) as info:
-            await fn()
+            await invoke(fn)
         assert info.value.retry_after == pytest.approx(2.0, abs=0.01)
         clock.advance(2)
         backend.grant = False  # every cluster-wide permit is taken
         with pytest.raises(CircuitOpenError):
-            await fn()
+            await invoke(fn)
         assert script.calls == 1
         backend.grant = None  # store unreachable: the local permit decides
-        assert await fn() == "ok"
+        assert await invoke(fn) == "ok"
         assert get_breaker(name).state == "closed"
         assert backend.released >= 1
+        # an operator forced it open elsewhere: it stays open past the timeout here
+        backend.watchers[name](CircuitRecord("open", clock.time(), 10**19, "other", True))
+        clock.advance(100)
+        with pytest.raises(CircuitOpenError):
+            await invoke(fn)
+        assert get_breaker(name).snapshot().forced_open
+        backend.watchers[name](CircuitRecord("half-open", None, 10**19 + 1, "other"))
+        assert get_breaker(name).state == "half-open"
+        breakers.reset(name)
+        assert backend.published[-1][1].state == "closed"
     finally:
         set_shared_backend(previous)
+
+
+async def test_failing_shared_store_degrades_to_local_state(
+    name: str, reload_with: Callable[..., None]
+) -> None:
+    """A backend whose publish raises never breaks the breaker."""
+    reload_with(AI_TRADER_REDIS__URL="redis://127.0.0.1:6379/15")
+
+    class Broken(MemoryBackend):
+        def publish(self, name: str, record: CircuitRecord) -> None:
+            raise ConnectionError("redis down")
+
+    previous = set_shared_backend(Broken())
+    try:
+        fn = breaker(name, shared=True, failure_threshold=1)(make("sync", Script(OSError("x"))))
+        with pytest.raises(OSError):
+            await invoke(fn)
+        assert get_breaker(name).state == "open"
+        breakers.force_open(name)
+        assert get_breaker(name).snapshot().forced_open
+    finally:
+        set_shared_backend(previous)
+    with pytest.raises(TypeError, match="SharedStateBackend"):
+        set_shared_backend(object())  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("mode", MODES)
