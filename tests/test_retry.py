@@ -450,3 +450,45 @@ def test_invalid_arguments_fail_at_decoration(kwargs: dict[str, Any], message: s
     """Bad arguments are refused when decorating, naming the argument."""
     with pytest.raises((ValueError, TypeError), match=message):
         retry(**kwargs)
+
+
+def test_custom_strategy_sees_the_failed_attempt(name: str, clock: FakeClock) -> None:
+    """A tenacity strategy may read retry_state.outcome and attempt_number, as in tenacity."""
+    seen: list[tuple[int, str]] = []
+
+    def wait_by_error(retry_state: Any) -> float:
+        exc = retry_state.outcome.exception()
+        seen.append((retry_state.attempt_number, type(exc).__name__))
+        assert retry_state.outcome.failed
+        return 2.0 if isinstance(exc, TimeoutError) else 0.5
+
+    script = Script(TimeoutError("slow"), ConnectionError("reset"), "ok")
+    fn = retry(wait=wait_by_error, max_attempts=3, name=name)(script)
+    assert fn() == "ok"
+    assert seen == [(1, "TimeoutError"), (2, "ConnectionError")]
+    assert [s for s in clock.sleeps if s > 0] == [2.0, 0.5]
+
+
+def test_budget_snapshots_are_listed(name: str) -> None:
+    """retry_budgets() reports calls, retries and refusals per name."""
+    from resilient._retry import retry_budgets
+
+    script = Script(ConnectionError("x"), "ok")
+    fn = retry(max_attempts=2, name=name)(script)
+    with zero_wait_retries():
+        assert fn() == "ok"
+    snap = next(b for b in retry_budgets() if b.name == name)
+    assert (snap.calls, snap.retries, snap.refused) == (1, 1, 0)
+    assert snap.ratio == pytest.approx(0.2)
+    get_retry_budget(name).reset()
+    assert get_retry_budget(name).snapshot().calls == 0
+
+
+def test_deadline_accepts_timedelta(clock: FakeClock) -> None:
+    """Durations may be timedeltas; negative ones are refused."""
+    from datetime import timedelta
+
+    with deadline(timedelta(seconds=1.5)) as at:
+        assert at == pytest.approx(clock.monotonic() + 1.5)
+    with pytest.raises(ValueError, match="deadline"), deadline(-1):
+        pass
