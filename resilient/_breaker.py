@@ -462,6 +462,8 @@ class Breaker(pybreaker.CircuitBreaker):
         """Admission for a circuit that is not plainly closed; returns a half-open permit
         token (0: none needed) or raises CircuitOpenError."""
         self._refresh()
+        if self._hot == CLOSED and not self._forced:  # windowed breakers: no lock per call
+            return 0
         with self._lock:
             now = _clock._current.monotonic()
             if self._forced:
