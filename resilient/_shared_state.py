@@ -23,8 +23,10 @@ channel ``<prefix>:breaker:events``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
+import contextvars
 import json
 import threading
 from collections.abc import Callable
@@ -32,6 +34,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from . import _clock
 from ._breaker_storage import ORIGIN, CircuitRecord, set_shared_backend
 from ._logging import logger
 from ._redis import RedisUnavailable, RedisWorker, get_worker, make_redis_client
@@ -45,12 +48,28 @@ __all__ = [
 ]
 
 _PUBLISH = """
-local cur = tonumber(redis.call('HGET', KEYS[1], 'version') or '-1')
-local v = tonumber(ARGV[3])
-if v <= cur then
+local function current()
   local rec = redis.call('HGETALL', KEYS[1])
   table.insert(rec, 1, 0)
   return rec
+end
+local cur = tonumber(redis.call('HGET', KEYS[1], 'version') or '-1')
+local v = tonumber(ARGV[3])
+if v <= cur then
+  return current()
+end
+if ARGV[1] == 'half-open' and cur >= 0 then
+  -- only the opening this half-open comes from may move on: a late half-open must not
+  -- overwrite a newer opening (or a close) and hand out a second round of trial permits
+  local st = redis.call('HMGET', KEYS[1], 'state', 'opened_at')
+  local same = st[2] and st[2] ~= '' and ARGV[2] ~= ''
+               and math.abs(tonumber(st[2]) - tonumber(ARGV[2])) < 0.001
+  if st[1] == 'half-open' and same then
+    return {1}
+  end
+  if st[1] ~= 'open' or not same then
+    return current()
+  end
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -68,15 +87,17 @@ return {1}
 """
 
 _ACQUIRE = """
+-- 1: granted; 0: every permit taken; -ms: open (forced or not yet expired) for ms more
 local st = redis.call('HMGET', KEYS[1], 'state', 'opened_srv', 'forced')
 if st[3] == '1' then
-  return 0
+  return -tonumber(ARGV[2])
 end
 if st[1] == 'open' and st[2] then
   local t = redis.call('TIME')
   local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-  if now < tonumber(st[2]) + tonumber(ARGV[2]) / 1000 then
-    return 0
+  local left = tonumber(st[2]) + tonumber(ARGV[2]) / 1000 - now
+  if left > 0 then
+    return -math.max(1, math.floor(left * 1000))
   end
 end
 local n = redis.call('INCR', KEYS[2])
@@ -112,6 +133,12 @@ redis.call('PUBLISH', ARGV[5], cjson.encode({name = ARGV[6], state = ARGV[1],
            opened_at = ARGV[2], version = v, origin = ARGV[3], forced = ARGV[4]}))
 return v
 """
+
+
+# permits granted to the current task/thread: (backend id, breaker name)
+_held: contextvars.ContextVar[tuple[tuple[int, str], ...]] = contextvars.ContextVar(
+    "resilient_shared_permits", default=()
+)
 
 
 def _text(value: Any) -> str:
@@ -172,7 +199,10 @@ class RedisSharedState:
         self.messages = 0
         self._watchers: dict[str, list[Callable[[CircuitRecord], None]]] = {}
         self._seen: dict[str, int] = {}
-        self._pending: dict[str, CircuitRecord] = {}
+        self._deny_until: dict[str, float] = {}
+        # publishes and permit releases, in call order: a failed trial's "open" must reach Redis
+        # before its permit is given back, or another process could start a second trial
+        self._ops: collections.deque[tuple[str, CircuitRecord | None]] = collections.deque()
         self._lock = threading.Lock()
         self._listener: concurrent.futures.Future[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -199,6 +229,7 @@ class RedisSharedState:
                 return
             self._seen[name] = max(record.version, self._seen.get(name, -1))
             callbacks = list(self._watchers.get(name, ()))
+            self._deny_until.pop(name, None)
         for callback in callbacks:
             try:
                 callback(record)
@@ -213,7 +244,7 @@ class RedisSharedState:
             return
         with self._lock:
             self._seen[name] = max(record.version, self._seen.get(name, -1))
-            self._pending[name] = record
+            self._ops.append((name, record))
         self._ensure_listener()
         with contextlib.suppress(RuntimeError):  # worker stopped at shutdown
             self.worker.loop.call_soon_threadsafe(self._kick)
@@ -236,26 +267,51 @@ class RedisSharedState:
                     await self._flush()
                 except Exception:  # left queued; the listener retries after reconnecting
                     return
-                if not self._flush_again and not self._pending:
+                if not self._flush_again and not self._ops:
                     return
         finally:
             self._flushing = False
 
     async def acquire_permit(self, name: str, limit: int, ttl: float) -> bool | None:
         """One of ``limit`` cluster-wide half-open permits; ``None`` if Redis is unreachable."""
+        if self._refused(name):
+            return self._granted(name, 0, ttl, cached=True)
         try:
-            granted = await self.worker.call(self._acquire_fn(name, limit, ttl))
+            reply = await self.worker.call(self._acquire_fn(name, limit, ttl))
         except RedisUnavailable:
             return None
-        return bool(granted)
+        return self._granted(name, int(reply), ttl)
 
     def acquire_permit_sync(self, name: str, limit: int, ttl: float) -> bool | None:
         """Blocking :meth:`acquire_permit` (at most ``timeout``)."""
+        if self._refused(name):
+            return self._granted(name, 0, ttl, cached=True)
         try:
-            granted = self.worker.call_sync(self._acquire_fn(name, limit, ttl))
+            reply = self.worker.call_sync(self._acquire_fn(name, limit, ttl))
         except RedisUnavailable:
             return None
-        return bool(granted)
+        return self._granted(name, int(reply), ttl)
+
+    def _refused(self, name: str) -> bool:
+        until = self._deny_until.get(name)
+        return until is not None and _clock._current.monotonic() < until
+
+    def _granted(self, name: str, reply: int, ttl: float, cached: bool = False) -> bool:
+        # A refusal is remembered briefly (the rest of the open period, or while a trial runs)
+        # so a half-open process does not ask Redis on every call; any newer record clears it.
+        granted = reply > 0
+        if reply < 0:
+            self._deny_until[name] = _clock._current.monotonic() + -reply / 1000
+        elif reply == 0 and not cached:
+            self._deny_until[name] = _clock._current.monotonic() + min(0.05, ttl)
+        token = (id(self), name)
+        if granted:
+            _held.set((*_held.get(), token))
+        else:
+            # the release that follows a refusal must not give back an older, unreleased
+            # grant of this task (that one expires with its TTL)
+            _held.set(tuple(t for t in _held.get() if t != token))
+        return granted
 
     def _acquire_fn(self, name: str, limit: int, ttl: float) -> Callable[[aioredis.Redis], Any]:
         keys = [self._key(name), self._permits(name)]
@@ -267,10 +323,23 @@ class RedisSharedState:
         return run
 
     def release_permit(self, name: str) -> None:
-        """Give a permit back in the background (never blocks, never raises)."""
-        key = self._permits(name)
-        with contextlib.suppress(RedisUnavailable):
-            self.worker.submit(lambda r: r.eval(_RELEASE, 1, key))
+        """Give a permit back in the background, after this process's earlier publishes
+        (never blocks, never raises)."""
+        if self._closed:
+            return
+        # only a permit this call was granted goes back: a caller that was refused (or never
+        # reached Redis) must not free somebody else's trial permit
+        held = _held.get()
+        token = (id(self), name)
+        if token not in held:
+            return
+        rest = list(held)
+        rest.remove(token)
+        _held.set(tuple(rest))
+        with self._lock:
+            self._ops.append((name, None))
+        with contextlib.suppress(RuntimeError):  # worker stopped at shutdown
+            self.worker.loop.call_soon_threadsafe(self._kick)
 
     def watch(self, name: str, callback: Callable[[CircuitRecord], None]) -> None:
         """Deliver other processes' records for ``name`` to ``callback`` (from the worker
@@ -342,29 +411,45 @@ class RedisSharedState:
             self._listener = asyncio.run_coroutine_threadsafe(self._listen(), self.worker.loop)
 
     async def _flush(self) -> None:
-        with self._lock:
-            batch, self._pending = self._pending, {}
-        for name, record in batch.items():
-            args = [
-                record.state,
-                "" if record.opened_at is None else repr(record.opened_at),
-                str(record.version),
-                record.origin,
-                "1" if record.forced else "0",
-                self.channel,
-                name,
-            ]
-            keys = [self._key(name), self._permits(name)]
+        while True:
+            with self._lock:
+                if not self._ops:
+                    return
+                name, record = self._ops[0]
             try:
-                reply = await self.worker._guarded(_eval(_PUBLISH, keys, args), self.timeout)
+                if record is None:
+                    await self.worker._guarded(
+                        _eval(_RELEASE, [self._permits(name)], []), self.timeout
+                    )
+                else:
+                    await self._publish_now(name, record)
             except Exception as exc:
-                with self._lock:  # keep it for the next attempt unless a newer one came
-                    self._pending.setdefault(name, record)
+                with self._lock:
+                    # keep transitions for the next attempt; a lost release only ends early
+                    # what the permit's TTL ends anyway
+                    kept = [op for op in self._ops if op[1] is not None]
+                    self._ops = collections.deque(kept)
                 raise RedisUnavailable(type(exc).__name__) from exc
-            if reply and int(reply[0]) == 0:  # a newer record won: adopt it
-                current = _record_from(_pairs(list(reply[1:])))
-                if current is not None:
-                    self._deliver(name, current, force=True)
+            with self._lock:
+                if self._ops and self._ops[0] == (name, record):
+                    self._ops.popleft()
+
+    async def _publish_now(self, name: str, record: CircuitRecord) -> None:
+        args = [
+            record.state,
+            "" if record.opened_at is None else repr(record.opened_at),
+            str(record.version),
+            record.origin,
+            "1" if record.forced else "0",
+            self.channel,
+            name,
+        ]
+        keys = [self._key(name), self._permits(name)]
+        reply = await self.worker._guarded(_eval(_PUBLISH, keys, args), self.timeout)
+        if reply and int(reply[0]) == 0:  # a newer record won: adopt it
+            current = _record_from(_pairs(list(reply[1:])))
+            if current is not None:
+                self._deliver(name, current, force=True)
 
     async def _resync(self) -> None:
         with self._lock:
@@ -421,7 +506,7 @@ class RedisSharedState:
                         self._on_message(message["data"])
                     if loop.time() >= next_sync:
                         await self._resync()
-                        if self._pending and not self._flushing:
+                        if self._ops and not self._flushing:
                             await self._flush()
                         next_sync = loop.time() + self.resync_interval
             except asyncio.CancelledError:

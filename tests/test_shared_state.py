@@ -98,8 +98,7 @@ async def test_half_open_permits_are_cluster_wide(
     assert await b.acquire_permit("p", 2, 5.0) is True
     assert await a.acquire_permit("p", 2, 5.0) is False
     b.release_permit("p")
-    await wait_for(lambda: True)
-    await asyncio.sleep(0.02)
+    await asyncio.sleep(0.06)  # a's refusal is remembered for 50 ms (no Redis round trip)
     assert await a.acquire_permit("p", 2, 5.0) is True
     assert await asyncio.to_thread(b.acquire_permit_sync, "p", 2, 5.0) is False
 
@@ -238,3 +237,37 @@ async def test_remote_trip_rejects_local_calls_and_local_trip_is_published(
         other.close()
     finally:
         breakers.remove(name)
+
+
+async def test_late_half_open_cannot_reopen_trials_of_a_newer_opening(
+    pair: tuple[RedisSharedState, RedisSharedState],
+) -> None:
+    """A half-open published after a newer opening (a failed trial) is refused."""
+    a, _ = pair
+    await a.reset("h", state="open")
+    first = await a.record("h")
+    assert first is not None and first.opened_at is not None
+    newer_open = CircuitRecord("open", first.opened_at + 5.0, first.version + 10, "proc-t")
+    a.publish("h", newer_open)
+    await asyncio.sleep(0.05)
+    late = CircuitRecord("half-open", first.opened_at, first.version + 20, "proc-late")
+    a.publish("h", late)
+    await asyncio.sleep(0.05)
+    stored = await a.record("h")
+    assert stored is not None and stored.state == "open"
+    assert stored.version == newer_open.version
+
+
+async def test_release_after_a_refusal_does_not_free_another_grant(
+    pair: tuple[RedisSharedState, RedisSharedState],
+) -> None:
+    a, b = pair
+    assert await a.acquire_permit("q", 1, 5.0) is True  # a's trial runs
+
+    async def refused_caller() -> None:
+        assert await b.acquire_permit("q", 1, 5.0) is False
+        b.release_permit("q")  # what a breaker does after a refusal
+
+    await asyncio.create_task(refused_caller())
+    await asyncio.sleep(0.06)
+    assert await b.acquire_permit("q", 1, 5.0) is False  # still held by a
