@@ -266,8 +266,6 @@ class Breaker(pybreaker.CircuitBreaker):
             throw_new_error_on_trip=False,
         )
         self._apply_settings()
-        if self.shared:
-            self._attach(get_shared_backend())
 
     # --- configuration --------------------------------------------------------------------
 
@@ -301,6 +299,10 @@ class Breaker(pybreaker.CircuitBreaker):
                 ],
                 env=config.env,
             )
+        if self.shared and self._backend is None:
+            backend = get_shared_backend()  # at creation, or shared switched on by a reload
+            if backend is not None:
+                self._attach(backend)
         rate = opts.get("failure_rate_threshold")
         slow_d = opts.get("slow_call_duration")
         slow_rate = opts.get("slow_call_rate_threshold")
