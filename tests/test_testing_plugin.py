@@ -257,3 +257,14 @@ def test_throwaway_postgres(throwaway_postgres: object) -> None:
     assert server.port != 5432  # type: ignore[attr-defined]
     assert f":{server.port}/" in server.url  # type: ignore[attr-defined]
     assert "42" in server.psql("select 42")  # type: ignore[attr-defined]
+
+
+@pytest.mark.needs_server("postgres", "redis")
+def test_needs_server_resolves_names_from_settings(pytester: pytest.Pytester) -> None:
+    """'postgres' and 'redis' resolve to the configured servers (here the shared ones)."""
+    pytester.makepyfile(
+        MARKED.format(spec="postgres")
+        + MARKED.format(spec="redis").replace("test_uses_server", "test_uses_redis")
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
