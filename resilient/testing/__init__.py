@@ -35,6 +35,8 @@ from .invariants import (
 )
 
 if TYPE_CHECKING:
+    from .faults import FaultProxy
+    from .servers import PostgresServer, RedisServer, free_port, postgres_server, redis_server
     from .strategies import (
         fault_schedules,
         faults,
@@ -43,8 +45,14 @@ if TYPE_CHECKING:
         transient_faults,
     )
 
-# Names whose module needs an optional dependency (hypothesis): imported on first access.
+# Names imported on first access: optional dependencies (hypothesis) and the fault tools.
 _LAZY = {
+    "FaultProxy": ".faults",
+    "PostgresServer": ".servers",
+    "RedisServer": ".servers",
+    "free_port": ".servers",
+    "postgres_server": ".servers",
+    "redis_server": ".servers",
     "fault_schedules": ".strategies",
     "faults": ".strategies",
     "outcomes": ".strategies",
@@ -67,6 +75,7 @@ __all__ = [
     "Call",
     "FakeClock",
     "Fault",
+    "FaultProxy",
     "FaultSchedule",
     "FlakyService",
     "HTTPStatusError",
@@ -74,7 +83,9 @@ __all__ = [
     "Latency",
     "OrderRejectedError",
     "Outcome",
+    "PostgresServer",
     "RateLimited",
+    "RedisServer",
     "Success",
     "assert_fallback_iff_failed",
     "assert_no_call_while_open",
@@ -83,9 +94,12 @@ __all__ = [
     "capture_events",
     "fault_schedules",
     "faults",
+    "free_port",
     "isolated_state",
     "outcomes",
     "permanent_faults",
+    "postgres_server",
+    "redis_server",
     "reset_state",
     "transient_faults",
     "use_clock",
