@@ -113,6 +113,7 @@ class Database:
         self._sessions: async_sessionmaker[AsyncSession] | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._registered = False
+        self._registry: Any = None
         self._apply(config)
 
     @classmethod
@@ -209,16 +210,18 @@ class Database:
             self._unsubscribe = subscribe(self._on_reload)
         return self._engine
 
-    async def start(self, *, register_health: bool = True, critical: bool = True) -> Database:
-        """Create the engine and register the health component (named ``name``)."""
+    async def start(
+        self, *, register_health: bool = True, critical: bool = True, registry: Any = None
+    ) -> Database:
+        """Create the engine (no connection is opened) and register the health component
+        ``name`` on ``registry`` (default: the process health registry)."""
         _ = self.engine
         if register_health and not self._registered:
-            try:
+            if registry is None:
                 from .health import registry
-            except ImportError:  # pragma: no cover - the health package ships with resilient
-                return self
             timeout = self._config.resilience.health_check_timeout
             registry.register(self.name, self.health_check, critical=critical, timeout=timeout)
+            self._registry = registry
             self._registered = True
         try:
             from . import metrics
@@ -241,9 +244,7 @@ class Database:
     async def close(self) -> None:
         """Dispose of the pool and unregister the health component."""
         if self._registered:
-            from .health import registry
-
-            unregister = getattr(registry, "unregister", None)
+            unregister = getattr(self._registry, "unregister", None)
             if unregister is not None:
                 unregister(self.name)
             self._registered = False

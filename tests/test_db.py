@@ -343,3 +343,23 @@ async def test_non_idempotent_write_is_not_retried_on_timeout(pg_url: str) -> No
         finally:
             proxy.blackhole = False
             await db.close()
+
+
+async def test_start_on_a_given_registry_and_pool_metrics(tmp_path: Path) -> None:
+    from resilient import metrics
+    from resilient.health import HealthRegistry
+
+    registry = HealthRegistry()
+    db = Database.from_config(
+        make_config(host="", sqlite_path=str(tmp_path / "m.db")), name="db-metrics-test"
+    )
+    await db.start(registry=registry)
+    try:
+        assert await db.scalar("SELECT 1") == 1
+        report = await registry.check_all()
+        assert report.components["db-metrics-test"].status == "healthy"
+        text_out = metrics.generate_latest().decode()
+        assert 'pool="db-metrics-test"' in text_out
+    finally:
+        await db.close()
+    assert "db-metrics-test" not in (await registry.check_all()).components
