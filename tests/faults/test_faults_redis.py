@@ -197,3 +197,62 @@ async def test_shared_breaker_survives_a_redis_restart(
         breakers.remove(name)
         monkeypatch.delenv("AI_TRADER_REDIS__URL")
         reload_config()
+
+
+async def test_blackholed_redis_never_slows_a_shared_breaker(
+    redis_srv: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Silent Redis: closed calls cost nothing extra, a half-open permit costs at most the
+    timeout (then local permits), and health reports the shared state degraded."""
+    if not redis_srv.running:
+        redis_srv.start()
+    from resilient.config import reload_config
+
+    async with FaultProxy("127.0.0.1", redis_srv.port) as proxy:
+        url = f"redis://127.0.0.1:{proxy.port}/0"
+        monkeypatch.setenv("AI_TRADER_REDIS__URL", url)
+        reload_config()
+        previous = get_shared_backend()
+        state = RedisSharedState(url, timeout=TIMEOUT, prefix=f"q-{uuid.uuid4().hex[:6]}")
+        set_shared_backend(state)
+        name = f"bhb-{uuid.uuid4().hex[:6]}"
+        try:
+
+            @breaker(name, shared=True, failure_threshold=1, reset_timeout=0.2)
+            async def svc(fail: bool) -> str:
+                if fail:
+                    raise ConnectionError("down")
+                return "ok"
+
+            assert await svc(False) == "ok"
+            started = time.perf_counter()
+            while not state.healthy:
+                assert time.perf_counter() - started < 2.0
+                await asyncio.sleep(0.01)
+            proxy.blackhole = True
+            slowest = 0.0
+            for _ in range(50):
+                started = time.perf_counter()
+                assert await svc(False) == "ok"
+                slowest = max(slowest, time.perf_counter() - started)
+            assert slowest < 0.01
+            with pytest.raises(ConnectionError):
+                await svc(True)
+            assert breakers.get(name).state == "open"
+            await asyncio.sleep(0.25)
+            started = time.perf_counter()
+            assert await svc(False) == "ok"  # trial on a local permit after ≤ TIMEOUT
+            assert time.perf_counter() - started < TIMEOUT + SLACK
+            assert breakers.get(name).state == "closed"
+
+            async def degraded() -> bool:
+                return (await state.health_check())["status"] == "degraded"
+
+            await until(degraded, 3.0)
+        finally:
+            proxy.heal()
+            breakers.remove(name)
+            set_shared_backend(previous)
+            state.close()
+            monkeypatch.delenv("AI_TRADER_REDIS__URL")
+            reload_config()
