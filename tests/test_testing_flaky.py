@@ -35,8 +35,12 @@ EXPECTED_CATEGORY = {
     "http_403": "authentication",
     "http_400": "validation",
     "http_422": "validation",
+    "http_500": "network",
+    "http_404": "data_unavailable",
     "broker_rejection": "broker_rejection",
     "value_error": "validation",
+    "database": "database",
+    "internal": "internal",
 }
 
 

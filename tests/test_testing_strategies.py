@@ -7,6 +7,7 @@ import contextlib
 import pytest
 from hypothesis import find, given, settings
 
+from resilient._classify import is_transient
 from resilient.testing import (
     FAULT_KINDS,
     Fault,
@@ -77,9 +78,11 @@ def test_size_and_kind_limits_are_respected(schedule: FaultSchedule) -> None:
 def test_transient_and_permanent_faults(transient: Fault, permanent: Fault) -> None:
     """Transient faults are retryable categories; permanent ones are not."""
     assert transient.kind in TRANSIENT_KINDS
-    assert transient.category in ("network", "timeout")
+    assert transient.category in ("network", "timeout", "database")
+    assert is_transient(transient.make_exception())
     assert permanent.kind in PERMANENT_KINDS
-    assert permanent.category in ("authentication", "validation", "broker_rejection")
+    assert not is_transient(permanent.make_exception())
+    assert set(TRANSIENT_KINDS) | set(PERMANENT_KINDS) | {"http_429"} == set(FAULT_KINDS)
 
 
 @given(fault_schedules(max_size=10))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
+import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -131,8 +132,12 @@ _FAULTS: Final[dict[str, tuple[Callable[[], BaseException], bool]]] = {
     "http_403": (lambda: HTTPStatusError(403), False),
     "http_400": (lambda: HTTPStatusError(400), False),
     "http_422": (lambda: HTTPStatusError(422), False),
+    "http_500": (lambda: HTTPStatusError(500), True),
+    "http_404": (lambda: HTTPStatusError(404, "404 Not Found: no quote for symbol"), False),
     "broker_rejection": (lambda: OrderRejectedError(), False),
     "value_error": (lambda: ValueError("invalid symbol ''"), False),
+    "database": (lambda: sqlite3.OperationalError("database is locked"), False),
+    "internal": (lambda: KeyError("price"), True),  # a malformed answer: a field is missing
 }
 
 #: Every fault kind :class:`Fault` accepts.

@@ -40,15 +40,24 @@ __all__ = [
 ]
 
 #: Faults a retry should try again: the request failed on the way or the service is down.
-TRANSIENT_KINDS: tuple[str, ...] = ("connection_refused", "connection_reset", "timeout", "http_503")
+TRANSIENT_KINDS: tuple[str, ...] = (
+    "connection_refused",
+    "connection_reset",
+    "timeout",
+    "http_503",
+    "http_500",
+    "database",
+)
 #: Faults a retry must not repeat: the service understood the request and said no.
 PERMANENT_KINDS: tuple[str, ...] = (
     "http_401",
     "http_403",
     "http_400",
     "http_422",
+    "http_404",
     "broker_rejection",
     "value_error",
+    "internal",
 )
 
 
@@ -78,12 +87,13 @@ def faults(kinds: Iterable[str] | None = None) -> st.SearchStrategy[Fault]:
 
 
 def transient_faults() -> st.SearchStrategy[Fault]:
-    """Faults a retry should recover from (network, timeout, 503)."""
+    """Faults a retry should recover from (network, timeout, 5xx, a locked database)."""
     return faults(TRANSIENT_KINDS)
 
 
 def permanent_faults() -> st.SearchStrategy[Fault]:
-    """Faults that must not be retried (authentication, validation, broker rejection)."""
+    """Faults that must not be retried (authentication, validation, missing data, broker
+    rejection, a malformed answer)."""
     return faults(PERMANENT_KINDS)
 
 
