@@ -107,7 +107,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 @pytest.fixture
 def fake_clock() -> Iterator[FakeClock]:
-    """A :class:`FakeClock` installed for the test; breakers, retries and timeouts honour it."""
+    """A :class:`FakeClock` installed for the test: breakers, retries, timeouts, the health
+    monitor and alerts read it, and every sleep on it advances it instantly."""
     clock = FakeClock()
     with use_clock(clock):
         yield clock
