@@ -482,11 +482,14 @@ class Breaker(pybreaker.CircuitBreaker):
             self._permits += 1
             return self._episode
 
-    def _release(self, permit: int) -> None:
+    def _release(self, permit: int, cluster: bool = False) -> None:
+        """Give back a local trial permit (unless its episode is over) and, when this call
+        was granted one, the cluster-wide permit."""
         if permit and permit == self._episode and self._permits > 0:
             self._permits -= 1
+        if cluster:
             backend = self._backend
-            if backend is not None and self.shared:
+            if backend is not None:
                 backend.release_permit(self._key)
 
     def _failed(
@@ -496,10 +499,11 @@ class Breaker(pybreaker.CircuitBreaker):
         start: float,
         permit: int = 0,
         layer: Layer | None = None,
+        cluster: bool = False,
     ) -> None:
         """Record a failed call (failure paths only)."""
         if exclude is not None and exclude(exc):
-            self._succeeded(start, permit)
+            self._succeeded(start, permit, cluster)
             return
         self._refresh()
         category = _hooks.category_of(exc)
@@ -518,11 +522,11 @@ class Breaker(pybreaker.CircuitBreaker):
             if not stale:
                 self._state._handle_error(exc, reraise=False)
             self._pending_slow = False
-            self._release(permit)
+            self._release(permit, cluster)
         if layer is not None and layer.outermost:
             _hooks.event(_hooks.EventKind.CALL_FAILED, self._key, exc, attempt=1)
 
-    def _succeeded(self, start: float, permit: int = 0) -> None:
+    def _succeeded(self, start: float, permit: int = 0, cluster: bool = False) -> None:
         """Record a success that needs state work (half-open, window, pending failures)."""
         with self._lock:
             self._successes += 1
@@ -533,7 +537,7 @@ class Breaker(pybreaker.CircuitBreaker):
                 self._state._handle_success()
             self._dirty = False
             self._pending_slow = False
-            self._release(permit)
+            self._release(permit, cluster)
 
     def _clear_failures(self) -> None:
         with self._lock:
@@ -549,25 +553,27 @@ class Breaker(pybreaker.CircuitBreaker):
         layer: Layer,
     ) -> R:
         permit = self._admit()
+        cluster = False
         if permit and self._backend is not None and self.shared:
             granted = self._backend.acquire_permit_sync(
                 self._key, self.half_open_max_calls, self.reset_timeout
             )
-            if granted is False:
+            if granted is False:  # another process holds every trial permit
                 with self._lock:
                     self._release(permit)
                     raise self._reject(_clock._current.monotonic())
+            cluster = granted is True  # None: store unreachable, the local permit decides
         start = _clock._current.monotonic() if self._timed else 0.0
         try:
             result = fn(*args, **kwargs)
         except Exception as exc:
-            self._failed(exc, exclude, start, permit, layer)
+            self._failed(exc, exclude, start, permit, layer, cluster)
             raise
         except BaseException:
             with self._lock:
-                self._release(permit)
+                self._release(permit, cluster)
             raise
-        self._succeeded(start, permit)
+        self._succeeded(start, permit, cluster)
         return result
 
     async def _guarded_async(
@@ -579,6 +585,7 @@ class Breaker(pybreaker.CircuitBreaker):
         layer: Layer,
     ) -> R:
         permit = self._admit()
+        cluster = False
         if permit and self._backend is not None and self.shared:
             try:
                 granted = await self._backend.acquire_permit(
@@ -588,21 +595,22 @@ class Breaker(pybreaker.CircuitBreaker):
                 with self._lock:
                     self._release(permit)
                 raise
-            if granted is False:
+            if granted is False:  # another process holds every trial permit
                 with self._lock:
                     self._release(permit)
                     raise self._reject(_clock._current.monotonic())
+            cluster = granted is True  # None: store unreachable, the local permit decides
         start = _clock._current.monotonic() if self._timed else 0.0
         try:
             result = await fn(*args, **kwargs)
         except Exception as exc:
-            self._failed(exc, exclude, start, permit, layer)
+            self._failed(exc, exclude, start, permit, layer, cluster)
             raise
-        except BaseException:  # cancelled: no outcome, but give the trial permit back
+        except BaseException:  # cancelled: no outcome, but give the trial permits back
             with self._lock:
-                self._release(permit)
+                self._release(permit, cluster)
             raise
-        self._succeeded(start, permit)
+        self._succeeded(start, permit, cluster)
         return result
 
     # --- shared state ------------------------------------------------------------------------

@@ -576,10 +576,16 @@ async def test_shared_state_seam(
         with pytest.raises(CircuitOpenError):
             await invoke(fn)
         assert script.calls == 1
+        assert backend.released == 0  # a refused caller frees nobody's permit
         backend.grant = None  # store unreachable: the local permit decides
         assert await invoke(fn) == "ok"
         assert get_breaker(name).state == "closed"
-        assert backend.released >= 1
+        assert backend.released == 0  # nothing was granted, nothing goes back
+        # a granted cluster permit is given back when the trial ends
+        backend.watchers[name](CircuitRecord("half-open", None, 10**18 + 5, "other"))
+        backend.grant = True
+        assert await invoke(fn) == "ok"
+        assert backend.released == 1
         # an operator forced it open elsewhere: it stays open past the timeout here
         backend.watchers[name](CircuitRecord("open", clock.time(), 10**19, "other", True))
         clock.advance(100)
