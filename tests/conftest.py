@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -55,3 +56,12 @@ def redis_url() -> str:
     """URL of the shared Redis server (database 15, flushed by the tests that write to it)."""
     require_server("Redis", REDIS_HOST, REDIS_PORT)
     return f"redis://{REDIS_HOST}:{REDIS_PORT}/15"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_state() -> Iterator[None]:
+    """Every test starts with fresh breakers, health registry, error counts and metrics."""
+    from resilient.testing._isolation import isolated_state
+
+    with isolated_state():
+        yield
