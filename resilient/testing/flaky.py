@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
-import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -118,6 +117,12 @@ def use_fake_clock(start: float = 1_000.0, wall: float = 1_700_000_000.0) -> Ite
         yield clock
 
 
+def _database_locked() -> BaseException:
+    import sqlite3  # only when played: importing the testing package stays cheap
+
+    return sqlite3.OperationalError("database is locked")
+
+
 # kind -> (factory of a fresh exception, whether the request may have reached the service)
 _FAULTS: Final[dict[str, tuple[Callable[[], BaseException], bool]]] = {
     "connection_refused": (
@@ -136,7 +141,7 @@ _FAULTS: Final[dict[str, tuple[Callable[[], BaseException], bool]]] = {
     "http_404": (lambda: HTTPStatusError(404, "404 Not Found: no quote for symbol"), False),
     "broker_rejection": (lambda: OrderRejectedError(), False),
     "value_error": (lambda: ValueError("invalid symbol ''"), False),
-    "database": (lambda: sqlite3.OperationalError("database is locked"), False),
+    "database": (lambda: _database_locked(), False),
     "internal": (lambda: KeyError("price"), True),  # a malformed answer: a field is missing
 }
 
