@@ -4,6 +4,7 @@ risk limits and never live while live trading is off (at least 1,000 random faul
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from dataclasses import dataclass, replace
 from typing import Any
@@ -21,7 +22,7 @@ from resilient.trading._context import TradingContext
 from resilient.trading._proxy import ResilientService
 from resilient.trading._settings import service_settings
 
-EXAMPLES = 1000
+EXAMPLES = int(os.environ.get("RESILIENT_PROPERTY_EXAMPLES", "1000"))
 ORDER_TIMEOUT = 5.0
 
 # What one attempt to place an order meets. "before" faults happen before the broker records
@@ -38,8 +39,14 @@ FAULTS = (
 )
 
 
+class ReadTimeout(OSError):
+    """A synchronous HTTP client's read timeout (requests' ReadTimeout is an OSError too)."""
+
+
 class Broker:
     """A fake broker playing a fault schedule, one fault per attempt."""
+
+    read_timeout: type[Exception] = TimeoutError
 
     def __init__(self, *, live: bool, dedupe: str, prices: dict[str, float]) -> None:
         self.paper = not live
@@ -49,16 +56,16 @@ class Broker:
         self.orders: list[dict[str, Any]] = []
         self.positions: dict[str, float] = {}
 
-    async def _place(
+    def _record(
         self,
         symbol: str,
         qty: float,
         side: str,
         limit_price: float | None,
         client_order_id: str | None,
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], str]:
+        """Play the next fault up to recording the order; return it and the fault left."""
         fault = self.schedule.pop(0) if self.schedule else "ok"
-        await asyncio.sleep(0)
         if fault == "refused":
             raise ConnectionRefusedError(111, "Connection refused")
         if fault == "http_429":
@@ -70,7 +77,7 @@ class Broker:
                 if order["client_order_id"] == client_order_id:
                     if self.dedupe == "reject":
                         raise VendorHTTPError(422, "client_order_id must be unique")
-                    return order
+                    return order, "ok"
         price = limit_price if limit_price is not None else self.prices[symbol]
         order = {
             "client_order_id": client_order_id,
@@ -84,21 +91,47 @@ class Broker:
         if fault == "reset_after":
             raise ConnectionResetError(104, "Connection reset by peer")
         if fault == "lost_timeout":
-            raise TimeoutError("read timed out")
-        if fault == "hang":
-            await get_clock().asleep(ORDER_TIMEOUT * 10)
+            raise self.read_timeout("read timed out")
         if fault == "http_503_after":
             raise VendorHTTPError(503, "bad gateway")
+        return order, fault
+
+    def _order_of(self, client_order_id: str) -> dict[str, Any] | None:
+        return next((o for o in self.orders if o["client_order_id"] == client_order_id), None)
+
+
+class AsyncBroker(Broker):
+    async def _place(self, *args: Any) -> dict[str, Any]:
+        await asyncio.sleep(0)
+        order, fault = self._record(*args)
+        if fault == "hang":  # no answer before the order timeout: the call is cancelled
+            await get_clock().asleep(ORDER_TIMEOUT * 10)
         return order
 
     async def get_position(self, symbol: str) -> float:
         return self.positions.get(symbol, 0.0)
 
     async def get_order_by_client_order_id(self, client_order_id: str) -> dict[str, Any] | None:
-        return next((o for o in self.orders if o["client_order_id"] == client_order_id), None)
+        return self._order_of(client_order_id)
 
 
-class KeyBroker(Broker):
+class SyncBroker(Broker):
+    read_timeout = ReadTimeout
+
+    def _place(self, *args: Any) -> dict[str, Any]:
+        order, fault = self._record(*args)
+        if fault == "hang":
+            get_clock().sleep(ORDER_TIMEOUT * 10)
+        return order
+
+    def get_position(self, symbol: str) -> float:
+        return self.positions.get(symbol, 0.0)
+
+    def get_order_by_client_order_id(self, client_order_id: str) -> dict[str, Any] | None:
+        return self._order_of(client_order_id)
+
+
+class KeyBroker(AsyncBroker):
     async def place_order(
         self,
         symbol: str,
@@ -110,11 +143,46 @@ class KeyBroker(Broker):
         return await self._place(symbol, qty, side, limit_price, client_order_id)
 
 
-class NoKeyBroker(Broker):
+class NoKeyBroker(AsyncBroker):
     async def place_order(
         self, symbol: str, qty: float, side: str = "buy", limit_price: float | None = None
     ) -> dict[str, Any]:
         return await self._place(symbol, qty, side, limit_price, None)
+
+
+class SyncKeyBroker(SyncBroker):
+    def place_order(
+        self,
+        symbol: str,
+        qty: float,
+        side: str = "buy",
+        limit_price: float | None = None,
+        client_order_id: str | None = None,
+    ) -> dict[str, Any]:
+        return self._place(symbol, qty, side, limit_price, client_order_id)
+
+
+class SyncNoKeyBroker(SyncBroker):
+    def place_order(
+        self, symbol: str, qty: float, side: str = "buy", limit_price: float | None = None
+    ) -> dict[str, Any]:
+        return self._place(symbol, qty, side, limit_price, None)
+
+
+BROKERS: dict[tuple[bool, bool], type[Broker]] = {
+    (False, True): KeyBroker,
+    (False, False): NoKeyBroker,
+    (True, True): SyncKeyBroker,
+    (True, False): SyncNoKeyBroker,
+}
+
+
+class SyncFeed:
+    def __init__(self, prices: dict[str, float]) -> None:
+        self.prices = prices
+
+    def get_current_price(self, symbol: str) -> float:
+        return self.prices[symbol]
 
 
 class Feed:
@@ -137,6 +205,7 @@ class Intent:
 
 @dataclass(frozen=True)
 class Scenario:
+    sync: bool
     live: bool
     paper: bool
     paper_registered: bool
@@ -175,6 +244,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     paper = False if live else draw(st.booleans())
     max_order = draw(MAX_ORDER)
     return Scenario(
+        sync=draw(st.booleans()),
         live=live,
         paper=paper,
         paper_registered=draw(st.booleans()),
@@ -220,8 +290,8 @@ async def play(sc: Scenario) -> None:
     )
     prices = dict(zip(SYMBOLS, sc.prices, strict=True))
     context = TradingContext(config)
-    context.market_data.append(Feed(prices))
-    live = (KeyBroker if sc.keyed else NoKeyBroker)(live=True, dedupe=sc.dedupe, prices=prices)
+    context.market_data.append(SyncFeed(prices) if sc.sync else Feed(prices))
+    live = BROKERS[sc.sync, sc.keyed](live=True, dedupe=sc.dedupe, prices=prices)
     live.positions = {"AAA": float(sc.held)}
     paper = KeyBroker(live=False, dedupe="return", prices=prices)
     paper.positions = dict(live.positions)
@@ -243,7 +313,9 @@ async def play(sc: Scenario) -> None:
             if intent.caller_id and sc.keyed:
                 kwargs["client_order_id"] = uuid.uuid4().hex
             try:
-                await proxy.place_order(intent.symbol, intent.qty, intent.side, **kwargs)
+                result = proxy.place_order(intent.symbol, intent.qty, intent.side, **kwargs)
+                if not sc.sync:
+                    await result
                 ok = True
             except (
                 RiskLimitError,

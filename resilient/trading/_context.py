@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -151,17 +153,13 @@ def _adapt(fn: Callable[..., Any], asynchronous: bool) -> Callable[..., Any]:
         return acall
 
     def call(*args: Any, **kwargs: Any) -> Any:
-        # An async paper broker behind a sync client: its coroutines never wait on I/O (prices
-        # come from a sync source), so they are driven to completion right here.
-        coro = fn(*args, **kwargs)
+        # An async paper broker behind a synchronous client: run it on an event loop of its
+        # own (in a helper thread when this thread already runs one).
         try:
-            coro.send(None)
-        except StopIteration as done:
-            return done.value
-        coro.close()
-        raise RuntimeError(
-            "the paper broker waited on I/O inside a synchronous call; give it a synchronous "
-            "price_source or use an async client"
-        )
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(fn(*args, **kwargs))
+        with concurrent.futures.ThreadPoolExecutor(1, "resilient-paper") as pool:
+            return pool.submit(lambda: asyncio.run(fn(*args, **kwargs))).result()
 
     return call
