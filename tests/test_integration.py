@@ -507,15 +507,36 @@ async def test_sync_client_orders_go_to_async_paper_broker() -> None:
     await factory.shutdown()
 
 
-async def test_unset_service_values_follow_the_resilience_section() -> None:
-    """Only values set under services are pinned; the rest come from resilience.*."""
+async def test_a_given_configuration_governs_its_proxies() -> None:
+    """A factory built on another configuration than the process one pins its values."""
     svc = name()
-    config = make_config(services={svc: {"failure_threshold": 7}})
+    base = make_config(services={svc: {"failure_threshold": 7}})
+    config = replace(
+        base,
+        resilience=replace(base.resilience, circuit_breaker_timeout=12.5, retry_max_attempts=2),
+    )
     factory = ResilienceFactory(config, database=False, logging=False)
-    factory.create_resilient_market_data(SimulatedFeed(), svc)
+    feed = SimulatedFeed()
+    data = factory.create_resilient_market_data(feed, svc)
     snap = resilient.breakers.get(svc).snapshot()
     assert snap.failure_threshold == 7
-    assert snap.reset_timeout == config.resilience.circuit_breaker_timeout
+    assert snap.reset_timeout == 12.5
+    feed.mode = "outage"
+    with pytest.raises(VendorHTTPError):
+        await data.get_bars("AAPL")
+    assert feed.calls == 2
+    await factory.shutdown()
+
+
+async def test_process_configuration_values_are_left_to_the_decorators() -> None:
+    """With the process configuration, unset values follow the resilience section."""
+    svc = name()
+    factory = ResilienceFactory(current_config(), database=False, logging=False)
+    factory.create_resilient_market_data(SimulatedFeed(), svc)
+    snap = resilient.breakers.get(svc).snapshot()
+    res = current_config().resilience
+    assert snap.failure_threshold == res.circuit_breaker_failure_threshold
+    assert snap.reset_timeout == res.circuit_breaker_timeout
     await factory.shutdown()
 
 

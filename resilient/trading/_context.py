@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from .._clock import get_clock
-from ..config import Config
+from ..config import Config, current_config
 from ._methods import is_async, public_methods
 from ._risk import RiskChecker
 
@@ -38,6 +38,8 @@ class TradingContext:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.risk = RiskChecker(config.trading, config.features)
+        # Whether ``config`` is the process configuration (whose reloads the decorators follow).
+        self.follows_process_config = config is current_config()
         self._lock = threading.Lock()
         self._paper: dict[str | None, Any] = {}
         self._paper_methods: dict[tuple[str | None, str], Callable[..., Any]] = {}
@@ -48,6 +50,7 @@ class TradingContext:
         """Apply a reloaded configuration (switches and limits take effect at once)."""
         self.config = config
         self.risk = RiskChecker(config.trading, config.features)
+        self.follows_process_config = config is current_config()
 
     # -- paper brokers ----------------------------------------------------------------------
 

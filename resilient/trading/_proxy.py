@@ -256,14 +256,20 @@ class ResilientService:
         name = self._name
         seconds = policy.order_timeout if kind in ("order", "cancel") else policy.timeout
         call: Callable[..., Any] = resilient.timeout(seconds, name=f"{name}.{method}")(fn)
-        # One breaker per service: only service-level overrides apply to it; unset values
-        # follow the resilience section (and its reloads).
+        # One breaker per service: only service-level overrides apply to it. With the process
+        # configuration, unset values are left to the decorators so they follow reloads; a
+        # factory given another configuration pins every value from that configuration.
         service = self._settings.policy
-        breaker_options = {
+        follow = self._context.follows_process_config
+        breaker_options: dict[str, Any] = {
             key: getattr(service, key)
             for key in ("failure_threshold", "reset_timeout")
-            if key in service.explicit
+            if key in service.explicit or not follow
         }
+        if not follow:
+            res = self._context.config.resilience
+            breaker_options["half_open_max_calls"] = res.circuit_breaker_half_open_max_calls
+            breaker_options["success_threshold"] = res.circuit_breaker_success_threshold
         call = resilient.breaker(name, **breaker_options)(call)
         limiter: ServiceRateLimiter | None = self._limiter
         counted = kind == "order"
@@ -274,7 +280,7 @@ class ResilientService:
         options: dict[str, Any] = {
             key: getattr(policy, key)
             for key in ("max_attempts", "initial_delay", "max_delay")
-            if key in policy.explicit
+            if key in policy.explicit or not follow
         }
         options["name"] = f"{name}.{method}"
         options["retry_on"] = _retryable
