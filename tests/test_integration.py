@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -559,3 +560,35 @@ async def test_client_rate_limit_refuses_before_the_vendor_is_called() -> None:
     usage = (await data._health())["api_usage"]
     assert usage["refused"] == 2 and usage["window_used"] == 2
     await factory.shutdown()
+
+
+async def test_secrets_in_vendor_errors_never_reach_health_or_logs() -> None:
+    """A vendor error carrying credentials is served around; health and logs stay clean."""
+    lines: list[str] = []
+    resilient.enable_logging("DEBUG", sink=lines.append)
+    factory = ResilienceFactory(make_config(), database=False, logging=False)
+
+    class LeakyFeed:
+        fail = False
+
+        async def get_current_price(self, symbol: str) -> float:
+            if self.fail:
+                raise ConnectionError(
+                    "GET https://trader:hunter2pass@api.vendor.test/v2/last"
+                    "?api_key=SUPERSECRETKEY123 failed"
+                )
+            return 10.0
+
+    feed = LeakyFeed()
+    data = factory.create_resilient_market_data(feed, name())
+    try:
+        assert await data.get_current_price("AAPL") == 10.0
+        feed.fail = True
+        assert await data.get_current_price("AAPL") == 10.0  # cached
+        health = await factory.get_orchestrator().get_system_health()
+        text = json.dumps(health, default=str) + "\n".join(lines)
+        assert lines, "the failure was logged"
+        assert "hunter2pass" not in text and "SUPERSECRETKEY123" not in text
+    finally:
+        resilient.disable_logging()
+        await factory.shutdown()
