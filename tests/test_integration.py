@@ -181,6 +181,8 @@ async def test_proxy_keeps_names_signatures_and_docstrings() -> None:
         parameters=list(inspect.signature(SyncClient.get_latest_price).parameters.values())[1:]
     )
     assert sync_proxy.label == "sync-client"  # plain attributes pass through
+    sync_proxy.label = "renamed"
+    assert sync_proxy.wrapped.label == "renamed"  # and are set on the client
     assert proxy.method_kinds["place_order"] == "order"
     assert proxy.method_kinds["cancel_order"] == "cancel"
     assert proxy.method_kinds["get_account_info"] == "read"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass
 from enum import Enum
@@ -159,6 +160,10 @@ def test_public_methods_and_async_detection() -> None:
         @property
         def status(self) -> str:
             raise AssertionError("properties must not be evaluated")
+
+        @functools.cached_property
+        def session(self) -> object:
+            raise AssertionError("cached properties must not be evaluated")
 
         def _private(self) -> None: ...
 

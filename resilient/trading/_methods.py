@@ -45,7 +45,7 @@ def public_methods(obj: object) -> dict[str, Callable[..., Any]]:
             static = inspect.getattr_static(obj, name)
         except AttributeError:
             continue
-        if isinstance(static, property):
+        if isinstance(static, property | functools.cached_property):
             continue  # properties are state, read through __getattr__ each time
         try:
             value = getattr(obj, name)

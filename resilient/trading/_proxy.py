@@ -197,6 +197,10 @@ class ResilientService:
     def __getattr__(self, item: str) -> Any:
         return getattr(self.__dict__["_target"], item)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # State belongs to the wrapped client (``proxy.timeout = 5`` sets the SDK's attribute).
+        setattr(self.__dict__["_target"], name, value)
+
     def __dir__(self) -> list[str]:
         return sorted(set(dir(type(self))) | set(self._methods) | set(dir(self._target)))
 
