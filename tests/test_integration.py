@@ -307,8 +307,18 @@ async def test_live_orders_refused_with_live_trading_off() -> None:
 async def test_orders_go_to_registered_paper_broker() -> None:
     """With paper trading on, orders (and cancels) go to the registered paper broker."""
     factory = ResilienceFactory(make_config(live=False, paper=True), database=False, logging=False)
-    live = SimulatedBroker()
-    live.paper = False  # type: ignore[misc]
+
+    class LiveBroker(SimulatedBroker):
+        paper = False
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.closed: list[str] = []
+
+        async def close_position(self, symbol: str) -> None:
+            self.closed.append(symbol)
+
+    live = LiveBroker()
     svc = name()
     broker = factory.create_resilient_broker(live, svc)
     paper = PaperBroker(lambda symbol: 50.0)
@@ -318,6 +328,11 @@ async def test_orders_go_to_registered_paper_broker() -> None:
     assert live.orders == [] and len(paper.orders) == 1
     assert order["client_order_id"] is not None
     assert await broker.cancel_order(order["id"]) is False  # the paper broker answered
+    assert await broker.get_order_by_client_order_id("x") is None  # reads: the live broker
+    with pytest.raises(TradingDisabledError, match=r"has no close_position\(\) method"):
+        await broker.close_position("AAPL")
+    assert live.closed == []
+
     health = await broker._health()
     assert health["trading_mode"] == "paper" and health["orders_sent"] == 1
     await factory.shutdown()

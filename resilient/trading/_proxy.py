@@ -456,6 +456,15 @@ class ResilientService:
             )
         context: TradingContext = self._context
         paper = context.paper_method(name, method, asynchronous)
+        if paper is None and context.paper_broker(name) is not None:
+            raise TradingDisabledError(
+                "features.live_trading_enabled",
+                message=(
+                    f"order refused: live trading is disabled for {name!r} and the paper broker "
+                    f"registered for it has no {method}() method; add one to it or register a "
+                    "paper broker that has it"
+                ),
+            )
         if paper is None:
             raise TradingDisabledError(
                 "features.live_trading_enabled",
