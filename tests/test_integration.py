@@ -609,3 +609,31 @@ async def test_secrets_in_vendor_errors_never_reach_health_or_logs() -> None:
     finally:
         resilient.disable_logging()
         await factory.shutdown()
+
+
+async def test_only_a_literal_paper_flag_marks_a_paper_client() -> None:
+    """A client whose ``paper`` is a method is live: its orders obey the live switch."""
+
+    class Client(SyncClient):
+        def paper(self) -> str:  # type: ignore[override]
+            return "not a flag"
+
+    factory = ResilienceFactory(make_config(live=False, paper=True), database=False, logging=False)
+    client = Client()
+    broker = factory.create_resilient_broker(client, name())
+    with pytest.raises(TradingDisabledError):
+        broker.submit_order("AAPL", 1, "buy")
+    assert client.orders == []
+    await factory.shutdown()
+
+
+async def test_all_trading_off_refuses_paper_clients_too() -> None:
+    """With live and paper trading both off, even a paper account gets no order."""
+    factory = ResilienceFactory(make_config(live=False, paper=False), database=False, logging=False)
+    sim = SimulatedBroker()
+    broker = factory.create_resilient_broker(sim, name())
+    with pytest.raises(TradingDisabledError, match="paper trading is off"):
+        await broker.place_order("AAPL", 1, limit_price=10.0)
+    assert sim.orders == []
+    assert (await broker._health())["trading_mode"] == "disabled"
+    await factory.shutdown()

@@ -169,7 +169,10 @@ class ResilientService:
         if paper is None:
             paper = settings.paper
         if paper is None:
-            paper = bool(getattr(target, "paper", False) or getattr(target, "is_paper", False))
+            # Only a literal True counts: a method or a string named "paper" is no proof.
+            paper = (
+                getattr(target, "paper", None) is True or getattr(target, "is_paper", None) is True
+            )
         self.__dict__["_is_paper"] = paper
         limiter = None
         if settings.rate_limit and settings.resilience_enabled:
@@ -423,14 +426,12 @@ class ResilientService:
 
     def _mode(self) -> str:
         """``live``, ``paper`` or ``disabled``: where orders of this service go now."""
+        features = self._context.config.features
+        if not (features.live_trading_enabled or features.paper_trading_enabled):
+            return "disabled"
         if self._is_paper:
             return "paper"
-        features = self._context.config.features
-        if features.live_trading_enabled:
-            return "live"
-        if features.paper_trading_enabled:
-            return "paper"
-        return "disabled"
+        return "live" if features.live_trading_enabled else "paper"
 
     def _order_target(self, method: str, asynchronous: bool) -> Callable[..., Any]:
         """The function an order method must call now, per the trading switches.
@@ -438,12 +439,11 @@ class ResilientService:
         Raises:
             TradingDisabledError: live trading is off and no paper broker can take the order.
         """
-        if self._is_paper:
-            return self._methods_raw[method]
         features = self._context.config.features
-        if features.live_trading_enabled:
-            return self._methods_raw[method]
         name = self._name
+        trading_on = features.live_trading_enabled or features.paper_trading_enabled
+        if trading_on and (self._is_paper or features.live_trading_enabled):
+            return self._methods_raw[method]
         if not features.paper_trading_enabled:
             raise TradingDisabledError(
                 "features.live_trading_enabled",
