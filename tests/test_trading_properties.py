@@ -293,7 +293,7 @@ async def play(sc: Scenario) -> None:
     context.market_data.append(SyncFeed(prices) if sc.sync else Feed(prices))
     live = BROKERS[sc.sync, sc.keyed](live=True, dedupe=sc.dedupe, prices=prices)
     live.positions = {"AAA": float(sc.held)}
-    paper = KeyBroker(live=False, dedupe="return", prices=prices)
+    paper = BROKERS[sc.sync, True](live=False, dedupe=sc.dedupe, prices=prices)
     paper.positions = dict(live.positions)
     if sc.paper_registered:
         context.register_paper_broker(paper)

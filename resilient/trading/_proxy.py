@@ -510,7 +510,7 @@ class ResilientService:
             sig = None
         pipeline = self._pipeline(method, fn, "order", policy, asynchronous)
         self.__dict__.setdefault("_pipelines", {})[method] = pipeline
-        lookup = next(
+        own_lookup = next(
             (
                 getattr(self._target, n)
                 for n in _LOOKUP_METHODS
@@ -518,6 +518,17 @@ class ResilientService:
             ),
             None,
         )
+
+        def lookup_for(target: Callable[..., Any]) -> Callable[..., Any] | None:
+            """Look orders up where they were sent: the paper broker while paper trading."""
+            if target is self._methods_raw.get(method):
+                return own_lookup
+            context: TradingContext = self._context
+            for name in _LOOKUP_METHODS:
+                found = context.paper_method(self._name, name, asynchronous)
+                if found is not None:
+                    return found
+            return None
 
         if asynchronous:
 
@@ -531,7 +542,7 @@ class ResilientService:
                 try:
                     result = await target(*prepared.args, **prepared.kwargs)
                 except Exception as exc:
-                    found = await self._afind(lookup, prepared, state, exc)
+                    found = await self._afind(lookup_for(target), prepared, state, exc)
                     if found is None:
                         raise
                     result = found
@@ -552,7 +563,7 @@ class ResilientService:
             try:
                 result = target(*prepared.args, **prepared.kwargs)
             except Exception as exc:
-                found = self._find_sync(lookup, prepared, state, exc)
+                found = self._find_sync(lookup_for(target), prepared, state, exc)
                 if found is None:
                     raise
                 result = found
