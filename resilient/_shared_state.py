@@ -224,6 +224,12 @@ class RedisSharedState:
     def _deliver(self, name: str, record: CircuitRecord, *, force: bool = False) -> None:
         if record.origin == self.origin and not force:
             return
+        if record.state == "half-open":
+            # Each process enters half-open by itself when the shared open period ends, and
+            # the trial permits in Redis decide who probes. Adopting another process's
+            # half-open would restart this process's probe episode and orphan a trial that is
+            # already running (its failure would then reopen nothing).
+            return
         with self._lock:
             if record.version <= self._seen.get(name, -1) and not force:
                 return
@@ -260,13 +266,21 @@ class RedisSharedState:
         task.add_done_callback(self._tasks.discard)
 
     async def _flush_queued(self) -> None:
+        with contextlib.suppress(Exception):  # left queued; the listener retries after reconnect
+            await self._flush_all(started=True)
+
+    async def _flush_all(self, *, started: bool = False) -> None:
+        """Write queued operations, strictly one writer at a time (order matters: a release
+        must never overtake the publish before it)."""
+        if not started:
+            if self._flushing:
+                self._flush_again = True
+                return
+            self._flushing = True
         try:
             while True:
                 self._flush_again = False
-                try:
-                    await self._flush()
-                except Exception:  # left queued; the listener retries after reconnecting
-                    return
+                await self._flush()
                 if not self._flush_again and not self._ops:
                     return
         finally:
@@ -491,7 +505,7 @@ class RedisSharedState:
                 async with asyncio.timeout(self.timeout * 5):
                     await pubsub.subscribe(self.channel)
                 await self._resync()
-                await self._flush()
+                await self._flush_all()
                 if not self.healthy:
                     if self.last_error:
                         logger.info("shared circuit state: Redis reachable again")
@@ -506,8 +520,8 @@ class RedisSharedState:
                         self._on_message(message["data"])
                     if loop.time() >= next_sync:
                         await self._resync()
-                        if self._ops and not self._flushing:
-                            await self._flush()
+                        if self._ops:
+                            await self._flush_all()
                         next_sync = loop.time() + self.resync_interval
             except asyncio.CancelledError:
                 raise

@@ -1,4 +1,9 @@
-"""A worker process for the shared-breaker fault test (imported by ``spawn`` children)."""
+"""A worker process for the shared-breaker fault test (imported by ``spawn`` children).
+
+With ``RESILIENT_TRACE=1`` each worker also records its breaker transitions, permit answers
+and delivered records, and the Lua scripts log to the Redis list ``tracelog``; the test prints
+both around the half-open window when it fails.
+"""
 
 from __future__ import annotations
 
@@ -36,6 +41,25 @@ async def _main(idx: int, name: str, mode: Any, stop: Any, ready: Any, results: 
     from resilient import CircuitOpenError, breaker
     from resilient._shared_state import install_shared_backend
 
+    if os.environ.get("RESILIENT_TRACE"):
+        from resilient import _shared_state
+
+        tag = "local t = redis.call('TIME') local log = '{0} ' .. t[1] .. '.' .. t[2] "
+        _shared_state._ACQUIRE = _shared_state._ACQUIRE.replace(
+            "local n = redis.call('INCR', KEYS[2])",
+            "local n = redis.call('INCR', KEYS[2]) "
+            + tag.format(idx)
+            + " redis.call('RPUSH', 'tracelog', log .. ' incr ' .. n)",
+        )
+        _shared_state._RELEASE = (
+            tag.format(idx)
+            + " redis.call('RPUSH', 'tracelog', log .. ' release') "
+            + _shared_state._RELEASE
+        )
+        _shared_state._PUBLISH = (
+            tag.format(idx) + " redis.call('RPUSH', 'tracelog', log .. ' publish ' .. ARGV[1] "
+            ".. ' v' .. ARGV[3]) " + _shared_state._PUBLISH
+        )
     state = install_shared_backend()
     invoked: list[float] = []
     trace: list[tuple[float, str]] = []

@@ -47,8 +47,16 @@ def test_eight_processes_share_one_breaker(redis_srv: RedisServer) -> None:
     gathered: dict[int, Any] = {}
     traces: dict[int, Any] = {}
     try:
+        deadline = time.monotonic() + 60
         for _ in range(WORKERS):
-            ready.get(timeout=60)
+            while True:
+                try:
+                    ready.get(timeout=0.5)
+                    break
+                except queue.Empty:
+                    dead = [(i, p.exitcode) for i, p in enumerate(procs) if not p.is_alive()]
+                    assert not dead, f"workers died before starting: {dead}"
+                    assert time.monotonic() < deadline, "workers did not start within 60 s"
         time.sleep(0.1)
         mode.value = 1  # worker 0's dependency fails; everyone else's is fine
         time.sleep(0.4)
@@ -90,6 +98,14 @@ def test_eight_processes_share_one_breaker(redis_srv: RedisServer) -> None:
         if tripped + 0.05 < t < tripped + RESET + 0.6
     ]
     if len(window) != 1 and traces.get(0):
+        import redis as redis_sync
+
+        client = redis_sync.Redis(port=redis_srv.port, decode_responses=True)
+        for line in client.lrange("tracelog", 0, -1):
+            who, at, what = line.split(" ", 2)
+            if tripped + 0.9 < float(at) < tripped + 1.2:
+                print(f"R{who} {float(at) - tripped:.4f} {what}")
+        client.close()
         for i, tr in traces.items():
             for t, what in tr:
                 if tripped + 0.9 < t < tripped + 1.2:
@@ -105,7 +121,8 @@ def test_eight_processes_share_one_breaker(redis_srv: RedisServer) -> None:
     assert closing_trial >= tripped + 2 * RESET - 0.1
     for i in range(WORKERS):
         first_ok = min(t for t, what in events[i] if what == "ok" and t >= closing_trial)
-        assert first_ok - closing_trial <= 0.06, (i, first_ok - closing_trial)
+        # by pub/sub, long before the once-a-second resync (loose: 8 processes, 2 cores)
+        assert first_ok - closing_trial <= 0.25, (i, first_ok - closing_trial)
 
     # steady state: Redis round trips per call stay far below one
     calls = sum(len(e) for e in events.values())
