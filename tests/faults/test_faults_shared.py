@@ -11,6 +11,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from resilient.testing.servers import RedisServer
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -26,6 +28,7 @@ def _wait_mode_trip(results: dict[int, list[tuple[float, str]]]) -> float:
     return max(t for t, what in events[:first_reject] if what == "fail")
 
 
+@pytest.mark.slow
 def test_eight_processes_share_one_breaker(redis_srv: RedisServer) -> None:
     if not redis_srv.running:
         redis_srv.start()
