@@ -51,13 +51,20 @@ SCRIPT: tuple[Phase, ...] = (
     ),
     Phase(
         2.6,
+        "slow",
+        "slow",
+        "ok",
+        "every other answer takes 0.5 s: the 0.3 s timeout cancels it, the retry succeeds",
+    ),
+    Phase(
+        3.6,
         "outage",
         "outage",
         "ok",
         "the feed answers 503: retries, the breaker opens, cached prices are served",
     ),
     Phase(
-        3.6,
+        4.6,
         "lost-response",
         "outage",
         "lost_response",
@@ -65,14 +72,13 @@ SCRIPT: tuple[Phase, ...] = (
         "client order id",
     ),
     Phase(
-        4.4,
+        5.4,
         "risk-check",
         "outage",
         "ok",
         "an order above trading.max_order_size is refused before the broker is called",
     ),
-    Phase(5.0, "slow", "slow", "ok", "the feed answers after 0.6 s: timeouts at 0.3 s"),
-    Phase(7.0, "recovery", "ok", "ok", "the feed is back: half-open trial, breaker closes"),
+    Phase(6.8, "recovery", "ok", "ok", "the feed is back: half-open trial, breaker closes"),
 )
 END = 9.5  # seconds: the script is over; then wait for recovery to show (at most END + 6)
 
@@ -437,6 +443,7 @@ async def run_demo(
     result.checks = {
         "retries": counts["retries"] > 0,
         "retry_after_honoured": counts["rate_limited_429"] > 0,
+        "timeouts_retried": counts["timeouts"] > 0,
         "breaker_opened": any(e.get("new") == "open" for e in result.events),
         "breaker_recovered": any(e.get("new") == "closed" for e in result.events),
         "fallbacks_served": counts["fallbacks_served"] > 0,

@@ -1,7 +1,8 @@
 """Simulated broker and market-data feed for ``resilient demo`` and the tests.
 
 Their behaviour is switched by ``mode`` (the demo's fault script sets it): ``ok``, ``outage``
-(the vendor answers 503 / refuses connections), ``slow`` (answers after ``latency`` seconds),
+(the vendor answers 503 / refuses connections), ``slow`` (every other answer of the feed takes
+``latency`` seconds; the broker's all do),
 ``rate_limited`` (one 429 with Retry-After) and, for the broker, ``lost_response`` (the order is
 recorded, then the connection drops before the answer arrives).
 """
@@ -38,7 +39,8 @@ class SimulatedFeed:
         self._rng = random.Random(seed)
         self.prices: dict[str, float] = {"AAPL": 190.0, "MSFT": 410.0, "SPY": 520.0}
         self.mode = "ok"
-        self.latency = 0.5
+        self.latency = 0.5  # every other answer in "slow" mode takes this long
+        self._slow_turn = False
         self.retry_after = retry_after
         self.calls = 0
         self.failures = 0
@@ -56,7 +58,8 @@ class SimulatedFeed:
                 429, "too many requests", {"Retry-After": f"{self.retry_after:g}"}
             )
         if mode == "slow":
-            await asyncio.sleep(self.latency)
+            self._slow_turn = not self._slow_turn
+            await asyncio.sleep(self.latency if self._slow_turn else 0.02)
         else:
             await asyncio.sleep(0)
 

@@ -8,10 +8,10 @@ import json
 import sys
 
 HELP = (
-    "Run a simulated broker and market-data feed through a seeded fault script (outage, slow "
-    "answers, a 429 with Retry-After, a lost order answer, recovery) on the embedded defaults; "
-    "shows retries, breakers opening and closing, cached fallbacks, alerts and the final health. "
-    "Exit 0 when every behaviour was seen, 1 otherwise."
+    "Run a simulated broker and market-data feed through a seeded fault script (a 429 with "
+    "Retry-After, slow answers, an outage, a lost order answer, recovery) on the embedded "
+    "defaults; shows retries, breakers opening and closing, cached fallbacks, alerts and the "
+    "final health. Exit 0 when every behaviour was seen, 1 otherwise."
 )
 
 
