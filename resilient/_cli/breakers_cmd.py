@@ -77,9 +77,12 @@ async def _remote(url: str) -> dict[str, dict[str, Any]]:
     }
 
 
-def _print_table(rows: dict[str, dict[str, Any]]) -> None:
+def _print_table(rows: dict[str, dict[str, Any]], *, redis_read: bool) -> None:
     if not rows:
-        print("no circuit breakers known (none in this process, none stored in Redis)")
+        where = (
+            "none in this process, none stored in Redis" if redis_read else ("none in this process")
+        )
+        print(f"no circuit breakers known ({where})")
         return
     width = max(12, *(len(n) for n in rows))
     print(f"{'NAME':<{width}}  {'STATE':<9}  {'SOURCE':<7}  {'OPENED AT':<25}  DETAIL")
@@ -155,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(sanitize_obj(rows), indent=2, sort_keys=True))
     else:
-        _print_table(rows)
+        _print_table(rows, redis_read=bool(url) and code == 0)
     return code
 
 
