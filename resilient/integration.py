@@ -70,6 +70,7 @@ class ResilienceFactory:
         self._orchestrator: HealthOrchestrator | None = None
         self._database: Any = None
         self._cache: Any = None
+        self._shared: Any = None
         self._unsubscribe: Callable[[], None] | None = None
         self._initialized = False
         self._validate_services()
@@ -121,6 +122,8 @@ class ResilienceFactory:
             await self._start_database()
         if self._cache is None:
             self._start_cache()
+        if self._shared is None:
+            self._start_shared_state()
         orchestrator = self.get_orchestrator()
         report = await orchestrator.start()
         self._initialized = True
@@ -158,6 +161,22 @@ class ResilienceFactory:
             logger.error("cache component not started: {}", message)
             self.registry.register(
                 "cache", lambda: {"status": "degraded", "detail": message}, critical=False
+            )
+
+    def _start_shared_state(self) -> None:
+        """Circuit state in Redis for every breaker when ``resilience.circuit_breaker_shared``."""
+        if not (self.config.resilience.circuit_breaker_shared and self.config.redis.url):
+            return
+        try:
+            from . import _shared_state
+
+            self._shared = _shared_state.install_shared_backend(self.config.redis.url)
+            _shared_state.register_health_checks(self.registry)
+        except Exception as exc:
+            message = sanitize(f"{type(exc).__name__}: {exc}")
+            logger.error("shared circuit state not started: {}", message)
+            self.registry.register(
+                "shared_state", lambda: {"status": "degraded", "detail": message}, critical=False
             )
 
     # -- services -----------------------------------------------------------------------
@@ -248,6 +267,16 @@ class ResilienceFactory:
             except Exception as exc:
                 logger.warning("closing the database failed: {}", type(exc).__name__)
         self.registry.unregister("database")
+        if self._shared is not None:
+            from ._breaker_storage import set_shared_backend
+
+            shared, self._shared = self._shared, None
+            set_shared_backend(None)
+            try:
+                shared.close()
+            except Exception as exc:
+                logger.warning("closing the shared circuit state failed: {}", type(exc).__name__)
+        self.registry.unregister("shared_state")
         if self._cache is not None:
             cache, self._cache = self._cache, None
             try:

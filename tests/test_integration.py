@@ -637,3 +637,45 @@ async def test_all_trading_off_refuses_paper_clients_too() -> None:
     assert sim.orders == []
     assert (await broker._health())["trading_mode"] == "disabled"
     await factory.shutdown()
+
+
+@pytest.mark.redis
+async def test_shared_circuit_state_and_redis_cache(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With redis.url and circuit_breaker_shared the factory installs the Redis cache and the
+    shared circuit state, reports both, and removes them at shutdown."""
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    monkeypatch.setenv("AI_TRADER_REDIS__URL", redis_url)
+    monkeypatch.setenv("AI_TRADER_REDIS__KEY_PREFIX", prefix)
+    monkeypatch.setenv("AI_TRADER_REDIS__TIMEOUT", "1.0")
+    monkeypatch.setenv("AI_TRADER_RESILIENCE__CIRCUIT_BREAKER_SHARED", "true")
+    monkeypatch.setenv("AI_TRADER_RESILIENCE__HEALTH_CHECK_ENABLED", "false")
+    before = asyncio.all_tasks()
+    config = reload_config()
+    factory = ResilienceFactory(config, database=False, logging=False)
+    try:
+        report = await factory.initialize_resilience()
+        assert report["components"]["shared_state"]["status"] == "healthy"
+        assert report["components"]["cache"]["data"]["backend"] == "redis"
+        svc = name()
+        data = factory.create_resilient_market_data(SimulatedFeed(), svc)
+        assert await data.get_current_price("AAPL") > 0
+        assert resilient.breakers.get(svc).snapshot().shared
+    finally:
+        await factory.shutdown()
+        monkeypatch.undo()
+        reload_config()
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(redis_url)
+        keys = [k async for k in client.scan_iter(f"{prefix}*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+    assert "shared_state" not in factory.registry.names()
+    from resilient._breaker_storage import get_shared_backend
+
+    assert get_shared_backend() is None
+    await asyncio.sleep(0)
+    assert asyncio.all_tasks() - before == set()
