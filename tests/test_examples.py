@@ -12,7 +12,7 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SCRIPTS = sorted(p for p in EXAMPLES.glob("*.py") if not p.name.startswith("test_"))
 USER_TESTS = sorted(EXAMPLES.glob("test_*.py"))
-SLOW = {"demo.py"}
+SLOW = {"demo.py", "trading_loop.py"}  # about 10 s and 2 s
 
 
 def _env(tmp: Path | None = None) -> dict[str, str]:
@@ -65,6 +65,7 @@ def test_example_runs(script: Path, tmp_path: Path) -> None:
     assert list(tmp.iterdir()) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("test_file", USER_TESTS, ids=[p.name for p in USER_TESTS])
 def test_example_test_files_pass(test_file: Path, tmp_path: Path) -> None:
     """The example test files (what a user would write) pass under pytest."""
