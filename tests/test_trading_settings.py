@@ -77,3 +77,21 @@ def test_typo_gets_a_suggestion() -> None:
     with pytest.raises(ConfigError) as info:
         service_settings(with_services({"b": {"rate_limt": "1/second"}}), "b")
     assert "rate_limit" in info.value.problems[0].fix
+
+
+def test_environment_variables_reach_services_and_methods(tmp_path: Any) -> None:
+    """AI_TRADER_SERVICES__<NAME>__… sets service and per-method values (the canary switch)."""
+    from resilient.config import ConfigManager
+
+    environ = {
+        "AI_TRADER_ENV": "staging",
+        "AI_TRADER_SERVICES__MAIN_BROKER__RESILIENCE_ENABLED": "false",
+        "AI_TRADER_SERVICES__MAIN_BROKER__RATE_LIMIT": "150/minute",
+        "AI_TRADER_SERVICES__MAIN_BROKER__METHODS__GET_BARS__TIMEOUT": "30",
+    }
+    config = ConfigManager("staging", cwd=tmp_path, environ=environ).load_config()
+    s = service_settings(config, "main_broker")
+    assert not s.resilience_enabled
+    assert s.rate_limit == "150/minute"
+    assert s.for_method("get_bars").timeout == 30.0
+    assert s.policy.timeout == 10.0  # the built-in services.defaults
