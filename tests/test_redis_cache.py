@@ -216,3 +216,14 @@ async def test_cache_health_component_registers(redis_url: str, prefix: str) -> 
     report = await registry.check_all()
     assert report.components["cache"].status == "healthy"
     assert report.components["cache"].critical is False
+
+
+def test_sync_calls_on_a_dead_redis_are_bounded_and_quiet() -> None:
+    cache = RedisCache(f"redis://127.0.0.1:{free_port()}/0", timeout=0.1)
+    cache.set_sync("k", {"v": 1}, 30.0)
+    for _ in range(4):
+        started = time.perf_counter()
+        got = cache.get_sync("k")
+        assert time.perf_counter() - started < 0.15
+        assert got is not None and got.value == {"v": 1}
+    assert cache.worker is not None and cache.worker.guard.is_open
