@@ -271,3 +271,41 @@ async def test_release_after_a_refusal_does_not_free_another_grant(
     await asyncio.create_task(refused_caller())
     await asyncio.sleep(0.06)
     assert await b.acquire_permit("q", 1, 5.0) is False  # still held by a
+
+
+async def test_sync_shared_breaker_asks_the_cluster_for_its_trial_permit(
+    shared_config: None, prefix: str
+) -> None:
+    state = install_shared_backend()
+    name = f"sync-{uuid.uuid4().hex[:6]}"
+
+    @breaker(name, shared=True, failure_threshold=1, reset_timeout=0.2)
+    def svc(fail: bool) -> str:
+        if fail:
+            raise ConnectionError("down")
+        return "ok"
+
+    other = RedisSharedState(state.url, prefix=prefix, origin="other-process")
+    try:
+        assert await asyncio.to_thread(svc, False) == "ok"
+        with pytest.raises(ConnectionError):
+            await asyncio.to_thread(svc, True)
+
+        async def stored_open() -> bool:
+            rec = await other.record(name)
+            return rec is not None and rec.state == "open"
+
+        deadline = time.perf_counter() + 1.0
+        while not await stored_open():
+            assert time.perf_counter() < deadline
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.25)  # the open period is over
+        assert await other.acquire_permit(name, 1, 0.2) is True  # another process probes
+        with pytest.raises(CircuitOpenError):
+            await asyncio.to_thread(svc, False)  # no second trial anywhere
+        await other.reset(name)
+        await wait_for(lambda: breakers.get(name).state == "closed", 1.0)
+        assert await asyncio.to_thread(svc, False) == "ok"
+    finally:
+        other.close()
+        breakers.remove(name)
