@@ -8,6 +8,7 @@ lines in staging and production.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import threading
@@ -106,8 +107,9 @@ def enable_logging(
         json_lines: JSON lines instead of text; by default JSON in staging and production.
         sink: a stream or a callable receiving each formatted line.
 
-    Calling it again replaces the previous handler. Exception tracebacks are never written:
-    only the exception's class and its sanitized message.
+    Calling it again replaces the previous handler. loguru's default stderr handler is removed
+    so that lines are not written twice. Exception tracebacks are never written: only the
+    exception's class and its sanitized message.
     """
     global _handler_id
     from .config import current_config
@@ -120,6 +122,9 @@ def enable_logging(
     with _lock:
         if _handler_id is not None:
             _root_logger.remove(_handler_id)
+        # loguru's default stderr handler (id 0) would print every line a second time.
+        with contextlib.suppress(ValueError):
+            _root_logger.remove(0)
         _root_logger.enable(_PACKAGE)
         _handler_id = _root_logger.add(
             sink if sink is not None else sys.stderr,

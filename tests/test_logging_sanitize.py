@@ -161,3 +161,20 @@ async def test_correlation_id_follows_tasks_and_gather() -> None:
 
     a, b = await asyncio.gather(own(), own())
     assert a != b and current_correlation_id() is None
+
+
+def test_enable_logging_writes_each_line_once(capfd: pytest.CaptureFixture[str]) -> None:
+    """With enable_logging() on stderr, a record appears once, not also via loguru's default."""
+    from loguru import logger as root
+
+    handler = root.add(lambda _m: None)  # a user's own handler is kept
+    try:
+        enable_logging("INFO", json_lines=False)
+        logger.warning("exactly-once-marker")
+        disable_logging()
+        err = capfd.readouterr().err
+        assert err.count("exactly-once-marker") == 1
+        assert 0 not in root._core.handlers  # loguru's default handler is gone (no public API)
+        root.remove(handler)  # still installed: enable_logging did not remove it
+    finally:
+        disable_logging()
