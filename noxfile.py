@@ -48,6 +48,7 @@ def bench(session: nox.Session) -> None:
     """Per-call overhead against a raw call and the peer libraries, in one run."""
     session.install("-e", ".[dev]")
     session.run("python", "bench/run.py", *session.posargs)
+    session.run("python", "bench/data.py", *session.posargs)
 
 
 @nox.session(python=PY)
