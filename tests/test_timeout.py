@@ -146,3 +146,50 @@ def test_invalid_limit_fails_at_decoration(bad: object) -> None:
     """A zero, negative or non-numeric limit is refused with a clear error."""
     with pytest.raises((ValueError, TypeError), match="timeout"):
         timeout(bad)  # type: ignore[arg-type]
+
+
+async def test_task_keeps_working_after_a_timeout() -> None:
+    """After a timeout the caller's task is not left cancelled: it can await again."""
+
+    @timeout(0.01)
+    async def slow() -> None:
+        await asyncio.sleep(10)
+
+    with pytest.raises(resilient.TimeoutError):
+        await slow()
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+    await asyncio.sleep(0.001)
+
+
+async def test_swallowed_cancellation_returns_the_result() -> None:
+    """A function that absorbs the cancellation and returns: its value, task not cancelled."""
+
+    @timeout(0.01)
+    async def stubborn() -> str:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            return "cleaned up"
+        return "late"
+
+    assert await stubborn() == "cleaned up"
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+    await asyncio.sleep(0.001)
+
+
+async def test_outer_cancellation_is_not_a_timeout() -> None:
+    """Cancelling the caller's task propagates CancelledError, not a timeout."""
+    started = asyncio.Event()
+
+    @timeout(5)
+    async def waits() -> None:
+        started.set()
+        await asyncio.sleep(10)
+
+    task = asyncio.create_task(waits())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
