@@ -1,11 +1,12 @@
 """Timeouts that really bound the caller's wait, for async and sync functions.
 
-Async functions run under ``asyncio.timeout``: at the limit the call is cancelled and
-:class:`resilient.TimeoutError` is raised. Sync functions run in a worker thread (a daemon
-thread from a small pool, with the caller's context variables) and the caller stops waiting
-at the limit: it gets :class:`resilient.TimeoutError` on time, while the abandoned call runs on
-in its thread until it returns (Python cannot stop a thread), so give sync I/O its own
-socket timeouts too. The limit is shortened to an ambient ``resilient.deadline``.
+Async functions get a loop timer (``asyncio.timeout``'s cancel-and-convert protocol): at the
+limit the call is cancelled and :class:`resilient.TimeoutError` is raised. Sync functions run
+in a worker thread (a daemon thread from a small pool, with the caller's context variables)
+and the caller stops waiting at the limit: it gets :class:`resilient.TimeoutError` on time,
+while the abandoned call runs on in its thread until it returns (Python cannot stop a thread),
+so give sync I/O its own socket timeouts too. The limit is shortened to an ambient
+``resilient.deadline``.
 
 Under a non-system clock (``resilient.testing.FakeClock``) the limit is measured on that
 clock: the call is cancelled as soon as the clock passes it, so tests need no real waiting.
