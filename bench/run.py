@@ -360,6 +360,11 @@ def fails_twice(b: Bench) -> None:
         ("resilient @retry", lambda f: resilient.retry(max_attempts=3, **zero)(f), True),
         ("resilient @retry, no hooks", lambda f: resilient.retry(max_attempts=3, **zero)(f), False),
         (
+            "resilient @retry(retry_on=type), no hooks",
+            lambda f: resilient.retry(max_attempts=3, retry_on=ConnectionError, **zero)(f),
+            False,
+        ),
+        (
             "resilient @resilient (fb ∘ retry ∘ breaker)",
             lambda f: resilient.resilient(
                 f"bench-f2-{id(f)}", value=0, max_attempts=3, failure_threshold=100, **zero
