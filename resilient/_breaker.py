@@ -300,9 +300,14 @@ class Breaker(pybreaker.CircuitBreaker):
                 env=config.env,
             )
         if self.shared and self._backend is None:
-            backend = get_shared_backend()  # at creation, or shared switched on by a reload
-            if backend is not None:
-                self._attach(backend)
+            # At creation, or shared switched on by a reload. Without a factory having
+            # installed the Redis backend yet, the first shared breaker installs it.
+            if get_shared_backend() is None:
+                from ._shared_state import install_shared_backend
+
+                install_shared_backend(config.redis.url)  # attaches registered shared breakers
+            if self._backend is None:
+                self._attach(get_shared_backend())
         rate = opts.get("failure_rate_threshold")
         slow_d = opts.get("slow_call_duration")
         slow_rate = opts.get("slow_call_rate_threshold")

@@ -309,3 +309,35 @@ async def test_sync_shared_breaker_asks_the_cluster_for_its_trial_permit(
     finally:
         other.close()
         breakers.remove(name)
+
+
+async def test_first_shared_breaker_installs_the_redis_backend(
+    shared_config: None, prefix: str
+) -> None:
+    """breaker(name, shared=True) keeps its state in Redis without a factory installing it."""
+    set_shared_backend(None)
+    name = f"auto-{uuid.uuid4().hex[:6]}"
+
+    @breaker(name, shared=True, failure_threshold=1, reset_timeout=30.0)
+    async def svc() -> str:
+        raise ConnectionError("down")
+
+    try:
+        backend = get_shared_backend()
+        assert isinstance(backend, RedisSharedState)
+        with pytest.raises(ConnectionError):
+            await svc()
+        assert breakers.get(name).state == "open"
+        other = RedisSharedState(backend.url, prefix=prefix, origin="observer")
+        try:
+            deadline = time.perf_counter() + 1.0
+            while True:
+                rec = await other.record(name)
+                if rec is not None and rec.state == "open":
+                    break
+                assert time.perf_counter() < deadline, "the trip never reached Redis"
+                await asyncio.sleep(0.005)
+        finally:
+            other.close()
+    finally:
+        breakers.remove(name)
