@@ -333,10 +333,29 @@ def _database_transient(exc: BaseException) -> bool:
     return False
 
 
+# Plain built-in exceptions decide by type alone; an instance carrying attributes (a status
+# code, a Retry-After) takes the full path. This keeps a retry's classification well under 1 µs.
+_FAST_TRANSIENT: dict[type[BaseException], bool] = {
+    ConnectionError: True,
+    ConnectionRefusedError: True,
+    ConnectionResetError: True,
+    ConnectionAbortedError: True,
+    BrokenPipeError: True,
+    TimeoutError: True,
+    ValueError: False,
+    TypeError: False,
+    PermissionError: False,
+}
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether retrying ``exc`` may succeed: network, timeout, rate limit, server 5xx and
     connection-level database failures. Never an open circuit, validation, authentication,
     broker rejection or risk-limit error."""
+    if not _rules:
+        fast = _FAST_TRANSIENT.get(type(exc))
+        if fast is not None and not exc.__dict__:
+            return fast
     if _rules:
         rule = _user_rule(exc)
         if rule is not None and rule.transient is not None:
@@ -402,6 +421,8 @@ def _header(headers: object, name: str) -> object:
 def retry_after(exc: BaseException) -> float | None:
     """Seconds the server asked us to wait: the exception's ``retry_after`` attribute, or a
     ``Retry-After`` header (seconds or an HTTP date) on ``exc.response`` / ``exc.headers``."""
+    if type(exc) in _FAST_TRANSIENT and not exc.__dict__:
+        return None  # a plain built-in exception carries no Retry-After
     value: object = getattr(exc, "retry_after", None)
     if value is None:
         for holder in (getattr(exc, "response", None), exc):

@@ -362,3 +362,21 @@ def test_sqlalchemy_programming_and_empty_results() -> None:
     assert classify(sa.ArgumentError("bad")) is C.INTERNAL
     assert classify(httpx.DecodingError("garbled")) is C.VALIDATION
     assert not is_transient(sa.NoResultFound())
+
+
+def test_fast_path_defers_to_instance_attributes_and_user_rules() -> None:
+    """Plain built-ins are decided by type, but an attribute or a user rule still counts."""
+    plain = ValueError("bad symbol")
+    assert not is_transient(plain)
+    upstream = ValueError("gateway")
+    upstream.status_code = 503  # type: ignore[attr-defined]
+    assert is_transient(upstream)
+    throttled = ConnectionError("slow down")
+    throttled.retry_after = 2  # type: ignore[attr-defined]
+    assert retry_after(throttled) == 2.0
+    remove = register_classifier(ConnectionResetError, "broker_rejection", transient=False)
+    try:
+        assert not is_transient(ConnectionResetError())
+    finally:
+        remove()
+    assert is_transient(ConnectionResetError())
