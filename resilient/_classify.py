@@ -289,6 +289,11 @@ def classify(exc: BaseException) -> ErrorCategory:
     the exception's type (with knowledge of the database, Redis and HTTP client libraries),
     then the cause of an otherwise unknown wrapper exception.
     """
+    cls = type(exc)
+    if not _rules and cls in _FAST_TRANSIENT and not exc.__dict__:
+        # the plain built-ins of is_transient's fast path: no status, no Retry-After, no
+        # cause to consult (none of them is INTERNAL), so the type decides (~150 ns, not ~700)
+        return _by_type(cls)
     if _rules:
         rule = _user_rule(exc)
         if rule is not None:

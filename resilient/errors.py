@@ -292,9 +292,24 @@ _hook_remover: Callable[[], None] | None = None
 _hook_lock = threading.Lock()
 
 
+_metrics: Any = None  # resilient.metrics, imported on the first event that needs it
+
+
 def _on_policy_event(event: Any) -> None:
     """Count final errors, and feed metrics and call statistics, from policy events."""
-    kind = str(getattr(event, "kind", ""))
+    global _metrics
+    kind = getattr(event, "kind", "")
+    if kind == "retry":
+        # The most frequent event and never a final error: one counter, nothing else.
+        if _metrics is None:
+            from . import metrics as _metrics
+        _metrics.record_retry(
+            str(getattr(event, "name", "") or ""),
+            int(getattr(event, "attempt", 1) or 1),
+            getattr(event, "exception", None),
+        )
+        return
+    kind = str(kind)
     name = str(getattr(event, "name", "") or "")
     exc = getattr(event, "exception", None)
     if kind in ("call_failed", "fallback_served") and isinstance(exc, BaseException):

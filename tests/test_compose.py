@@ -113,23 +113,6 @@ async def test_call_failed_reported_once_by_the_outermost_layer(name: str) -> No
     assert len(failed) == 1 and failed[0].attempt == 3
 
 
-class Broker:
-    def __init__(self) -> None:
-        self.calls = 0
-
-    @breaker("compose-methods")
-    @retry(max_attempts=2)
-    async def account(self, currency: str = "USD") -> dict[str, Any]:
-        self.calls += 1
-        if self.calls == 1:
-            raise ConnectionError("x")
-        return {"currency": currency, "calls": self.calls}
-
-    @fallback(value=0)
-    def sync_method(self, x: int) -> int:
-        return 10 // x
-
-
 class AsyncCallable:
     async def __call__(self, x: int) -> int:
         await asyncio.sleep(0)
@@ -138,6 +121,24 @@ class AsyncCallable:
 
 async def test_methods_partials_and_callable_objects(name: str) -> None:
     """Works on methods, partials of async functions and objects with async __call__."""
+
+    # defined here, so that its breaker belongs to this test (forgotten afterwards)
+    class Broker:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        @breaker("compose-methods")
+        @retry(max_attempts=2)
+        async def account(self, currency: str = "USD") -> dict[str, Any]:
+            self.calls += 1
+            if self.calls == 1:
+                raise ConnectionError("x")
+            return {"currency": currency, "calls": self.calls}
+
+        @fallback(value=0)
+        def sync_method(self, x: int) -> int:
+            return 10 // x
+
     broker = Broker()
     with zero_wait_retries():
         assert await broker.account("EUR") == {"currency": "EUR", "calls": 2}

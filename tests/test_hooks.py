@@ -11,9 +11,11 @@ from resilient import (
     EventKind,
     FakeClock,
     PolicyEvent,
+    _hooks,
     add_hook,
     breaker,
     breakers,
+    classify,
     disable_logging,
     enable_logging,
     fallback,
@@ -21,6 +23,7 @@ from resilient import (
     retry,
 )
 from resilient._hooks import log_hook
+from resilient._logging import logging_enabled
 from resilient.testing import capture_events, zero_wait_retries
 
 
@@ -140,3 +143,101 @@ def test_breaker_registry_cleared_between_names() -> None:
         assert len(breakers) == 0
     finally:
         breakers._breakers.update(saved)
+
+
+def test_event_builds_every_field(name: str, clock: FakeClock) -> None:
+    """event() stamps category, correlation id and time into a full PolicyEvent."""
+    exc = ConnectionError("down")
+    with capture_events() as events:
+        _hooks.event(EventKind.RETRY, name, exc, attempt=2, wait=0.5, elapsed=1.5)
+    (ev,) = [e for e in events if e.name == name]
+    assert type(ev) is PolicyEvent
+    assert len(ev) == len(PolicyEvent._fields)
+    assert ev == PolicyEvent(
+        EventKind.RETRY,
+        name,
+        exc,
+        "network",
+        2,
+        0.5,
+        1.5,
+        correlation_id=ev.correlation_id,
+        at=clock.time(),
+    )
+
+
+def test_log_hook_builds_no_record_below_the_handler_level(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without enable_logging(), or when its level drops the line, no record is built."""
+    calls: list[str] = []
+
+    class Recorder:
+        def warning(self, *args: object) -> None:
+            calls.append("warning")
+
+        def info(self, *args: object) -> None:
+            calls.append("info")
+
+    monkeypatch.setattr(_hooks, "logger", Recorder())
+    retrying = PolicyEvent(EventKind.RETRY, name, ConnectionError("down"), attempt=1)
+    recovered = PolicyEvent(EventKind.FALLBACK_RECOVERED, name)
+    disable_logging()
+    assert not logging_enabled(50)
+    log_hook(retrying)
+    log_hook(recovered)
+    assert calls == []
+    try:
+        enable_logging("ERROR", json_lines=False, sink=io.StringIO())
+        assert logging_enabled(40) and not logging_enabled(30)
+        log_hook(retrying)
+        log_hook(recovered)
+        assert calls == []
+        enable_logging("WARNING", json_lines=False, sink=io.StringIO())
+        log_hook(retrying)
+        log_hook(recovered)
+        assert calls == ["warning"]
+        enable_logging("INFO", json_lines=False, sink=io.StringIO())
+        log_hook(recovered)
+        assert calls == ["warning", "info"]
+    finally:
+        disable_logging()
+    assert not logging_enabled(50)
+
+
+def test_every_retry_is_counted_in_metrics(name: str) -> None:
+    """Retry counters batch their updates; a read sees every retry (past a batch, too)."""
+    from resilient import metrics
+
+    fn = retry(max_attempts=3, budget=False, name=name)(_always_down)
+    with zero_wait_retries():
+        for _ in range(600):
+            with pytest.raises(ConnectionError):
+                fn()
+    counts = metrics.snapshot()["retries"]
+    assert counts[f"{name}|1|ConnectionError"] == 600
+    assert counts[f"{name}|2|ConnectionError"] == 600
+
+
+@pytest.mark.parametrize(
+    "cls",
+    [
+        ConnectionError,
+        ConnectionRefusedError,
+        ConnectionResetError,
+        ConnectionAbortedError,
+        BrokenPipeError,
+        TimeoutError,
+        ValueError,
+        TypeError,
+        PermissionError,
+    ],
+)
+def test_plain_builtin_category_matches_the_full_classification(
+    cls: type[BaseException],
+) -> None:
+    """The events' by-type shortcut for plain built-ins gives the full path's answer."""
+    plain = cls("x")
+    marked = cls("x")
+    marked.note = "forces the full path"  # type: ignore[attr-defined]
+    assert _hooks.category_of(plain) == classify(marked)
