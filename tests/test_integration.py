@@ -679,3 +679,26 @@ async def test_shared_circuit_state_and_redis_cache(
     assert get_shared_backend() is None
     await asyncio.sleep(0)
     assert asyncio.all_tasks() - before == set()
+
+
+async def test_proxy_calls_feed_the_rolling_success_metrics() -> None:
+    """Live reads, failed reads and cached answers show in the service's success metrics."""
+    factory = ResilienceFactory(make_config(), database=False, logging=False)
+    feed = SimulatedFeed()
+    svc = name()
+    data = factory.create_resilient_market_data(feed, svc)
+    for _ in range(4):
+        await data.get_current_price("AAPL")
+    feed.mode = "outage"
+    stale = await data.get_current_price("AAPL")
+    assert isinstance(stale, StalePrice)
+    with pytest.raises((VendorHTTPError, resilient.CircuitOpenError)):
+        await data.get_current_price("MSFT")  # nothing cached for this symbol
+    health = await factory.get_orchestrator().get_system_health()
+    metrics = health["metrics"][svc]
+    assert metrics["samples"] == 5  # four live answers and one failure
+    assert metrics["availability"] == pytest.approx(0.8)
+    assert metrics["cached_reads"] == 1
+    assert metrics["p95_latency_ms"] is not None
+    assert metrics["p95_cached_latency_ms"] > 0  # the failed attempts before the cached answer
+    await factory.shutdown()

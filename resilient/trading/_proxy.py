@@ -33,7 +33,7 @@ from ._orders import OrderCall, OrderIntent, prepare_order_call
 from ._ratelimit import RateLimitExceeded, ServiceRateLimiter
 from ._risk import PositionBook, RiskChecker
 from ._settings import MethodPolicy, ServiceSettings
-from ._values import FallbackInfo, mark_stale, set_last_fallback
+from ._values import FallbackInfo, last_fallback, mark_stale, set_last_fallback
 
 if TYPE_CHECKING:
     from ._context import TradingContext
@@ -72,6 +72,12 @@ class _OrderState:
     def __init__(self, has_key: bool) -> None:
         self.has_key = has_key
         self.attempts = 0
+
+
+# When the current proxied call started: a cached answer reports how long its caller waited.
+_call_started: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "resilient_proxy_call_started", default=None
+)
 
 
 def _order_is_idempotent(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
@@ -191,7 +197,7 @@ class ResilientService:
             policy = settings.for_method(method_name)
             kind = policy.kind or guess_kind(method_name, default=default_kind)
             self._kinds[method_name] = kind
-            wrapped = self._wrap(method_name, bound, kind, policy)
+            wrapped = self._timed(self._wrap(method_name, bound, kind, policy), bound)
             self._methods[method_name] = wrapped
             self.__dict__[method_name] = wrapped
 
@@ -233,6 +239,58 @@ class ResilientService:
         return book.snapshot()
 
     # -- wrapping ---------------------------------------------------------------------------
+
+    def _timed(self, call: Callable[..., Any], fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Record each call's outcome and latency for the component's rolling success metrics
+        (availability, error rate, p95 of calls). A cached answer is recorded, with the time
+        the caller waited for it, by the fallback event :meth:`_serve` emits. An order refused
+        by a risk rule is a decision, not a failure, and is not counted."""
+        from ..health._stats import stats
+
+        record = stats(self._name)
+        clock = get_clock
+
+        def done(start: float, before: FallbackInfo | None) -> None:
+            if last_fallback() is before:
+                record.record(True, clock().monotonic() - start)
+
+        if is_async(fn):
+
+            @functools.wraps(call)
+            async def atimed(*args: Any, **kwargs: Any) -> Any:
+                start, before = clock().monotonic(), last_fallback()
+                token = _call_started.set(start)
+                try:
+                    result = await call(*args, **kwargs)
+                except RiskLimitError:
+                    raise
+                except Exception:
+                    record.record(False, clock().monotonic() - start)
+                    raise
+                finally:
+                    _call_started.reset(token)
+                done(start, before)
+                return result
+
+            return atimed
+
+        @functools.wraps(call)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start, before = clock().monotonic(), last_fallback()
+            token = _call_started.set(start)
+            try:
+                result = call(*args, **kwargs)
+            except RiskLimitError:
+                raise
+            except Exception:
+                record.record(False, clock().monotonic() - start)
+                raise
+            finally:
+                _call_started.reset(token)
+            done(start, before)
+            return result
+
+        return timed
 
     def _wrap(
         self, method: str, fn: Callable[..., Any], kind: str, policy: MethodPolicy
@@ -350,6 +408,7 @@ class ResilientService:
             state.last_fallback = info
             state.last_fallback_at = get_clock().time()
         set_last_fallback(info)
+        started = _call_started.get()
         _hooks.event(
             _hooks.EventKind.FALLBACK_SERVED,
             self._name,
@@ -357,6 +416,7 @@ class ResilientService:
             source="cache",
             cache_age=age,
             first_in_episode=first,
+            elapsed=0.0 if started is None else get_clock().monotonic() - started,
         )
         return mark_stale(entry.value, age, self._name)
 
