@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import threading
 import tracemalloc
 import uuid
@@ -13,13 +12,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from _policy_support import MODES, Script, invoke, make
 
 import resilient
 from resilient import CircuitOpenError, FakeClock, breaker, breakers, get_breaker
 from resilient._breaker_storage import ORIGIN, CircuitRecord, set_shared_backend
 from resilient.config import ConfigError, reload_config, switches
-
-MODES = ["sync", "async"]
 
 
 @pytest.fixture
@@ -30,44 +28,6 @@ def name() -> str:
 @pytest.fixture(autouse=True)
 def clock(fake_clock: FakeClock) -> FakeClock:
     return fake_clock
-
-
-def make(mode: str, body: Callable[..., Any]) -> Callable[..., Any]:
-    """A sync or async function running ``body``."""
-    if mode == "sync":
-
-        def fn(*args: Any, **kwargs: Any) -> Any:
-            return body(*args, **kwargs)
-
-        return fn
-
-    async def afn(*args: Any, **kwargs: Any) -> Any:
-        await asyncio.sleep(0)  # the outcome arrives after an await
-        return body(*args, **kwargs)
-
-    return afn
-
-
-async def invoke(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    result = fn(*args, **kwargs)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
-
-
-class Script:
-    """Raises or returns according to a list of outcomes; counts the calls that ran."""
-
-    def __init__(self, *outcomes: Any) -> None:
-        self.outcomes = list(outcomes)
-        self.calls = 0
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        self.calls += 1
-        outcome = self.outcomes.pop(0) if self.outcomes else "ok"
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
 
 
 @pytest.fixture

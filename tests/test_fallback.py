@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pytest
+from _policy_support import MODES, Script, invoke, make
 
 from resilient import (
     CachedValue,
@@ -25,8 +24,6 @@ from resilient import (
 from resilient._cache import MemoryCache, cache_key
 from resilient.testing import capture_events
 
-MODES = ["sync", "async"]
-
 
 @pytest.fixture(autouse=True)
 def clock(fake_clock: FakeClock) -> FakeClock:
@@ -36,41 +33,6 @@ def clock(fake_clock: FakeClock) -> FakeClock:
 @pytest.fixture
 def name() -> str:
     return f"fb-{uuid.uuid4().hex[:10]}"
-
-
-class Script:
-    def __init__(self, *outcomes: Any) -> None:
-        self.outcomes = list(outcomes)
-        self.calls = 0
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        self.calls += 1
-        outcome = self.outcomes.pop(0) if self.outcomes else "ok"
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
-
-
-def make(mode: str, body: Callable[..., Any]) -> Callable[..., Any]:
-    if mode == "sync":
-
-        def fn(*args: Any, **kwargs: Any) -> Any:
-            return body(*args, **kwargs)
-
-        return fn
-
-    async def afn(*args: Any, **kwargs: Any) -> Any:
-        await asyncio.sleep(0)
-        return body(*args, **kwargs)
-
-    return afn
-
-
-async def invoke(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    result = fn(*args, **kwargs)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
 
 
 @pytest.mark.parametrize("mode", MODES)

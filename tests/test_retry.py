@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import tenacity
+from _policy_support import MODES, Script, invoke, make
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,8 +25,6 @@ from resilient._retry import get_retry_budget
 from resilient.config import reload_config, switches
 from resilient.testing import capture_events, zero_wait_retries
 
-MODES = ["sync", "async"]
-
 
 @pytest.fixture(autouse=True)
 def clock(fake_clock: FakeClock) -> FakeClock:
@@ -37,43 +34,6 @@ def clock(fake_clock: FakeClock) -> FakeClock:
 @pytest.fixture
 def name() -> str:
     return f"rt-{uuid.uuid4().hex[:10]}"
-
-
-class Script:
-    """Raises or returns according to a list of outcomes; records each call."""
-
-    def __init__(self, *outcomes: Any) -> None:
-        self.outcomes = list(outcomes)
-        self.calls = 0
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        self.calls += 1
-        outcome = self.outcomes.pop(0) if self.outcomes else "ok"
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
-
-
-def make(mode: str, body: Callable[..., Any]) -> Callable[..., Any]:
-    if mode == "sync":
-
-        def fn(*args: Any, **kwargs: Any) -> Any:
-            return body(*args, **kwargs)
-
-        return fn
-
-    async def afn(*args: Any, **kwargs: Any) -> Any:
-        await asyncio.sleep(0)
-        return body(*args, **kwargs)
-
-    return afn
-
-
-async def invoke(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    result = fn(*args, **kwargs)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
 
 
 class RateLimited(Exception):
