@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import os
 import statistics
@@ -351,7 +352,6 @@ def fails_twice(b: Bench) -> None:
 
         return tenacity_retry(guarded)  # type: ignore[no-any-return]
 
-    hooks = _hooks.hooks
     builders: list[tuple[str, Callable[[Callable[[], int]], Callable[[], Any]], bool]] = [
         ("hand-written 3-attempt loop", hand_loop, True),
         ("tenacity @retry", tenacity_retry, True),
@@ -374,11 +374,8 @@ def fails_twice(b: Bench) -> None:
     ]
     for name, build, with_hooks in builders:
         fn = build(counter_fails_twice())
-        _hooks.hooks = hooks if with_hooks else ()
-        try:
+        with contextlib.nullcontext() if with_hooks else _hooks.suspended():
             b.add("fails-twice", "sync", name, b.sync(fn))
-        finally:
-            _hooks.hooks = hooks
     for name, build, with_hooks in builders:
         body = counter_fails_twice()
         if build is hand_loop:
@@ -387,11 +384,8 @@ def fails_twice(b: Bench) -> None:
             afn = anaive(body)
         else:
             afn = build(as_async(body))
-        _hooks.hooks = hooks if with_hooks else ()
-        try:
+        with contextlib.nullcontext() if with_hooks else _hooks.suspended():
             b.add("fails-twice", "async", name, b.aio(afn))
-        finally:
-            _hooks.hooks = hooks
 
 
 def rss_bytes() -> int:

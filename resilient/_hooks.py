@@ -8,14 +8,16 @@ logged once and swallowed, so observability can never break the call it observes
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from typing import NamedTuple, Protocol
 
 from . import _clock
 from ._classify import classify
 from ._context import current_correlation_id
-from ._logging import logger, logging_enabled
+from ._logging import logger, logging_enabled, on_level_change
 from ._sanitize import sanitize
 
 __all__ = [
@@ -24,11 +26,14 @@ __all__ = [
     "PolicyHook",
     "add_hook",
     "category_of",
+    "count_retry",
     "emit",
     "event",
     "hooks",
     "log_hook",
     "remove_hook",
+    "retry_counts",
+    "suspended",
 ]
 
 
@@ -149,15 +154,55 @@ def log_hook(event: PolicyEvent) -> None:
         logger.info("{} recovered: no longer serving fallbacks", event.name)
 
 
+_Entry = tuple[PolicyHook, frozenset[EventKind] | None]
+_entries: tuple[_Entry, ...] = ((log_hook, None),)
+"""Every hook with the event kinds it asked for (``None``: all)."""
+
 hooks: tuple[PolicyHook, ...] = (log_hook,)
 """The hooks in force (a tuple, replaced on change, so emitting never takes a lock)."""
 
+_for_kind: dict[EventKind, tuple[PolicyHook, ...]] = {}
+"""The hooks each kind of event is delivered to, rebuilt on every change. The log hook is
+left out while logging is off, so with only the default hooks installed a retry builds no
+event at all."""
 
-def add_hook(hook: PolicyHook) -> Callable[[], None]:
-    """Call ``hook(event)`` for every policy event; returns a function that removes it."""
-    global hooks
+retry_hooks: tuple[PolicyHook, ...] = ()
+"""``_for_kind[EventKind.RETRY]``, read on every retry."""
+
+
+def _rebuild() -> None:
+    global hooks, retry_hooks, _for_kind
+    logging_on = logging_enabled(_WARNING)
+    hooks = tuple(hook for hook, _ in _entries)
+    table: dict[EventKind, tuple[PolicyHook, ...]] = {}
+    for kind in EventKind:
+        table[kind] = tuple(
+            hook
+            for hook, kinds in _entries
+            if (kinds is None or kind in kinds) and (logging_on or hook is not log_hook)
+        )
+    _for_kind = table
+    retry_hooks = table[EventKind.RETRY]
+
+
+def _on_logging_change() -> None:
     with _lock:
-        hooks = (*hooks, hook)
+        _rebuild()
+
+
+def add_hook(
+    hook: PolicyHook, *, kinds: Iterable[EventKind | str] | None = None
+) -> Callable[[], None]:
+    """Call ``hook(event)`` for every policy event, or only for the event ``kinds`` given;
+    returns a function that removes it.
+
+    Naming the kinds a hook needs keeps the other events cheap: a retry builds no event
+    object when no hook asked for retries."""
+    global _entries
+    wanted = None if kinds is None else frozenset(EventKind(k) for k in kinds)
+    with _lock:
+        _entries = (*_entries, (hook, wanted))
+        _rebuild()
 
     def remove() -> None:
         remove_hook(hook)
@@ -167,14 +212,35 @@ def add_hook(hook: PolicyHook) -> Callable[[], None]:
 
 def remove_hook(hook: PolicyHook) -> None:
     """Stop calling ``hook`` (no error when it is not registered)."""
-    global hooks
+    global _entries
     with _lock:
-        hooks = tuple(h for h in hooks if h is not hook)
+        _entries = tuple(entry for entry in _entries if entry[0] is not hook)
+        _rebuild()
+
+
+@contextmanager
+def suspended() -> Iterator[None]:
+    """Deliver no events inside the block (benchmarks and tests of the bare policies)."""
+    global _entries
+    with _lock:
+        saved = _entries
+        _entries = ()
+        _rebuild()
+    try:
+        yield
+    finally:
+        with _lock:
+            _entries = saved
+            _rebuild()
 
 
 def emit(event: PolicyEvent) -> None:
-    """Run every hook on ``event``; a failing hook is logged once and swallowed."""
-    for hook in hooks:
+    """Run every hook that wants ``event``; a failing hook is logged once and swallowed."""
+    _run(_for_kind.get(event.kind, hooks), event)
+
+
+def _run(table: tuple[PolicyHook, ...], event: PolicyEvent) -> None:
+    for hook in table:
         try:
             hook(event)
         except Exception as exc:
@@ -187,6 +253,46 @@ def emit(event: PolicyEvent) -> None:
                     event.kind.value,
                     _describe(exc),
                 )
+
+
+# --- retry counts ------------------------------------------------------------------------------
+# Retries are the most frequent event, and metrics need only their number: each retry appends
+# one tuple to a deque (lock-free), folded into the counter whenever counts are read or once
+# FOLD_AT are pending. This runs whatever hooks are installed.
+
+retry_tally: deque[tuple[str, int, type[BaseException] | None]] = deque()
+_retry_counts: Counter[tuple[str, int, type[BaseException] | None]] = Counter()
+_tally_lock = threading.Lock()
+FOLD_AT = 1024
+
+
+def fold_retries() -> None:
+    """Move pending retries into the counts."""
+    with _tally_lock:
+        pop = retry_tally.popleft
+        # Counter.update counts in C: half the cost of a += per key
+        _retry_counts.update([pop() for _ in range(len(retry_tally))])
+
+
+def count_retry(name: str, attempt: int, exc_type: type[BaseException] | None) -> None:
+    """Count one retry of ``name`` after failed attempt ``attempt``."""
+    retry_tally.append((name, attempt, exc_type))
+    if len(retry_tally) >= FOLD_AT:
+        fold_retries()
+
+
+def retry_counts() -> dict[tuple[str, int, type[BaseException] | None], int]:
+    """Retries so far by name, failed attempt and exception class."""
+    fold_retries()
+    with _tally_lock:
+        return dict(_retry_counts)
+
+
+def reset_retry_counts() -> None:
+    """Forget every counted retry (tests)."""
+    with _tally_lock:
+        retry_tally.clear()
+        _retry_counts.clear()
 
 
 _memo: tuple[BaseException | None, str] = (None, "")
@@ -221,13 +327,15 @@ def event(
     first_in_episode: bool = False,
 ) -> None:
     """Build and emit an event (classifying ``exception`` and stamping the correlation id)."""
-    if not hooks:
+    table = _for_kind[kind]
+    if not table:
         return
     category = None
     if exception is not None:
         category = category_of(exception)
     # tuple.__new__ directly: the named tuple's generated __new__ costs ~150 ns more per event
-    emit(
+    _run(
+        table,
         _new_tuple(
             PolicyEvent,
             (
@@ -246,5 +354,9 @@ def event(
                 current_correlation_id(),
                 _clock._current.time(),
             ),
-        )
+        ),
     )
+
+
+_rebuild()
+on_level_change(_on_logging_change)

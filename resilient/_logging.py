@@ -52,6 +52,19 @@ _handler_id: int | None = None
 _level_no: int | None = None
 
 
+_level_listeners: list[Callable[[], None]] = []
+
+
+def on_level_change(listener: Callable[[], None]) -> None:
+    """Call ``listener()`` whenever logging is enabled, re-levelled or disabled."""
+    _level_listeners.append(listener)
+
+
+def _notify() -> None:
+    for listener in list(_level_listeners):
+        listener()
+
+
 def logging_enabled(level_no: int = 0) -> bool:
     """Whether the package's handler is installed and writes records of level ``level_no``
     (a loguru level number: 10 DEBUG, 20 INFO, 30 WARNING, 40 ERROR); about 50 ns."""
@@ -149,7 +162,9 @@ def enable_logging(
             catch=True,
         )
         _level_no = _root_logger.level(level.upper()).no
-        return _handler_id
+        handler = _handler_id
+    _notify()
+    return handler
 
 
 def disable_logging() -> None:
@@ -161,3 +176,4 @@ def disable_logging() -> None:
             _root_logger.remove(_handler_id)
             _handler_id = None
         _root_logger.disable(_PACKAGE)
+    _notify()

@@ -48,6 +48,7 @@ Idempotent = bool | Callable[[tuple[Any, ...], Mapping[str, Any]], bool]
 WaitStrategy = Callable[[Any], float]
 StopStrategy = Callable[[Any], bool]
 
+_FOLD_AT = _hooks.FOLD_AT
 BUDGET_TTL = 10.0  # seconds of traffic a budget remembers (as Finagle's RetryBudget)
 
 
@@ -209,7 +210,8 @@ class _Outcome:
 
 
 class _State:
-    """The attributes of ``tenacity.RetryCallState`` that wait/stop strategies read."""
+    """The attributes of ``tenacity.RetryCallState`` that the default wait and stop read; built
+    only after a first failure."""
 
     __slots__ = (
         "args",
@@ -217,10 +219,6 @@ class _State:
         "fn",
         "idle_for",
         "kwargs",
-        "next_action",
-        "outcome",
-        "outcome_timestamp",
-        "retry_object",
         "start_time",
         "upcoming_sleep",
     )
@@ -235,6 +233,17 @@ class _State:
         self.attempt_number = 1
         self.idle_for = 0.0
         self.upcoming_sleep = 0.0
+
+
+class _FullState(_State):
+    """Every attribute of ``tenacity.RetryCallState``, for user ``wait=``/``stop=`` strategies."""
+
+    __slots__ = ("next_action", "outcome", "outcome_timestamp", "retry_object")
+
+    def __init__(
+        self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], start: float | None
+    ) -> None:
+        super().__init__(fn, args, kwargs, start)
         self.outcome: _Outcome | None = None
         self.outcome_timestamp: float | None = None
         self.retry_object = None
@@ -335,15 +344,18 @@ class _RetryPolicy:
                 return None
         if self._generation != switches.generation:
             self.refresh()
-        now = _clock._current.monotonic()
-        if self.custom:  # only user strategies may look at the outcome
-            state.outcome = _Outcome(state.attempt_number, exc)
-        state.outcome_timestamp = now
-        if self.stop(state):
+        attempt = state.attempt_number
+        if self.custom:  # user strategies may look at the outcome and the time
+            full = cast("_FullState", state)
+            full.outcome = _Outcome(attempt, exc)
+            full.outcome_timestamp = _clock._current.monotonic()
+            if self.stop(state):
+                return None
+        elif attempt >= self.max_attempts:  # what stop_after_attempt decides, inline
             return None
         if _zero_wait:
             cap = _zero_wait[-1]
-            if cap is not None and state.attempt_number >= cap:
+            if cap is not None and attempt >= cap:
                 return None
             wait = 0.0
         else:
@@ -355,7 +367,7 @@ class _RetryPolicy:
             if self.deadline is not None:
                 own = state.start_time + self.deadline
                 limit = own if limit is None or own < limit else limit
-            if limit is not None and now + wait >= limit:
+            if limit is not None and _clock._current.monotonic() + wait >= limit:
                 return None
         if self.budget is not None and not self.budget.try_spend():
             if _hooks.hooks:
@@ -363,20 +375,26 @@ class _RetryPolicy:
                     _hooks.EventKind.RETRY_BUDGET_EXHAUSTED,
                     self.name,
                     exc,
-                    attempt=state.attempt_number,
-                    elapsed=now - state.start_time,
+                    attempt=attempt,
+                    elapsed=_clock._current.monotonic() - state.start_time,
                 )
             return None
         state.upcoming_sleep = wait
         state.idle_for += wait
-        if _hooks.hooks:
+        # Counted here rather than by a hook: with only the default hooks installed (and
+        # logging off) a retry then builds no event object at all.
+        tally = _hooks.retry_tally
+        tally.append((self.name, attempt, exc.__class__))
+        if len(tally) >= _FOLD_AT:
+            _hooks.fold_retries()
+        if _hooks.retry_hooks:
             _hooks.event(
                 _hooks.EventKind.RETRY,
                 self.name,
                 exc,
-                attempt=state.attempt_number,
+                attempt=attempt,
                 wait=wait,
-                elapsed=now - state.start_time,
+                elapsed=_clock._current.monotonic() - state.start_time,
             )
         return wait
 
@@ -481,6 +499,7 @@ def retry(
         policy.refresh()
         bud = policy.budget
         timed = own_deadline is not None
+        new_state = _FullState if policy.custom else _State
         decide = policy.decide
         failed = policy.failed
 
@@ -500,7 +519,7 @@ def retry(
                         raise
                     except Exception as exc:
                         if state is None:  # the first failure: only now is anything built
-                            state = _State(afn, args, kwargs, start)
+                            state = new_state(afn, args, kwargs, start)
                         wait = decide(exc, state, args, kwargs)
                         if wait is None:
                             failed(exc, state)
@@ -526,7 +545,7 @@ def retry(
                     raise
                 except Exception as exc:
                     if state is None:
-                        state = _State(fn, args, kwargs, start)
+                        state = new_state(fn, args, kwargs, start)
                     wait = decide(exc, state, args, kwargs)
                     if wait is None:
                         failed(exc, state)

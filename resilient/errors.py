@@ -292,33 +292,19 @@ _hook_remover: Callable[[], None] | None = None
 _hook_lock = threading.Lock()
 
 
-_metrics: Any = None  # resilient.metrics, imported on the first event that needs it
-
-
 def _on_policy_event(event: Any) -> None:
-    """Count final errors, and feed metrics and call statistics, from policy events."""
-    global _metrics
-    kind = getattr(event, "kind", "")
-    if kind == "retry":
-        # The most frequent event and never a final error: one counter, nothing else.
-        if _metrics is None:
-            from . import metrics as _metrics
-        _metrics.record_retry(
-            str(getattr(event, "name", "") or ""),
-            int(getattr(event, "attempt", 1) or 1),
-            getattr(event, "exception", None),
-        )
-        return
-    kind = str(kind)
+    """Count final errors, and feed metrics and call statistics, from policy events.
+
+    Retries are not delivered here: they are counted by the policy itself
+    (:func:`resilient._hooks.count_retry`), so a retry builds no event for this hook."""
+    kind = str(getattr(event, "kind", ""))
     name = str(getattr(event, "name", "") or "")
     exc = getattr(event, "exception", None)
     if kind in ("call_failed", "fallback_served") and isinstance(exc, BaseException):
         tracker.record(exc, component=name or None)
-    if kind not in ("fallback_served", "retry", "breaker_state"):
-        return
-    from . import metrics
-
     if kind == "fallback_served":
+        from . import metrics
+
         source = str(getattr(event, "source", None) or "value")
         metrics.record_fallback(name, source)
         elapsed = getattr(event, "elapsed", None)
@@ -326,9 +312,9 @@ def _on_policy_event(event: Any) -> None:
             from .health._stats import stats
 
             stats(name).record_cached(float(elapsed))
-    elif kind == "retry":
-        metrics.record_retry(name, int(getattr(event, "attempt", 1) or 1), exc)
-    else:
+    elif kind == "breaker_state":
+        from . import metrics
+
         metrics.record_transition(name, str(getattr(event, "new_state", "") or ""))
 
 
@@ -342,10 +328,13 @@ def install_hooks() -> bool:
         if _hook_remover is not None:
             return True
         try:
-            from ._hooks import add_hook
+            from ._hooks import EventKind, add_hook
         except ImportError:  # pragma: no cover - the policy layer ships with the package
             return False
-        _hook_remover = add_hook(_on_policy_event)
+        _hook_remover = add_hook(
+            _on_policy_event,
+            kinds=(EventKind.CALL_FAILED, EventKind.FALLBACK_SERVED, EventKind.BREAKER_STATE),
+        )
         return True
 
 

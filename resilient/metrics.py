@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import re
 import threading
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
+
+from . import _hooks
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -55,12 +57,6 @@ _STATES = ("closed", "open", "half-open")
 _NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 _lock = threading.Lock()
-_retries: Counter[tuple[str, str, str]] = Counter()
-# Retries are the most frequent event: each is one lock-free deque append, folded into
-# _retries (under _lock) whenever the counts are read, or once _FOLD_AT are pending.
-_pending_retries: deque[tuple[str, str, str]] = deque()
-_FOLD_AT = 1024
-_ATTEMPTS = tuple(str(n) for n in range(33))
 _fallbacks: Counter[tuple[str, str]] = Counter()
 _errors: Counter[str] = Counter()
 _transitions: Counter[tuple[str, str]] = Counter()
@@ -71,20 +67,18 @@ _custom: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
 
 
 def record_retry(name: str, attempt: int, exc: BaseException | None) -> None:
-    """Count one retry of ``name`` after failed attempt ``attempt`` (stamina's labels)."""
-    error_type = type(exc).__name__ if exc is not None else ""
-    number = _ATTEMPTS[attempt] if 0 <= attempt < len(_ATTEMPTS) else str(attempt)
-    _pending_retries.append((name, number, error_type))
-    if len(_pending_retries) >= _FOLD_AT:
-        with _lock:
-            _fold_retries()
+    """Count one retry of ``name`` after failed attempt ``attempt`` (stamina's labels).
+
+    ``@retry`` counts its own retries; this is for retry loops of other libraries."""
+    _hooks.count_retry(name, attempt, type(exc) if exc is not None else None)
 
 
-def _fold_retries() -> None:
-    """Move pending retries into the counter (the caller holds ``_lock``)."""
-    pop = _pending_retries.popleft
-    # Counter.update counts in C: half the cost of a += per key
-    _retries.update([pop() for _ in range(len(_pending_retries))])
+def _retry_values() -> dict[tuple[str, str, str], int]:
+    """The retry counts by (callable, retry_num, error_type)."""
+    out: Counter[tuple[str, str, str]] = Counter()
+    for (name, attempt, exc_type), n in _hooks.retry_counts().items():
+        out[(name, str(attempt), exc_type.__name__ if exc_type is not None else "")] += n
+    return dict(out)
 
 
 def record_fallback(name: str, source: str) -> None:
@@ -150,8 +144,8 @@ def inc(name: str, labels: Mapping[str, str] | None = None, amount: float = 1.0)
 def reset() -> None:
     """Forget every recorded value (tests)."""
     with _lock:
-        _pending_retries.clear()
-        for store in (_retries, _fallbacks, _errors, _transitions, _custom):
+        _hooks.reset_retry_counts()
+        for store in (_fallbacks, _errors, _transitions, _custom):
             store.clear()
         _pools.clear()
         _pool_sources.clear()
@@ -185,10 +179,10 @@ def _pool_values() -> dict[str, tuple[int, int, int]]:
 def snapshot() -> dict[str, Any]:
     """The recorded values as plain data (also what the collector exports)."""
     pools = _pool_values()
+    retries = _retry_values()
     with _lock:
-        _fold_retries()
         return {
-            "retries": {"|".join(k): v for k, v in _retries.items()},
+            "retries": {"|".join(k): v for k, v in retries.items()},
             "fallbacks": {"|".join(k): v for k, v in _fallbacks.items()},
             "errors": dict(_errors),
             "transitions": {"|".join(k): v for k, v in _transitions.items()},
@@ -237,9 +231,8 @@ class _Collector:
         yield state
         yield calls
 
+        retries = _retry_values()
         with _lock:
-            _fold_retries()
-            retries = dict(_retries)
             fallbacks = dict(_fallbacks)
             errors = dict(_errors)
             transitions = dict(_transitions)

@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from resilient import (
+    CircuitOpenError,
     EventKind,
     FakeClock,
     PolicyEvent,
@@ -241,3 +242,89 @@ def test_plain_builtin_category_matches_the_full_classification(
     marked = cls("x")
     marked.note = "forces the full path"  # type: ignore[attr-defined]
     assert _hooks.category_of(plain) == classify(marked)
+
+
+def test_retry_builds_no_event_with_only_default_hooks(name: str) -> None:
+    """With logging off and only the default hooks, no hook takes retries; metrics still
+    count them."""
+    from resilient import metrics
+
+    assert not logging_enabled()
+    assert _hooks.retry_hooks == ()
+    built: list[object] = []
+    real_event = _hooks.event
+    _hooks.event = lambda *a, **k: built.append(a)  # type: ignore[assignment]
+    try:
+        fn = retry(max_attempts=3, name=name)(_always_down)
+        with zero_wait_retries(), pytest.raises(ConnectionError):
+            fn()
+    finally:
+        _hooks.event = real_event  # type: ignore[assignment]
+    assert [a[0] for a in built] == [EventKind.CALL_FAILED]
+    retries = metrics.snapshot()["retries"]
+    assert retries == {f"{name}|1|ConnectionError": 1, f"{name}|2|ConnectionError": 1}
+
+
+def test_enabling_logging_routes_retries_to_the_log_hook(name: str) -> None:
+    """enable_logging() adds the log hook to the retry table; disable_logging() removes it."""
+    sink = io.StringIO()
+    enable_logging("INFO", json_lines=False, sink=sink)
+    try:
+        assert log_hook in _hooks.retry_hooks
+        fn = retry(max_attempts=2, name=name)(_always_down)
+        with zero_wait_retries(), pytest.raises(ConnectionError):
+            fn()
+    finally:
+        disable_logging()
+    assert f"retrying {name} (attempt 1 failed" in sink.getvalue()
+    assert log_hook not in _hooks.retry_hooks
+    enable_logging("ERROR", json_lines=False, sink=sink)  # retries log at WARNING: not wanted
+    try:
+        assert log_hook not in _hooks.retry_hooks
+        assert log_hook in _hooks.hooks
+    finally:
+        disable_logging()
+
+
+def test_hook_with_kinds_gets_only_those(name: str, clock: FakeClock) -> None:
+    """add_hook(kinds=...) delivers only the named kinds; unknown kinds are refused."""
+    seen: list[PolicyEvent] = []
+    remove = add_hook(seen.append, kinds=["breaker_state"])
+    try:
+        fn = retry(max_attempts=2, name=name)(breaker(name, failure_threshold=1)(_always_down))
+        with zero_wait_retries(), pytest.raises(CircuitOpenError):  # attempt 2 is refused
+            fn()
+    finally:
+        remove()
+    assert [e.kind for e in seen] == [EventKind.BREAKER_STATE]
+    assert seen[0].new_state == "open"
+    with pytest.raises(ValueError, match="retried"):
+        add_hook(seen.append, kinds=["retried"])
+    assert seen.append not in _hooks.hooks
+
+
+def test_suspended_delivers_nothing_and_restores(name: str) -> None:
+    """Inside suspended() no hook runs; the hooks are back afterwards."""
+    before = _hooks.hooks
+    with capture_events() as events:
+        with _hooks.suspended():
+            assert _hooks.hooks == ()
+            fn = retry(max_attempts=2, name=name)(_always_down)
+            with zero_wait_retries(), pytest.raises(ConnectionError):
+                fn()
+        assert events == []
+    assert _hooks.hooks == before
+
+
+def test_metrics_record_retry_counts_other_loops(name: str) -> None:
+    """metrics.record_retry adds to the same counts as @retry."""
+    from resilient import metrics
+
+    metrics.record_retry(name, 1, TimeoutError("t"))
+    metrics.record_retry(name, 1, None)
+    for _ in range(_hooks.FOLD_AT + 5):  # crosses the fold threshold
+        metrics.record_retry(name, 2, TimeoutError("t"))
+    retries = metrics.snapshot()["retries"]
+    assert retries[f"{name}|1|TimeoutError"] == 1
+    assert retries[f"{name}|1|"] == 1
+    assert retries[f"{name}|2|TimeoutError"] == _hooks.FOLD_AT + 5

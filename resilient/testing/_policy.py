@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from .._hooks import PolicyEvent, add_hook
+from .._hooks import PolicyEvent, add_hook, remove_hook
 from .._retry import zero_wait
 
 __all__ = ["capture_events", "zero_wait_retries"]
@@ -32,19 +33,29 @@ def _capture_hook(event: PolicyEvent) -> None:
         events.append(event)
 
 
-_installed: list[bool] = []
+_users = 0
+_users_lock = threading.Lock()
 
 
 @contextmanager
 def capture_events() -> Iterator[list[PolicyEvent]]:
     """Collect the policy events emitted in the current context (tasks started inside
-    inherit it) into the yielded list."""
-    if not _installed:
-        add_hook(_capture_hook)
-        _installed.append(True)
+    inherit it) into the yielded list.
+
+    The capturing hook is installed only while some capture is open, so outside one the
+    policies keep their no-event fast paths."""
+    global _users
+    with _users_lock:
+        if _users == 0:
+            add_hook(_capture_hook)
+        _users += 1
     events: list[PolicyEvent] = []
     token = _capture.set(events)
     try:
         yield events
     finally:
         _capture.reset(token)
+        with _users_lock:
+            _users -= 1
+            if _users == 0:
+                remove_hook(_capture_hook)
