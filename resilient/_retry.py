@@ -24,7 +24,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 import tenacity
 
-from . import _clock, _deadline, _hooks
+from . import _classify, _clock, _deadline, _hooks
 from ._classify import is_transient, proves_not_sent, retry_after
 from ._compose import Layer, exception_matcher, is_async_callable, policy_name, wrap
 from ._deadline import seconds_of
@@ -49,6 +49,7 @@ WaitStrategy = Callable[[Any], float]
 StopStrategy = Callable[[Any], bool]
 
 _FOLD_AT = _hooks.FOLD_AT
+_PLAIN_TRANSIENT = frozenset(t for t, transient in _classify._FAST_TRANSIENT.items() if transient)
 BUDGET_TTL = 10.0  # seconds of traffic a budget remembers (as Finagle's RetryBudget)
 
 
@@ -213,15 +214,7 @@ class _State:
     """The attributes of ``tenacity.RetryCallState`` that the default wait and stop read; built
     only after a first failure."""
 
-    __slots__ = (
-        "args",
-        "attempt_number",
-        "fn",
-        "idle_for",
-        "kwargs",
-        "start_time",
-        "upcoming_sleep",
-    )
+    __slots__ = ("args", "attempt_number", "fn", "kwargs", "start_time")
 
     def __init__(
         self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], start: float | None
@@ -231,19 +224,26 @@ class _State:
         self.kwargs = kwargs
         self.start_time = _clock._current.monotonic() if start is None else start
         self.attempt_number = 1
-        self.idle_for = 0.0
-        self.upcoming_sleep = 0.0
 
 
 class _FullState(_State):
     """Every attribute of ``tenacity.RetryCallState``, for user ``wait=``/``stop=`` strategies."""
 
-    __slots__ = ("next_action", "outcome", "outcome_timestamp", "retry_object")
+    __slots__ = (
+        "idle_for",
+        "next_action",
+        "outcome",
+        "outcome_timestamp",
+        "retry_object",
+        "upcoming_sleep",
+    )
 
     def __init__(
         self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], start: float | None
     ) -> None:
         super().__init__(fn, args, kwargs, start)
+        self.idle_for = 0.0
+        self.upcoming_sleep = 0.0
         self.outcome: _Outcome | None = None
         self.outcome_timestamp: float | None = None
         self.retry_object = None
@@ -264,6 +264,7 @@ class _RetryPolicy:
         "_generation",
         "budget",
         "budget_enabled",
+        "by_default",
         "custom",
         "deadline",
         "explicit",
@@ -294,6 +295,7 @@ class _RetryPolicy:
         self.explicit = explicit
         self.jitter = jitter
         self.retry_on = retry_on
+        self.by_default = retry_on is is_transient
         self.idempotent = idempotent
         self.deadline = deadline
         self.budget_enabled = budget
@@ -335,7 +337,12 @@ class _RetryPolicy:
         kwargs: dict[str, Any],
     ) -> float | None:
         """The wait before the next attempt, or ``None`` to give up."""
-        if not switches.retry_enabled or not self.retry_on(exc):
+        if not switches.retry_enabled:
+            return None
+        # A plain built-in connection or timeout error is transient and carries no
+        # Retry-After: decided by its type alone, as is_transient and retry_after would.
+        plain = exc.__class__ in _PLAIN_TRANSIENT and not exc.__dict__
+        if not (plain and self.by_default and not _classify._rules) and not self.retry_on(exc):
             return None
         idem = self.idempotent
         if idem is not True:
@@ -345,12 +352,11 @@ class _RetryPolicy:
         if self._generation != switches.generation:
             self.refresh()
         attempt = state.attempt_number
-        if self.custom:  # user strategies may look at the outcome and the time
+        custom = self.custom
+        if custom:  # user strategies may look at the outcome and the time
             full = cast("_FullState", state)
             full.outcome = _Outcome(attempt, exc)
             full.outcome_timestamp = _clock._current.monotonic()
-            if self.stop(state):
-                return None
         elif attempt >= self.max_attempts:  # what stop_after_attempt decides, inline
             return None
         if _zero_wait:
@@ -360,7 +366,7 @@ class _RetryPolicy:
             wait = 0.0
         else:
             wait = 0.0 if self.no_backoff else max(0.0, float(self.wait(state)))
-            server_wait = retry_after(exc)
+            server_wait = None if plain else retry_after(exc)
             if server_wait is not None and server_wait > wait:
                 wait = server_wait
             limit = _deadline._deadline.get()
@@ -368,6 +374,11 @@ class _RetryPolicy:
                 own = state.start_time + self.deadline
                 limit = own if limit is None or own < limit else limit
             if limit is not None and _clock._current.monotonic() + wait >= limit:
+                return None
+        if custom:
+            # As tenacity: the stop strategy sees the wait it would start (stop_before_delay).
+            full.upcoming_sleep = wait
+            if self.stop(state):
                 return None
         if self.budget is not None and not self.budget.try_spend():
             if _hooks.hooks:
@@ -379,8 +390,8 @@ class _RetryPolicy:
                     elapsed=_clock._current.monotonic() - state.start_time,
                 )
             return None
-        state.upcoming_sleep = wait
-        state.idle_for += wait
+        if custom:
+            full.idle_for += wait
         # Counted here rather than by a hook: with only the default hooks installed (and
         # logging off) a retry then builds no event object at all.
         tally = _hooks.retry_tally

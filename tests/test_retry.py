@@ -156,6 +156,37 @@ async def test_tenacity_wait_strategy(mode: str, name: str, clock: FakeClock) ->
 
 
 @pytest.mark.parametrize("mode", MODES)
+async def test_tenacity_stop_sees_the_upcoming_wait(mode: str, name: str, clock: FakeClock) -> None:
+    """As in tenacity, the stop strategy runs after the wait is computed: stop_before_delay(4)
+    with waits 1, 4, 7… stops after attempt 2 (1 s slept + 4 s upcoming >= 4 s)."""
+    script = Script(*[ConnectionError("x")] * 5)
+    fn = retry(
+        wait=tenacity.wait_incrementing(start=1, increment=3),
+        stop=tenacity.stop_before_delay(4),
+        name=name,
+    )(make(mode, script))
+    with pytest.raises(ConnectionError):
+        await invoke(fn)
+    assert script.calls == 2
+    assert [s for s in clock.sleeps if s > 0] == [1]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_tenacity_stop_after_delay_reads_elapsed_time(
+    mode: str, name: str, clock: FakeClock
+) -> None:
+    """stop_after_delay sees the time since the call started on the current clock."""
+    script = Script(*[ConnectionError("x")] * 9)
+    fn = retry(wait=tenacity.wait_fixed(2), stop=tenacity.stop_after_delay(5), name=name)(
+        make(mode, script)
+    )
+    with pytest.raises(ConnectionError):
+        await invoke(fn)
+    assert script.calls == 4  # failures at t = 0, 2, 4 and 6: 6 s >= 5 s stops
+    assert [s for s in clock.sleeps if s > 0] == [2, 2, 2]
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(
     "error",
     [
