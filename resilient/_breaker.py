@@ -131,8 +131,10 @@ class BreakerSnapshot:
 class _ClosedState(pybreaker.CircuitClosedState):
     def on_failure(self, exc: BaseException) -> None:
         cb = cast("Breaker", self._breaker)
-        cb._record_window(failed=True)
-        if cb._state_storage.counter >= cb.fail_max or cb._window_trips():
+        window = cb._window
+        if window is not None:
+            window.record(True, cb._pending_slow, _clock._current.monotonic())
+        if cb._state_storage.counter >= cb.fail_max or (window is not None and cb._window_trips()):
             cb.open()
 
     def on_success(self) -> None:
@@ -510,24 +512,42 @@ class Breaker(pybreaker.CircuitBreaker):
         if exclude is not None and exclude(exc):
             self._succeeded(start, permit, cluster)
             return
-        self._refresh()
+        if self._generation != switches.generation:
+            self._refresh()
         category = _hooks.category_of(exc)
         clock = _clock._current
         with self._lock:
             if start and self.slow_call_duration is not None:
                 self._pending_slow = clock.monotonic() - start >= self.slow_call_duration
             stale = permit and permit != self._episode
-            if self.is_system_error(exc):
+            # pybreaker's own exclusions are empty unless set on it directly (``exclude=`` is
+            # tested above): skip its type loop then.
+            if not self._excluded_exceptions or self.is_system_error(exc):
                 self._failures += 1
                 self._dirty = True
                 self._last_failure_category = category
                 self._last_failure_at = clock.time()
+                if not stale:
+                    state = self._state
+                    listeners = self._listeners
+                    if (
+                        state.__class__ is _ClosedState
+                        and len(listeners) == 1
+                        and listeners[0].__class__ is _TransitionListener
+                    ):
+                        # pybreaker's _handle_error for this case, without testing the error
+                        # again or calling the transition listener's no-op failure().
+                        self._state_storage.increment_counter()
+                        state.on_failure(exc)
+                    else:
+                        state._handle_error(exc, reraise=False)
             else:
                 self._successes += 1
-            if not stale:
-                self._state._handle_error(exc, reraise=False)
+                if not stale:
+                    self._state._handle_error(exc, reraise=False)
             self._pending_slow = False
-            self._release(permit, cluster)
+            if permit or cluster:
+                self._release(permit, cluster)
         if layer is not None and layer.outermost:
             _hooks.event(_hooks.EventKind.CALL_FAILED, self._key, exc, attempt=1)
 
@@ -542,7 +562,8 @@ class Breaker(pybreaker.CircuitBreaker):
                 self._state._handle_success()
             self._dirty = False
             self._pending_slow = False
-            self._release(permit, cluster)
+            if permit or cluster:
+                self._release(permit, cluster)
 
     def _clear_failures(self) -> None:
         with self._lock:

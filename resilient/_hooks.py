@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from enum import StrEnum
 from typing import NamedTuple, Protocol
 
-from . import _clock
+from . import _classify, _clock
 from ._classify import classify
 from ._context import current_correlation_id
 from ._logging import logger, logging_enabled, on_level_change
@@ -296,6 +296,9 @@ def reset_retry_counts() -> None:
 
 
 _memo: tuple[BaseException | None, str] = (None, "")
+_plain_categories: dict[type[BaseException], str] = {
+    cls: str(_classify.classify(cls())) for cls in _classify._FAST_TRANSIENT
+}
 _new_tuple = tuple.__new__
 
 
@@ -307,6 +310,9 @@ def category_of(exc: BaseException) -> str:
     memo = _memo
     if memo[0] is exc:
         return memo[1]
+    cls = exc.__class__
+    if cls in _plain_categories and not _classify._rules and not exc.__dict__:
+        return _plain_categories[cls]  # what classify() answers for a plain built-in
     category: str = classify(exc)  # an ErrorCategory is a str
     _memo = (exc, category)
     return category

@@ -641,3 +641,34 @@ def test_rejection_error_pickles_as_the_public_class(name: str) -> None:
     copy = pickle.loads(pickle.dumps(info.value))
     assert type(copy) is CircuitOpenError
     assert (copy.name, copy.state, copy.retry_after) == (name, "open", 9.0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_pybreaker_listeners_and_exclusions_still_apply(mode: str, name: str) -> None:
+    """A pybreaker listener added to the breaker sees every failure, and pybreaker's own
+    excluded exceptions do not count (the closed-state shortcut steps aside for both)."""
+    import pybreaker
+
+    class Seen(pybreaker.CircuitBreakerListener):
+        def __init__(self) -> None:
+            self.failures: list[BaseException] = []
+
+        def failure(self, cb: pybreaker.CircuitBreaker, exc: BaseException) -> None:
+            self.failures.append(exc)
+
+    script = Script(KeyError("business"), ConnectionError("a"), ConnectionError("b"))
+    fn = breaker(name, failure_threshold=2)(make(mode, script))
+    cb = get_breaker(name)
+    seen = Seen()
+    cb.add_listener(seen)
+    cb.add_excluded_exception(KeyError)
+    with pytest.raises(KeyError):
+        await invoke(fn)
+    assert cb.state == "closed" and seen.failures == []
+    with pytest.raises(ConnectionError):
+        await invoke(fn)
+    assert cb.state == "closed"
+    with pytest.raises(ConnectionError):
+        await invoke(fn)
+    assert cb.state == "open"
+    assert [str(e) for e in seen.failures] == ["a", "b"]
