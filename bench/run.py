@@ -1,6 +1,6 @@
 """Per-call cost of resilient's decorators next to the peer libraries, measured in one run.
 
-Usage: ``python bench/run.py [--quick] [--samples N]`` (``nox -s bench``).
+Usage: ``python bench/run.py [--quick] [--samples N] [--only SCENARIO]`` (``nox -s bench``).
 
 Every case is timed as a loop of N calls, repeated for several samples; the table shows the
 median per call and, for the success and rejection paths, the nanoseconds added over the raw
@@ -494,6 +494,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short run (fewer calls/samples)")
     parser.add_argument("--samples", type=int, default=None, help="samples per case")
+    parser.add_argument(
+        "--only",
+        choices=("success", "rejection", "fails-twice", "memory"),
+        help="run one scenario (no target summary)",
+    )
     args = parser.parse_args(argv)
     calls, samples, mem_calls = (20_000, 5, 100_000) if args.quick else (100_000, 11, 1_000_000)
     if args.samples:
@@ -507,6 +512,18 @@ def main(argv: list[str] | None = None) -> int:
         + f"; {calls:,} calls x {samples} samples (median)"
     )
     print(f"  {'scenario':<12} {'mode':<5} {'case':<44} {'ns/call':>10} {'added':>10}")
+    if args.only:
+        if args.only == "success":
+            success_path(b)
+        elif args.only == "rejection":
+            rejection_path(b)
+        elif args.only == "fails-twice":
+            b.calls = max(2_000, calls // 5)
+            fails_twice(b)
+        else:
+            memory_growth(mem_calls)
+        b.close()
+        return 0
     success_path(b)
     rejection_path(b)
     b_fail = Bench(max(2_000, calls // 5), samples)
