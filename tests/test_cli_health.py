@@ -34,6 +34,45 @@ def test_healthy_table_with_embedded_defaults(capsys: pytest.CaptureFixture[str]
     assert "database" not in registry.names()  # the data layer closed and unregistered
 
 
+def test_health_leaves_no_sqlite_file_behind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A probe on the embedded default does not create the database file; an existing file
+    is opened and checked."""
+    assert main(["health", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert "not created yet" in data["components"]["database"]["detail"]
+    assert not (tmp_path / "resilient.db").exists()
+    assert "database" not in registry.names()
+
+    import sqlite3
+
+    sqlite3.connect(tmp_path / "resilient.db").close()  # as the application leaves it
+    assert main(["health", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["components"]["database"]["status"] == "healthy"
+    assert "not created yet" not in json.dumps(data["components"]["database"])
+
+
+def test_health_reports_an_sqlite_path_that_cannot_be_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A missing file in a directory that does not exist is unhealthy, with the fix."""
+    from resilient.config import reload_config
+
+    monkeypatch.setenv("AI_TRADER_DATABASE__SQLITE_PATH", str(tmp_path / "no" / "such.db"))
+    reload_config()
+    try:
+        assert main(["health", "--json"]) == 2
+    finally:
+        monkeypatch.delenv("AI_TRADER_DATABASE__SQLITE_PATH")
+        reload_config()
+    data = json.loads(capsys.readouterr().out)
+    detail = data["components"]["database"]["detail"]
+    assert "not a writable directory" in detail and "database.sqlite_path" in detail
+    assert not (tmp_path / "no").exists()
+
+
 def test_json_output(capsys: pytest.CaptureFixture[str]) -> None:
     """--json prints the system health dict."""
     assert main(["health", "--json"]) == 0

@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 from resilient._sanitize import sanitize, sanitize_obj
@@ -22,6 +24,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the system health as JSON")
 
 
+class _Component:
+    """A fixed check result registered for one run, unregistered by ``close()``."""
+
+    def __init__(self, registry: Any, name: str, result: Any) -> None:
+        self._registry = registry
+        self._name = name
+        registry.register(name, lambda: result, critical=True)
+
+    async def close(self) -> None:
+        self._registry.unregister(self._name)
+
+
+def _missing_sqlite_file() -> Path | None:
+    """The embedded SQLite file when that is the database and it does not exist yet."""
+    from resilient.config import current_config
+
+    db = current_config().database
+    if not db.is_sqlite or db.sqlite_path in ("", ":memory:"):
+        return None
+    path = Path(db.sqlite_path)
+    return None if path.exists() else path
+
+
+def _unopened_sqlite(path: Path) -> Any:
+    from resilient.health import CheckResult, HealthStatus
+
+    parent = path.parent if str(path.parent) else Path(".")
+    if parent.is_dir() and os.access(parent, os.W_OK):
+        return CheckResult(
+            HealthStatus.HEALTHY,
+            f"embedded SQLite file {path} not created yet (created on first use)",
+        )
+    return CheckResult(
+        HealthStatus.UNHEALTHY,
+        f"embedded SQLite file {path} does not exist and {parent} is not a writable "
+        "directory: set database.sqlite_path or database.host",
+    )
+
+
 async def _attach_data_layer(stack: list[Any]) -> None:
     """Register the database and cache components the data layer provides (when installed)."""
     from resilient.health import CheckResult, HealthStatus, registry
@@ -31,10 +72,15 @@ async def _attach_data_layer(stack: list[Any]) -> None:
     except ImportError:  # the `db` extra is not installed
         pass
     else:
+        missing = _missing_sqlite_file()
         try:
-            db = get_database()
-            await db.start(register_health=True)
-            stack.append(db)
+            if missing is not None:
+                # Opening it would create the file: a health probe must not leave one behind.
+                stack.append(_Component(registry, "database", _unopened_sqlite(missing)))
+            else:
+                db = get_database()
+                await db.start(register_health=True)
+                stack.append(db)
         except Exception as exc:
             detail = f"{type(exc).__name__}: {sanitize(exc)}"
 
