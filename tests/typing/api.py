@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import assert_type
 
 import resilient
 from resilient import (
     BreakerSnapshot,
     CircuitOpenError,
+    EventKind,
     PolicyEvent,
     add_hook,
     breaker,
@@ -60,6 +62,9 @@ async def main() -> None:
     assert_type(breakers.names(), list[str])
     remove = add_hook(on_event)
     remove()
+    only_transitions = add_hook(on_event, kinds=[EventKind.BREAKER_STATE, "fallback_served"])
+    assert_type(only_transitions, Callable[[], None])
+    only_transitions()
     partial_price = breaker("typing-partial")(functools.partial(get_account, "acct"))
     await partial_price(currency="USD")
     with deadline(2.0), zero_wait_retries(), capture_events() as events:
