@@ -131,10 +131,8 @@ class BreakerSnapshot:
 class _ClosedState(pybreaker.CircuitClosedState):
     def on_failure(self, exc: BaseException) -> None:
         cb = cast("Breaker", self._breaker)
-        window = cb._window
-        if window is not None:
-            window.record(True, cb._pending_slow, _clock._current.monotonic())
-        if cb._state_storage.counter >= cb.fail_max or (window is not None and cb._window_trips()):
+        cb._record_window(failed=True)
+        if cb._state_storage.counter >= cb.fail_max or cb._window_trips():
             cb.open()
 
     def on_success(self) -> None:

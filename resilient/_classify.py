@@ -26,6 +26,7 @@ __all__ = [
     "classify",
     "http_status",
     "is_transient",
+    "plain_category",
     "proves_not_sent",
     "register_classifier",
     "retry_after",
@@ -289,11 +290,9 @@ def classify(exc: BaseException) -> ErrorCategory:
     the exception's type (with knowledge of the database, Redis and HTTP client libraries),
     then the cause of an otherwise unknown wrapper exception.
     """
-    cls = type(exc)
-    if not _rules and cls in _FAST_TRANSIENT and not exc.__dict__:
-        # the plain built-ins of is_transient's fast path: no status, no Retry-After, no
-        # cause to consult (none of them is INTERNAL), so the type decides (~150 ns, not ~700)
-        return _by_type(cls)
+    plain = plain_category(exc)
+    if plain is not None:
+        return plain
     if _rules:
         rule = _user_rule(exc)
         if rule is not None:
@@ -340,27 +339,41 @@ def _database_transient(exc: BaseException) -> bool:
 
 # Plain built-in exceptions decide by type alone; an instance carrying attributes (a status
 # code, a Retry-After) takes the full path. This keeps a retry's classification well under 1 µs.
-_FAST_TRANSIENT: dict[type[BaseException], bool] = {
-    ConnectionError: True,
-    ConnectionRefusedError: True,
-    ConnectionResetError: True,
-    ConnectionAbortedError: True,
-    BrokenPipeError: True,
-    TimeoutError: True,
-    ValueError: False,
-    TypeError: False,
-    PermissionError: False,
+_PLAIN: dict[type[BaseException], ErrorCategory] = {
+    cls: _compute_by_type(cls)
+    for cls in (
+        ConnectionError,
+        ConnectionRefusedError,
+        ConnectionResetError,
+        ConnectionAbortedError,
+        BrokenPipeError,
+        TimeoutError,
+        ValueError,
+        TypeError,
+        PermissionError,
+    )
 }
+
+
+def plain_category(exc: BaseException) -> ErrorCategory | None:
+    """The category of a plain built-in exception (a common one, carrying no attribute of its
+    own, with no user rule installed), decided by its type alone; ``None`` for any other.
+
+    Such an exception has no HTTP status, Retry-After or cause to consult, so
+    :func:`classify`, :func:`is_transient` and :func:`retry_after` answer it from this."""
+    category = _PLAIN.get(exc.__class__)
+    if category is None or _rules or exc.__dict__:
+        return None
+    return category
 
 
 def is_transient(exc: BaseException) -> bool:
     """Whether retrying ``exc`` may succeed: network, timeout, rate limit, server 5xx and
     connection-level database failures. Never an open circuit, validation, authentication,
     broker rejection or risk-limit error."""
-    if not _rules:
-        fast = _FAST_TRANSIENT.get(type(exc))
-        if fast is not None and not exc.__dict__:
-            return fast
+    plain = plain_category(exc)
+    if plain is not None:
+        return plain in _TRANSIENT
     if _rules:
         rule = _user_rule(exc)
         if rule is not None and rule.transient is not None:
@@ -426,7 +439,7 @@ def _header(headers: object, name: str) -> object:
 def retry_after(exc: BaseException) -> float | None:
     """Seconds the server asked us to wait: the exception's ``retry_after`` attribute, or a
     ``Retry-After`` header (seconds or an HTTP date) on ``exc.response`` / ``exc.headers``."""
-    if type(exc) in _FAST_TRANSIENT and not exc.__dict__:
+    if plain_category(exc) is not None:
         return None  # a plain built-in exception carries no Retry-After
     value: object = getattr(exc, "retry_after", None)
     if value is None:

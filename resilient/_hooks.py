@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from enum import StrEnum
 from typing import NamedTuple, Protocol
 
-from . import _classify, _clock
-from ._classify import classify
+from . import _clock
+from ._classify import classify, plain_category
 from ._context import current_correlation_id
 from ._logging import logger, logging_enabled, on_level_change
 from ._sanitize import sanitize
@@ -260,30 +260,30 @@ def _run(table: tuple[PolicyHook, ...], event: PolicyEvent) -> None:
 # one tuple to a deque (lock-free), folded into the counter whenever counts are read or once
 # FOLD_AT are pending. This runs whatever hooks are installed.
 
-retry_tally: deque[tuple[str, int, type[BaseException] | None]] = deque()
+_tally: deque[tuple[str, int, type[BaseException] | None]] = deque()
 _retry_counts: Counter[tuple[str, int, type[BaseException] | None]] = Counter()
 _tally_lock = threading.Lock()
 FOLD_AT = 1024
 
 
-def fold_retries() -> None:
+def _fold_retries() -> None:
     """Move pending retries into the counts."""
     with _tally_lock:
-        pop = retry_tally.popleft
+        pop = _tally.popleft
         # Counter.update counts in C: half the cost of a += per key
-        _retry_counts.update([pop() for _ in range(len(retry_tally))])
+        _retry_counts.update([pop() for _ in range(len(_tally))])
 
 
 def count_retry(name: str, attempt: int, exc_type: type[BaseException] | None) -> None:
     """Count one retry of ``name`` after failed attempt ``attempt``."""
-    retry_tally.append((name, attempt, exc_type))
-    if len(retry_tally) >= FOLD_AT:
-        fold_retries()
+    _tally.append((name, attempt, exc_type))
+    if len(_tally) >= FOLD_AT:
+        _fold_retries()
 
 
 def retry_counts() -> dict[tuple[str, int, type[BaseException] | None], int]:
     """Retries so far by name, failed attempt and exception class."""
-    fold_retries()
+    _fold_retries()
     with _tally_lock:
         return dict(_retry_counts)
 
@@ -291,14 +291,11 @@ def retry_counts() -> dict[tuple[str, int, type[BaseException] | None], int]:
 def reset_retry_counts() -> None:
     """Forget every counted retry (tests)."""
     with _tally_lock:
-        retry_tally.clear()
+        _tally.clear()
         _retry_counts.clear()
 
 
 _memo: tuple[BaseException | None, str] = (None, "")
-_plain_categories: dict[type[BaseException], str] = {
-    cls: str(_classify.classify(cls())) for cls in _classify._FAST_TRANSIENT
-}
 _new_tuple = tuple.__new__
 
 
@@ -310,9 +307,9 @@ def category_of(exc: BaseException) -> str:
     memo = _memo
     if memo[0] is exc:
         return memo[1]
-    cls = exc.__class__
-    if cls in _plain_categories and not _classify._rules and not exc.__dict__:
-        return _plain_categories[cls]  # what classify() answers for a plain built-in
+    plain = plain_category(exc)
+    if plain is not None:  # decided by type: nothing worth remembering
+        return plain
     category: str = classify(exc)  # an ErrorCategory is a str
     _memo = (exc, category)
     return category

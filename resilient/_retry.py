@@ -24,8 +24,14 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 import tenacity
 
-from . import _classify, _clock, _deadline, _hooks
-from ._classify import is_transient, proves_not_sent, retry_after
+from . import _clock, _deadline, _hooks
+from ._classify import (
+    _TRANSIENT,
+    is_transient,
+    plain_category,
+    proves_not_sent,
+    retry_after,
+)
 from ._compose import Layer, exception_matcher, is_async_callable, policy_name, wrap
 from ._deadline import seconds_of
 from ._exceptions import CircuitOpenError, RiskLimitError
@@ -48,8 +54,6 @@ Idempotent = bool | Callable[[tuple[Any, ...], Mapping[str, Any]], bool]
 WaitStrategy = Callable[[Any], float]
 StopStrategy = Callable[[Any], bool]
 
-_FOLD_AT = _hooks.FOLD_AT
-_PLAIN_TRANSIENT = frozenset(t for t, transient in _classify._FAST_TRANSIENT.items() if transient)
 BUDGET_TTL = 10.0  # seconds of traffic a budget remembers (as Finagle's RetryBudget)
 
 
@@ -339,10 +343,13 @@ class _RetryPolicy:
         """The wait before the next attempt, or ``None`` to give up."""
         if not switches.retry_enabled:
             return None
-        # A plain built-in connection or timeout error is transient and carries no
-        # Retry-After: decided by its type alone, as is_transient and retry_after would.
-        plain = exc.__class__ in _PLAIN_TRANSIENT and not exc.__dict__
-        if not (plain and self.by_default and not _classify._rules) and not self.retry_on(exc):
+        # A plain built-in error is decided by its type alone and carries no Retry-After:
+        # asked once here instead of again by is_transient and retry_after.
+        plain = plain_category(exc)
+        if plain is not None and self.by_default:
+            if plain not in _TRANSIENT:
+                return None
+        elif not self.retry_on(exc):
             return None
         idem = self.idempotent
         if idem is not True:
@@ -366,7 +373,7 @@ class _RetryPolicy:
             wait = 0.0
         else:
             wait = 0.0 if self.no_backoff else max(0.0, float(self.wait(state)))
-            server_wait = None if plain else retry_after(exc)
+            server_wait = None if plain is not None else retry_after(exc)
             if server_wait is not None and server_wait > wait:
                 wait = server_wait
             limit = _deadline._deadline.get()
@@ -394,10 +401,7 @@ class _RetryPolicy:
             full.idle_for += wait
         # Counted here rather than by a hook: with only the default hooks installed (and
         # logging off) a retry then builds no event object at all.
-        tally = _hooks.retry_tally
-        tally.append((self.name, attempt, exc.__class__))
-        if len(tally) >= _FOLD_AT:
-            _hooks.fold_retries()
+        _hooks.count_retry(self.name, attempt, exc.__class__)
         if _hooks.retry_hooks:
             _hooks.event(
                 _hooks.EventKind.RETRY,
