@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
@@ -142,7 +142,6 @@ def register_classifier(
     rule = _Rule(predicate, cat, transient, proves_not_sent)
     with _rules_lock:
         _rules.insert(0, rule)
-        _type_cache.clear()
 
     def remove() -> None:
         unregister_classifier(rule)
@@ -155,7 +154,6 @@ def unregister_classifier(rule: _Rule) -> None:
     with _rules_lock:
         if rule in _rules:
             _rules.remove(rule)
-        _type_cache.clear()
 
 
 def _user_rule(exc: BaseException) -> _Rule | None:
@@ -318,13 +316,22 @@ def classify(exc: BaseException) -> ErrorCategory:
     return category
 
 
-def _database_transient(exc: BaseException) -> bool:
-    if getattr(exc, "connection_invalidated", False):
-        return True
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, then each wrapped exception: ``orig`` (SQLAlchemy) when it is an exception,
+    else ``__cause__``; stops at the end of the chain or at a link already seen."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
+        yield current
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else current.__cause__
+
+
+def _database_transient(exc: BaseException) -> bool:
+    if getattr(exc, "connection_invalidated", False):
+        return True
+    for current in _chain(exc):
         if any(c.__name__ in _TRANSIENT_DB_NAMES for c in type(current).__mro__):
             return True
         if isinstance(current, OSError | TimeoutError):
@@ -332,8 +339,6 @@ def _database_transient(exc: BaseException) -> bool:
         sqlstate = getattr(current, "sqlstate", None)
         if isinstance(sqlstate, str) and sqlstate[:2] in ("08", "53", "57", "40"):
             return True
-        nxt = getattr(current, "orig", None)
-        current = nxt if isinstance(nxt, BaseException) else current.__cause__
     return False
 
 
@@ -374,11 +379,13 @@ def is_transient(exc: BaseException) -> bool:
     plain = plain_category(exc)
     if plain is not None:
         return plain in _TRANSIENT
-    if _rules:
-        rule = _user_rule(exc)
-        if rule is not None and rule.transient is not None:
+    rule = _user_rule(exc) if _rules else None
+    if rule is not None:
+        if rule.transient is not None:
             return rule.transient
-    category = classify(exc)
+        category = rule.category
+    else:
+        category = classify(exc)
     if category in _TRANSIENT:
         return True
     if category is ErrorCategory.DATABASE:
@@ -408,16 +415,11 @@ def proves_not_sent(exc: BaseException) -> bool:
     if http_status(exc) == 429:
         return True
     # redis-py, SQLAlchemy and others wrap the refused connect in their own errors.
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
+    for current in _chain(exc):
         if current is not exc and isinstance(current, ConnectionRefusedError | socket.gaierror):
             return True
         if {c.__name__ for c in type(current).__mro__} & _NOT_SENT_NAMES:
             return True
-        orig = getattr(current, "orig", None)
-        current = orig if isinstance(orig, BaseException) else current.__cause__
     return False
 
 

@@ -33,13 +33,9 @@ def _patch(record: Record) -> None:
     if "correlation_id" not in extra:
         extra["correlation_id"] = current_correlation_id() or "-"
     record["message"] = sanitize(record["message"])
-    for key, value in list(extra.items()):
-        if key != "correlation_id":
-            extra[key] = (
-                sanitize_obj(value, _key=key)
-                if not isinstance(value, str)
-                else (sanitize_obj({key: value})[key])
-            )
+    # One pass over the whole mapping: a secret-named str or bytes value is masked outright,
+    # every other value has the secrets inside it masked.
+    extra.update(sanitize_obj({k: v for k, v in extra.items() if k != "correlation_id"}))
 
 
 logger: Logger = _root_logger.patch(_patch)

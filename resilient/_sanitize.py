@@ -21,6 +21,7 @@ __all__ = [
     "sanitize",
     "sanitize_obj",
     "secret_values",
+    "url_password",
 ]
 
 MASK = "***"
@@ -87,6 +88,13 @@ def mask_url(url: str) -> str:
     return _URL_PASS.sub(lambda m: f"{m['k']}{MASK}{m['at']}", url)
 
 
+def url_password(url: str) -> str | None:
+    """The password of ``scheme://user:password@host`` (the part :func:`mask_url` masks),
+    or ``None`` when the URL carries none."""
+    match = _URL_PASS.search(url)
+    return match["v"] if match else None
+
+
 def sanitize(text: object) -> str:
     """Return ``text`` as a string with every known or recognisable secret masked."""
     s = text if isinstance(text, str) else str(text)
@@ -100,7 +108,7 @@ def sanitize(text: object) -> str:
     return _KV.sub(lambda m: f"{m['k']}{m['q']}{MASK}", s)
 
 
-def sanitize_obj(obj: Any, *, _key: str = "") -> Any:
+def sanitize_obj(obj: Any) -> Any:
     """Copy a JSON-like structure, masking secret-named fields and secrets inside strings."""
     if isinstance(obj, Mapping):
         out: dict[Any, Any] = {}
@@ -109,7 +117,7 @@ def sanitize_obj(obj: Any, *, _key: str = "") -> Any:
             if isinstance(v, str | bytes) and v and is_secret_key(name):
                 out[k] = MASK
             else:
-                out[k] = sanitize_obj(v, _key=name)
+                out[k] = sanitize_obj(v)
         return out
     if isinstance(obj, list | tuple):
         return (

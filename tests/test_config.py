@@ -532,3 +532,15 @@ def test_readme_documents_every_key() -> None:
         for f in fields(cls):
             assert f"`{section}.{f.name}`" in readme, f"{section}.{f.name} missing from README"
             assert f"AI_TRADER_{section.upper()}__{f.name.upper()}" in readme
+
+
+def test_redis_url_password_is_registered_alone() -> None:
+    """secret_values() holds the redis.url password by itself, so it is masked anywhere."""
+    password = "Zq-p@ss/word-9#"
+    url = f"redis://user:{password}@cache.internal:6379/0"
+    cfg = load("staging", AI_TRADER_REDIS__URL=url).load_config()
+    values = cfg.secret_values()
+    assert url in values and password in values
+    bare = "redis://cache.internal:6379/0"
+    plain = load("staging", AI_TRADER_REDIS__URL=bare).load_config()
+    assert [v for v in plain.secret_values() if v in bare] == [bare]  # no fragment of it

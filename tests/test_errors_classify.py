@@ -380,3 +380,37 @@ def test_fast_path_defers_to_instance_attributes_and_user_rules() -> None:
     finally:
         remove()
     assert is_transient(ConnectionResetError())
+
+
+def test_is_transient_runs_a_user_predicate_once() -> None:
+    """is_transient() consults a user rule's predicate once, and uses the rule's category
+    when the rule does not say whether the failure is transient."""
+
+    class SdkTimeout(Exception):
+        pass
+
+    calls: list[BaseException] = []
+
+    def predicate(exc: BaseException) -> bool:
+        calls.append(exc)
+        return isinstance(exc, SdkTimeout)
+
+    remove = register_classifier(predicate, "timeout")
+    try:
+        assert is_transient(SdkTimeout())
+        assert len(calls) == 1
+    finally:
+        remove()
+
+
+def test_wrapped_chains_with_cycles_terminate() -> None:
+    """Walking orig/__cause__ stops at a link already seen; a wrapped refused connect still
+    proves the request never left, a bare one only through its own type."""
+    outer = RuntimeError("outer")
+    inner = RuntimeError("inner")
+    outer.__cause__ = inner
+    inner.__cause__ = outer
+    assert not proves_not_sent(outer)
+    wrapper = RuntimeError("wrapper")
+    wrapper.orig = ConnectionRefusedError()  # type: ignore[attr-defined]
+    assert proves_not_sent(wrapper)

@@ -178,3 +178,25 @@ def test_enable_logging_writes_each_line_once(capfd: pytest.CaptureFixture[str])
         root.remove(handler)  # still installed: enable_logging did not remove it
     finally:
         disable_logging()
+
+
+def test_bytes_secret_under_secret_key_never_logged(lines: list[str]) -> None:
+    """A bytes value bound under a secret-named key is masked like a str one, in both formats."""
+    for json_lines in (True, False):
+        enable_logging("DEBUG", json_lines=json_lines, sink=lines.append)
+        logger.bind(password=b"hunter2-bytes", note="kept").info("login")
+        disable_logging()
+    text = "".join(lines)
+    assert len(lines) == 2
+    assert "hunter2-bytes" not in text
+    assert "***" in text and "kept" in text
+
+
+def test_url_password_is_the_part_mask_url_masks() -> None:
+    """url_password() returns exactly the part of the URL that mask_url() replaces."""
+    from resilient._sanitize import url_password
+
+    assert url_password("redis://u:p@ss/w@host:1/0") == "p@ss/w"
+    assert url_password("redis://:r3dis-pass@cache:6379/0") == "r3dis-pass"
+    assert url_password("redis://cache:6379/0") is None
+    assert url_password("not a url") is None

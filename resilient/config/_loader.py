@@ -96,10 +96,7 @@ def _parse(key: str, raw: str) -> Any:
     leaf = key.rsplit(".", 1)[-1]
     if is_secret_key(leaf) or key == "redis.url":
         return raw  # never reinterpret a secret: "0123" stays a string
-    value = parse_conf_data(raw, tomlfy=True)
-    if key == "redis.url" and value == "":
-        return None
-    return value
+    return parse_conf_data(raw, tomlfy=True)
 
 
 def _load_yaml(path: Path, env: str) -> dict[str, Any]:

@@ -120,7 +120,6 @@ class ConfigManager:
         self._env = env
         self._cwd = cwd
         self._environ = environ
-        self._config: Config | None = None
         self._settings: Dynaconf | None = None
 
     @property
@@ -137,12 +136,11 @@ class ConfigManager:
             ConfigError: naming the environment, each broken key, its rule and the fix.
         """
         if not self._standalone:
-            self._config = current_config()
-            return self._config
+            return current_config()
         dyn = build_settings(self._env, cwd=self._cwd, environ=self._environ)
         config = _validated(dyn, self._environ)
         register_secrets(config.secret_values())
-        self._settings, self._config = dyn, config
+        self._settings = dyn
         return config
 
     def raw(self) -> dict[str, Any]:
@@ -155,8 +153,7 @@ class ConfigManager:
     def reload(self) -> Config:
         """Reload (the process configuration, or this standalone one) and return it."""
         if not self._standalone:
-            self._config = reload_config()
-            return self._config
+            return reload_config()
         return self.load_config()
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:

@@ -9,7 +9,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, get_type_hints
 
 from .._exceptions import ConfigError, ConfigProblem
-from .._sanitize import MASK, mask_url, sanitize
+from .._sanitize import MASK, is_secret_key, mask_url, sanitize, url_password
 
 __all__ = [
     "ENVIRONMENTS",
@@ -183,17 +183,14 @@ class Config:
         values = [self.database.password]
         if self.redis.url:
             values.append(self.redis.url)
-            masked = mask_url(self.redis.url)
-            if masked != self.redis.url:  # the password part alone
-                start = self.redis.url.find(":", self.redis.url.find("://") + 3) + 1
-                values.append(self.redis.url[start : self.redis.url.rfind("@")])
+            password = url_password(self.redis.url)
+            if password:  # the password part alone
+                values.append(password)
         values.extend(_secret_leaves(self.extra))
         return [v for v in values if v]
 
 
 def _secret_leaves(obj: Any, key: str = "") -> list[str]:
-    from .._sanitize import is_secret_key
-
     if isinstance(obj, Mapping):
         return [s for k, v in obj.items() for s in _secret_leaves(v, str(k))]
     if isinstance(obj, list | tuple):

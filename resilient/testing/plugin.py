@@ -14,13 +14,15 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, Any, NoReturn
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import pytest
 
-from .._clock import FakeClock, use_clock
+from .._clock import FakeClock
 from ._isolation import isolated_state
+from .flaky import use_fake_clock
 
 if TYPE_CHECKING:
     from .faults import FaultProxy
@@ -109,8 +111,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def fake_clock() -> Iterator[FakeClock]:
     """A :class:`FakeClock` installed for the test: breakers, retries, timeouts, the health
     monitor and alerts read it, and every sleep on it advances it instantly."""
-    clock = FakeClock()
-    with use_clock(clock):
+    with use_fake_clock() as clock:
         yield clock
 
 
@@ -142,6 +143,26 @@ def _servers_or_skip(what: str) -> None:
         _unavailable(f"a throwaway {what} needs a POSIX system")
 
 
+_Server = TypeVar("_Server")
+
+
+def _throwaway_server(
+    what: str, start: Callable[[], AbstractContextManager[_Server]]
+) -> Iterator[_Server]:
+    """Start a server with ``start()`` for one test and stop it afterwards; a server that
+    cannot start skips the test (fails it when CI=true)."""
+    _servers_or_skip(what)
+    try:
+        manager = start()
+        server = manager.__enter__()
+    except (RuntimeError, OSError) as exc:
+        _unavailable(f"cannot start a throwaway {what}: {exc}")
+    try:
+        yield server
+    finally:
+        manager.__exit__(None, None, None)
+
+
 @pytest.fixture
 def throwaway_postgres() -> Iterator[PostgresServer]:
     """A private PostgreSQL cluster on a free port (``.url``, ``.stop()``, ``.restart()``).
@@ -150,16 +171,7 @@ def throwaway_postgres() -> Iterator[PostgresServer]:
     """
     from .servers import postgres_server
 
-    _servers_or_skip("PostgreSQL")
-    try:
-        manager = postgres_server()
-        server = manager.__enter__()
-    except (RuntimeError, OSError) as exc:
-        _unavailable(f"cannot start a throwaway PostgreSQL: {exc}")
-    try:
-        yield server
-    finally:
-        manager.__exit__(None, None, None)
+    yield from _throwaway_server("PostgreSQL", postgres_server)
 
 
 @pytest.fixture
@@ -170,16 +182,7 @@ def throwaway_redis() -> Iterator[RedisServer]:
     """
     from .servers import redis_server
 
-    _servers_or_skip("Redis")
-    try:
-        manager = redis_server()
-        server = manager.__enter__()
-    except (RuntimeError, OSError) as exc:
-        _unavailable(f"cannot start a throwaway Redis: {exc}")
-    try:
-        yield server
-    finally:
-        manager.__exit__(None, None, None)
+    yield from _throwaway_server("Redis", redis_server)
 
 
 FaultProxyFactory = Callable[..., Awaitable["FaultProxy"]]
