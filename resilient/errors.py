@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -263,15 +263,11 @@ def _sum_breaker_calls() -> int:
     # Calls that reached a function plus calls an open circuit refused: both are operations,
     # and a refused call served by a fallback is also counted as a circuit_open error.
     try:
-        import resilient
+        from .health._sources import breaker_snapshots
 
-        breakers = getattr(resilient, "breakers", None)
-        if breakers is None:
-            return 0
-        snaps: Iterable[Any] = breakers.snapshots()
         return sum(
             int(getattr(s, "total_calls", 0) or 0) + int(getattr(s, "rejected_calls", 0) or 0)
-            for s in snaps
+            for s in breaker_snapshots()
         )
     except Exception:
         return 0

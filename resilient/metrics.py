@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import _hooks
@@ -197,6 +197,18 @@ def snapshot() -> dict[str, Any]:
         }
 
 
+def _counter(
+    name: str, doc: str, labels: list[str], values: Iterable[tuple[Sequence[str], float]]
+) -> Metric:
+    """The counter family ``resilient_<name>`` with one sample per (label values, value)."""
+    from prometheus_client.core import CounterMetricFamily
+
+    fam = CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=labels)
+    for label_values, value in values:
+        fam.add_metric(list(label_values), value)
+    return fam
+
+
 class _Collector:
     """Builds every metric family at scrape time."""
 
@@ -239,38 +251,30 @@ class _Collector:
             ratelimits = dict(_ratelimits)
             custom = dict(_custom)
 
-        fam = CounterMetricFamily(
-            f"{PREFIX}_circuitbreaker_transitions",
+        yield _counter(
+            "circuitbreaker_transitions",
             "Circuit breaker state transitions by the state entered.",
-            labels=["name", "state"],
+            ["name", "state"],
+            transitions.items(),
         )
-        for (name, s), v in transitions.items():
-            fam.add_metric([name, s], v)
-        yield fam
-        fam = CounterMetricFamily(
-            f"{PREFIX}_retries",
+        yield _counter(
+            "retries",
             "Retries scheduled, by callable, retry number and error type.",
-            labels=["callable", "retry_num", "error_type"],
+            ["callable", "retry_num", "error_type"],
+            retries.items(),
         )
-        for key, v in retries.items():
-            fam.add_metric(list(key), v)
-        yield fam
-        fam = CounterMetricFamily(
-            f"{PREFIX}_fallbacks",
+        yield _counter(
+            "fallbacks",
             "Fallback answers served, by name and source (value, func, cache).",
-            labels=["name", "source"],
+            ["name", "source"],
+            fallbacks.items(),
         )
-        for (name, source), v in fallbacks.items():
-            fam.add_metric([name, source], v)
-        yield fam
-        fam = CounterMetricFamily(
-            f"{PREFIX}_errors",
+        yield _counter(
+            "errors",
             "Errors counted by the error tracker, by category.",
-            labels=["category"],
+            ["category"],
+            (((category,), v) for category, v in errors.items()),
         )
-        for category, v in errors.items():
-            fam.add_metric([category], v)
-        yield fam
 
         yield from _health_families()
 

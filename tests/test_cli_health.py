@@ -73,6 +73,49 @@ def test_health_reports_an_sqlite_path_that_cannot_be_created(
     assert not (tmp_path / "no").exists()
 
 
+def test_failed_database_start_is_unhealthy_and_unregistered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A database that fails to start is reported unhealthy, and its stand-in component is
+    unregistered afterwards like a started one."""
+    import sqlite3
+
+    import resilient.db
+
+    sqlite3.connect(tmp_path / "resilient.db").close()  # probe the database, not the file
+
+    class _Broken:
+        async def start(self, *, register_health: bool = False) -> None:
+            raise ConnectionRefusedError("database is down")
+
+    monkeypatch.setattr(resilient.db, "get_database", _Broken)
+    assert main(["health", "--json"]) == 2
+    data = json.loads(capsys.readouterr().out)
+    database = data["components"]["database"]
+    assert database["status"] == "unhealthy" and database["critical"]
+    assert "ConnectionRefusedError: database is down" in database["detail"]
+    assert "database" not in registry.names()
+
+
+def test_failed_cache_registration_is_degraded_and_unregistered(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A cache whose checks cannot be registered is degraded (not critical), and its stand-in
+    component is unregistered afterwards."""
+    import resilient._redis
+
+    def broken(registry: object) -> None:
+        raise RuntimeError("no cache")
+
+    monkeypatch.setattr(resilient._redis, "register_health_checks", broken)
+    assert main(["health", "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    cache = data["components"]["cache"]
+    assert cache["status"] == "degraded" and not cache["critical"]
+    assert "RuntimeError: no cache" in cache["detail"]
+    assert "cache" not in registry.names()
+
+
 def test_json_output(capsys: pytest.CaptureFixture[str]) -> None:
     """--json prints the system health dict."""
     assert main(["health", "--json"]) == 0

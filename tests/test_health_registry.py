@@ -351,3 +351,19 @@ async def test_a_hung_sync_check_is_not_started_again_while_it_hangs() -> None:
         await asyncio.sleep(0.01)
     assert report.components["blocking"].status is H
     assert calls["n"] == 2
+
+
+def test_reset_keeps_providers_and_clear_forgets_them() -> None:
+    """reset() forgets checks, listeners and results but keeps providers; clear() drops all."""
+    reg = HealthRegistry()
+    reg.add_provider(lambda: {"breaker": CheckResult(D, "half open")})
+    reg.register("db", lambda: True)
+    reg.on_report(lambda report: None)
+    reg.check_all_sync()
+    reg.reset()
+    assert reg.names() == [] and reg.last_report is None and reg.component("db") is None
+    assert list(reg.check_all_sync().components) == ["breaker"]
+    reg.register("db", lambda: True)
+    reg.clear()
+    assert reg.names() == [] and reg.last_report is None
+    assert reg.check_all_sync().components == {}

@@ -1,8 +1,9 @@
 """The ``resilient`` command line: demo, health, config, breakers.
 
-Each sub-command lives in its own module exposing ``HELP``, ``add_arguments(parser)`` and
-``run(args) -> int`` (the process exit code). Only the chosen command's module is imported, so
-``resilient config`` does not pay for the database or HTTP layers.
+Each sub-command lives in its own module exposing ``add_arguments(parser)`` and
+``run(args) -> int`` (the process exit code); its one-line help is in ``COMMANDS``. Only the
+chosen command's module is imported, so ``resilient config`` does not pay for the database or
+HTTP layers.
 """
 
 from __future__ import annotations

@@ -17,8 +17,6 @@ from typing import Any
 
 from resilient._sanitize import mask_url, sanitize, sanitize_obj
 
-HELP = "List circuit breaker states (shared ones from Redis) or reset one cluster-wide."
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``resilient breakers``."""

@@ -11,8 +11,6 @@ from resilient._sanitize import MASK, sanitize, sanitize_obj
 from resilient.config import ConfigManager
 from resilient.config._schema import SECTIONS, Config
 
-HELP = "Show or validate the effective configuration for an environment (secrets masked)."
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``resilient config``."""

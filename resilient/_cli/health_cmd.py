@@ -8,14 +8,13 @@ import contextlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from resilient._sanitize import sanitize, sanitize_obj
 
-HELP = (
-    "Run every health check once and print a table or JSON "
-    "(exit 0 healthy, 1 degraded, 2 unhealthy)."
-)
+if TYPE_CHECKING:
+    from resilient.health import CheckResult, HealthRegistry
+
 EXIT_CODES = {"healthy": 0, "degraded": 1, "unhealthy": 2}
 
 
@@ -27,30 +26,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 class _Component:
     """A fixed check result registered for one run, unregistered by ``close()``."""
 
-    def __init__(self, registry: Any, name: str, result: Any) -> None:
+    def __init__(
+        self, registry: HealthRegistry, name: str, result: CheckResult, *, critical: bool = True
+    ) -> None:
         self._registry = registry
         self._name = name
-        registry.register(name, lambda: result, critical=True)
+        registry.register(name, lambda: result, critical=critical)
 
     async def close(self) -> None:
         self._registry.unregister(self._name)
 
 
-def _missing_sqlite_file() -> Path | None:
-    """The embedded SQLite file when that is the database and it does not exist yet."""
+def _failure_detail(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {sanitize(exc)}"
+
+
+def _sqlite_file_result() -> CheckResult | None:
+    """The database's result when it is an embedded SQLite file that does not exist yet
+    (opening it would create it: a health probe must not leave one behind); ``None`` when
+    the database should be probed normally."""
     from resilient.config import current_config
-
-    db = current_config().database
-    if not db.is_sqlite or db.sqlite_path in ("", ":memory:"):
-        return None
-    path = Path(db.sqlite_path)
-    return None if path.exists() else path
-
-
-def _unopened_sqlite(path: Path) -> Any:
     from resilient.health import CheckResult, HealthStatus
 
-    parent = path.parent if str(path.parent) else Path(".")
+    db = current_config().database
+    if not db.is_sqlite or db.sqlite_path == ":memory:":
+        return None
+    path = Path(db.sqlite_path)
+    if path.exists():
+        return None
+    parent = path.parent
     if parent.is_dir() and os.access(parent, os.W_OK):
         return CheckResult(
             HealthStatus.HEALTHY,
@@ -64,7 +68,11 @@ def _unopened_sqlite(path: Path) -> Any:
 
 
 async def _attach_data_layer(stack: list[Any]) -> None:
-    """Register the database and cache components the data layer provides (when installed)."""
+    """Register the database and cache components the data layer provides (when installed).
+
+    The database and any stand-in for a failed start go on ``stack``; their ``close()``
+    unregisters them again.
+    """
     from resilient.health import CheckResult, HealthStatus, registry
 
     try:
@@ -72,22 +80,17 @@ async def _attach_data_layer(stack: list[Any]) -> None:
     except ImportError:  # the `db` extra is not installed
         pass
     else:
-        missing = _missing_sqlite_file()
+        sqlite_result = _sqlite_file_result()
         try:
-            if missing is not None:
-                # Opening it would create the file: a health probe must not leave one behind.
-                stack.append(_Component(registry, "database", _unopened_sqlite(missing)))
+            if sqlite_result is not None:
+                stack.append(_Component(registry, "database", sqlite_result))
             else:
                 db = get_database()
                 await db.start(register_health=True)
                 stack.append(db)
         except Exception as exc:
-            detail = f"{type(exc).__name__}: {sanitize(exc)}"
-
-            def failed(detail: str = detail) -> CheckResult:
-                return CheckResult(HealthStatus.UNHEALTHY, detail)
-
-            registry.register("database", failed, critical=True)
+            result = CheckResult(HealthStatus.UNHEALTHY, _failure_detail(exc))
+            stack.append(_Component(registry, "database", result))
     try:
         from resilient._redis import register_health_checks
     except ImportError:  # the `redis` extra is not installed
@@ -95,12 +98,8 @@ async def _attach_data_layer(stack: list[Any]) -> None:
     try:
         register_health_checks(registry)
     except Exception as exc:
-        detail = f"{type(exc).__name__}: {sanitize(exc)}"
-
-        def cache_failed(detail: str = detail) -> CheckResult:
-            return CheckResult(HealthStatus.DEGRADED, detail)
-
-        registry.register("cache", cache_failed, critical=False)
+        result = CheckResult(HealthStatus.DEGRADED, _failure_detail(exc))
+        stack.append(_Component(registry, "cache", result, critical=False))
 
 
 async def collect() -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import inspect
 import threading
 import time
@@ -13,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import _clock
+from .._compose import is_async_callable
 from .._logging import logger
 from .._sanitize import sanitize, sanitize_obj
 from ._model import (
@@ -32,16 +32,6 @@ ReportListener = Callable[[HealthReport], Any]
 
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_INTERVAL = 30.0
-
-
-def is_async_callable(fn: object) -> bool:
-    """Whether calling ``fn`` returns a coroutine (sees partials and ``async def __call__``)."""
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    if inspect.iscoroutinefunction(fn):
-        return True
-    call = getattr(fn, "__call__", None)  # noqa: B004 - callable() cannot tell async apart
-    return inspect.iscoroutinefunction(call)
 
 
 def _exception_detail(exc: BaseException) -> tuple[str, dict[str, Any]]:
@@ -206,23 +196,22 @@ class HealthRegistry:
         """Forget every check, listener, override and result, keeping the providers (so
         breakers still contribute). For test isolation."""
         with self._lock:
-            self._checks.clear()
-            self._critical_override.clear()
-            self._failures.clear()
-            self._last.clear()
-            self._listeners.clear()
-            self._last_report = None
+            self._forget()
 
     def clear(self) -> None:
         """:meth:`reset`, and forget the providers too."""
         with self._lock:
-            self._checks.clear()
+            self._forget()
             self._providers.clear()
-            self._critical_override.clear()
-            self._failures.clear()
-            self._last.clear()
-            self._listeners.clear()
-            self._last_report = None
+
+    def _forget(self) -> None:
+        # the state reset() and clear() share; the caller holds the lock
+        self._checks.clear()
+        self._critical_override.clear()
+        self._failures.clear()
+        self._last.clear()
+        self._listeners.clear()
+        self._last_report = None
 
     def add_provider(self, provider: Provider) -> Callable[[], None]:
         """Add a source of dynamic components read at each check (cheap and synchronous).

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, ParamSpec, TypeAlias, TypeVar, cast
 
 from .._clock import FakeClock, get_clock, use_clock
+from .._compose import is_async_callable
 
 __all__ = [
     "FAULT_KINDS",
@@ -346,15 +347,6 @@ class Call:
         return f"<call #{self.index} at t={self.started:g} ({end}) {self.outcome!r}: {how}>"
 
 
-def _is_async_callable(fn: object) -> bool:
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    if inspect.iscoroutinefunction(fn):
-        return True
-    call = getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
-    return inspect.iscoroutinefunction(call)
-
-
 class FlakyService:
     """Plays a fault schedule, one outcome per call, and records every call.
 
@@ -472,7 +464,7 @@ class FlakyService:
 
     def wrap(self, fn: Callable[P, R]) -> Callable[P, R]:
         """Wrap a sync or async function (decided here, once); its signature is kept."""
-        if _is_async_callable(fn):
+        if is_async_callable(fn):
             afn = cast(Callable[..., Awaitable[Any]], fn)
 
             @functools.wraps(fn)
