@@ -251,7 +251,6 @@ class Breaker(pybreaker.CircuitBreaker):
         self._version = 0
         self._backend: SharedStateBackend | None = None
         self._window: Window | None = None
-        self._timed = False
         self._pending_slow = False
         self.half_open_max_calls = 1
         self.failure_rate_threshold: float | None = None
@@ -331,7 +330,6 @@ class Breaker(pybreaker.CircuitBreaker):
             self.minimum_calls = opts.get("minimum_calls") or default_min
         else:
             self._window = None
-        self._timed = windowed
         self._refresh_fast()
 
     def _refresh(self) -> None:
@@ -363,7 +361,7 @@ class Breaker(pybreaker.CircuitBreaker):
 
     def _refresh_fast(self) -> None:
         self._fast = (
-            self._hot == CLOSED and not self._timed and not self._disabled and not self._forced
+            self._hot == CLOSED and self._window is None and not self._disabled and not self._forced
         )
 
     # --- pybreaker seams ---------------------------------------------------------------------
@@ -518,31 +516,15 @@ class Breaker(pybreaker.CircuitBreaker):
             if start and self.slow_call_duration is not None:
                 self._pending_slow = clock.monotonic() - start >= self.slow_call_duration
             stale = permit and permit != self._episode
-            # pybreaker's own exclusions are empty unless set on it directly (``exclude=`` is
-            # tested above): skip its type loop then.
-            if not self._excluded_exceptions or self.is_system_error(exc):
+            if self.is_system_error(exc):
                 self._failures += 1
                 self._dirty = True
                 self._last_failure_category = category
                 self._last_failure_at = clock.time()
-                if not stale:
-                    state = self._state
-                    listeners = self._listeners
-                    if (
-                        state.__class__ is _ClosedState
-                        and len(listeners) == 1
-                        and listeners[0].__class__ is _TransitionListener
-                    ):
-                        # pybreaker's _handle_error for this case, without testing the error
-                        # again or calling the transition listener's no-op failure().
-                        self._state_storage.increment_counter()
-                        state.on_failure(exc)
-                    else:
-                        state._handle_error(exc, reraise=False)
             else:
                 self._successes += 1
-                if not stale:
-                    self._state._handle_error(exc, reraise=False)
+            if not stale:
+                self._state._handle_error(exc, reraise=False)
             self._pending_slow = False
             if permit or cluster:
                 self._release(permit, cluster)
@@ -579,15 +561,20 @@ class Breaker(pybreaker.CircuitBreaker):
         permit = self._admit()
         cluster = False
         if permit and self._backend is not None and self.shared:
-            granted = self._backend.acquire_permit_sync(
-                self._key, self.half_open_max_calls, self.reset_timeout
-            )
+            try:
+                granted = self._backend.acquire_permit_sync(
+                    self._key, self.half_open_max_calls, self.reset_timeout
+                )
+            except BaseException:
+                with self._lock:
+                    self._release(permit)
+                raise
             if granted is False:  # another process holds every trial permit
                 with self._lock:
                     self._release(permit)
                     raise self._reject(_clock._current.monotonic())
             cluster = granted is True  # None: store unreachable, the local permit decides
-        start = _clock._current.monotonic() if self._timed else 0.0
+        start = _clock._current.monotonic() if self._window is not None else 0.0
         try:
             result = fn(*args, **kwargs)
         except Exception as exc:
@@ -624,7 +611,7 @@ class Breaker(pybreaker.CircuitBreaker):
                     self._release(permit)
                     raise self._reject(_clock._current.monotonic())
             cluster = granted is True  # None: store unreachable, the local permit decides
-        start = _clock._current.monotonic() if self._timed else 0.0
+        start = _clock._current.monotonic() if self._window is not None else 0.0
         try:
             result = await fn(*args, **kwargs)
         except Exception as exc:

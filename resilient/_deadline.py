@@ -51,11 +51,6 @@ def deadline(seconds: float | timedelta) -> Iterator[float]:
         _deadline.reset(token)
 
 
-def current() -> float | None:
-    """The ambient deadline (absolute, monotonic seconds) or ``None``."""
-    return _deadline.get()
-
-
 def remaining() -> float | None:
     """Seconds left before the ambient deadline (may be ≤ 0), or ``None`` without one."""
     at = _deadline.get()

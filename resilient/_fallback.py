@@ -54,12 +54,17 @@ class _Episode:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.degraded = False
-        self.served = 0
-        self.episodes = 0
-        self.since: float | None = None
-        self.last_category: str | None = None
         self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        """Clear the counters and the degraded flag."""
+        with self.lock:
+            self.degraded = False
+            self.served = 0
+            self.episodes = 0
+            self.since: float | None = None
+            self.last_category: str | None = None
 
     def served_one(self, exc: BaseException, source: str, age: float | None) -> None:
         with self.lock:
@@ -116,11 +121,7 @@ def reset_fallback_status() -> None:
     with _episodes_lock:
         episodes = list(_episodes.values())
     for ep in episodes:
-        with ep.lock:
-            ep.degraded = False
-            ep.served = ep.episodes = 0
-            ep.since = None
-            ep.last_category = None
+        ep.reset()
 
 
 def fallback_status() -> dict[str, FallbackStatus]:

@@ -267,7 +267,6 @@ class _RetryPolicy:
     __slots__ = (
         "_generation",
         "budget",
-        "budget_enabled",
         "by_default",
         "custom",
         "deadline",
@@ -302,7 +301,6 @@ class _RetryPolicy:
         self.by_default = retry_on is is_transient
         self.idempotent = idempotent
         self.deadline = deadline
-        self.budget_enabled = budget
         self.budget = get_retry_budget(name) if budget else None
         self.layer = Layer("retry", name)
         self._generation = -1

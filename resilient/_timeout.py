@@ -209,6 +209,8 @@ def timeout(
                 try:
                     return future.result(timeout=0.001)
                 except FutureTimeout:
+                    if future.done():  # the function itself raised TimeoutError
+                        return future.result()
                     if clock.monotonic() >= end:
                         future.cancel()
                         raise ResilientTimeout(limit, pname) from None

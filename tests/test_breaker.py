@@ -585,6 +585,49 @@ async def test_failing_shared_store_degrades_to_local_state(
 
 
 @pytest.mark.parametrize("mode", MODES)
+async def test_failing_permit_store_gives_the_local_permit_back(
+    mode: str, name: str, clock: FakeClock, reload_with: Callable[..., None]
+) -> None:
+    """A cluster-wide permit request that raises frees the local half-open permit: a later
+    trial call is still admitted."""
+    reload_with(AI_TRADER_REDIS__URL="redis://127.0.0.1:6379/15")
+
+    class Flaky(MemoryBackend):
+        broken = True
+
+        async def acquire_permit(self, name: str, limit: int, ttl: float) -> bool | None:
+            if self.broken:
+                raise ConnectionError("redis down")
+            return self.grant
+
+        def acquire_permit_sync(self, name: str, limit: int, ttl: float) -> bool | None:
+            if self.broken:
+                raise ConnectionError("redis down")
+            return self.grant
+
+    backend = Flaky()
+    previous = set_shared_backend(backend)
+    try:
+        script = Script(OSError("x"))
+        fn = breaker(
+            name, shared=True, failure_threshold=1, reset_timeout=5, half_open_max_calls=1
+        )(make(mode, script))
+        with pytest.raises(OSError):
+            await invoke(fn)
+        assert get_breaker(name).state == "open"
+        clock.advance(5)
+        with pytest.raises(ConnectionError, match="redis down"):
+            await invoke(fn)
+        assert script.calls == 1
+        backend.broken = False
+        assert await invoke(fn) == "ok"
+        assert script.calls == 2
+        assert get_breaker(name).state == "closed"
+    finally:
+        set_shared_backend(previous)
+
+
+@pytest.mark.parametrize("mode", MODES)
 async def test_pybreaker_call_api(mode: str, name: str) -> None:
     """The pybreaker entry points call/call_async/calling use the same correct path."""
     cb = get_breaker(name, failure_threshold=2)
@@ -646,7 +689,7 @@ def test_rejection_error_pickles_as_the_public_class(name: str) -> None:
 @pytest.mark.parametrize("mode", MODES)
 async def test_pybreaker_listeners_and_exclusions_still_apply(mode: str, name: str) -> None:
     """A pybreaker listener added to the breaker sees every failure, and pybreaker's own
-    excluded exceptions do not count (the closed-state shortcut steps aside for both)."""
+    excluded exceptions do not count."""
     import pybreaker
 
     class Seen(pybreaker.CircuitBreakerListener):

@@ -193,3 +193,32 @@ async def test_outer_cancellation_is_not_a_timeout() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+def test_fake_clock_sync_functions_own_timeout_error_passes_through() -> None:
+    """Under a fake clock, a sync function's own TimeoutError is re-raised promptly (it is
+    not taken for the polling's timeout, which would wait on the fake clock forever)."""
+    clock = FakeClock()
+    own = TimeoutError("inner")
+
+    @timeout(5)
+    def fails() -> None:
+        raise own
+
+    caught: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fails()
+        except TimeoutError as exc:
+            caught.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    with use_clock(clock):
+        start = time.monotonic()
+        worker.start()
+        worker.join(5)
+    assert not worker.is_alive(), "the call kept polling the fake clock"
+    assert time.monotonic() - start < 1.0
+    assert caught == [own]
+    assert caught[0] is own
