@@ -330,11 +330,7 @@ class RedisSharedState:
     def _acquire_fn(self, name: str, limit: int, ttl: float) -> Callable[[aioredis.Redis], Any]:
         keys = [self._key(name), self._permits(name)]
         ttl_ms = str(max(1, int(ttl * 1000)))
-
-        def run(client: aioredis.Redis) -> Any:
-            return client.eval(_ACQUIRE, 2, *keys, str(limit), ttl_ms)
-
-        return run
+        return _eval(_ACQUIRE, keys, [str(limit), ttl_ms])
 
     def release_permit(self, name: str) -> None:
         """Give a permit back in the background, after this process's earlier publishes
@@ -372,13 +368,9 @@ class RedisSharedState:
             RedisUnavailable: Redis did not answer.
         """
         keys = [self._key(name), self._permits(name)]
-        opened = "" if state != "open" else repr(__import__("time").time())
+        opened = "" if state != "open" else repr(_clock._current.time())
         args = [state, opened, self.origin, "1" if forced else "0", self.channel, name]
-
-        def run(client: aioredis.Redis) -> Any:
-            return client.eval(_RESET, 2, *keys, *args)
-
-        version = int(await self.worker.call(run, max(self.timeout, 1.0)))
+        version = int(await self.worker.call(_eval(_RESET, keys, args), max(self.timeout, 1.0)))
         self._deliver(
             name,
             CircuitRecord(state, float(opened) if opened else None, version, self.origin, forced),

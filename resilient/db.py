@@ -151,9 +151,6 @@ class Database:
         self._slow = config.database.slow_query_threshold
         self._log_all = config.resilience.enable_query_logging
 
-    def _on_reload(self, config: Config) -> None:
-        self._apply(config)
-
     @property
     def is_sqlite(self) -> bool:
         """Whether the backend is the embedded SQLite database."""
@@ -207,7 +204,7 @@ class Database:
             self._engine = create_async_engine(self._url, **self.engine_options())
             self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
             self._install_events(self._engine)
-            self._unsubscribe = subscribe(self._on_reload)
+            self._unsubscribe = subscribe(self._apply)
         return self._engine
 
     async def start(
@@ -354,7 +351,7 @@ class Database:
         return AsyncRetrying(
             stop=stop_after_attempt(attempts),
             wait=wait_exponential_jitter(
-                multiplier=res.retry_initial_delay or 1.0,
+                multiplier=res.retry_initial_delay,
                 max=res.retry_max_delay,
                 jitter=res.retry_initial_delay,
             )

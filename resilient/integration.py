@@ -72,7 +72,6 @@ class ResilienceFactory:
         self._cache: Any = None
         self._shared: Any = None
         self._unsubscribe: Callable[[], None] | None = None
-        self._initialized = False
         self._validate_services()
 
     # -- configuration ------------------------------------------------------------------
@@ -126,7 +125,6 @@ class ResilienceFactory:
             self._start_shared_state()
         orchestrator = self.get_orchestrator()
         report = await orchestrator.start()
-        self._initialized = True
         logger.info("resilience initialised ({}): {}", self.config.env, report.overall_status.value)
         return report.to_dict()
 
@@ -138,11 +136,7 @@ class ResilienceFactory:
             await database.start()
             self._database = database
         except Exception as exc:  # a missing driver or bad URL degrades, never crashes
-            message = sanitize(f"{type(exc).__name__}: {exc}")
-            logger.error("database component not started: {}", message)
-            self.registry.register(
-                "database", lambda: {"status": "unhealthy", "detail": message}, critical=True
-            )
+            self._not_started("database", "database component", exc, "unhealthy", critical=True)
 
     def _start_cache(self) -> None:
         try:
@@ -157,11 +151,7 @@ class ResilienceFactory:
             _redis.register_health_checks(self.registry, cache)
             self._cache = cache
         except Exception as exc:
-            message = sanitize(f"{type(exc).__name__}: {exc}")
-            logger.error("cache component not started: {}", message)
-            self.registry.register(
-                "cache", lambda: {"status": "degraded", "detail": message}, critical=False
-            )
+            self._not_started("cache", "cache component", exc, "degraded", critical=False)
 
     def _start_shared_state(self) -> None:
         """Circuit state in Redis for every breaker when ``resilience.circuit_breaker_shared``."""
@@ -173,11 +163,19 @@ class ResilienceFactory:
             self._shared = _shared_state.install_shared_backend(self.config.redis.url)
             _shared_state.register_health_checks(self.registry)
         except Exception as exc:
-            message = sanitize(f"{type(exc).__name__}: {exc}")
-            logger.error("shared circuit state not started: {}", message)
-            self.registry.register(
-                "shared_state", lambda: {"status": "degraded", "detail": message}, critical=False
+            self._not_started(
+                "shared_state", "shared circuit state", exc, "degraded", critical=False
             )
+
+    def _not_started(
+        self, component: str, what: str, exc: Exception, status: str, *, critical: bool
+    ) -> None:
+        """Log why ``component`` did not start and register it with a fixed ``status``."""
+        message = sanitize(f"{type(exc).__name__}: {exc}")
+        logger.error(what + " not started: {}", message)
+        self.registry.register(
+            component, lambda: {"status": status, "detail": message}, critical=critical
+        )
 
     # -- services -----------------------------------------------------------------------
 
@@ -293,7 +291,6 @@ class ResilienceFactory:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
-        self._initialized = False
 
     async def __aenter__(self) -> ResilienceFactory:
         await self.initialize_resilience()

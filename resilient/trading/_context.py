@@ -12,24 +12,9 @@ from .._clock import get_clock
 from ..config import Config, current_config
 from ._methods import is_async, public_methods
 from ._risk import RiskChecker
+from ._values import PRICE_METHODS, price_of
 
 __all__ = ["TradingContext"]
-
-_PRICE_METHODS = (
-    "get_current_price",
-    "get_latest_price",
-    "get_last_price",
-    "get_price",
-    "current_price",
-    "latest_price",
-    "last_price",
-)
-
-
-def _as_price(value: Any) -> float | None:
-    from ._proxy import _price_of
-
-    return _price_of(value)
 
 
 class TradingContext:
@@ -102,7 +87,7 @@ class TradingContext:
     def _price_readers(self, extra: Sequence[Callable[..., Any]]) -> list[Callable[..., Any]]:
         readers: list[Callable[..., Any]] = []
         for proxy in self.market_data:
-            for name in _PRICE_METHODS:
+            for name in PRICE_METHODS:
                 fn = getattr(proxy, name, None)
                 if callable(fn):
                     readers.append(fn)
@@ -122,7 +107,7 @@ class TradingContext:
                     value = await value
             except Exception:
                 continue
-            price = _as_price(value)
+            price = price_of(value)
             if price is not None:
                 self.remember_price(symbol, price)
                 return price
@@ -135,7 +120,7 @@ class TradingContext:
             if is_async(reader):
                 continue
             try:
-                price = _as_price(reader(symbol))
+                price = price_of(reader(symbol))
             except Exception:
                 continue
             if price is not None:

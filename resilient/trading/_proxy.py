@@ -19,7 +19,7 @@ import contextvars
 import functools
 import inspect
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import _hooks
@@ -33,7 +33,14 @@ from ._orders import OrderCall, OrderIntent, prepare_order_call
 from ._ratelimit import RateLimitExceeded, ServiceRateLimiter
 from ._risk import PositionBook, RiskChecker
 from ._settings import MethodPolicy, ServiceSettings
-from ._values import FallbackInfo, last_fallback, mark_stale, set_last_fallback
+from ._values import (
+    PRICE_METHODS,
+    FallbackInfo,
+    last_fallback,
+    mark_stale,
+    price_of,
+    set_last_fallback,
+)
 
 if TYPE_CHECKING:
     from ._context import TradingContext
@@ -42,15 +49,6 @@ __all__ = ["ResilientService"]
 
 _NO_CACHE_CATEGORIES = frozenset(
     {ErrorCategory.VALIDATION, ErrorCategory.AUTHENTICATION, ErrorCategory.RISK_LIMIT}
-)
-_PRICE_METHODS = (
-    "get_current_price",
-    "get_latest_price",
-    "get_last_price",
-    "get_price",
-    "current_price",
-    "latest_price",
-    "last_price",
 )
 _POSITION_METHODS = ("get_position", "get_open_position")
 _LOOKUP_METHODS = (
@@ -90,18 +88,6 @@ def _retryable(exc: BaseException) -> bool:
     return not isinstance(exc, RateLimitExceeded) and is_transient(exc)
 
 
-def _price_of(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value) if value > 0 else None
-    for name in ("price", "last", "last_price", "close", "ask_price", "ap", "p", "c"):
-        item = value.get(name) if isinstance(value, Mapping) else getattr(value, name, None)
-        if isinstance(item, int | float) and not isinstance(item, bool) and item > 0:
-            return float(item)
-    return None
-
-
 def _quantity_of(value: Any) -> float | None:
     if isinstance(value, bool) or value is None:
         return None
@@ -138,7 +124,6 @@ class _ServiceState:
         self.last_fallback_at: float | None = None
         self.orders_sent = 0
         self.orders_refused = 0
-        self.order_lookups = 0
 
 
 class ResilientService:
@@ -200,6 +185,13 @@ class ResilientService:
             wrapped = self._timed(self._wrap(method_name, bound, kind, policy), bound)
             self._methods[method_name] = wrapped
             self.__dict__[method_name] = wrapped
+        # The proxy's own price and position readers, asked when an order is risk-checked.
+        own_prices = tuple(self._methods[n] for n in PRICE_METHODS if n in self._methods)
+        self.__dict__.update(
+            _own_prices=own_prices,
+            _own_prices_sync=tuple(fn for fn in own_prices if not is_async(fn)),
+            _own_positions=tuple(self._methods[n] for n in _POSITION_METHODS if n in self._methods),
+        )
 
     # -- attribute access -------------------------------------------------------------------
 
@@ -387,17 +379,14 @@ class ResilientService:
 
     # -- reads: cached fallback -------------------------------------------------------------
 
-    def _remember_price(
-        self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any], value: Any
-    ) -> None:
-        if "price" not in method and "quote" not in method:
-            return
+    def _remember_price(self, args: tuple[Any, ...], kwargs: dict[str, Any], value: Any) -> None:
+        """Keep the price a price or quote read answered (called only for those methods)."""
         symbol = _symbol_arg(args, kwargs)
-        price = _price_of(value) if symbol else None
+        price = price_of(value) if symbol else None
         if symbol and price is not None:
             self._context.remember_price(symbol, price)
 
-    def _serve(self, method: str, key: str, exc: Exception, entry: Any) -> Any:
+    def _serve(self, method: str, exc: Exception, entry: Any) -> Any:
         age = float(entry.age)
         state: _ServiceState = self._state
         info = FallbackInfo(self._name, method, age, _public_name(type(exc)))
@@ -438,6 +427,7 @@ class ResilientService:
     ) -> Callable[..., Any]:
         ttl = policy.cache_ttl
         prefix = f"{self._name}.{method}"
+        prices = "price" in method or "quote" in method
 
         def usable(exc: Exception) -> bool:
             return classify(exc) not in _NO_CACHE_CATEGORIES
@@ -455,9 +445,10 @@ class ResilientService:
                     entry = await get_fallback_cache().get(key)
                     if entry is None or entry.age > ttl:
                         raise
-                    return self._serve(method, key, exc, entry)
+                    return self._serve(method, exc, entry)
                 await get_fallback_cache().set(key, value, ttl)
-                self._remember_price(method, args, kwargs, value)
+                if prices:
+                    self._remember_price(args, kwargs, value)
                 self._recovered()
                 return value
 
@@ -474,9 +465,10 @@ class ResilientService:
                 entry = get_fallback_cache().get_sync(key)
                 if entry is None or entry.age > ttl:
                     raise
-                return self._serve(method, key, exc, entry)
+                return self._serve(method, exc, entry)
             get_fallback_cache().set_sync(key, value, ttl)
-            self._remember_price(method, args, kwargs, value)
+            if prices:
+                self._remember_price(args, kwargs, value)
             self._recovered()
             return value
 
@@ -674,8 +666,6 @@ class ResilientService:
                 found = await found
         except Exception:
             return None
-        if found is not None:
-            self._state.order_lookups += 1
         return found
 
     def _find_sync(
@@ -691,17 +681,16 @@ class ResilientService:
             found = lookup(prepared.intent.client_order_id)
         except Exception:
             return None
-        if found is not None:
-            self._state.order_lookups += 1
         return found
 
-    def _position_readers(self, asynchronous: bool) -> list[Callable[..., Any]]:
+    def _position_readers(self, asynchronous: bool) -> Sequence[Callable[..., Any]]:
         """Where the current position comes from: the broker that takes the orders now."""
         if not self._is_paper and self._mode() == "paper":
             context: TradingContext = self._context
             readers = [context.paper_method(self._name, n, asynchronous) for n in _POSITION_METHODS]
             return [r for r in readers if r is not None]
-        return [self._methods[n] for n in _POSITION_METHODS if n in self._methods]
+        own: tuple[Callable[..., Any], ...] = self._own_positions
+        return own
 
     async def _aposition(self, symbol: str) -> float:
         for reader in self._position_readers(True):
@@ -732,9 +721,8 @@ class ResilientService:
         return book.get(symbol)
 
     async def _aprice(self, symbol: str) -> float | None:
-        own = [self._methods[n] for n in _PRICE_METHODS if n in self._methods]
         context: TradingContext = self._context
-        return await context.aprice(symbol, extra=own)
+        return await context.aprice(symbol, extra=self._own_prices)
 
     async def _acheck(self, intent: OrderIntent) -> None:
         risk: RiskChecker = self._context.risk
@@ -744,11 +732,7 @@ class ResilientService:
         if intent.symbol is not None and (intent.price is None or intent.price <= 0):
             price = await self._aprice(intent.symbol)
         position = await self._aposition(intent.symbol) if intent.symbol else 0.0
-        try:
-            risk.check(intent, market_price=price, position=position)
-        except RiskLimitError as exc:
-            self._refused(exc)
-            raise
+        self._risk_check(risk, intent, price, position)
 
     def _check_sync(self, intent: OrderIntent) -> None:
         risk: RiskChecker = self._context.risk
@@ -756,13 +740,14 @@ class ResilientService:
             return
         price = None
         if intent.symbol is not None and (intent.price is None or intent.price <= 0):
-            own = [
-                self._methods[n]
-                for n in _PRICE_METHODS
-                if n in self._methods and not is_async(self._methods[n])
-            ]
-            price = self._context.price_sync(intent.symbol, extra=own)
+            price = self._context.price_sync(intent.symbol, extra=self._own_prices_sync)
         position = self._position_sync(intent.symbol) if intent.symbol else 0.0
+        self._risk_check(risk, intent, price, position)
+
+    def _risk_check(
+        self, risk: RiskChecker, intent: OrderIntent, price: float | None, position: float
+    ) -> None:
+        """Apply the risk rules to one order, counting and recording a refusal."""
         try:
             risk.check(intent, market_price=price, position=position)
         except RiskLimitError as exc:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .._exceptions import ConfigError, ConfigProblem
@@ -215,7 +215,6 @@ def service_settings(config: Config, name: str) -> ServiceSettings:
             checker.problem(where, "must be a table of settings", f"write [{where}] as a table")
             continue
         _apply(checker, where, raw, service, policy, allow_service_keys=True)
-    max_wait = service.get("rate_limit_max_wait")
     base = replace(_base_policy(config), **policy, explicit=frozenset(policy))
     methods: dict[str, MethodPolicy] = {}
     raw_methods = own.get("methods", {}) if isinstance(own, Mapping) else {}
@@ -238,8 +237,5 @@ def service_settings(config: Config, name: str) -> ServiceSettings:
         )
     if checker.problems:
         raise ConfigError(checker.problems, env=config.env)
-    known = {f.name for f in fields(ServiceSettings)}
-    kwargs = {k: v for k, v in service.items() if k in known}
-    if max_wait is not None:
-        kwargs["rate_limit_max_wait"] = max_wait
-    return ServiceSettings(name=name, policy=base, methods=methods, **kwargs)
+    # ``service`` holds only _SERVICE_KEYS, each a ServiceSettings field.
+    return ServiceSettings(name=name, policy=base, methods=methods, **service)

@@ -1,12 +1,37 @@
-"""How a proxy tells its caller that an answer came from the cache."""
+"""How a proxy tells its caller that an answer came from the cache, and reads prices."""
 
 from __future__ import annotations
 
 import contextvars
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["FallbackInfo", "StalePrice", "last_fallback", "mark_stale"]
+
+# Methods of a market-data or broker client that answer the current price of a symbol.
+PRICE_METHODS = (
+    "get_current_price",
+    "get_latest_price",
+    "get_last_price",
+    "get_price",
+    "current_price",
+    "latest_price",
+    "last_price",
+)
+
+
+def price_of(value: Any) -> float | None:
+    """The positive price in an answer (a number, or a mapping/object with a price field)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value) if value > 0 else None
+    for name in ("price", "last", "last_price", "close", "ask_price", "ap", "p", "c"):
+        item = value.get(name) if isinstance(value, Mapping) else getattr(value, name, None)
+        if isinstance(item, int | float) and not isinstance(item, bool) and item > 0:
+            return float(item)
+    return None
 
 
 class StalePrice(float):
