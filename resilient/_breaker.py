@@ -17,12 +17,15 @@ configuration reload, checked on failure paths only) unless given as arguments.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+import types
+import weakref
+from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, ParamSpec, TypeVar, cast
+from typing import Any, Literal, ParamSpec, TypeVar, cast, overload
 
 import pybreaker
 
@@ -36,7 +39,7 @@ from ._breaker_storage import (
     on_backend_change,
 )
 from ._breaker_window import CountWindow, TimeWindow, Window
-from ._compose import Layer, exception_matcher, is_async_callable, wrap
+from ._compose import Layer, exception_matcher, is_async_callable, policy_name, wrap
 from ._deadline import seconds_of
 from ._exceptions import CircuitOpenError, ConfigError, ConfigProblem
 from .config import current_config, switches
@@ -128,7 +131,32 @@ class BreakerSnapshot:
 # --- pybreaker states: pybreaker decides, these add the window rules and never raise --------
 
 
-class _ClosedState(pybreaker.CircuitClosedState):
+class _Outcomes:
+    """pybreaker's outcome handling (``CircuitBreakerState._handle_error`` /
+    ``_handle_success``) with the listener calls guarded: a listener that raises is logged
+    once and ignored, so it can neither replace the caller's error nor stop the transition."""
+
+    _breaker: pybreaker.CircuitBreaker
+
+    def _handle_error(self, exc: BaseException, reraise: bool = False) -> None:
+        cb = cast("Breaker", self._breaker)
+        if cb.is_system_error(exc):
+            cb._inc_counter()
+            cb._notify("failure", exc)
+            self.on_failure(exc)  # type: ignore[attr-defined]
+        else:
+            self._handle_success()
+        if reraise:
+            raise exc
+
+    def _handle_success(self) -> None:
+        cb = cast("Breaker", self._breaker)
+        cb._state_storage.reset_counter()
+        self.on_success()  # type: ignore[attr-defined]
+        cb._notify("success")
+
+
+class _ClosedState(_Outcomes, pybreaker.CircuitClosedState):  # type: ignore[misc]  # overloads
     def on_failure(self, exc: BaseException) -> None:
         cb = cast("Breaker", self._breaker)
         cb._record_window(failed=True)
@@ -142,11 +170,11 @@ class _ClosedState(pybreaker.CircuitClosedState):
             cb.open()
 
 
-class _OpenState(pybreaker.CircuitOpenState):
+class _OpenState(_Outcomes, pybreaker.CircuitOpenState):  # type: ignore[misc]  # overloads
     pass
 
 
-class _HalfOpenState(pybreaker.CircuitHalfOpenState):
+class _HalfOpenState(_Outcomes, pybreaker.CircuitHalfOpenState):  # type: ignore[misc]  # overloads
     def on_failure(self, exc: BaseException) -> None:  # type: ignore[override]  # never raises
         self._breaker.open()
 
@@ -157,16 +185,6 @@ _STATES: dict[str, type[_State]] = {
     OPEN: _OpenState,
     HALF_OPEN: _HalfOpenState,
 }
-
-
-class _TransitionListener(pybreaker.CircuitBreakerListener):
-    def state_change(
-        self,
-        cb: pybreaker.CircuitBreaker,
-        old_state: pybreaker.CircuitBreakerState | None,
-        new_state: pybreaker.CircuitBreakerState,
-    ) -> None:
-        cast("Breaker", cb)._on_transition(old_state.name if old_state else None, new_state.name)
 
 
 _OPTION_NAMES = (
@@ -216,7 +234,23 @@ def _check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(
             f"breaker {name!r}: slow_call_rate_threshold needs slow_call_duration (seconds)"
         )
+    _check_window(name, out)
     return out
+
+
+def _check_window(name: str, options: dict[str, Any]) -> None:
+    """A count window of N calls never holds more than N: ``minimum_calls`` above it would
+    keep the rate rules from ever firing."""
+    minimum = options.get("minimum_calls")
+    if minimum is None or options.get("window_type", "count") != "count":
+        return
+    size = options.get("window_size") or 100
+    if minimum > size:
+        raise ValueError(
+            f"breaker {name!r}: minimum_calls={minimum} is larger than the count window "
+            f"(window_size={size} calls), so the rate rules could never fire. Give "
+            f"minimum_calls ≤ window_size, or window_type='time'"
+        )
 
 
 class Breaker(pybreaker.CircuitBreaker):
@@ -261,7 +295,6 @@ class Breaker(pybreaker.CircuitBreaker):
         super().__init__(
             name=name,
             state_storage=LocalCircuitStorage(),
-            listeners=[_TransitionListener()],
             throw_new_error_on_trip=False,
         )
         self._apply_settings()
@@ -343,6 +376,7 @@ class Breaker(pybreaker.CircuitBreaker):
         explicit values are an error (the breaker is shared, so they cannot both hold)."""
         checked = _check_options(self._key, options)
         with self._lock:
+            _check_window(self._key, {**self._explicit, **checked})
             changed = False
             for key, value in checked.items():
                 if key in self._explicit:
@@ -361,8 +395,55 @@ class Breaker(pybreaker.CircuitBreaker):
 
     def _refresh_fast(self) -> None:
         self._fast = (
-            self._hot == CLOSED and self._window is None and not self._disabled and not self._forced
+            self._hot == CLOSED
+            and self._window is None
+            and not self._disabled
+            and not self._forced
+            and not self._listeners
         )
+
+    # --- pybreaker listeners (the user's: the breaker's own bookkeeping is not one of them) ---
+
+    def add_listener(self, listener: pybreaker.CircuitBreakerListener) -> None:
+        """Register a pybreaker listener (``before_call``, ``success``, ``failure``,
+        ``state_change``); one that raises is logged once and ignored."""
+        with self._lock:
+            self._listeners.append(listener)  # type: ignore[arg-type]
+            self._refresh_fast()
+
+    def remove_listener(self, listener: pybreaker.CircuitBreakerListener) -> None:
+        """Unregister a listener added with :meth:`add_listener` (``ValueError`` if absent)."""
+        with self._lock:
+            self._listeners.remove(listener)  # type: ignore[arg-type]
+            self._refresh_fast()
+
+    def _notify(self, method: str, *args: Any, **kwargs: Any) -> None:
+        for listener in tuple(self._listeners):
+            callback = getattr(listener, method)
+            try:
+                callback(self, *args, **kwargs)
+            except Exception as exc:
+                _hooks.report_callback_failure(
+                    f"breaker {self._key!r}: pybreaker listener", callback, exc
+                )
+
+    def is_system_error(self, exception: BaseException) -> bool:
+        """pybreaker's rule (excluded types and predicates are not system errors), with a
+        predicate that raises counted as no match."""
+        cls = type(exception)
+        for exclusion in self._excluded_exceptions:
+            if isinstance(exclusion, type):
+                if issubclass(cls, exclusion):
+                    return False
+            elif callable(exclusion):
+                try:
+                    if exclusion(exception):
+                        return False
+                except Exception as exc:
+                    _hooks.report_callback_failure(
+                        f"breaker {self._key!r}: excluded exception predicate", exclusion, exc
+                    )
+        return True
 
     # --- pybreaker seams ---------------------------------------------------------------------
 
@@ -504,46 +585,57 @@ class Breaker(pybreaker.CircuitBreaker):
         layer: Layer | None = None,
         cluster: bool = False,
     ) -> None:
-        """Record a failed call (failure paths only)."""
-        if exclude is not None and exclude(exc):
+        """Record a failed call (failure paths only). ``exclude`` is guarded (a raising
+        predicate is no match); whatever else goes wrong, the permits are given back."""
+        try:
+            excluded = exclude is not None and exclude(exc)
+            if not excluded and self._generation != switches.generation:
+                self._refresh()
+        except BaseException:
+            with self._lock:
+                self._release(permit, cluster)
+            raise
+        if excluded:
             self._succeeded(start, permit, cluster)
             return
-        if self._generation != switches.generation:
-            self._refresh()
         category = _hooks.category_of(exc)
         clock = _clock._current
         with self._lock:
-            if start and self.slow_call_duration is not None:
-                self._pending_slow = clock.monotonic() - start >= self.slow_call_duration
-            stale = permit and permit != self._episode
-            if self.is_system_error(exc):
-                self._failures += 1
-                self._dirty = True
-                self._last_failure_category = category
-                self._last_failure_at = clock.time()
-            else:
-                self._successes += 1
-            if not stale:
-                self._state._handle_error(exc, reraise=False)
-            self._pending_slow = False
-            if permit or cluster:
-                self._release(permit, cluster)
+            try:
+                if start and self.slow_call_duration is not None:
+                    self._pending_slow = clock.monotonic() - start > self.slow_call_duration
+                stale = permit and permit != self._episode
+                if self.is_system_error(exc):
+                    self._failures += 1
+                    self._dirty = True
+                    self._last_failure_category = category
+                    self._last_failure_at = clock.time()
+                else:
+                    self._successes += 1
+                if not stale:
+                    self._state._handle_error(exc, reraise=False)
+            finally:
+                self._pending_slow = False
+                if permit or cluster:
+                    self._release(permit, cluster)
         if layer is not None and layer.outermost:
             _hooks.event(_hooks.EventKind.CALL_FAILED, self._key, exc, attempt=1)
 
     def _succeeded(self, start: float, permit: int = 0, cluster: bool = False) -> None:
         """Record a success that needs state work (half-open, window, pending failures)."""
         with self._lock:
-            self._successes += 1
-            if start and self.slow_call_duration is not None:
-                elapsed = _clock._current.monotonic() - start
-                self._pending_slow = elapsed >= self.slow_call_duration
-            if not (permit and permit != self._episode):
-                self._state._handle_success()
-            self._dirty = False
-            self._pending_slow = False
-            if permit or cluster:
-                self._release(permit, cluster)
+            try:
+                self._successes += 1
+                if start and self.slow_call_duration is not None:
+                    elapsed = _clock._current.monotonic() - start
+                    self._pending_slow = elapsed > self.slow_call_duration  # strictly slower
+                if not (permit and permit != self._episode):
+                    self._state._handle_success()
+                self._dirty = False
+            finally:
+                self._pending_slow = False
+                if permit or cluster:
+                    self._release(permit, cluster)
 
     def _clear_failures(self) -> None:
         with self._lock:
@@ -574,6 +666,8 @@ class Breaker(pybreaker.CircuitBreaker):
                     self._release(permit)
                     raise self._reject(_clock._current.monotonic())
             cluster = granted is True  # None: store unreachable, the local permit decides
+        if self._listeners:
+            self._notify("before_call", fn, *args, **kwargs)
         start = _clock._current.monotonic() if self._window is not None else 0.0
         try:
             result = fn(*args, **kwargs)
@@ -584,8 +678,48 @@ class Breaker(pybreaker.CircuitBreaker):
             with self._lock:
                 self._release(permit, cluster)
             raise
+        if isinstance(result, types.GeneratorType):  # as pybreaker: its end is the outcome
+            return cast(R, self._follow(result, exclude, start, permit, layer, cluster))
         self._succeeded(start, permit, cluster)
         return result
+
+    def _follow(
+        self,
+        gen: Generator[Any, Any, Any],
+        exclude: Callable[[BaseException], bool] | None,
+        start: float,
+        permit: int,
+        layer: Layer,
+        cluster: bool,
+    ) -> Generator[Any, Any, Any]:
+        """Run ``gen`` to its end, then record its outcome; a generator closed or dropped
+        unfinished gives its permits back."""
+        held = [permit, cluster]
+
+        def give_back() -> None:
+            if held[0] or held[1]:
+                with self._lock:
+                    self._release(held[0], bool(held[1]))
+
+        def follow() -> Generator[Any, Any, Any]:
+            try:
+                result = yield from gen
+            except Exception as exc:
+                held[:] = [0, False]
+                self._failed(exc, exclude, start, permit, layer, cluster)
+                raise
+            except BaseException:  # GeneratorExit: closed unfinished
+                give_back()
+                held[:] = [0, False]
+                raise
+            held[:] = [0, False]
+            self._succeeded(start, permit, cluster)
+            return result
+
+        outer = follow()
+        if permit or cluster:
+            weakref.finalize(outer, give_back)  # dropped before its first step
+        return outer
 
     async def _guarded_async(
         self,
@@ -611,6 +745,8 @@ class Breaker(pybreaker.CircuitBreaker):
                     self._release(permit)
                     raise self._reject(_clock._current.monotonic())
             cluster = granted is True  # None: store unreachable, the local permit decides
+        if self._listeners:
+            self._notify("before_call", fn, *args, **kwargs)
         start = _clock._current.monotonic() if self._window is not None else 0.0
         try:
             result = await fn(*args, **kwargs)
@@ -689,26 +825,45 @@ class Breaker(pybreaker.CircuitBreaker):
 
     @state.setter
     def state(self, state_str: str) -> None:
-        # pybreaker's transition: build the state object and notify the listeners.
+        # pybreaker's transition (what its states do when notified: reset a counter, tell the
+        # listeners), with the breaker's own bookkeeping first and the listeners guarded.
         with self._lock:
-            self._state = self._create_new_state(state_str, prev_state=self._state, notify=True)
+            prev = self._state
+            new = self._create_new_state(state_str, prev_state=prev)
+            if state_str == CLOSED:
+                self._state_storage.reset_counter()
+            else:
+                self._state_storage.reset_success_counter()
+            self._state = new
+            self._on_transition(prev.name if prev is not None else None, state_str)
+            if self._listeners:
+                self._notify("state_change", prev, new)
 
     def call(self, func: Callable[..., R], *args: Any, **kwargs: Any) -> R:
         """pybreaker's API: call ``func`` through this breaker (sync)."""
         if is_async_callable(func):
             raise TypeError(f"{func!r} is async: use ``await breaker.call_async(func, ...)``")
+        if self._disabled or not switches.breaker_enabled:
+            return func(*args, **kwargs)
         return self._guarded_sync(func, args, kwargs, None, self._layer)
 
     async def call_async(  # asyncio instead of pybreaker's tornado
         self, func: Callable[..., Awaitable[R]], *args: Any, **kwargs: Any
     ) -> R:
         """Await ``func(*args, **kwargs)`` through this breaker, counting its outcome."""
+        if self._disabled or not switches.breaker_enabled:
+            return await func(*args, **kwargs)
         return await self._guarded_async(func, args, kwargs, None, self._layer)
 
     @contextlib.contextmanager
     def calling(self) -> Iterator[None]:
         """pybreaker's ``with breaker.calling():`` — guard a block of sync code."""
+        if self._disabled or not switches.breaker_enabled:
+            yield
+            return
         permit = self._admit()
+        if self._listeners:
+            self._notify("before_call", self.calling)
         try:
             yield
         except Exception as exc:
@@ -845,6 +1000,15 @@ class Breaker(pybreaker.CircuitBreaker):
 
             return cast("Callable[P, R]", wrap(acall, fn, layer, breaker=cb))
 
+        if inspect.isgeneratorfunction(fn):
+            # The outcome is known when the generator ends: no fast path.
+            def follow(*args: Any, **kwargs: Any) -> Any:
+                if cb._disabled or not sw.breaker_enabled:
+                    return fn(*args, **kwargs)
+                return cb._guarded_sync(fn, args, kwargs, exclude, layer)
+
+            return cast("Callable[P, R]", wrap(follow, fn, layer, breaker=cb))
+
         def call(*args: Any, **kwargs: Any) -> Any:
             if cb._fast and sw.breaker_enabled:
                 try:
@@ -965,6 +1129,7 @@ def get_breaker(name: str, **options: Any) -> Breaker:
     return breakers.get_or_create(name, **options)
 
 
+@overload
 def breaker(
     name: str,
     *,
@@ -980,11 +1145,34 @@ def breaker(
     window_type: Literal["count", "time"] | str = "count",
     minimum_calls: int | None = None,
     shared: bool | None = None,
-) -> Callable[[Callable[P, R]], Callable[P, R]]:
+) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+
+
+@overload
+def breaker(name: Callable[P, R], /) -> Callable[P, R]: ...
+
+
+def breaker(
+    name: str | Callable[P, R],
+    *,
+    failure_threshold: int | None = None,
+    reset_timeout: float | timedelta | None = None,
+    half_open_max_calls: int | None = None,
+    success_threshold: int | None = None,
+    exclude: ExcludeSpec = (),
+    failure_rate_threshold: float | None = None,
+    slow_call_duration: float | timedelta | None = None,
+    slow_call_rate_threshold: float | None = None,
+    window_size: float | None = None,
+    window_type: Literal["count", "time"] | str = "count",
+    minimum_calls: int | None = None,
+    shared: bool | None = None,
+) -> Callable[[Callable[P, R]], Callable[P, R]] | Callable[P, R]:
     """Guard a function with the circuit breaker ``name``.
 
     An open circuit raises :class:`~resilient.CircuitOpenError` without calling the function;
-    the call that trips it raises its own error.
+    the call that trips it raises its own error. Bare ``@breaker`` (no parentheses) names the
+    breaker after the function (``module.qualname``) with every threshold from settings.
 
     Args:
         name: the breaker's name; every function naming it shares one breaker.
@@ -1021,8 +1209,13 @@ def breaker(
         "minimum_calls": minimum_calls,
         "shared": shared,
     }
+    if callable(name) and not isinstance(name, str):  # bare @breaker
+        fn = name
+        return get_breaker(policy_name(fn), **options).decorate(fn)
     cb = get_breaker(name, **options)
-    excluded = exception_matcher(exclude, f"breaker {name!r}: exclude")
+    excluded = exception_matcher(
+        _hooks.guard_spec(exclude, f"breaker {name!r}: exclude="), f"breaker {name!r}: exclude"
+    )
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
         return cb.decorate(fn, excluded)

@@ -10,14 +10,17 @@ importing any of those libraries. Users add their SDK's exceptions with
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
-from time import time as _wall_time
+from fractions import Fraction
 
+from . import _clock
 from ._exceptions import CircuitOpenError, RiskLimitError
 from ._exceptions import TimeoutError as ResilientTimeoutError
 
@@ -308,23 +311,56 @@ def classify(exc: BaseException) -> ErrorCategory:
         return ErrorCategory.RATE_LIMIT
     category = _by_type(type(exc))
     if category is ErrorCategory.INTERNAL:
-        inner = exc.__cause__ or getattr(exc, "orig", None)
-        if isinstance(inner, BaseException) and inner is not exc:
-            inner_category = classify(inner)
-            if inner_category is not ErrorCategory.INTERNAL:
-                return inner_category
+        # An unknown wrapper: the first wrapped exception with a known category decides
+        # (walked iteratively, so a cyclic or very deep chain cannot recurse).
+        for inner in _chain(exc):
+            if inner is not exc:
+                inner_category = _classify_link(inner)
+                if inner_category is not ErrorCategory.INTERNAL:
+                    return inner_category
     return category
+
+
+def _classify_link(exc: BaseException) -> ErrorCategory:
+    """:func:`classify` of one link of a chain, without following its own chain."""
+    plain = plain_category(exc)
+    if plain is not None:
+        return plain
+    if _rules:
+        rule = _user_rule(exc)
+        if rule is not None:
+            return rule.category
+    status = http_status(exc)
+    if status is not None:
+        by_status = _by_status(status)
+        if by_status is not None:
+            return by_status
+    if getattr(exc, "retry_after", None) is not None:
+        return ErrorCategory.RATE_LIMIT
+    return _by_type(type(exc))
+
+
+MAX_CHAIN = 32
+"""Links of a cause chain looked at, at most (real chains are a handful deep)."""
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
     """``exc``, then each wrapped exception: ``orig`` (SQLAlchemy) when it is an exception,
-    else ``__cause__``; stops at the end of the chain or at a link already seen."""
+    else ``__cause__``; stops at the end of the chain, at a link already seen (a cycle) or
+    after :data:`MAX_CHAIN` links. An ``orig`` attribute that raises ends the walk.
+
+    The implicit ``__context__`` is never followed: an error raised while handling another
+    (a timeout on a second server after a refused first one) does not share its meaning,
+    and reading "never sent" from it could duplicate an order."""
     seen: set[int] = set()
     current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
+    while current is not None and id(current) not in seen and len(seen) < MAX_CHAIN:
         seen.add(id(current))
         yield current
-        orig = getattr(current, "orig", None)
+        try:
+            orig = getattr(current, "orig", None)
+        except Exception:
+            return
         current = orig if isinstance(orig, BaseException) else current.__cause__
 
 
@@ -438,36 +474,59 @@ def _header(headers: object, name: str) -> object:
     return value
 
 
+def _seconds(value: object) -> float | None:
+    """A Retry-After value in seconds: ``None`` when it is not one, ``inf`` when it is too
+    large to represent; never raises, never NaN or negative."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        if hasattr(value, "total_seconds"):
+            value = value.total_seconds()
+        if isinstance(value, bytes):
+            value = value.decode("latin-1", "replace")
+        if isinstance(value, str):
+            text = value.strip()
+            try:
+                number = float(text)  # "1e10", "inf", 5,000 digits: no overflow for str
+            except ValueError:
+                return _http_date(text)
+        elif isinstance(value, int | float | Decimal | Fraction):
+            try:
+                number = float(value)
+            except OverflowError:  # an integer beyond float range
+                number = math.inf if value > 0 else 0.0
+        else:
+            return None
+    except Exception:  # a hostile value (a total_seconds that raises...)
+        return None
+    if math.isnan(number):
+        return None
+    return max(0.0, number)
+
+
+def _http_date(text: str) -> float | None:
+    try:
+        when = parsedate_to_datetime(text)
+        return max(0.0, when.timestamp() - _clock._current.time())
+    except Exception:  # not a date, or one out of datetime's range
+        return None
+
+
 def retry_after(exc: BaseException) -> float | None:
     """Seconds the server asked us to wait: the exception's ``retry_after`` attribute, or a
-    ``Retry-After`` header (seconds or an HTTP date) on ``exc.response`` / ``exc.headers``."""
+    ``Retry-After`` header (seconds or an HTTP date) on ``exc.response`` / ``exc.headers``.
+
+    Never raises: a value that is not a duration is ``None``; one too large for a float is
+    ``inf`` (the retry then gives up at once, see ``resilience.retry_max_retry_after``)."""
     if plain_category(exc) is not None:
         return None  # a plain built-in exception carries no Retry-After
-    value: object = getattr(exc, "retry_after", None)
-    if value is None:
-        for holder in (getattr(exc, "response", None), exc):
-            value = _header(getattr(holder, "headers", None), "Retry-After")
-            if value is not None:
-                break
-    if value is None:
+    try:
+        value: object = getattr(exc, "retry_after", None)
+        if value is None:
+            for holder in (getattr(exc, "response", None), exc):
+                value = _header(getattr(holder, "headers", None), "Retry-After")
+                if value is not None:
+                    break
+    except Exception:  # an attribute or a headers object that raises
         return None
-    if hasattr(value, "total_seconds"):
-        value = value.total_seconds()
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return max(0.0, float(value))
-    if isinstance(value, bytes):
-        value = value.decode("latin-1", "replace")
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            return max(0.0, float(text))
-        except ValueError:
-            pass
-        try:
-            when = parsedate_to_datetime(text)
-        except (TypeError, ValueError):
-            return None
-        return max(0.0, when.timestamp() - _wall_time())
-    return None
+    return _seconds(value)

@@ -2,7 +2,7 @@
 
 ResilientError
 ├── ConfigError (also ValueError)         invalid configuration, raised at load
-├── CircuitOpenError                      a breaker refused the call
+├── CircuitOpenError (also pybreaker.CircuitBreakerError)   a breaker refused the call
 ├── TimeoutError (also builtins.TimeoutError)
 └── RiskLimitError                        an order was refused before reaching the broker
     └── TradingDisabledError              live/paper trading switched off for this order
@@ -16,6 +16,8 @@ from __future__ import annotations
 import builtins
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+import pybreaker
 
 __all__ = [
     "CircuitOpenError",
@@ -61,8 +63,9 @@ class ConfigError(ResilientError, ValueError):
         )
 
 
-class CircuitOpenError(ResilientError):
-    """The circuit ``name`` is open (or half-open with no trial permit left).
+class CircuitOpenError(ResilientError, pybreaker.CircuitBreakerError):
+    """The circuit ``name`` is open (or half-open with no trial permit left). Also a
+    ``pybreaker.CircuitBreakerError``, so code written for pybreaker catches it.
 
     Attributes:
         name: the breaker's name.

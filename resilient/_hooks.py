@@ -29,9 +29,12 @@ __all__ = [
     "count_retry",
     "emit",
     "event",
+    "guard_spec",
+    "guarded",
     "hooks",
     "log_hook",
     "remove_hook",
+    "report_callback_failure",
     "retry_counts",
     "suspended",
 ]
@@ -255,6 +258,59 @@ def _run(table: tuple[PolicyHook, ...], event: PolicyEvent) -> None:
                 )
 
 
+# --- user callbacks ----------------------------------------------------------------------------
+
+
+def _callback_name(callback: object) -> str:
+    return str(getattr(callback, "__qualname__", None) or type(callback).__qualname__)
+
+
+def report_callback_failure(what: str, callback: object, exc: BaseException) -> None:
+    """Log, once per callback, that a user callback (a predicate, a listener, a strategy)
+    raised and was ignored; the message is the exception's class and sanitized text."""
+    key = id(callback)
+    if key in _failed_once:
+        return
+    _failed_once.add(key)
+    logger.error(
+        "{} {} raised and is treated as no match: {}",
+        what,
+        _callback_name(callback),
+        _describe(exc),
+    )
+
+
+def guarded(
+    predicate: Callable[[BaseException], object], what: str
+) -> Callable[[BaseException], bool]:
+    """``predicate`` made safe for failure paths: an exception it raises is logged once
+    (:func:`report_callback_failure`) and answers ``False`` ("no match"), so the caller's own
+    error propagates and no permit or counter is left behind."""
+
+    def safe(exc: BaseException) -> bool:
+        try:
+            return bool(predicate(exc))
+        except Exception as err:
+            report_callback_failure(what, predicate, err)
+            return False
+
+    return safe
+
+
+def guard_spec(spec: object, what: str) -> object:
+    """An ``exclude=``/``retry_on=``/``on=`` spec with each predicate in it :func:`guarded`
+    (exception types and anything invalid are left for the matcher to check)."""
+
+    def one(item: object) -> object:
+        if callable(item) and not isinstance(item, type):
+            return guarded(item, what)
+        return item
+
+    if isinstance(spec, tuple | list | set | frozenset):
+        return [one(item) for item in spec]
+    return one(spec)
+
+
 # --- retry counts ------------------------------------------------------------------------------
 # Retries are the most frequent event, and metrics need only their number: each retry appends
 # one tuple to a deque (lock-free), folded into the counter whenever counts are read or once
@@ -310,7 +366,10 @@ def category_of(exc: BaseException) -> str:
     plain = plain_category(exc)
     if plain is not None:  # decided by type: nothing worth remembering
         return plain
-    category: str = classify(exc)  # an ErrorCategory is a str
+    try:
+        category: str = classify(exc)  # an ErrorCategory is a str
+    except Exception:  # a hostile exception (a property that raises): still classified
+        category = "internal"
     _memo = (exc, category)
     return category
 

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, ParamSpec, TypeVar, cast, overload
 
 import tenacity
 
@@ -275,6 +275,7 @@ class _RetryPolicy:
         "jitter",
         "layer",
         "max_attempts",
+        "max_retry_after",
         "name",
         "no_backoff",
         "retry_on",
@@ -305,6 +306,7 @@ class _RetryPolicy:
         self.layer = Layer("retry", name)
         self._generation = -1
         self.max_attempts = 1
+        self.max_retry_after = 60.0
         self.no_backoff = False
         self.custom = wait is not None or stop is not None
         self.wait: WaitStrategy = wait or tenacity.wait_none()
@@ -317,6 +319,7 @@ class _RetryPolicy:
         opts = self.explicit
         self._generation = switches.generation
         self.max_attempts = opts.get("max_attempts") or res.retry_max_attempts
+        self.max_retry_after = res.retry_max_retry_after
         initial = opts.get("initial_delay", res.retry_initial_delay)
         maximum = opts.get("max_delay", res.retry_max_delay)
         if opts.get("wait") is None:
@@ -338,7 +341,24 @@ class _RetryPolicy:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> float | None:
-        """The wait before the next attempt, or ``None`` to give up."""
+        """The wait before the next attempt, or ``None`` to give up. Whatever goes wrong
+        while deciding (a user strategy or predicate that raises, an exception whose
+        attributes raise) gives up: the attempt's own error is then raised as it is."""
+        try:
+            return self._decide(exc, state, args, kwargs)
+        except _GiveUp:
+            return None
+        except Exception as err:
+            _hooks.report_callback_failure(f"retry {self.name!r}: deciding on", type(exc), err)
+            return None
+
+    def _decide(
+        self,
+        exc: BaseException,
+        state: _State,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> float | None:
         if not switches.retry_enabled:
             return None
         # A plain built-in error is decided by its type alone and carries no Retry-After:
@@ -351,7 +371,12 @@ class _RetryPolicy:
             return None
         idem = self.idempotent
         if idem is not True:
-            allowed = idem(args, kwargs) if callable(idem) else False
+            allowed = False
+            if callable(idem):
+                try:
+                    allowed = bool(idem(args, kwargs))
+                except Exception as err:  # no match: only a "never sent" proof retries
+                    _hooks.report_callback_failure(f"retry {self.name!r}: idempotent=", idem, err)
             if not allowed and not proves_not_sent(exc):
                 return None
         if self._generation != switches.generation:
@@ -364,14 +389,17 @@ class _RetryPolicy:
             full.outcome_timestamp = _clock._current.monotonic()
         elif attempt >= self.max_attempts:  # what stop_after_attempt decides, inline
             return None
+        # A server asking for a wait longer than the configured cap is not waited for.
+        server_wait = None if plain is not None else retry_after(exc)
+        if server_wait is not None and server_wait > self.max_retry_after:
+            return None
         if _zero_wait:
             cap = _zero_wait[-1]
             if cap is not None and attempt >= cap:
                 return None
             wait = 0.0
         else:
-            wait = 0.0 if self.no_backoff else max(0.0, float(self.wait(state)))
-            server_wait = None if plain is not None else retry_after(exc)
+            wait = 0.0 if self.no_backoff else max(0.0, float(self._wait(state)))
             if server_wait is not None and server_wait > wait:
                 wait = server_wait
             limit = _deadline._deadline.get()
@@ -383,7 +411,7 @@ class _RetryPolicy:
         if custom:
             # As tenacity: the stop strategy sees the wait it would start (stop_before_delay).
             full.upcoming_sleep = wait
-            if self.stop(state):
+            if self._stop(state):
                 return None
         if self.budget is not None and not self.budget.try_spend():
             if _hooks.hooks:
@@ -411,6 +439,20 @@ class _RetryPolicy:
             )
         return wait
 
+    def _wait(self, state: _State) -> float:
+        try:
+            return self.wait(state)
+        except Exception as err:
+            _hooks.report_callback_failure(f"retry {self.name!r}: wait=", self.wait, err)
+            raise _GiveUp from None
+
+    def _stop(self, state: _State) -> bool:
+        try:
+            return bool(self.stop(state))
+        except Exception as err:
+            _hooks.report_callback_failure(f"retry {self.name!r}: stop=", self.stop, err)
+            return True
+
     def failed(self, exc: BaseException, state: _State | None) -> None:
         if self.layer.outermost and _hooks.hooks and not isinstance(exc, CircuitOpenError):
             _hooks.event(
@@ -422,10 +464,15 @@ class _RetryPolicy:
             )
 
 
+class _GiveUp(Exception):
+    """A user wait strategy failed: no retry (already reported)."""
+
+
 _NEVER_RETRIED = (CircuitOpenError, RiskLimitError)
 """Never retried, whatever ``retry_on`` says: an open circuit and a refused order."""
 
 
+@overload
 def retry(
     *,
     max_attempts: int | None = None,
@@ -439,8 +486,32 @@ def retry(
     name: str | None = None,
     wait: WaitStrategy | None = None,
     stop: StopStrategy | None = None,
-) -> Callable[[Callable[P, R]], Callable[P, R]]:
+) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+
+
+@overload
+def retry(fn: Callable[P, R], /) -> Callable[P, R]: ...
+
+
+def retry(
+    fn: Callable[P, R] | None = None,
+    /,
+    *,
+    max_attempts: int | None = None,
+    initial_delay: float | timedelta | None = None,
+    max_delay: float | timedelta | None = None,
+    jitter: bool = True,
+    retry_on: RetryOn | None = None,
+    idempotent: Idempotent = True,
+    deadline: float | timedelta | None = None,
+    budget: bool = True,
+    name: str | None = None,
+    wait: WaitStrategy | None = None,
+    stop: StopStrategy | None = None,
+) -> Callable[[Callable[P, R]], Callable[P, R]] | Callable[P, R]:
     """Retry a function's transient failures with exponential backoff and jitter.
+
+    Bare ``@retry`` (no parentheses) takes every setting from configuration.
 
     Args:
         max_attempts: attempts including the first (``resilience.retry_max_attempts``).
@@ -458,7 +529,14 @@ def retry(
         budget: draw retries from the per-name retry budget
             (``retry_budget_ratio`` of calls + ``retry_budget_min_per_second``).
         name: the budget's and the events' name (default: the function's qualified name).
-        wait / stop: tenacity wait/stop strategies replacing the backoff/attempt settings.
+        wait / stop: tenacity wait/stop strategies replacing the backoff/attempt settings;
+            with either, the call's start time is taken before the first attempt (as
+            tenacity's ``stop_after_delay`` expects).
+
+    A server-requested wait (Retry-After) longer than ``resilience.retry_max_retry_after``
+    or than the deadline is not waited: the error is raised at once. A ``retry_on``,
+    ``idempotent``, ``wait`` or ``stop`` callback that raises is logged once and counts as
+    "do not retry".
 
     Raises:
         The last attempt's own exception when retries end.
@@ -490,7 +568,7 @@ def retry(
     if retry_on is None:
         matcher: Callable[[BaseException], bool] = is_transient
     else:
-        built = exception_matcher(retry_on, "retry_on")
+        built = exception_matcher(_hooks.guard_spec(retry_on, "retry_on="), "retry_on")
         if built is None:
             raise ValueError("retry_on is empty: give exception types or a predicate")
         matcher = built
@@ -498,6 +576,8 @@ def retry(
         raise TypeError("idempotent must be a bool or a predicate (args, kwargs) -> bool")
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        if not callable(fn):
+            raise TypeError(f"@retry decorates a callable, got {fn!r}")
         policy = _RetryPolicy(
             name or policy_name(fn),
             explicit,
@@ -511,7 +591,9 @@ def retry(
         )
         policy.refresh()
         bud = policy.budget
-        timed = own_deadline is not None
+        # User strategies may read the time since the call started: start the clock before
+        # the first attempt (as tenacity). The default success path stays untimed.
+        timed = own_deadline is not None or policy.custom
         new_state = _FullState if policy.custom else _State
         decide = policy.decide
         failed = policy.failed
@@ -569,4 +651,6 @@ def retry(
 
         return cast("Callable[P, R]", wrap(call, fn, policy.layer))
 
+    if fn is not None:  # bare @retry
+        return decorate(fn)
     return decorate

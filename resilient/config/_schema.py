@@ -68,6 +68,9 @@ class ResilienceSettings:
     retry_max_attempts: int = _rule(ge=1, le=100, doc="Maximum attempts, the first included")
     retry_initial_delay: float = _rule(ge=0, doc="Initial retry delay (seconds)")
     retry_max_delay: float = _rule(ge=0, doc="Longest wait between attempts (seconds)")
+    retry_max_retry_after: float = _rule(
+        gt=0, le=86400, doc="Longest server-requested wait (Retry-After) honoured (seconds)"
+    )
     retry_budget_ratio: float = _rule(ge=0, le=1, doc="Share of calls that may be retries")
     retry_budget_min_per_second: float = _rule(ge=0, doc="Retries always allowed per second")
     fallback_cache_ttl: float = _rule(gt=0, doc="Seconds a cached fallback stays servable")

@@ -310,7 +310,7 @@ class ResilientService:
             return fn  # canary switch off: the plain client
         import resilient
 
-        name = self._name
+        name: str = self._name
         seconds = policy.order_timeout if kind in ("order", "cancel") else policy.timeout
         call: Callable[..., Any] = resilient.timeout(seconds, name=f"{name}.{method}")(fn)
         # One breaker per service: only service-level overrides apply to it. With the process
