@@ -130,6 +130,8 @@ def fallback_status() -> dict[str, FallbackStatus]:
 
 
 def fallback(
+    fn: Any = UNSET,
+    /,
     *,
     value: Any = UNSET,
     func: Callable[..., Any] | None = None,
@@ -151,16 +153,28 @@ def fallback(
             ``Exception``). An open circuit always may; a risk-limit error never is.
         name: the health/metrics name (default: the function's qualified name).
 
+    An ``on`` predicate that raises is logged once and counts as no match (the error is
+    raised as it is).
+
     Raises:
-        ValueError / TypeError: at decoration, for a missing or contradictory choice.
+        ValueError / TypeError: at decoration, for a missing or contradictory choice
+            (bare ``@fallback`` included: it cannot know what to serve).
     """
+    if fn is not UNSET:
+        raise TypeError(
+            "fallback takes keyword arguments only: write @fallback(value=...), "
+            "@fallback(func=handler) or @fallback(cache=True), not bare @fallback or "
+            f"fallback({fn!r})"
+        )
     if value is not UNSET and func is not None:
         raise ValueError("fallback takes value= or func=, not both")
     if value is UNSET and func is None and not cache:
         raise ValueError("fallback needs value=, func= or cache=True")
     if func is not None and not callable(func):
         raise TypeError(f"fallback func must be callable, got {func!r}")
-    matcher = exception_matcher(on, "fallback on") or (lambda exc: False)
+    matcher = exception_matcher(_hooks.guard_spec(on, "fallback on="), "fallback on") or (
+        lambda exc: False
+    )
     ttl_explicit = seconds_of(cache_ttl, "cache_ttl") if cache_ttl is not None else None
     if ttl_explicit == 0:
         raise ValueError("cache_ttl must be > 0 seconds")

@@ -283,8 +283,7 @@ def _replace(parent: ast.AST, field: str, old: ast.expr, new: ast.expr) -> None:
 
 def _is_string_format(node: ast.BinOp) -> bool:
     return any(
-        (isinstance(side, ast.Constant)
-        and isinstance(side.value, str | bytes))
+        (isinstance(side, ast.Constant) and isinstance(side.value, str | bytes))
         or isinstance(side, ast.JoinedStr)
         for side in (node.left, node.right)
     )
