@@ -604,7 +604,10 @@ class Breaker(pybreaker.CircuitBreaker):
             try:
                 if start and self.slow_call_duration is not None:
                     self._pending_slow = clock.monotonic() - start > self.slow_call_duration
-                stale = permit and permit != self._episode
+                # A trial from an earlier half-open episode, or a call admitted before the
+                # circuit opened, has no say in the state any more (pybreaker, which runs
+                # calls under its lock, never sees one).
+                stale = (permit and permit != self._episode) or self._hot == OPEN
                 if self.is_system_error(exc):
                     self._failures += 1
                     self._dirty = True
@@ -629,7 +632,7 @@ class Breaker(pybreaker.CircuitBreaker):
                 if start and self.slow_call_duration is not None:
                     elapsed = _clock._current.monotonic() - start
                     self._pending_slow = elapsed > self.slow_call_duration  # strictly slower
-                if not (permit and permit != self._episode):
+                if not (permit and permit != self._episode) and self._hot != OPEN:
                     self._state._handle_success()
                 self._dirty = False
             finally:
@@ -854,6 +857,9 @@ class Breaker(pybreaker.CircuitBreaker):
         if self._disabled or not switches.breaker_enabled:
             return await func(*args, **kwargs)
         return await self._guarded_async(func, args, kwargs, None, self._layer)
+
+    acall = call_async
+    """pybreaker's newer name for :meth:`call_async`."""
 
     @contextlib.contextmanager
     def calling(self) -> Iterator[None]:
