@@ -1,4 +1,4 @@
-"""Developer sessions: tests, lint, typecheck, bench, demo."""
+"""Developer sessions: tests, lint, typecheck, bench, demo, mutation."""
 
 from __future__ import annotations
 
@@ -50,3 +50,11 @@ def demo(session: nox.Session) -> None:
     """The demo on the embedded defaults."""
     session.install("-e", ".[dev]")
     session.run("resilient", "demo", *session.posargs)
+
+
+@nox.session(python=PY)
+def mutation(session: nox.Session) -> None:
+    """Mutation testing of the safety-critical modules, each against its own tests
+    (``tools/mutate.py``; equivalent mutants are listed in tools/mutation_equivalent.toml)."""
+    session.install("-e", ".[dev]")
+    session.run("python", "tools/mutate.py", "--fail-under", "0.9", *session.posargs)
