@@ -41,7 +41,10 @@ TARGETS: dict[str, list[str]] = {
         "tests/test_breaker_window.py",
     ],
     "resilient/_retry.py": ["tests/test_retry.py", "tests/test_retry_policies.py"],
-    "resilient/_classify.py": ["tests/test_errors_classify.py"],
+    "resilient/_classify.py": [
+        "tests/test_errors_classify.py",
+        "tests/test_errors_classify_edges.py",
+    ],
 }
 
 _COMPARE_SWAP: dict[type[ast.cmpop], type[ast.cmpop]] = {
