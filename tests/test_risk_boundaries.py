@@ -81,6 +81,12 @@ def test_zero_price_is_valued_at_the_market() -> None:
     assert decision.notional == 10_000.0
 
 
+def test_sub_unit_price_is_a_price() -> None:
+    """A limit price between 0 and 1 (a penny stock) values the order, not the market."""
+    decision = checker().check(intent(qty=10_000, price=0.5), market_price=300.0, position=0)
+    assert decision.notional == 5_000.0
+
+
 def test_zero_price_without_market_price_is_refused() -> None:
     """Price 0 and no market price: the order cannot be valued."""
     with pytest.raises(RiskLimitError, match="cannot value AAPL"):
@@ -209,6 +215,17 @@ class Side(Enum):
     SELL = "sell"
 
 
+class Direction(Enum):
+    """Member names that say nothing: only the values do."""
+
+    A = "buy"
+    B = "sell"
+
+
+class Lots(Enum):
+    FIVE = 5
+
+
 @pytest.mark.parametrize(
     ("side", "qty", "expected"),
     [
@@ -222,8 +239,12 @@ class Side(Enum):
         ("cover", 5, 1),
         ("hold", 5, 0),
         (Side.SELL, 5, -1),
+        (Direction.A, 5, 1),
+        (Direction.B, 5, -1),
         (None, 5, 1),
         (None, -5, -1),
+        (None, 0.5, 1),
+        (None, -0.5, -1),
         (True, 5, 0),
     ],
 )
@@ -300,3 +321,50 @@ def test_unreadable_quantity_is_none(value: Any) -> None:
     """NaN, missing, non-numeric and boolean quantities are not quantities."""
     call = prepare_order_call(None, (), {"symbol": "AAPL", "qty": value, "side": "buy"})
     assert call.intent.quantity is None
+
+
+def test_enum_quantity_is_read_by_value() -> None:
+    """A quantity given as an enum member is its value."""
+    call = prepare_order_call(inspect.signature(_place), ("AAPL", Lots.FIVE), {"side": "buy"})
+    assert call.intent.quantity == 5.0
+
+
+class ReadOnlyOrder:
+    """An order object whose client order id cannot be set."""
+
+    symbol = "AAPL"
+    qty = 1
+    side = "buy"
+
+    @property
+    def client_order_id(self) -> None:
+        return None
+
+
+def test_order_object_that_refuses_the_id_has_no_idempotency_key() -> None:
+    """When the id cannot be written onto the order object, the call is not treated as
+    carrying an idempotency key (so it is never retried on that basis)."""
+    order = ReadOnlyOrder()
+    call = prepare_order_call(inspect.signature(_submit_order), (order,), {})
+    assert not call.has_idempotency_key
+    assert call.intent.client_order_id is None
+    assert call.args[0] is order
+
+
+def test_frozen_pydantic_order_gets_its_id_through_model_copy() -> None:
+    """A frozen pydantic order (no attribute assignment) still gets the id on a copy."""
+    from pydantic import BaseModel, ConfigDict
+
+    class Frozen(BaseModel):
+        model_config = ConfigDict(frozen=True)
+        symbol: str
+        qty: float
+        side: str
+        client_order_id: str | None = None
+
+    order = Frozen(symbol="AAPL", qty=2, side="sell")
+    call = prepare_order_call(inspect.signature(_submit_order), (order,), {})
+    assert call.has_idempotency_key
+    assert call.args[0].client_order_id == call.intent.client_order_id
+    assert order.client_order_id is None
+    assert call.intent.side == -1
