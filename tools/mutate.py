@@ -402,7 +402,9 @@ def _forked_pytest(workdir: Path, tests: list[str], timeout: float) -> int | Non
             os.environ.pop("CI", None)
             import pytest
 
-            code = int(pytest.main(["-x", "-q", "-p", "no:cacheprovider", *tests]))
+            # Preloaded plugin modules cannot be assertion-rewritten: expected, not an error.
+            quiet = "ignore::pytest.PytestAssertRewriteWarning"
+            code = int(pytest.main(["-x", "-q", "-p", "no:cacheprovider", "-W", quiet, *tests]))
         finally:
             os._exit(code)
     deadline = time.monotonic() + timeout
@@ -450,6 +452,9 @@ def run_module(module: str, jobs: int, fork: bool = False) -> dict[str, object]:
 
     if fork:
         slot = slots[0]
+        if _forked_pytest(slot, tests, timeout) != 0:
+            shutil.rmtree(work, ignore_errors=True)
+            raise SystemExit(f"{module}: the unmutated tests fail in a forked run")
         for mutant in found:
             target = slot / module
             try:
