@@ -21,9 +21,8 @@ from hypothesis import strategies as st
 
 from resilient import ConfigError
 from resilient._cli import main as cli_main
-from resilient._sanitize import mask_url, sanitize, sanitize_obj, url_secret_parts
-from resilient.config import ConfigManager, configure, current_config, switches
-from resilient.config._bounds import check_arguments
+from resilient._sanitize import mask_url, sanitize, sanitize_obj
+from resilient.config import ConfigManager, current_config, switches
 from resilient.config._schema import SECTIONS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -297,6 +296,7 @@ def test_every_numeric_field_declares_an_upper_bound() -> None:
 def test_decorators_refuse_hostile_durations(value: float) -> None:
     """timeout(), breaker(...) and retry(...) refuse huge, infinite and NaN durations."""
     from resilient import timeout
+    from resilient.config._bounds import check_arguments
 
     with pytest.raises(ValueError):
         timeout(value)
@@ -309,6 +309,7 @@ def test_decorators_refuse_hostile_durations(value: float) -> None:
 def test_decorator_bounds_accept_ordinary_values() -> None:
     """Ordinary arguments pass the decoration-time bounds unchanged."""
     from resilient import timeout
+    from resilient.config._bounds import check_arguments
 
     timeout(30.0)
     check_arguments("breaker", {"reset_timeout": 60.0, "failure_threshold": 5}, "breaker 'x'")
@@ -363,7 +364,7 @@ def test_url_fragments_redis_and_asyncpg_derive_are_masked(password: str, user: 
 
     from redis.connection import parse_url
 
-    from resilient._sanitize import register_secrets
+    from resilient._sanitize import register_secrets, url_secret_parts
 
     url = f"redis://{user}:{password}@127.0.0.1:6390/0"
     register_secrets(url_secret_parts(url))
@@ -475,6 +476,8 @@ def test_settings_found_from_another_working_directory(tmp_path: Path) -> None:
 @pytest.fixture
 def restore_process_config() -> Iterator[None]:
     yield
+    from resilient.config import configure
+
     configure()
 
 
@@ -485,13 +488,13 @@ def test_configure_sets_process_configuration_decorators_follow(
     (tmp_path / "settings.toml").write_text(
         "[default.resilience]\ncircuit_breaker_enabled = false\nretry_max_attempts = 7\n"
     )
+    from resilient.config import configure, reload_config
+
     before = switches.generation
     cfg = configure(config_dir=tmp_path)
     assert cfg is current_config()
     assert current_config().resilience.retry_max_attempts == 7
     assert switches.breaker_enabled is False and switches.generation > before
-    from resilient.config import reload_config
-
     assert reload_config().resilience.retry_max_attempts == 7  # reload keeps the choice
     configure()
     assert switches.breaker_enabled is True
@@ -501,6 +504,8 @@ def test_configure_refuses_invalid_and_keeps_running_config(
     tmp_path: Path, restore_process_config: None
 ) -> None:
     """An invalid configure() raises and leaves the running configuration in place."""
+    from resilient.config import configure
+
     running = current_config()
     (tmp_path / "settings.toml").write_text("[default.resilience]\nretry_max_attempts = 0\n")
     with pytest.raises(ConfigError):
@@ -656,3 +661,53 @@ def test_other_boolean_words_name_the_key(key: tuple[str, str], word: str) -> No
     with pytest.raises(ConfigError) as info:
         load("staging", **{var: word}).load_config()
     assert var in str(info.value) and f"{section}.{name}" in str(info.value)
+
+
+SERVICE_NUMBERS = [
+    "timeout",
+    "order_timeout",
+    "reset_timeout",
+    "rate_limit_max_wait",
+    "initial_delay",
+    "max_delay",
+    "cache_ttl",
+    "failure_threshold",
+    "max_attempts",
+]
+
+
+@hsettings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    name=st.sampled_from(SERVICE_NUMBERS),
+    where=st.sampled_from(["DEFAULTS", "MAIN", "MAIN__METHODS__GET_BARS"]),
+    value=st.one_of(
+        st.sampled_from(["inf", "1e308", "1e10", "nan"]),
+        st.floats(min_value=3e6, max_value=1e300).map(repr),
+    ),
+)
+def test_service_durations_and_sizes_are_bounded(name: str, where: str, value: str) -> None:
+    """A huge value of any numeric services key is refused by the factory and --validate."""
+    from resilient.integration import ResilienceFactory
+
+    if where.endswith("GET_BARS") and name == "rate_limit_max_wait":
+        return  # a service key, not a method one
+    var = f"AI_TRADER_SERVICES__{where}__{name.upper()}"
+    cfg = load("staging", **{var: value}).load_config()
+    with pytest.raises(ConfigError) as info:
+        ResilienceFactory(cfg, logging=False, database=False)
+    assert name in str(info.value)
+
+
+@pytest.mark.parametrize("fmt", ["yaml", "toml"])
+def test_huge_number_in_a_file_names_the_file(tmp_path: Path, fmt: str) -> None:
+    """A 5,000-digit number in a YAML or TOML file is a ConfigError naming the file."""
+    if fmt == "yaml":
+        (tmp_path / "config").mkdir()
+        path = tmp_path / "config" / "config.staging.yaml"
+        path.write_text("trading:\n  max_order_size: " + "9" * 5000 + "\n")
+    else:
+        path = tmp_path / "settings.toml"
+        path.write_text("[staging.trading]\nmax_order_size = " + "9" * 5000 + "\n")
+    with pytest.raises(ConfigError) as info:
+        load("staging", cwd=tmp_path).load_config()
+    assert path.name in str(info.value)

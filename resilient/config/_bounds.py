@@ -22,10 +22,12 @@ __all__ = [
     "POLICY_ARGUMENTS",
     "POOL",
     "RATE",
+    "SERVICE_SETTINGS",
     "TTL",
     "Bound",
     "check_arguments",
     "check_bound",
+    "service_bound",
 ]
 
 DAY = 86_400.0
@@ -83,6 +85,26 @@ POLICY_ARGUMENTS: Mapping[str, Mapping[str, Bound]] = {
         "deadline": DURATION,
     },
 }
+
+
+# Numeric keys of the ``services`` section (per service and per method), by key name.
+SERVICE_SETTINGS: Mapping[str, Bound] = {
+    "timeout": DURATION,
+    "order_timeout": DURATION,
+    "reset_timeout": DURATION,
+    "rate_limit_max_wait": DURATION,
+    "initial_delay": DELAY,
+    "max_delay": DELAY,
+    "cache_ttl": TTL,
+    "failure_threshold": COUNT,
+    "max_attempts": ATTEMPTS,
+}
+
+
+def service_bound(name: str, value: float) -> str | None:
+    """The rule a ``services`` value called ``name`` breaks (``None``: in range or unbounded)."""
+    bound = SERVICE_SETTINGS.get(name)
+    return bound.broken(float(value)) if bound is not None else None
 
 
 def check_bound(what: str, value: float, bound: Bound) -> float:

@@ -20,6 +20,7 @@ import os
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
+from functools import partial
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -160,7 +161,7 @@ class Layers:
                 return name
         for where, table in reversed(list(self.env_tables())):
             if _lookup(table, parts) is not _MISSING:
-                return where
+                return str(where)
         return "settings"
 
 
@@ -495,9 +496,9 @@ def build_from(layers: Layers) -> Dynaconf:
     for key, value in list(_walk(settings_dict(dyn))):
         if _directive_of(value) is not None and not _is_secret(key, value):
             where = layers.origin(key)
-            apply(key, lambda k=key, v=value, w=where: _apply_directive(k, v, w, layers.env), where)
+            apply(key, partial(_apply_directive, key, value, where, layers.env), where)
     for key, raw, name in layers.variables:
-        apply(key, lambda k=key, r=raw, n=name: _parse_variable(k, r, n, layers.env), name)
+        apply(key, partial(_parse_variable, key, raw, name, layers.env), name)
     # Lazy directives (@format, @jinja, @get, @read_file) are evaluated now, not at first use.
     for key, where in lazy:
         try:
