@@ -29,7 +29,7 @@ from dynaconf import Dynaconf
 from dynaconf.utils.parse_conf import Lazy, converters, parse_conf_data, parse_with_toml
 
 from .._exceptions import ConfigError, ConfigProblem
-from .._sanitize import MASK, is_secret_key, url_password
+from .._sanitize import MASK, is_secret_key, register_secrets, url_password, url_secret_parts
 from ._schema import ENV_PREFIX, ENVIRONMENTS, SECTIONS
 
 __all__ = [
@@ -106,8 +106,9 @@ def current_env(environ: Mapping[str, str] | None = None) -> str:
 class Source:
     """One layer of the configuration, as ``resilient config --sources`` lists it.
 
-    ``kind`` is ``defaults``, ``file``, ``yaml`` or ``variable``; ``where`` the file path or
-    the variable name; ``detail`` what a variable sets (secret values masked).
+    ``kind`` is ``defaults``, ``file``, ``yaml``, ``variable`` or ``absent`` (an optional file
+    looked for and not found, listed last); ``where`` the file path or the variable name;
+    ``detail`` what a variable sets (secret values masked).
     """
 
     kind: str
@@ -128,6 +129,7 @@ class Layers:
     variables: list[tuple[str, str, str]] = field(default_factory=list)
     problems: list[ConfigProblem] = field(default_factory=list)  # reported at validation
     switches: list[str] = field(default_factory=list)  # control variables that were set
+    absent: list[Path] = field(default_factory=list)  # optional files looked for, not found
 
     def sources(self) -> list[Source]:
         """The layers in the order they were applied (secret values masked)."""
@@ -139,7 +141,19 @@ class Layers:
         for key, raw, name in self.variables:
             shown = MASK if _is_secret(key, raw) else raw
             out.append(Source("variable", name, f"{key} = {shown}"))
+        out.extend(Source("absent", str(path), "looked for, not found") for path in self.absent)
         return out
+
+    def secret_values(self) -> list[str]:
+        """Every secret written in a file or variable, with its URL fragments (unvalidated)."""
+        found = [raw for key, raw, _ in self.variables if _is_secret(key, raw)]
+        for _, table in self.env_tables():
+            found += [
+                str(v)
+                for k, v in _walk(table)
+                if v is not None and v != "" and not isinstance(v, bool) and _is_secret(k, v)
+            ]
+        return [part for value in found for part in (value, *url_secret_parts(value))]
 
     def env_tables(self) -> Iterator[tuple[str, Mapping[str, Any]]]:
         """(where, merged table of this environment) per file, then the YAML file."""
@@ -437,7 +451,12 @@ def load_layers(
     if yaml_file.is_file():
         layers.yaml_file = yaml_file
         layers.yaml_data = _load_yaml(yaml_file, env)
+    optional = [yaml_file]
+    if settings_files is None and not environ.get(FILES_VAR, "").strip():
+        optional += [base / "settings.toml", base / ".secrets.toml"]
+    layers.absent = [p for p in optional if not p.is_file()]
     layers.variables, layers.problems = _env_assignments(environ, env)
+    register_secrets(layers.secret_values())  # masked even if loading fails further on
     return layers
 
 
