@@ -711,3 +711,16 @@ def test_huge_number_in_a_file_names_the_file(tmp_path: Path, fmt: str) -> None:
     with pytest.raises(ConfigError) as info:
         load("staging", cwd=tmp_path).load_config()
     assert path.name in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("word", "expected"), [("Yes", True), ("OFF", False), ("1", True), ("no", False)]
+)
+def test_service_booleans_from_variables(word: str, expected: bool) -> None:
+    """services.<name>.resilience_enabled from a variable takes the same spellings."""
+    from resilient.trading._settings import service_settings
+
+    cfg = load("staging", AI_TRADER_SERVICES__MAIN__RESILIENCE_ENABLED=word).load_config()
+    assert service_settings(cfg, "main").resilience_enabled is expected
+    with pytest.raises(ConfigError, match=r"services\.main\.resilience_enabled"):
+        load("staging", AI_TRADER_SERVICES__MAIN__RESILIENCE_ENABLED="maybe").load_config()

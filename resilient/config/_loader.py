@@ -30,7 +30,7 @@ from dynaconf.utils.parse_conf import Lazy, converters, parse_conf_data, parse_w
 
 from .._exceptions import ConfigError, ConfigProblem
 from .._sanitize import MASK, is_secret_key, register_secrets, url_password, url_secret_parts
-from ._schema import ENV_PREFIX, ENVIRONMENTS, SECTIONS
+from ._schema import ENV_PREFIX, ENVIRONMENTS, OPEN_BOOLEANS, SECTIONS
 
 __all__ = [
     "DEFAULTS_FILE",
@@ -213,6 +213,8 @@ def _is_secret(key: str, value: object) -> bool:
 
 def _schema_type(key: str) -> Any:
     section, _, leaf = key.partition(".")
+    if leaf.rsplit(".", 1)[-1] in OPEN_BOOLEANS.get(section, ()):
+        return bool
     cls = SECTIONS.get(section)
     if cls is None or "." in leaf:
         return None

@@ -14,6 +14,7 @@ from ._bounds import ATTEMPTS, COUNT, DELAY, DURATION, NOTIONAL, POOL, RATE, TTL
 
 __all__ = [
     "ENVIRONMENTS",
+    "OPEN_BOOLEANS",
     "OPEN_SECTIONS",
     "SECTIONS",
     "TOP_LEVEL_KEYS",
@@ -171,6 +172,11 @@ SECTIONS: dict[str, type[Any]] = {
 }
 # Sections read (and checked) by the features that use them; kept as plain data in Config.extra.
 OPEN_SECTIONS = ("services", "alerts")
+# Boolean keys of the open sections, by section and key name (at any depth below the section),
+# so that variables spell them as the schema's booleans (yes/no, on/off …).
+OPEN_BOOLEANS: dict[str, frozenset[str]] = {
+    "services": frozenset({"resilience_enabled", "paper"}),
+}
 # Top-level keys that are not sections.
 TOP_LEVEL_KEYS = ("log_level", "extra_sections")
 # Largest number any setting without its own upper bound accepts (a finite, sane ceiling).
