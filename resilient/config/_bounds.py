@@ -92,7 +92,7 @@ SERVICE_SETTINGS: Mapping[str, Bound] = {
     "timeout": DURATION,
     "order_timeout": DURATION,
     "reset_timeout": DURATION,
-    "rate_limit_max_wait": DURATION,
+    "rate_limit_max_wait": DELAY,
     "initial_delay": DELAY,
     "max_delay": DELAY,
     "cache_ttl": TTL,
