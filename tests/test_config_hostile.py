@@ -591,10 +591,14 @@ def test_misspelled_section_variable_is_config_error(data: st.DataObject, sectio
     assert var in msg and f"did you mean {section}" in msg
 
 
-def test_issue_example_resilence_typo() -> None:
-    """The issue's AI_TRADER_RESILENCE__... is named with its fix."""
-    with pytest.raises(ConfigError, match="did you mean resilience"):
-        load("staging", AI_TRADER_RESILENCE__RETRY_MAX_ATTEMPTS="5").load_config()
+@pytest.mark.parametrize(
+    "var", ["AI_TRADER_RESILENCE__RETRY_MAX_ATTEMPTS", "AI_TRADER_RESILENCE_RETRY_MAX_ATTEMPTS"]
+)
+def test_issue_example_resilence_typo(var: str) -> None:
+    """The issue's AI_TRADER_RESILENCE__... (nested or flat form) is named with its fix."""
+    with pytest.raises(ConfigError, match="did you mean resilience") as info:
+        load("staging", **{var: "5"}).load_config()
+    assert var in str(info.value)
 
 
 def test_unknown_section_in_file_names_file(tmp_path: Path) -> None:

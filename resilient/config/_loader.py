@@ -72,25 +72,24 @@ def set_process_options(
     env: str | None = None,
     config_dir: str | os.PathLike[str] | None = None,
     settings_files: list[str | os.PathLike[str]] | tuple[str | os.PathLike[str], ...] | None = None,
-) -> tuple[Any, ...]:
-    """Set where the process configuration is read from; returns the previous choice (a token
-    for :func:`restore_process_options`)."""
+) -> _Options:
+    """Set where the process configuration is read from; returns the previous choice (for
+    :func:`restore_process_options`)."""
     global _options
-    previous = (_options,)
+    previous = _options
+    files = tuple(Path(p) for p in settings_files) if settings_files is not None else None
     _options = _Options(
         env=env.lower() if env else None,
         config_dir=Path(config_dir) if config_dir is not None else None,
-        settings_files=tuple(Path(p) for p in settings_files)
-        if settings_files is not None
-        else None,
+        settings_files=files,
     )
     return previous
 
 
-def restore_process_options(token: tuple[Any, ...]) -> None:
+def restore_process_options(previous: _Options) -> None:
     """Undo :func:`set_process_options`."""
     global _options
-    _options = token[0]
+    _options = previous
 
 
 def current_env(environ: Mapping[str, str] | None = None) -> str:
@@ -128,12 +127,13 @@ class Layers:
     # (dotted key, raw value, variable name), in precedence order
     variables: list[tuple[str, str, str]] = field(default_factory=list)
     problems: list[ConfigProblem] = field(default_factory=list)  # reported at validation
-    switches: list[str] = field(default_factory=list)  # control variables that were set
+    # control variables that were set (they choose files and set no key): (name, value)
+    switches: list[tuple[str, str]] = field(default_factory=list)
     absent: list[Path] = field(default_factory=list)  # optional files looked for, not found
 
     def sources(self) -> list[Source]:
         """The layers in the order they were applied (secret values masked)."""
-        out = [Source("variable", name, "") for name in self.switches]
+        out = [Source("variable", name, value) for name, value in self.switches]
         for path, _ in self.files:
             out.append(Source("defaults" if path == DEFAULTS_FILE else "file", str(path)))
         if self.yaml_file is not None:
@@ -444,7 +444,7 @@ def load_layers(
     else:
         base = Path.cwd()
     layers = Layers(env=env, base=base)
-    layers.switches = [n for n in sorted(CONTROL_VARS) if environ.get(n)]
+    layers.switches = [(n, environ[n]) for n in sorted(CONTROL_VARS) if environ.get(n)]
     layers.files.append((DEFAULTS_FILE, _read_toml(DEFAULTS_FILE, env, "the installation")))
     for path in _settings_paths(base, environ, settings_files, env):
         if path.resolve() != DEFAULTS_FILE.resolve():

@@ -350,6 +350,11 @@ def validate(
         for name in sorted({str(k).lower() for k in data} - known):
             where = origin(name) if origin is not None else name
             close = difflib.get_close_matches(name, sorted(known), n=1)
+            parts = name.split("_")
+            for i in range(len(parts) - 1, 0, -1):  # AI_TRADER_RESILENCE_RETRY_…: a prefix
+                if close:
+                    break
+                close = difflib.get_close_matches("_".join(parts[:i]), sorted(SECTIONS), n=1)
             fix = (
                 f"did you mean {close[0]}?"
                 if close
