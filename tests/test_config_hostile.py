@@ -116,8 +116,16 @@ def test_secret_with_directive_taken_verbatim(
     assert got == raw
 
 
+# no URL delimiters: their fragments would be registered as secrets for the whole session
+url_secret_text = st.text(
+    alphabet=st.characters(min_codepoint=33, max_codepoint=126, exclude_characters="\\@/?#:[]"),
+    min_size=6,
+    max_size=30,
+).map(lambda s: f"Zq{s}9")
+
+
 @hsettings(max_examples=60)
-@given(directive=st.sampled_from(DIRECTIVES), password=secret_text)
+@given(directive=st.sampled_from(DIRECTIVES), password=url_secret_text)
 def test_redis_url_and_dsn_with_directive_verbatim(directive: str, password: str) -> None:
     """A URL with a password (redis.url, a service DSN/url) is never reinterpreted."""
     url = f"{directive} redis://:{password}@cache.internal:6379/0"
@@ -352,7 +360,9 @@ def test_cli_config_json_masks_numeric_api_key(
 
 def _delimited_password() -> st.SearchStrategy[str]:
     piece = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=5, max_size=10)
-    return st.tuples(piece, st.sampled_from("@/?#:"), piece).map(lambda t: f"Zq{t[0]}{t[1]}{t[2]}")
+    return st.tuples(piece, st.sampled_from("@/?#:"), piece).map(
+        lambda t: f"Zq{t[0]}{t[1]}Zr{t[2]}"  # each fragment distinctive: registered for good
+    )
 
 
 @hsettings(max_examples=150)
@@ -728,3 +738,32 @@ def test_service_booleans_from_variables(word: str, expected: bool) -> None:
     assert service_settings(cfg, "main").resilience_enabled is expected
     with pytest.raises(ConfigError, match=r"services\.main\.resilience_enabled"):
         load("staging", AI_TRADER_SERVICES__MAIN__RESILIENCE_ENABLED="maybe").load_config()
+
+
+@hsettings(max_examples=80, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    directive=st.sampled_from(DIRECTIVES),
+    value=secret_text.filter(lambda v: "'" not in v),
+    fmt=st.sampled_from(["toml", "secrets", "yaml"]),
+    key=st.sampled_from([("database", "password"), ("bot", "api_key"), ("bot", "token")]),
+)
+def test_secret_with_directive_in_files_verbatim(
+    tmp_path_factory: pytest.TempPathFactory,
+    directive: str,
+    value: str,
+    fmt: str,
+    key: tuple[str, str],
+) -> None:
+    """In TOML and YAML files too, a secret starting with any directive stays as written."""
+    base = tmp_path_factory.mktemp("cfg")
+    raw = f"{directive} {value}"
+    section, name = key
+    if fmt == "yaml":
+        (base / "config").mkdir()
+        (base / "config" / "config.staging.yaml").write_text(f"{section}:\n  {name}: '{raw}'\n")
+    else:
+        path = base / ("settings.toml" if fmt == "toml" else ".secrets.toml")
+        path.write_text(f"[staging.{section}]\n{name} = '{raw}'\n")
+    cfg = load("staging", base, AI_TRADER_EXTRA_SECTIONS="bot").load_config()
+    got = cfg.database.password if section == "database" else cfg.section(section)[name]
+    assert got == raw
