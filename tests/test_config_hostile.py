@@ -559,6 +559,8 @@ def test_cli_config_sources_lists_files_and_variables(tmp_path: Path) -> None:
         ("AI_TRADER_SERVICES__DEFAULTS__FAILURE_TRESHOLD", "3", "failure_threshold"),
         ("AI_TRADER_SERVICES__MAIN__RATE_LIMIT", "200 per minit", "rate_limit"),
         ("AI_TRADER_SERVICES__MAIN__METHODS__GET_BARS__TIMEOUT", "-1", "timeout"),
+        ("AI_TRADER_SERVICES__MAIN__TIMEOUT", "1e308", "services.main.timeout"),
+        ("AI_TRADER_ALERTS__HIGH_ERROR_RATE__SEVERITY", "bogus", "severity"),
     ],
 )
 def test_cli_validate_checks_services(
