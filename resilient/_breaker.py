@@ -43,6 +43,7 @@ from ._compose import Layer, exception_matcher, is_async_callable, policy_name, 
 from ._deadline import seconds_of
 from ._exceptions import CircuitOpenError, ConfigError, ConfigProblem
 from .config import current_config, switches
+from .config._bounds import check_arguments
 
 __all__ = [
     "Breaker",
@@ -230,6 +231,7 @@ def _check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     size = out.get("window_size")
     if size is not None and not (isinstance(size, int | float) and size >= 1):
         raise ValueError(f"breaker {name!r}: window_size must be ≥ 1, got {size!r}")
+    check_arguments("breaker", out, f"breaker {name!r}")  # upper bounds (config._bounds)
     if "slow_call_rate_threshold" in out and "slow_call_duration" not in out:
         raise ValueError(
             f"breaker {name!r}: slow_call_rate_threshold needs slow_call_duration (seconds)"

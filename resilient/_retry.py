@@ -36,6 +36,7 @@ from ._compose import Layer, exception_matcher, is_async_callable, policy_name, 
 from ._deadline import seconds_of
 from ._exceptions import CircuitOpenError, RiskLimitError
 from .config import current_config, switches
+from .config._bounds import check_arguments
 
 __all__ = [
     "BudgetSnapshot",
@@ -565,6 +566,7 @@ def retry(
     if stop is not None:
         explicit["stop"] = stop
     own_deadline = seconds_of(deadline, "deadline") if deadline is not None else None
+    check_arguments("retry", {**explicit, "deadline": own_deadline}, "retry")  # upper bounds
     if retry_on is None:
         matcher: Callable[[BaseException], bool] = is_transient
     else:

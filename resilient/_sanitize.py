@@ -11,6 +11,7 @@ import re
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 __all__ = [
     "MASK",
@@ -22,13 +23,14 @@ __all__ = [
     "sanitize_obj",
     "secret_values",
     "url_password",
+    "url_secret_parts",
 ]
 
 MASK = "***"
 MIN_SECRET_LENGTH = 4  # shorter values cannot be told apart from ordinary text
 
 _SECRET_KEY = re.compile(
-    r"(pass(word|wd)?|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|private[_-]?key|"
+    r"(pass(word|wd|phrase)|(?<![a-z])pass(?![a-z])|pwd|secret|token|api[_-]?key|apikey|access[_-]?key|private[_-]?key|"
     r"credential|dsn|signature|session[_-]?id|cookie)",
     re.IGNORECASE,
 )
@@ -78,9 +80,16 @@ def secret_values() -> frozenset[str]:
     return frozenset(_secrets)
 
 
+# A name that counts or measures something (token_count, password_required) holds no secret.
+_NOT_SECRET = re.compile(
+    r"(_count|_counts|_total|_rate|_ratio|_seconds|_ttl|_size|_limit|_enabled|_required)$",
+    re.IGNORECASE,
+)
+
+
 def is_secret_key(name: str) -> bool:
     """Whether a setting or field called ``name`` holds a secret."""
-    return bool(_SECRET_KEY.search(name))
+    return bool(_SECRET_KEY.search(name)) and not _NOT_SECRET.search(name)
 
 
 def mask_url(url: str) -> str:
@@ -93,6 +102,41 @@ def url_password(url: str) -> str | None:
     or ``None`` when the URL carries none."""
     match = _URL_PASS.search(url)
     return match["v"] if match else None
+
+
+_URL_DELIMITERS = re.compile(r"[@/?#:\[\]]+")
+
+
+def url_secret_parts(url: str) -> list[str]:
+    """The password of ``url`` and every piece a URL parser may derive from it.
+
+    A password with an unencoded ``@``, ``/``, ``?``, ``#`` or ``:`` is split differently by
+    urllib, redis-py and asyncpg (part of it may become the host, the port, the path or the
+    query, and then appears in their error messages): the password, its percent-decoded form
+    and each piece between such delimiters are all returned, for :func:`register_secrets`.
+    """
+    if not isinstance(url, str) or "://" not in url:
+        return []
+    password = url_password(url)
+    if not password:
+        return []
+    out = [password]
+    decoded = unquote(password)
+    if decoded != password:
+        out.append(decoded)
+    for text in (password, decoded):
+        out.extend(p for p in _URL_DELIMITERS.split(text) if p)
+    # what urllib itself derives from the authority (redis-py and asyncpg build on it)
+    try:
+        parts = urlsplit(url)
+        derived = [parts.password, parts.hostname, parts.netloc, parts.path, parts.query]
+        derived += [parts.fragment, str(parts.port) if parts.port else None]
+    except ValueError as exc:  # "Port could not be cast …" quotes a piece of the password
+        derived = [str(exc)]
+    for piece in derived:
+        if piece and piece in password:
+            out.append(piece)
+    return list(dict.fromkeys(p for p in out if len(p) >= MIN_SECRET_LENGTH))
 
 
 def sanitize(text: object) -> str:
@@ -114,8 +158,8 @@ def sanitize_obj(obj: Any) -> Any:
         out: dict[Any, Any] = {}
         for k, v in obj.items():
             name = str(k)
-            if isinstance(v, str | bytes) and v and is_secret_key(name):
-                out[k] = MASK
+            if is_secret_key(name) and v is not None and v != "" and not isinstance(v, bool):
+                out[k] = MASK  # whatever the type: an all-digit api_key is a secret too
             else:
                 out[k] = sanitize_obj(v)
         return out

@@ -28,6 +28,7 @@ from . import _clock, _deadline
 from ._compose import Layer, is_async_callable, policy_name, wrap
 from ._deadline import seconds_of
 from ._exceptions import TimeoutError as ResilientTimeout
+from .config._bounds import check_arguments
 
 __all__ = ["timeout"]
 
@@ -147,6 +148,7 @@ def timeout(
     limit_s = seconds_of(seconds, "timeout")
     if limit_s <= 0:
         raise ValueError("timeout must be > 0 seconds (a zero timeout would fail every call)")
+    check_arguments("timeout", {"seconds": limit_s}, "timeout")  # inf, 1e308: refused
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
         pname = name or policy_name(fn)

@@ -1,4 +1,4 @@
-"""``resilient config``: show or validate the effective configuration (secrets masked)."""
+"""``resilient config``: show, validate or trace the effective configuration (secrets masked)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict, fields
 from typing import Any
 
+from resilient._exceptions import ConfigError, ConfigProblem
 from resilient._sanitize import MASK, sanitize, sanitize_obj
 from resilient.config import ConfigManager
 from resilient.config._schema import SECTIONS, Config
@@ -16,7 +17,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``resilient config``."""
     parser.add_argument("--env", help="environment to load (default: AI_TRADER_ENV or development)")
     parser.add_argument(
-        "--validate", action="store_true", help="only validate; exit 0 when valid, 2 when not"
+        "--validate",
+        action="store_true",
+        help="validate everything the factory checks (services and alerts included); "
+        "exit 0 when valid, 2 when not",
+    )
+    parser.add_argument(
+        "--sources",
+        action="store_true",
+        help="list every file and variable read, in the order applied (secrets masked)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -37,11 +46,51 @@ def masked_dict(config: Config) -> dict[str, Any]:
     return masked
 
 
+def validate_features(config: Config) -> None:
+    """Check the sections the factory and the health monitor read (``services``, ``alerts``)
+    as they do at start-up.
+
+    Raises:
+        ConfigError: listing every problem of those sections.
+    """
+    from resilient._alerts import DEFAULT_RULES, rules_from_config
+    from resilient.integration import ResilienceFactory
+
+    problems: list[ConfigProblem] = []
+    try:
+        ResilienceFactory(config, logging=False, database=False)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    try:
+        rules_from_config(config.section("alerts") or DEFAULT_RULES, env=config.env)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(problems, env=config.env)
+
+
+def print_sources(manager: ConfigManager, as_json: bool) -> None:
+    """Print the layers of ``manager``'s configuration, lowest first."""
+    sources = manager.sources()
+    if as_json:
+        rows = [{"kind": s.kind, "where": s.where, "sets": s.detail} for s in sources]
+        print(sanitize(json.dumps(sanitize_obj(rows), indent=2)))
+        return
+    print(f"configuration sources for environment {manager.env!r}, lowest first:")
+    for i, source in enumerate(sources, 1):
+        detail = f"    {source.detail}" if source.detail else ""
+        print(sanitize(f"  {i:2d}. {source.kind:<9} {source.where}{detail}"))
+
+
 def run(args: argparse.Namespace) -> int:
     """Load (and validate) the configuration; print it unless ``--validate``."""
     manager = ConfigManager(args.env) if args.env else ConfigManager()
+    if args.sources:  # listed before validation: they help find what is wrong
+        print_sources(manager, args.json)
+        return 0
     config = manager.load_config()  # raises ConfigError -> exit 2 in main()
     if args.validate:
+        validate_features(config)
         if args.json:
             print(json.dumps({"env": config.env, "valid": True}))
         else:

@@ -7,8 +7,15 @@
 from __future__ import annotations
 
 from .._exceptions import ConfigError, ConfigProblem
-from ._loader import DEFAULTS_FILE, ENV_PREFIX, build_settings, current_env
-from ._manager import ConfigManager, current_config, reload_config, settings, subscribe
+from ._loader import DEFAULTS_FILE, ENV_PREFIX, Source, build_settings, current_env
+from ._manager import (
+    ConfigManager,
+    configure,
+    current_config,
+    reload_config,
+    settings,
+    subscribe,
+)
 from ._schema import (
     ENVIRONMENTS,
     Config,
@@ -32,8 +39,10 @@ __all__ = [
     "FeatureSettings",
     "RedisSettings",
     "ResilienceSettings",
+    "Source",
     "TradingSettings",
     "build_settings",
+    "configure",
     "current_config",
     "current_env",
     "reload_config",

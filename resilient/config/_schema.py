@@ -4,25 +4,31 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, get_type_hints
 
 from .._exceptions import ConfigError, ConfigProblem
-from .._sanitize import MASK, is_secret_key, mask_url, sanitize, url_password
+from .._sanitize import MASK, is_secret_key, mask_url, sanitize, url_secret_parts
+from ._bounds import ATTEMPTS, COUNT, DELAY, DURATION, NOTIONAL, POOL, RATE, TTL, Bound
 
 __all__ = [
     "ENVIRONMENTS",
+    "OPEN_BOOLEANS",
+    "OPEN_SECTIONS",
     "SECTIONS",
+    "TOP_LEVEL_KEYS",
     "Config",
     "DatabaseSettings",
     "FeatureSettings",
     "RedisSettings",
     "ResilienceSettings",
     "TradingSettings",
+    "declared_sections",
     "validate",
 ]
 
+ENV_PREFIX = "AI_TRADER_"
 ENVIRONMENTS = ("development", "testing", "staging", "production")
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 STRONG_SSL_MODES = ("require", "verify-ca", "verify-full")
@@ -31,6 +37,7 @@ LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL
 
 def _rule(
     *,
+    bound: Bound | None = None,
     ge: float | None = None,
     gt: float | None = None,
     le: float | None = None,
@@ -40,6 +47,9 @@ def _rule(
     doc: str = "",
     default: Any = MISSING,
 ) -> Any:
+    if bound is not None:  # a shared range from _bounds (lower and upper limit)
+        ge, gt = (None, bound.low) if bound.low_open else (bound.low, None)
+        le = bound.high
     meta = {
         "ge": ge,
         "gt": gt,
@@ -59,24 +69,28 @@ class ResilienceSettings:
     """``resilience.*``: breaker, retry and health-check defaults."""
 
     circuit_breaker_enabled: bool = _rule(doc="Enable circuit breaker protection")
-    circuit_breaker_failure_threshold: int = _rule(ge=1, doc="Failures before opening circuit")
-    circuit_breaker_timeout: float = _rule(gt=0, doc="Seconds before attempting recovery")
-    circuit_breaker_half_open_max_calls: int = _rule(ge=1, doc="Trial calls let through half-open")
-    circuit_breaker_success_threshold: int = _rule(ge=1, doc="Trial successes that close it")
+    circuit_breaker_failure_threshold: int = _rule(
+        bound=COUNT, doc="Failures before opening circuit"
+    )
+    circuit_breaker_timeout: float = _rule(bound=DURATION, doc="Seconds before attempting recovery")
+    circuit_breaker_half_open_max_calls: int = _rule(
+        bound=COUNT, doc="Trial calls let through half-open"
+    )
+    circuit_breaker_success_threshold: int = _rule(bound=COUNT, doc="Trial successes that close it")
     circuit_breaker_shared: bool = _rule(doc="Keep every breaker's state in Redis")
     retry_enabled: bool = _rule(doc="Enable automatic retries")
-    retry_max_attempts: int = _rule(ge=1, le=100, doc="Maximum attempts, the first included")
-    retry_initial_delay: float = _rule(ge=0, doc="Initial retry delay (seconds)")
-    retry_max_delay: float = _rule(ge=0, doc="Longest wait between attempts (seconds)")
+    retry_max_attempts: int = _rule(bound=ATTEMPTS, doc="Maximum attempts, the first included")
+    retry_initial_delay: float = _rule(bound=DELAY, doc="Initial retry delay (seconds)")
+    retry_max_delay: float = _rule(bound=DELAY, doc="Longest wait between attempts (seconds)")
     retry_max_retry_after: float = _rule(
-        gt=0, le=86400, doc="Longest server-requested wait (Retry-After) honoured (seconds)"
+        bound=DURATION, doc="Longest server-requested wait (Retry-After) honoured (seconds)"
     )
     retry_budget_ratio: float = _rule(ge=0, le=1, doc="Share of calls that may be retries")
-    retry_budget_min_per_second: float = _rule(ge=0, doc="Retries always allowed per second")
-    fallback_cache_ttl: float = _rule(gt=0, doc="Seconds a cached fallback stays servable")
+    retry_budget_min_per_second: float = _rule(bound=RATE, doc="Retries always allowed per second")
+    fallback_cache_ttl: float = _rule(bound=TTL, doc="Seconds a cached fallback stays servable")
     health_check_enabled: bool = _rule(doc="Enable health monitoring")
-    health_check_interval: float = _rule(gt=0, doc="Health check frequency (seconds)")
-    health_check_timeout: float = _rule(gt=0, doc="Per-check timeout (seconds)")
+    health_check_interval: float = _rule(bound=DURATION, doc="Health check frequency (seconds)")
+    health_check_timeout: float = _rule(bound=DURATION, doc="Per-check timeout (seconds)")
     enable_query_logging: bool = _rule(doc="Log every SQL statement (no parameter values)")
 
 
@@ -89,14 +103,16 @@ class DatabaseSettings:
     name: str = _rule(nonempty=True, doc="Database name")
     user: str = _rule(doc="Database user")
     password: str = _rule(secret=True, doc="Database password (from the environment only)")
-    min_pool_size: int = _rule(ge=1, doc="Minimum connection pool size")
-    max_pool_size: int = _rule(ge=1, doc="Maximum connection pool size")
-    max_idle_time: float = _rule(gt=0, doc="Connection idle timeout (seconds)")
-    command_timeout: float = _rule(gt=0, doc="Query timeout (seconds)")
-    connect_timeout: float = _rule(gt=0, doc="Connection timeout (seconds)")
-    pool_timeout: float = _rule(gt=0, doc="Wait for a free pooled connection (seconds)")
+    min_pool_size: int = _rule(bound=POOL, doc="Minimum connection pool size")
+    max_pool_size: int = _rule(bound=POOL, doc="Maximum connection pool size")
+    max_idle_time: float = _rule(bound=TTL, doc="Connection idle timeout (seconds)")
+    command_timeout: float = _rule(bound=DURATION, doc="Query timeout (seconds)")
+    connect_timeout: float = _rule(bound=DURATION, doc="Connection timeout (seconds)")
+    pool_timeout: float = _rule(bound=DURATION, doc="Wait for a free pooled connection (seconds)")
     pool_pre_ping: bool = _rule(doc="Validate connections before use")
-    slow_query_threshold: float = _rule(gt=0, doc="Log queries slower than this (seconds)")
+    slow_query_threshold: float = _rule(
+        bound=DURATION, doc="Log queries slower than this (seconds)"
+    )
     ssl_mode: str = _rule(choices=SSL_MODES, doc="PostgreSQL sslmode")
     sqlite_path: str = _rule(nonempty=True, doc="SQLite file used when no host is set")
 
@@ -134,10 +150,10 @@ class RedisSettings:
 class TradingSettings:
     """``trading.*``: risk limits (notional, account currency) and order timeout."""
 
-    max_order_size: float = _rule(gt=0, doc="Maximum order notional (quantity × price)")
-    max_position_size: float = _rule(gt=0, doc="Maximum position notional")
+    max_order_size: float = _rule(bound=NOTIONAL, doc="Maximum order notional (quantity × price)")
+    max_position_size: float = _rule(bound=NOTIONAL, doc="Maximum position notional")
     risk_check_enabled: bool = _rule(doc="Enable risk validation")
-    default_order_timeout: float = _rule(gt=0, doc="Order timeout (seconds)")
+    default_order_timeout: float = _rule(bound=DURATION, doc="Order timeout (seconds)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +173,17 @@ SECTIONS: dict[str, type[Any]] = {
     "trading": TradingSettings,
     "features": FeatureSettings,
 }
+# Sections read (and checked) by the features that use them; kept as plain data in Config.extra.
+OPEN_SECTIONS = ("services", "alerts")
+# Boolean keys of the open sections, by section and key name (at any depth below the section),
+# so that variables spell them as the schema's booleans (yes/no, on/off …).
+OPEN_BOOLEANS: dict[str, frozenset[str]] = {
+    "services": frozenset({"resilience_enabled", "paper"}),
+}
+# Top-level keys that are not sections.
+TOP_LEVEL_KEYS = ("log_level", "extra_sections")
+# Largest number any setting without its own upper bound accepts (a finite, sane ceiling).
+CEILING = 1e15
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,12 +210,11 @@ class Config:
 
     def secret_values(self) -> list[str]:
         """Every configured secret value (registered for masking at load)."""
-        values = [self.database.password]
+        values = [self.database.password, *url_secret_parts(self.database.password)]
         if self.redis.url:
             values.append(self.redis.url)
-            password = url_password(self.redis.url)
-            if password:  # the password part alone
-                values.append(password)
+            # the password alone and every fragment a URL parser may derive from it
+            values.extend(url_secret_parts(self.redis.url))
         values.extend(_secret_leaves(self.extra))
         return [v for v in values if v]
 
@@ -198,9 +224,21 @@ def _secret_leaves(obj: Any, key: str = "") -> list[str]:
         return [s for k, v in obj.items() for s in _secret_leaves(v, str(k))]
     if isinstance(obj, list | tuple):
         return [s for v in obj for s in _secret_leaves(v, key)]
-    if isinstance(obj, str) and obj and is_secret_key(key):
-        return [obj]
+    if obj is None or obj == "" or isinstance(obj, bool):
+        return []
+    if is_secret_key(key):  # whatever the type: an all-digit api_key is a secret too
+        text = str(obj)
+        return [text, *url_secret_parts(text)]
+    if isinstance(obj, str) and "://" in obj:
+        return url_secret_parts(obj)
     return []
+
+
+def _as_float(value: int | float) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # an int with hundreds of digits
+        return math.inf
 
 
 _TYPE_NAMES = {
@@ -235,6 +273,8 @@ def _check_value(
     expected = _TYPE_NAMES[typ]
     shown = "" if meta.get("secret") else f" (got {type(value).__name__})"
     if typ is bool:
+        if isinstance(value, int) and not isinstance(value, bool) and value in (0, 1):
+            return bool(value)  # 1/0 from a file or a variable
         if not isinstance(value, bool):
             problem(key, f"must be {expected}{shown}", "write true or false")
             return MISSING
@@ -242,19 +282,22 @@ def _check_value(
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         if ok and typ is int and isinstance(value, float):
             ok = value.is_integer()
-        if not ok or (isinstance(value, float) and not math.isfinite(value)):
+        if not ok or not math.isfinite(_as_float(value)):
             problem(key, f"must be {expected}{shown}", f"write {key} as a plain {expected}")
             return MISSING
-        value = typ(value)
+        number = _as_float(value)
         for bound, op, words in (
             ("ge", float.__ge__, "≥"),
             ("gt", float.__gt__, ">"),
             ("le", float.__le__, "≤"),
         ):
             limit = meta.get(bound)
-            if limit is not None and not op(float(value), float(limit)):
+            if bound == "le" and limit is None:
+                limit = CEILING
+            if limit is not None and not op(number, float(limit)):
                 problem(key, f"must be {words} {limit:g}", f"choose a value {words} {limit:g}")
                 return MISSING
+        value = typ(value)
     elif typ is str:
         if not isinstance(value, str):
             problem(key, f"must be {expected}{shown}", "quote the value")
@@ -269,15 +312,60 @@ def _check_value(
     return value
 
 
+def declared_sections(data: Mapping[str, Any]) -> tuple[list[str], str | None]:
+    """An application's own sections from ``extra_sections`` (a list or a comma-separated
+    string), and the rule it breaks when it is neither."""
+    raw = {str(k).lower(): v for k, v in data.items()}.get("extra_sections")
+    if raw is None or raw == "":
+        return [], None
+    if isinstance(raw, str):
+        raw = raw.split(",")
+    if isinstance(raw, list | tuple) and all(isinstance(x, str) for x in raw):
+        return [x.strip().lower() for x in raw if x.strip()], None
+    return [], "must be a list of section names"
+
+
 def validate(
-    data: Mapping[str, Any], env: str, problems: list[ConfigProblem] | None = None
+    data: Mapping[str, Any],
+    env: str,
+    problems: list[ConfigProblem] | None = None,
+    *,
+    known_sections: Collection[str] | None = None,
+    origin: Callable[[str], str] | None = None,
 ) -> Config:
     """Validate merged settings ``data`` for ``env``; raise :class:`ConfigError` listing all
-    problems (``problems`` found earlier included). No message contains a secret's value."""
+    problems (``problems`` found earlier included). No message contains a secret's value.
+
+    With ``known_sections`` (sections besides the schema's, e.g. those of the built-in
+    defaults), any other top-level section not declared in ``extra_sections`` is a problem,
+    named after ``origin(section)`` (the variable or file that set it).
+    """
     problems = list(problems or [])
 
     def problem(key: str, rule: str, fix: str) -> None:
         problems.append(ConfigProblem(key=key, rule=rule, fix=fix, env=env))
+
+    if known_sections is not None:
+        declared, broken = declared_sections(data)
+        if broken:
+            problem("extra_sections", broken, 'write extra_sections = ["bot", "strategy"]')
+        known = {*SECTIONS, *OPEN_SECTIONS, *TOP_LEVEL_KEYS, *known_sections, *declared}
+        for name in sorted({str(k).lower() for k in data} - known):
+            where = origin(name) if origin is not None else name
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            parts = name.split("_")
+            for i in range(len(parts) - 1, 0, -1):  # AI_TRADER_RESILENCE_RETRY_…: a prefix
+                if close:
+                    break
+                close = difflib.get_close_matches("_".join(parts[:i]), sorted(SECTIONS), n=1)
+            fix = (
+                f"did you mean {close[0]}?"
+                if close
+                else f'declare your own section: extra_sections = ["{name}"] in settings.toml '
+                f"or AI_TRADER_EXTRA_SECTIONS={name}"
+            )
+            key = where if where.startswith(ENV_PREFIX) else f"{name} (in {where})"
+            problem(key, f"names no known section {name!r}", fix)
 
     if env not in ENVIRONMENTS:
         problem(
@@ -377,5 +465,5 @@ def validate(
 
     if problems:
         raise ConfigError(problems, env=env)
-    extra = {k: v for k, v in lowered.items() if k not in SECTIONS and k != "log_level"}
+    extra = {k: v for k, v in lowered.items() if k not in SECTIONS and k not in TOP_LEVEL_KEYS}
     return Config(env=env, log_level=log_level, extra=extra, **built)

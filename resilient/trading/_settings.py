@@ -21,6 +21,7 @@ from typing import Any
 
 from .._exceptions import ConfigError, ConfigProblem
 from ..config import Config
+from ..config._bounds import service_bound
 
 __all__ = ["DEFAULTS_KEY", "METHOD_KINDS", "MethodPolicy", "ServiceSettings", "service_settings"]
 
@@ -148,6 +149,9 @@ class _Checker:
             return None
         if number < 0:
             self.problem(key, "must be ≥ 0", "choose a value ≥ 0")
+            return None
+        if (rule := service_bound(name, number)) is not None:  # upper bounds (config._bounds)
+            self.problem(key, rule, "choose a value in that range")
             return None
         return number
 
