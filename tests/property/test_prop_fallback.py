@@ -337,7 +337,7 @@ def lookalike_of(draw: st.DrawFn, value: Any) -> Any:
 
 
 @given(data=st.data(), first=arguments)
-@examples(ci=2000)
+@examples(ci=1200)
 def test_two_arguments_share_a_slot_exactly_when_they_are_the_same(
     data: st.DataObject, first: Any
 ) -> None:
@@ -352,7 +352,7 @@ def test_two_arguments_share_a_slot_exactly_when_they_are_the_same(
 
 
 @given(data=st.data(), first=arguments)
-@examples(ci=1000)
+@examples(ci=500)
 async def test_a_cached_fallback_is_only_served_for_the_same_arguments(
     data: st.DataObject, first: Any
 ) -> None:
@@ -416,7 +416,7 @@ hostile_values = st.recursive(
 
 
 @given(value=hostile_values)
-@examples(ci=600)
+@examples(ci=300)
 def test_keying_never_raises_anything_but_unkeyable(value: Any) -> None:
     """An argument holding something that cannot be keyed gives UnkeyableError (and None from
     cache_key_or_none), never another exception."""
