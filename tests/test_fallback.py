@@ -393,3 +393,35 @@ async def test_a_raising_repr_never_fails_the_call(mode: str, name: str) -> None
     assert await invoke(fn, token) == 1
     assert await invoke(fn, token) == 1  # served: the same object has its own slot
     assert await invoke(fn, Token()) == 2
+
+
+async def test_a_proxy_read_with_an_argument_that_cannot_be_keyed_runs_uncached() -> None:
+    """The trading proxies key their cached reads the same way: an argument that cannot be
+    keyed never fails the read, and a later failure is not answered from another slot."""
+    from resilient.config import current_config
+    from resilient.integration import ResilienceFactory
+
+    class Feed:
+        def __init__(self) -> None:
+            self.down = False
+
+        async def get_current_price(self, symbol: Any) -> float:
+            if self.down:
+                raise ConnectionError("feed down")
+            return 101.5
+
+    factory = ResilienceFactory(current_config(), database=False, logging=False)
+    feed = Feed()
+    data = factory.create_resilient_market_data(feed, f"feed-{uuid.uuid4().hex[:8]}")
+    try:
+        bad = _Unreadable()
+        assert await data.get_current_price(bad) == 101.5
+        assert await data.get_current_price(_Account("A-1")) == 101.5
+        feed.down = True
+        with pytest.raises(ConnectionError):
+            await data.get_current_price(bad)
+        # prints like A-1, never gets its slot (the circuit may have opened meanwhile)
+        with pytest.raises((ConnectionError, CircuitOpenError)):
+            await data.get_current_price(_Account("B-2"))
+    finally:
+        await factory.shutdown()
