@@ -510,3 +510,16 @@ async def test_check_all_bound_holds_for_every_misbehaviour(kind: str) -> None:
         assert all(c.data.get("timed_out") for c in report.components.values())
     finally:
         release.set()
+
+
+async def test_a_sync_callable_returning_a_coroutine_is_awaited() -> None:
+    """``register(name, lambda: ping())`` with an async ``ping``: its coroutine is awaited."""
+
+    async def ping() -> str:
+        await asyncio.sleep(0)
+        return "degraded"
+
+    reg = HealthRegistry()
+    reg.register("lambda", lambda: ping())
+    report = await reg.check_all()
+    assert report.components["lambda"].status is D

@@ -127,6 +127,13 @@ async def _call_async(fn: Callable[[], Any]) -> Any:
     return value
 
 
+async def _call_in_thread(fn: Callable[[], Any], done: threading.Event) -> Any:
+    value = await _in_daemon_thread(fn, done)
+    if inspect.isawaitable(value):  # ``lambda: ping()`` with an async ping
+        value = await value
+    return value
+
+
 def _consume(work: asyncio.Future[Any]) -> None:
     # the outcome of a run nobody waits for any more: retrieved so asyncio does not log it
     if not work.cancelled():
@@ -341,7 +348,7 @@ class HealthRegistry:
             work: asyncio.Future[Any] = asyncio.ensure_future(_call_async(check.fn))
         else:
             done = threading.Event()
-            work = _in_daemon_thread(check.fn, done)
+            work = asyncio.ensure_future(_call_in_thread(check.fn, done))
         try:
             await asyncio.wait((work,), timeout=limit)
             if not work.done():
@@ -350,9 +357,9 @@ class HealthRegistry:
                 if check.is_async:
                     work.cancel()
                 await asyncio.wait((work,), timeout=min(STOP_GRACE, limit))
+                work.cancel()  # a sync check's late answer is dropped
                 stopped = work.done() if done is None else done.is_set()
                 if not stopped:
-                    work.cancel()  # a late answer from the thread is dropped
                     check.straggler, check.straggler_done = work, done
                     check.busy_since = started
                 work.add_done_callback(_consume)
