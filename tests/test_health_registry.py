@@ -523,3 +523,44 @@ async def test_a_sync_callable_returning_a_coroutine_is_awaited() -> None:
     reg.register("lambda", lambda: ping())
     report = await reg.check_all()
     assert report.components["lambda"].status is D
+
+
+class _Unprintable:
+    """A value whose every conversion raises."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("repr")
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        raise RuntimeError("bool")
+
+
+class _BrokenMapping(dict[str, Any]):
+    def __contains__(self, key: object) -> bool:
+        raise RuntimeError("contains")
+
+
+@pytest.mark.parametrize(
+    ("label", "answer"),
+    [
+        ("detail", {"status": "degraded", "detail": _Unprintable()}),
+        ("mapping", _BrokenMapping(status="ok")),
+        ("data", {"status": "healthy", "when": _Unprintable()}),
+        ("CheckResult data", CheckResult(D, "fine", {"x": [_Unprintable()]})),
+    ],
+)
+async def test_a_check_returning_unreadable_values_never_breaks_the_report(
+    label: str, answer: Any
+) -> None:
+    """Whatever a check returns, check_all() returns a report that serialises to JSON."""
+    reg = HealthRegistry()
+    reg.register("odd", lambda: answer)
+    reg.register("fine", lambda: True)
+    report = await reg.check_all()
+    assert report.components["fine"].status is H
+    odd = report.components["odd"]
+    assert odd.status in (U, D, H)
+    json.dumps(report.to_dict(), default=str)
+    json.dumps(report.components["odd"].to_dict(), default=str)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -47,6 +48,15 @@ def _exception_detail(exc: BaseException) -> tuple[str, dict[str, Any]]:
     except Exception:  # classification is a nicety here; never let it break a report
         pass
     return detail, data
+
+
+def _unreadable(exc: BaseException) -> CheckResult:
+    return CheckResult(
+        HealthStatus.UNHEALTHY,
+        f"check returned a value that cannot be read ({type(exc).__name__}); return a status, "
+        "bool, CheckResult or a mapping with 'status' and JSON-like data",
+        {"error_type": type(exc).__name__},
+    )
 
 
 def normalise(value: object) -> CheckResult:
@@ -310,6 +320,15 @@ class HealthRegistry:
         critical = self._critical_override.get(name, critical)
         if result.critical is not None:
             critical = result.critical
+        try:  # what a report shows must print and serialise, whatever the check returned
+            detail = sanitize(result.detail) if result.detail else ""
+            data = sanitize_obj(dict(result.data)) if result.data else {}
+            json.dumps(data, default=str)
+            if not isinstance(detail, str):
+                raise TypeError("detail is not text")
+        except Exception as exc:
+            result = _unreadable(exc)
+            detail, data = result.detail, dict(result.data)
         unhealthy = result.status is HealthStatus.UNHEALTHY
         failures = self._failures.get(name, 0) + 1 if unhealthy else 0
         self._failures[name] = failures
@@ -318,10 +337,10 @@ class HealthRegistry:
             status=result.status,
             critical=critical,
             latency=latency,
-            detail=sanitize(result.detail) if result.detail else "",
+            detail=detail,
             last_checked=iso_utc(now),
             consecutive_failures=failures,
-            data=sanitize_obj(dict(result.data)) if result.data else {},
+            data=data,
         )
         self._last[name] = health
         return health
@@ -381,7 +400,10 @@ class HealthRegistry:
             return CheckResult(HealthStatus.UNHEALTHY, "check was cancelled"), latency
         exc = work.exception()
         if exc is None:
-            return normalise(work.result()), latency
+            try:
+                return normalise(work.result()), latency
+            except Exception as err:  # a mapping whose reads raise, a detail with no bool
+                return _unreadable(err), latency
         detail, data = _exception_detail(exc)
         return CheckResult(HealthStatus.UNHEALTHY, detail, data), latency
 
