@@ -4,6 +4,7 @@ latency on a dead or black-holed Redis, no redis exception ever reaching the cal
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import datetime
 import decimal
@@ -459,3 +460,51 @@ async def test_generated_values_survive_redis_with_their_types(
     key = uuid.uuid4().hex
     got = await _round_trip(redis_url, prefix, key, value)
     assert same(got, value), f"{value!r} came back as {got!r}"
+
+
+class _Odd(str):
+    """A str subclass: it would come back as a plain str, so it must not go to Redis."""
+
+
+unstorable_leaves = st.one_of(
+    st.builds(Unregistered, st.integers()),
+    st.text(max_size=3).map(_Odd),
+    st.builds(collections.OrderedDict, st.dictionaries(st.text(max_size=2), st.integers())),
+    st.just(object()),
+    st.complex_numbers(allow_nan=False),
+)
+
+
+@st.composite
+def with_unstorable(draw: st.DrawFn) -> Any:
+    """A storable container with one unstorable value somewhere inside."""
+    leaf = draw(unstorable_leaves)
+    wrap = draw(
+        st.sampled_from(
+            [
+                lambda v: v,
+                lambda v: [1, v],
+                lambda v: (v, "x"),
+                lambda v: {"k": {"n": [v]}},
+                lambda v: {1: v},
+                lambda v: Fill("AAPL", decimal.Decimal(1), Side.BUY, tags=(v,)),
+            ]
+        )
+    )
+    return wrap(leaf)
+
+
+@given(value=with_unstorable())
+@settings(max_examples=100, suppress_health_check=[HealthCheck.function_scoped_fixture])
+async def test_unstorable_values_stay_in_process(redis_url: str, prefix: str, value: Any) -> None:
+    """A value with anything the codec cannot rebuild exactly is served from the process that
+    stored it and is a miss for every other process, never a changed value."""
+    key = uuid.uuid4().hex
+    writer = RedisCache(redis_url, prefix=prefix)
+    reader = RedisCache(redis_url, prefix=prefix)
+    await writer.set(key, value, 30.0)
+    assert writer.worker is not None
+    await writer.worker.drain()
+    assert await reader.get(key) is None
+    local = await writer.get(key)
+    assert local is not None and type(local.value) is type(value)
