@@ -230,6 +230,63 @@ def success_path(b: Bench) -> None:
         b.add("success", "async", name, b.aio(afn, base=araw))
 
 
+ACCOUNT = {
+    "id": "A-1",
+    "cash": 1000.0,
+    "equity": 2500.5,
+    "positions": [
+        {"symbol": "AAPL", "qty": 10, "price": 190.1},
+        {"symbol": "MSFT", "qty": 5, "price": 410.0},
+    ],
+    "status": "ACTIVE",
+}
+
+
+def cache_path(b: Bench) -> None:
+    print("fallback(cache=True) success path: ns per call, ns added over the raw call")
+
+    def price(symbol: str) -> float:
+        return 101.25
+
+    def account(account_id: str) -> dict[str, Any]:
+        return ACCOUNT
+
+    async def aprice(symbol: str) -> float:
+        return 101.25
+
+    async def aaccount(account_id: str) -> dict[str, Any]:
+        return ACCOUNT
+
+    cached_price = resilient.fallback(cache=True, name="bench-c-p")(price)
+    cached_account = resilient.fallback(cache=True, name="bench-c-a")(account)
+    b.add(
+        "cache",
+        "sync",
+        "@fallback(cache=True) float result",
+        b.sync(lambda: cached_price("AAPL"), base=lambda: price("AAPL")),
+    )
+    b.add(
+        "cache",
+        "sync",
+        "@fallback(cache=True) account dict (copied)",
+        b.sync(lambda: cached_account("A-1"), base=lambda: account("A-1")),
+    )
+    acached_price = resilient.fallback(cache=True, name="bench-c-ap")(aprice)
+    acached_account = resilient.fallback(cache=True, name="bench-c-aa")(aaccount)
+    b.add(
+        "cache",
+        "async",
+        "@fallback(cache=True) float result",
+        b.aio(lambda: acached_price("AAPL"), base=lambda: aprice("AAPL")),
+    )
+    b.add(
+        "cache",
+        "async",
+        "@fallback(cache=True) account dict (copied)",
+        b.aio(lambda: acached_account("A-1"), base=lambda: aaccount("A-1")),
+    )
+
+
 def rejection_path(b: Bench) -> None:
     print("open-circuit rejection: ns per call, ns added over a plain raise + except")
 
@@ -501,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=None, help="samples per case")
     parser.add_argument(
         "--only",
-        choices=("success", "rejection", "fails-twice", "memory"),
+        choices=("success", "rejection", "cache", "fails-twice", "memory"),
         help="run one scenario (no target summary)",
     )
     args = parser.parse_args(argv)
@@ -522,6 +579,8 @@ def main(argv: list[str] | None = None) -> int:
             success_path(b)
         elif args.only == "rejection":
             rejection_path(b)
+        elif args.only == "cache":
+            cache_path(b)
         elif args.only == "fails-twice":
             b.calls = max(2_000, calls // 5)
             fails_twice(b)
@@ -531,6 +590,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     success_path(b)
     rejection_path(b)
+    cache_path(b)
     b_fail = Bench(max(2_000, calls // 5), samples)
     fails_twice(b_fail)
     b_fail.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._breaker import Breaker, BreakerSnapshot, breaker, breakers, get_breaker
 from ._cache import CachedValue, FallbackCache, get_fallback_cache, set_fallback_cache
+from ._cache_codec import register_cache_type
 from ._clock import FakeClock, get_clock, set_clock, use_clock
 from ._compose import resilient
 from ._context import correlation_id
@@ -58,6 +59,7 @@ __all__ = [
     "get_clock",
     "get_fallback_cache",
     "record_error",
+    "register_cache_type",
     "remove_hook",
     "resilient",
     "retry",

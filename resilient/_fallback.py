@@ -206,12 +206,14 @@ def fallback(
         if is_async_callable(fn):
             afn = cast("Callable[..., Awaitable[Any]]", fn)
 
-            async def serve_async(exc: Exception, args: Any, kwargs: Any) -> Any:
+            async def serve_async(
+                exc: Exception, args: Any, kwargs: Any, key: str | None = None
+            ) -> Any:
                 if not may_replace(exc):
                     unreplaced(exc)
                     raise exc
-                if cache:
-                    hit = await _cache._cache.get(_cache.cache_key(pname, args, kwargs))
+                if key is not None:
+                    hit = await _cache._cache.get(key)
                     if hit is not None:
                         episode.served_one(exc, "cache", hit.age)
                         return hit.value
@@ -228,19 +230,19 @@ def fallback(
                 raise exc
 
             async def acall(*args: Any, **kwargs: Any) -> Any:
+                # the key of the arguments as passed (the function may mutate them)
+                key = _cache.cache_key_or_none(pname, args, kwargs) if cache else None
                 try:
                     result = await afn(*args, **kwargs)
                 except Exception as exc:
                     err = exc
                 else:
-                    if cache:
-                        await _cache._cache.set(
-                            _cache.cache_key(pname, args, kwargs), result, ttl()
-                        )
+                    if key is not None:
+                        await _cache._cache.set(key, result, ttl())
                     if episode.degraded:
                         episode.recovered()
                     return result
-                return await serve_async(err, args, kwargs)
+                return await serve_async(err, args, kwargs, key)
 
             return cast("Callable[P, R]", wrap(acall, fn, layer))
 
@@ -250,12 +252,12 @@ def fallback(
                 "function as fallback, or make the decorated function async"
             )
 
-        def serve(exc: Exception, args: Any, kwargs: Any) -> Any:
+        def serve(exc: Exception, args: Any, kwargs: Any, key: str | None = None) -> Any:
             if not may_replace(exc):
                 unreplaced(exc)
                 raise exc
-            if cache:
-                hit = _cache._cache.get_sync(_cache.cache_key(pname, args, kwargs))
+            if key is not None:
+                hit = _cache._cache.get_sync(key)
                 if hit is not None:
                     episode.served_one(exc, "cache", hit.age)
                     return hit.value
@@ -270,17 +272,18 @@ def fallback(
             raise exc
 
         def call(*args: Any, **kwargs: Any) -> Any:
+            key = _cache.cache_key_or_none(pname, args, kwargs) if cache else None
             try:
                 result = fn(*args, **kwargs)
             except Exception as exc:
                 err = exc
             else:
-                if cache:
-                    _cache._cache.set_sync(_cache.cache_key(pname, args, kwargs), result, ttl())
+                if key is not None:
+                    _cache._cache.set_sync(key, result, ttl())
                 if episode.degraded:
                     episode.recovered()
                 return result
-            return serve(err, args, kwargs)
+            return serve(err, args, kwargs, key)
 
         return cast("Callable[P, R]", wrap(call, fn, layer))
 

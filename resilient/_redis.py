@@ -18,8 +18,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import json
-import pickle
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -31,6 +29,7 @@ from redis.backoff import NoBackoff
 
 from . import _clock
 from ._cache import CachedValue, MemoryCache, set_fallback_cache
+from ._cache_codec import decode_entry, encode_entry
 from ._logging import logger
 from ._sanitize import mask_url, sanitize
 
@@ -354,8 +353,9 @@ class RedisCache:
     once and to Redis in the background (coalesced, pipelined); reads ask Redis first (bounded
     by ``timeout``) so every process serves the freshest value, then the in-process copy.
 
-    Values are stored as JSON; a value JSON cannot represent stays in-process only, unless
-    ``serializer="pickle"`` is chosen (only for a Redis that nobody untrusted can write to).
+    Values are stored as typed JSON (:mod:`resilient._cache_codec`) and come back equal and
+    of the same type; a value it cannot represent stays in-process only. Nothing read from
+    Redis is ever unpickled.
     """
 
     def __init__(
@@ -370,8 +370,11 @@ class RedisCache:
     ) -> None:
         from .config import current_config
 
-        if serializer not in ("json", "pickle"):
-            raise ValueError(f"serializer must be 'json' or 'pickle', got {serializer!r}")
+        if serializer != "json":
+            raise ValueError(
+                f"serializer must be 'json', got {serializer!r}: values read from Redis are "
+                "never unpickled; register dataclasses and enums with register_cache_type"
+            )
         config = current_config()
         self.url = url if url is not None else config.redis.url
         self.timeout = timeout if timeout is not None else config.redis.timeout
@@ -394,30 +397,11 @@ class RedisCache:
 
     # -- encoding -----------------------------------------------------------------------
 
-    def _encode(self, value: Any, ttl: float, stored_at: float) -> bytes | None:
-        if self.serializer == "pickle":
-            return b"P" + pickle.dumps((value, stored_at, ttl), protocol=pickle.HIGHEST_PROTOCOL)
-        try:
-            return (
-                b"J"
-                + json.dumps(
-                    {"v": value, "t": stored_at, "ttl": ttl}, separators=(",", ":"), allow_nan=True
-                ).encode()
-            )
-        except (TypeError, ValueError):
-            return None
+    def _encode(self, value: Any, ttl: float, stored_at: float) -> bytes:
+        return encode_entry(value, stored_at, ttl)
 
     def _decode(self, raw: bytes) -> tuple[Any, float, float] | None:
-        try:
-            if raw[:1] == b"J":
-                data = json.loads(raw[1:])
-                return data["v"], float(data["t"]), float(data["ttl"])
-            if raw[:1] == b"P" and self.serializer == "pickle":
-                value, stored_at, ttl = pickle.loads(raw[1:])
-                return value, float(stored_at), float(ttl)
-        except Exception:
-            return None
-        return None
+        return decode_entry(raw)
 
     # -- FallbackCache protocol ---------------------------------------------------------
 
@@ -442,8 +426,7 @@ class RedisCache:
             self.local.set_sync(key, value, ttl)
             if self._worker is not None:
                 payload = self._encode(value, ttl, _clock._current.time())
-                if payload is not None:
-                    self._worker.enqueue_set(self.prefix + key, payload, ttl)
+                self._worker.enqueue_set(self.prefix + key, payload, ttl)
         except Exception as exc:  # a cache must never break the call that feeds it
             logger.debug("cache write skipped: {}", type(exc).__name__)
 

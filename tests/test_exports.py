@@ -39,6 +39,7 @@ EXPORTS: dict[str, list[str]] = {
         "get_clock",
         "get_fallback_cache",
         "record_error",
+        "register_cache_type",
         "remove_hook",
         "resilient",
         "retry",

@@ -235,3 +235,193 @@ def test_memory_cache_is_bounded(clock: FakeClock) -> None:
     cache.set_sync("c", 3, 10)
     assert cache.get_sync("b") is None
     assert len(cache) == 2
+
+
+# -- the in-process cache: isolation, typed keys, arguments that cannot be keyed ----------
+
+
+@pytest.fixture
+def log_lines() -> Any:
+    """The package's log lines while the test runs."""
+    from resilient._logging import disable_logging, enable_logging
+
+    lines: list[str] = []
+    enable_logging("DEBUG", json_lines=False, sink=lines.append)
+    yield lines
+    disable_logging()
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_cached_value_is_isolated_from_callers(mode: str, name: str) -> None:
+    """A caller mutating the result it got (fresh or from the cache), or the function mutating
+    the object it returned, never changes the last good value."""
+    state = {"down": False}
+    account = {"id": "A-1", "cash": 100.0, "positions": [{"symbol": "AAPL", "qty": 10}]}
+
+    def get_account(account_id: str) -> dict[str, Any]:
+        if state["down"]:
+            raise ConnectionError("broker down")
+        return account  # the same object every time, as a client's own cache would
+
+    fn = fallback(cache=True, name=name)(make(mode, get_account))
+    got = await invoke(fn, "A-1")
+    got["cash"] = -1.0
+    got["positions"][0]["qty"] = 0
+    account["positions"].append({"symbol": "MSFT", "qty": 1})  # the function's object changes
+    state["down"] = True
+    served = await invoke(fn, "A-1")
+    snapshot = {"id": "A-1", "cash": 100.0, "positions": [{"symbol": "AAPL", "qty": 10}]}
+    assert served == snapshot  # the result as it was returned
+    served["cash"] = 5.0
+    served["positions"].clear()
+    again = await invoke(fn, "A-1")
+    assert again == snapshot
+    assert again is not served
+
+
+def test_memory_cache_snapshots_values_it_stores(clock: FakeClock) -> None:
+    """MemoryCache itself hands out copies of mutable values and shares immutable ones."""
+    cache = MemoryCache()
+    value = {"bars": [1.0, 2.0]}
+    cache.set_sync("k", value, 10)
+    value["bars"].append(3.0)
+    first = cache.get_sync("k")
+    assert first is not None and first.value == {"bars": [1.0, 2.0]}
+    first.value["bars"].clear()
+    second = cache.get_sync("k")
+    assert second is not None and second.value == {"bars": [1.0, 2.0]}
+    frozen = ("AAPL", 190.0, frozenset({1}))
+    cache.set_sync("t", frozen, 10)
+    hit = cache.get_sync("t")
+    assert hit is not None and hit.value is frozen  # immutable: no copy needed
+
+
+class _Account:
+    """An argument whose repr hides what tells two of them apart."""
+
+    def __init__(self, number: str) -> None:
+        self.number = number
+
+    def __repr__(self) -> str:
+        return "Account(***)"
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_arguments_with_the_same_repr_never_share_a_slot(mode: str, name: str) -> None:
+    """Account B-2 is never served account A-1's data, though both print the same."""
+    state = {"down": False}
+
+    def balance(account: Any) -> str:
+        if state["down"]:
+            raise ConnectionError("broker down")
+        return f"balance of {account.number}"
+
+    fn = fallback(cache=True, name=name)(make(mode, balance))
+    a1 = _Account("A-1")
+    assert await invoke(fn, a1) == "balance of A-1"
+    state["down"] = True
+    assert await invoke(fn, a1) == "balance of A-1"
+    with pytest.raises(ConnectionError):
+        await invoke(fn, _Account("B-2"))
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [(1, 1.0), (1, True), (1, "1"), ("1", b"1"), ((1, 2), [1, 2]), ({"a": 1}, [("a", 1)])],
+)
+async def test_keys_are_typed(mode: str, first: Any, second: Any, name: str) -> None:
+    """Equal-looking arguments of different types have different slots."""
+    fn = fallback(cache=True, name=name)(make(mode, Script("first", ConnectionError("x"))))
+    assert await invoke(fn, first) == "first"
+    with pytest.raises(ConnectionError):
+        await invoke(fn, second)
+
+
+class _Unreadable:
+    """Cannot be printed, hashed, compared by value, copied or weakly referenced."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        raise RuntimeError("repr exploded")
+
+    def __hash__(self) -> int:
+        raise RuntimeError("hash exploded")
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("eq exploded")
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise RuntimeError("cannot reduce")
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_an_argument_that_cannot_be_keyed_only_disables_caching(
+    mode: str, name: str, log_lines: list[str]
+) -> None:
+    """The call succeeds; its failure re-raises the original error (nothing was cached); the
+    skipped caching is logged once, naming the function and the type, never the value."""
+    error = ConnectionError("down")
+    fn = fallback(cache=True, name=name)(make(mode, Script("ok", "ok", error, error)))
+    bad = _Unreadable()
+    assert await invoke(fn, bad) == "ok"
+    assert await invoke(fn, "AAPL", extra=[bad]) == "ok"
+    with pytest.raises(ConnectionError) as info:
+        await invoke(fn, bad)
+    assert info.value is error
+    with pytest.raises(ConnectionError):
+        await invoke(fn, "AAPL", extra=[bad])
+    logged = [line for line in log_lines if "cannot be keyed" in line]
+    assert len(logged) == 1, log_lines
+    assert name in logged[0] and "_Unreadable" in logged[0]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_raising_repr_never_fails_the_call(mode: str, name: str) -> None:
+    """An argument whose __repr__ and __hash__ raise still gets its call, and its own slot."""
+
+    class Token:
+        def __repr__(self) -> str:
+            raise RuntimeError("repr exploded")
+
+        def __hash__(self) -> int:
+            raise RuntimeError("hash exploded")
+
+    fn = fallback(cache=True, name=name)(make(mode, Script(1, ConnectionError("x"), 2)))
+    token = Token()
+    assert await invoke(fn, token) == 1
+    assert await invoke(fn, token) == 1  # served: the same object has its own slot
+    assert await invoke(fn, Token()) == 2
+
+
+async def test_a_proxy_read_with_an_argument_that_cannot_be_keyed_runs_uncached() -> None:
+    """The trading proxies key their cached reads the same way: an argument that cannot be
+    keyed never fails the read, and a later failure is not answered from another slot."""
+    from resilient.config import current_config
+    from resilient.integration import ResilienceFactory
+
+    class Feed:
+        def __init__(self) -> None:
+            self.down = False
+
+        async def get_current_price(self, symbol: Any) -> float:
+            if self.down:
+                raise ConnectionError("feed down")
+            return 101.5
+
+    factory = ResilienceFactory(current_config(), database=False, logging=False)
+    feed = Feed()
+    data = factory.create_resilient_market_data(feed, f"feed-{uuid.uuid4().hex[:8]}")
+    try:
+        bad = _Unreadable()
+        assert await data.get_current_price(bad) == 101.5
+        assert await data.get_current_price(_Account("A-1")) == 101.5
+        feed.down = True
+        with pytest.raises(ConnectionError):
+            await data.get_current_price(bad)
+        # prints like A-1, never gets its slot (the circuit may have opened meanwhile)
+        with pytest.raises((ConnectionError, CircuitOpenError)):
+            await data.get_current_price(_Account("B-2"))
+    finally:
+        await factory.shutdown()

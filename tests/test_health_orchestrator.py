@@ -4,9 +4,11 @@ metrics over the rolling window; start/stop; the p95 budget with 50 components."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
+import threading
 import time
 
 import pytest
@@ -371,3 +373,46 @@ async def test_benchmark_module_measures_and_cleans_up() -> None:
     assert result["components"] == 10
     assert 0 < result["p50_ms"] <= result["p95_ms"] <= result["max_ms"] < 1000
     assert not [n for n in breakers.names() if n.startswith("bench-")]
+
+
+async def test_get_system_health_returns_by_its_deadline_whatever_a_check_does() -> None:
+    """A check that ignores cancellation and a sync check blocking its thread: the system
+    health arrives by the longest timeout plus the stop grace, both components unhealthy,
+    and a second cycle neither waits for them nor starts them again."""
+    from resilient.health._registry import STOP_GRACE
+
+    release = threading.Event()
+    starts = {"async": 0, "sync": 0}
+
+    async def stubborn() -> str:
+        starts["async"] += 1
+        while not release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0.005)
+        return "healthy"
+
+    def blocking() -> bool:
+        starts["sync"] += 1
+        return release.wait(10.0)
+
+    registry.register("stubborn", stubborn, timeout=0.05)
+    registry.register("blocking", blocking, timeout=0.1)
+    orchestrator = HealthOrchestrator()
+    try:
+        for _ in range(2):
+            began = time.perf_counter()
+            health = await orchestrator.get_system_health()
+            assert time.perf_counter() - began < 0.1 + STOP_GRACE + 1.0
+            for name in ("stubborn", "blocking"):
+                component = health["components"][name]
+                assert component["status"] == "unhealthy"
+                assert "did not stop at its timeout" in component["detail"]
+            assert health["overall_status"] == "unhealthy"
+        assert starts == {"async": 1, "sync": 1}
+    finally:
+        release.set()
+        await orchestrator.stop()
+    for _ in range(200):  # let the stubborn task see the release before the loop closes
+        if (await registry.check_all()).components["stubborn"].status is HealthStatus.HEALTHY:
+            break
+        await asyncio.sleep(0.01)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -14,6 +15,7 @@ import pytest
 from resilient import FakeClock, use_clock
 from resilient.health import CheckResult, HealthRegistry, HealthStatus
 from resilient.health._model import ComponentHealth, aggregate
+from resilient.health._registry import STOP_GRACE
 
 H, D, U = HealthStatus.HEALTHY, HealthStatus.DEGRADED, HealthStatus.UNHEALTHY
 
@@ -367,3 +369,198 @@ def test_reset_keeps_providers_and_clear_forgets_them() -> None:
     reg.clear()
     assert reg.names() == [] and reg.last_report is None
     assert reg.check_all_sync().components == {}
+
+
+# -- checks that swallow cancellation or keep running ----------------------------------------
+
+SLACK = 1.0  # scheduling slack on a loaded machine; the bound itself is timeout + stop grace
+
+
+def _stubborn(started: list[float], release: threading.Event) -> Callable[[], Any]:
+    """An async check that ignores every cancellation until ``release`` is set."""
+
+    async def check() -> str:
+        started.append(time.perf_counter())
+        while not release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):  # swallowed, on purpose
+                await asyncio.sleep(0.005)
+        return "healthy"
+
+    return check
+
+
+async def test_a_check_that_swallows_cancellation_is_not_reported_healthy() -> None:
+    """Cancelled at its timeout, the check catches CancelledError and answers "healthy": the
+    answer came too late, the component is unhealthy (timed out)."""
+
+    async def sly() -> str:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            return "healthy"
+        return "healthy"
+
+    reg = HealthRegistry()
+    reg.register("sly", sly, timeout=0.05)
+    report = await reg.check_all()
+    assert report.components["sly"].status is U
+    assert "timed out after 0.05s" in report.components["sly"].detail
+
+
+async def test_a_check_that_keeps_running_never_holds_up_the_report() -> None:
+    """check_all() returns by the check's timeout plus the stop grace, reports the check
+    unhealthy ("did not stop at its timeout") and does not start it again while it runs;
+    once it ends, the next run starts it afresh."""
+    started: list[float] = []
+    release = threading.Event()
+    reg = HealthRegistry()
+    reg.register("stubborn", _stubborn(started, release), timeout=0.05)
+    reg.register("fine", lambda: True)
+    try:
+        for round_ in range(3):
+            began = time.perf_counter()
+            report = await reg.check_all()
+            assert time.perf_counter() - began < 0.05 + STOP_GRACE + SLACK
+            comp = report.components["stubborn"]
+            assert comp.status is U
+            assert "did not stop at its timeout" in comp.detail
+            assert comp.data["still_running"] is True
+            assert report.components["fine"].status is H
+            assert len(started) == 1, f"started again in round {round_}"
+    finally:
+        release.set()
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        report = await reg.check_all()
+        if report.components["stubborn"].status is H:
+            break
+    assert report.components["stubborn"].status is H
+    assert len(started) == 2
+
+
+async def test_a_blocked_sync_check_did_not_stop_and_is_not_started_again() -> None:
+    """A sync check blocking in its thread is reported as not stopped, by its deadline."""
+    release = threading.Event()
+    calls = []
+
+    def blocking() -> bool:
+        calls.append(1)
+        return release.wait(10.0)
+
+    reg = HealthRegistry()
+    reg.register("blocking", blocking, timeout=0.05)
+    try:
+        for _ in range(2):
+            began = time.perf_counter()
+            report = await reg.check_all()
+            assert time.perf_counter() - began < 0.05 + STOP_GRACE + SLACK
+            assert report.components["blocking"].status is U
+            assert "did not stop at its timeout" in report.components["blocking"].detail
+        assert len(calls) == 1
+    finally:
+        release.set()
+
+
+def test_check_all_sync_returns_by_the_deadline_with_a_stubborn_check() -> None:
+    """From sync code too: the event loop is not held open by a check that ignores
+    cancellation (asyncio.run would wait for it forever)."""
+    started: list[float] = []
+    release = threading.Event()
+    reg = HealthRegistry()
+    reg.register("stubborn", _stubborn(started, release), timeout=0.05)
+    outcome: list[Any] = []
+    worker = threading.Thread(target=lambda: outcome.append(reg.check_all_sync()), daemon=True)
+    worker.start()
+    worker.join(0.05 + STOP_GRACE + SLACK + 1.0)
+    release.set()
+    assert not worker.is_alive(), "check_all_sync() did not return"
+    assert outcome[0].components["stubborn"].status is U
+
+
+@pytest.mark.parametrize("kind", ["swallows", "keeps running", "blocks a thread"])
+async def test_check_all_bound_holds_for_every_misbehaviour(kind: str) -> None:
+    """Three misbehaving checks with different timeouts: the report arrives by the largest
+    timeout plus the stop grace."""
+    release = threading.Event()
+    started: list[float] = []
+
+    async def swallows() -> str:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.02)  # some clean-up first, within the grace
+        return "healthy"
+
+    def blocks() -> bool:
+        return release.wait(10.0)
+
+    check: Callable[[], Any] = {
+        "swallows": swallows,
+        "keeps running": _stubborn(started, release),
+        "blocks a thread": blocks,
+    }[kind]
+    reg = HealthRegistry()
+    for n, timeout in enumerate((0.02, 0.05, 0.1)):
+        reg.register(f"c{n}", check, timeout=timeout)
+    try:
+        began = time.perf_counter()
+        report = await reg.check_all()
+        assert time.perf_counter() - began < 0.1 + STOP_GRACE + SLACK
+        assert all(c.status is U for c in report.components.values())
+        assert all(c.data.get("timed_out") for c in report.components.values())
+    finally:
+        release.set()
+
+
+async def test_a_sync_callable_returning_a_coroutine_is_awaited() -> None:
+    """``register(name, lambda: ping())`` with an async ``ping``: its coroutine is awaited."""
+
+    async def ping() -> str:
+        await asyncio.sleep(0)
+        return "degraded"
+
+    reg = HealthRegistry()
+    reg.register("lambda", lambda: ping())
+    report = await reg.check_all()
+    assert report.components["lambda"].status is D
+
+
+class _Unprintable:
+    """A value whose every conversion raises."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("repr")
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        raise RuntimeError("bool")
+
+
+class _BrokenMapping(dict[str, Any]):
+    def __contains__(self, key: object) -> bool:
+        raise RuntimeError("contains")
+
+
+@pytest.mark.parametrize(
+    ("label", "answer"),
+    [
+        ("detail", {"status": "degraded", "detail": _Unprintable()}),
+        ("mapping", _BrokenMapping(status="ok")),
+        ("data", {"status": "healthy", "when": _Unprintable()}),
+        ("CheckResult data", CheckResult(D, "fine", {"x": [_Unprintable()]})),
+    ],
+)
+async def test_a_check_returning_unreadable_values_never_breaks_the_report(
+    label: str, answer: Any
+) -> None:
+    """Whatever a check returns, check_all() returns a report that serialises to JSON."""
+    reg = HealthRegistry()
+    reg.register("odd", lambda: answer)
+    reg.register("fine", lambda: True)
+    report = await reg.check_all()
+    assert report.components["fine"].status is H
+    odd = report.components["odd"]
+    assert odd.status in (U, D, H)
+    json.dumps(report.to_dict(), default=str)
+    json.dumps(report.components["odd"].to_dict(), default=str)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import json
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -32,6 +33,8 @@ ReportListener = Callable[[HealthReport], Any]
 
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_INTERVAL = 30.0
+# Seconds a check cancelled at its timeout gets to stop before it is reported as still running.
+STOP_GRACE = 0.1
 
 
 def _exception_detail(exc: BaseException) -> tuple[str, dict[str, Any]]:
@@ -45,6 +48,15 @@ def _exception_detail(exc: BaseException) -> tuple[str, dict[str, Any]]:
     except Exception:  # classification is a nicety here; never let it break a report
         pass
     return detail, data
+
+
+def _unreadable(exc: BaseException) -> CheckResult:
+    return CheckResult(
+        HealthStatus.UNHEALTHY,
+        f"check returned a value that cannot be read ({type(exc).__name__}); return a status, "
+        "bool, CheckResult or a mapping with 'status' and JSON-like data",
+        {"error_type": type(exc).__name__},
+    )
 
 
 def normalise(value: object) -> CheckResult:
@@ -84,10 +96,13 @@ def normalise(value: object) -> CheckResult:
     )
 
 
-async def _in_daemon_thread(fn: Callable[[], Any], done: threading.Event) -> Any:
-    # A daemon thread, not the default executor: a hung sync check must never block the loop's
-    # shutdown (asyncio.run joins its executor) nor the interpreter's exit. ``done`` is set
-    # when the thread finishes, however long after its caller stopped waiting.
+def _in_daemon_thread(fn: Callable[[], Any], done: threading.Event) -> asyncio.Future[Any]:
+    """Run ``fn`` in a new daemon thread; the returned future gets its result.
+
+    A daemon thread, not the default executor: a hung sync check must never block the loop's
+    shutdown (asyncio.run joins its executor) nor the interpreter's exit. ``done`` is set
+    when the thread finishes, however long after its caller stopped waiting.
+    """
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
 
@@ -112,7 +127,27 @@ async def _in_daemon_thread(fn: Callable[[], Any], done: threading.Event) -> Any
             loop.call_soon_threadsafe(settle, ok, result)
 
     threading.Thread(target=target, name="resilient-health-check", daemon=True).start()
-    return await future
+    return future
+
+
+async def _call_async(fn: Callable[[], Any]) -> Any:
+    value = fn()
+    if inspect.isawaitable(value):
+        value = await value
+    return value
+
+
+async def _call_in_thread(fn: Callable[[], Any], done: threading.Event) -> Any:
+    value = await _in_daemon_thread(fn, done)
+    if inspect.isawaitable(value):  # ``lambda: ping()`` with an async ping
+        value = await value
+    return value
+
+
+def _consume(work: asyncio.Future[Any]) -> None:
+    # the outcome of a run nobody waits for any more: retrieved so asyncio does not log it
+    if not work.cancelled():
+        work.exception()
 
 
 @dataclass(slots=True)
@@ -122,9 +157,24 @@ class _Check:
     is_async: bool
     critical: bool
     timeout: float | None
-    # the thread of the last sync run; a new run waits for it instead of piling up threads
-    idle: threading.Event | None = None
+    # a run that outlived its timeout and its stop grace: the check is not started again
+    # while it still runs (a thread cannot be stopped; a task may ignore its cancellation)
+    straggler: asyncio.Future[Any] | None = None
+    straggler_done: threading.Event | None = None
     busy_since: float = 0.0
+
+    def still_running(self) -> bool:
+        """Whether a run that did not stop at its timeout is still going."""
+        if self.straggler_done is not None:  # a sync check's thread
+            running = not self.straggler_done.is_set()
+        elif self.straggler is not None:  # an async check's task (its loop may be gone)
+            task = self.straggler
+            running = not task.done() and not task.get_loop().is_closed()
+        else:
+            return False
+        if not running:
+            self.straggler = self.straggler_done = None
+        return running
 
 
 class HealthRegistry:
@@ -270,6 +320,15 @@ class HealthRegistry:
         critical = self._critical_override.get(name, critical)
         if result.critical is not None:
             critical = result.critical
+        try:  # what a report shows must print and serialise, whatever the check returned
+            detail = sanitize(result.detail) if result.detail else ""
+            data = sanitize_obj(dict(result.data)) if result.data else {}
+            json.dumps(data, default=str)
+            if not isinstance(detail, str):
+                raise TypeError("detail is not text")
+        except Exception as exc:
+            result = _unreadable(exc)
+            detail, data = result.detail, dict(result.data)
         unhealthy = result.status is HealthStatus.UNHEALTHY
         failures = self._failures.get(name, 0) + 1 if unhealthy else 0
         self._failures[name] = failures
@@ -278,10 +337,10 @@ class HealthRegistry:
             status=result.status,
             critical=critical,
             latency=latency,
-            detail=sanitize(result.detail) if result.detail else "",
+            detail=detail,
             last_checked=iso_utc(now),
             consecutive_failures=failures,
-            data=sanitize_obj(dict(result.data)) if result.data else {},
+            data=data,
         )
         self._last[name] = health
         return health
@@ -289,41 +348,64 @@ class HealthRegistry:
     async def _run(self, check: _Check, default_timeout: float) -> tuple[CheckResult, float]:
         limit = check.timeout if check.timeout is not None else default_timeout
         started = time.perf_counter()
-        if check.idle is not None and not check.idle.is_set():
-            # A sync check cannot be cancelled: never start a second thread beside a hung one.
-            stuck = started - check.busy_since
+        timed_out = {"timed_out": True, "timeout_seconds": limit}
+        if check.still_running():
+            straggler = check.straggler
+            if straggler is not None and straggler.get_loop() is asyncio.get_running_loop():
+                straggler.cancel()  # ask again; it may stop this time
             return (
                 CheckResult(
                     HealthStatus.UNHEALTHY,
-                    f"check still running from an earlier run ({stuck:.1f}s); timed out",
-                    {"timed_out": True, "timeout_seconds": limit},
+                    "did not stop at its timeout: still running from an earlier run "
+                    f"({started - check.busy_since:.1f}s), not started again",
+                    {**timed_out, "still_running": True},
                 ),
                 0.0,
             )
+        done: threading.Event | None = None
+        if check.is_async:
+            work: asyncio.Future[Any] = asyncio.ensure_future(_call_async(check.fn))
+        else:
+            done = threading.Event()
+            work = asyncio.ensure_future(_call_in_thread(check.fn, done))
         try:
-            async with asyncio.timeout(limit) as scope:
+            await asyncio.wait((work,), timeout=limit)
+            if not work.done():
+                # Too late, whatever it answers now. Cancel it and give it a short grace to
+                # stop; the report never waits longer than timeout + STOP_GRACE.
                 if check.is_async:
-                    value: Any = await check.fn()
+                    work.cancel()
+                await asyncio.wait((work,), timeout=min(STOP_GRACE, limit))
+                work.cancel()  # a sync check's late answer is dropped
+                stopped = work.done() if done is None else done.is_set()
+                if not stopped:
+                    check.straggler, check.straggler_done = work, done
+                    check.busy_since = started
+                work.add_done_callback(_consume)
+                detail = f"check timed out after {limit:g}s"
+                if stopped:
+                    result = CheckResult(HealthStatus.UNHEALTHY, detail, timed_out)
                 else:
-                    check.idle, check.busy_since = threading.Event(), started
-                    value = await _in_daemon_thread(check.fn, check.idle)
-                if inspect.isawaitable(value):
-                    value = await value
-            result = normalise(value)
-        except TimeoutError as exc:
-            if scope.expired():
-                result = CheckResult(
-                    HealthStatus.UNHEALTHY,
-                    f"check timed out after {limit:g}s",
-                    {"timed_out": True, "timeout_seconds": limit},
-                )
-            else:
-                detail, data = _exception_detail(exc)
-                result = CheckResult(HealthStatus.UNHEALTHY, detail, data)
-        except Exception as exc:
-            detail, data = _exception_detail(exc)
-            result = CheckResult(HealthStatus.UNHEALTHY, detail, data)
-        return result, time.perf_counter() - started
+                    result = CheckResult(
+                        HealthStatus.UNHEALTHY,
+                        f"{detail} and did not stop at its timeout",
+                        {**timed_out, "still_running": True},
+                    )
+                return result, time.perf_counter() - started
+        except asyncio.CancelledError:  # check_all itself was cancelled
+            work.cancel()
+            raise
+        latency = time.perf_counter() - started
+        if work.cancelled():
+            return CheckResult(HealthStatus.UNHEALTHY, "check was cancelled"), latency
+        exc = work.exception()
+        if exc is None:
+            try:
+                return normalise(work.result()), latency
+            except Exception as err:  # a mapping whose reads raise, a detail with no bool
+                return _unreadable(err), latency
+        detail, data = _exception_detail(exc)
+        return CheckResult(HealthStatus.UNHEALTHY, detail, data), latency
 
     async def check_all(self) -> HealthReport:
         """Run every check concurrently (each under its timeout) and return the report."""
@@ -368,8 +450,24 @@ class HealthRegistry:
                 logger.warning("a health report listener failed: {}: {}", type(exc).__name__, exc)
 
     def check_all_sync(self) -> HealthReport:
-        """Run :meth:`check_all` from synchronous code (not from inside a running loop)."""
-        return asyncio.run(self.check_all())
+        """Run :meth:`check_all` from synchronous code (not from inside a running loop).
+
+        Unlike ``asyncio.run``, never waits for a check that ignores its cancellation: such
+        a task is left behind, pending, when the loop closes.
+        """
+        loop = asyncio.new_event_loop()
+        try:
+            return loop.run_until_complete(self.check_all())
+        finally:
+            try:
+                pending = asyncio.all_tasks(loop)
+                for task in pending:
+                    task.cancel()
+                if pending:
+                    loop.run_until_complete(asyncio.wait(pending, timeout=STOP_GRACE))
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                loop.close()
 
     # -- monitor ---------------------------------------------------------------------------
     @property

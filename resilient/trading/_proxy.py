@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import _hooks
-from .._cache import cache_key, get_fallback_cache
+from .._cache import cache_key_or_none, get_fallback_cache
 from .._classify import ErrorCategory, classify, is_transient
 from .._clock import get_clock
 from .._exceptions import RiskLimitError, TradingDisabledError
@@ -436,17 +436,18 @@ class ResilientService:
 
             @functools.wraps(fn)
             async def aread(*args: Any, **kwargs: Any) -> Any:
-                key = cache_key(prefix, args, kwargs)
+                key = cache_key_or_none(prefix, args, kwargs)
                 try:
                     value = await call(*args, **kwargs)
                 except Exception as exc:
-                    if not usable(exc):
+                    if key is None or not usable(exc):
                         raise
                     entry = await get_fallback_cache().get(key)
                     if entry is None or entry.age > ttl:
                         raise
                     return self._serve(method, exc, entry)
-                await get_fallback_cache().set(key, value, ttl)
+                if key is not None:
+                    await get_fallback_cache().set(key, value, ttl)
                 if prices:
                     self._remember_price(args, kwargs, value)
                 self._recovered()
@@ -456,17 +457,18 @@ class ResilientService:
 
         @functools.wraps(fn)
         def read(*args: Any, **kwargs: Any) -> Any:
-            key = cache_key(prefix, args, kwargs)
+            key = cache_key_or_none(prefix, args, kwargs)
             try:
                 value = call(*args, **kwargs)
             except Exception as exc:
-                if not usable(exc):
+                if key is None or not usable(exc):
                     raise
                 entry = get_fallback_cache().get_sync(key)
                 if entry is None or entry.age > ttl:
                     raise
                 return self._serve(method, exc, entry)
-            get_fallback_cache().set_sync(key, value, ttl)
+            if key is not None:
+                get_fallback_cache().set_sync(key, value, ttl)
             if prices:
                 self._remember_price(args, kwargs, value)
             self._recovered()

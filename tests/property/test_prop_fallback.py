@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import datetime
+import enum
 import itertools
+import math
 from typing import Any
 
 from _budget import examples
@@ -11,6 +16,7 @@ from hypothesis import strategies as st
 
 from resilient import CircuitOpenError, resilient
 from resilient._breaker import breakers
+from resilient._cache import UnkeyableError, cache_key, cache_key_or_none
 from resilient._fallback import fallback, fallback_status
 from resilient.testing import (
     FlakyService,
@@ -186,3 +192,243 @@ def test_fallback_func_gets_the_original_error(schedule: list[Outcome], waits: l
                         assert isinstance(exc, CircuitOpenError)
         finally:
             breakers.remove(name)
+
+
+# -- typed cache keys: two arguments share a slot exactly when they are the same value ------
+
+
+class Lookalike:
+    """Compared by identity, printed alike: only the very same object may share a slot."""
+
+    def __init__(self, payload: Any) -> None:
+        self.payload = payload
+
+    def __repr__(self) -> str:
+        return "Lookalike(...)"
+
+
+class ValueLookalike:
+    """Compared by value, printed alike: equal payloads share a slot, others never do."""
+
+    def __init__(self, payload: Any) -> None:
+        self.payload = payload
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is ValueLookalike and other.payload == self.payload
+
+    def __hash__(self) -> int:
+        return 0
+
+    def __repr__(self) -> str:
+        return "ValueLookalike(...)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Order:
+    symbol: str
+    qty: Any
+
+
+class Side(enum.Enum):
+    BUY = "buy"
+    SELL = "sell"
+
+
+atoms = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-3, max_value=3),
+    st.integers(),
+    st.integers(min_value=10**400, max_value=10**401),
+    st.floats(),
+    st.sampled_from([0.0, -0.0, 1.0, float("inf"), float("nan")]),
+    st.text(max_size=6),
+    st.binary(max_size=6),
+    st.decimals(allow_nan=False, places=2, min_value=-100, max_value=100),
+    st.datetimes(timezones=st.none() | st.timezones()),
+    st.dates(),
+    st.timedeltas(),
+    st.uuids(),
+    st.sampled_from(Side),
+)
+hashables = st.recursive(
+    atoms,
+    lambda inner: st.tuples(inner, inner) | st.frozensets(inner, max_size=3),
+    max_leaves=4,
+).filter(lambda v: not _has_nan(v))
+arguments = st.recursive(
+    atoms
+    | st.builds(Lookalike, st.integers(0, 3))
+    | st.builds(ValueLookalike, st.integers(0, 3))
+    | st.builds(Order, st.sampled_from(["AAPL", "MSFT"]), st.integers(0, 3)),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.lists(inner, max_size=3).map(tuple)
+        | st.dictionaries(hashables, inner, max_size=3)
+        | st.sets(hashables, max_size=3)
+        | st.frozensets(hashables, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+def _has_nan(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isnan(value)
+    if isinstance(value, tuple | frozenset):
+        return any(_has_nan(v) for v in value)
+    return False
+
+
+def same(a: Any, b: Any) -> bool:
+    """The same value, of the same types all the way down (identity for identity objects)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float):
+        return a.hex() == b.hex()
+    if isinstance(a, list | tuple):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return len(a) == len(b) and all(
+            any(same(k, k2) and same(v, v2) for k2, v2 in b.items()) for k, v in a.items()
+        )
+    if isinstance(a, set | frozenset):
+        return len(a) == len(b) and all(any(same(x, y) for y in b) for x in a)
+    if isinstance(a, Lookalike | Side):
+        return a is b
+    if isinstance(a, ValueLookalike | Order):
+        return same(vars(a), vars(b))
+    if isinstance(a, datetime.datetime | datetime.time):
+        return repr(a) == repr(b) and a.fold == b.fold
+    return repr(a) == repr(b)  # ints, text, bytes, Decimal, dates, UUIDs: repr is exact
+
+
+@st.composite
+def lookalike_of(draw: st.DrawFn, value: Any) -> Any:
+    """A value that prints, compares or looks like ``value`` (or is ``value`` itself)."""
+    kind = type(value)
+    choices: list[Any] = [value, copy.deepcopy(value)]
+    if kind is int:
+        choices += [float(value) if abs(value) < 2**53 else value, str(value), value + 1]
+        if value in (0, 1):
+            choices.append(bool(value))
+    elif kind is float and math.isfinite(value):
+        choices += [-value, str(value)]
+        if value.is_integer():
+            choices.append(int(value))
+    elif kind is str:
+        choices += [value.encode("utf-8", "surrogatepass"), value + "x"]
+    elif kind is list:
+        choices += [tuple(value), [draw(lookalike_of(v)) for v in value]]
+    elif kind is tuple:
+        choices += [list(value), tuple(draw(lookalike_of(v)) for v in value)]
+    elif kind is dict:
+        choices += [list(value.items()), {k: draw(lookalike_of(v)) for k, v in value.items()}]
+        choices.append(dict(reversed(list(value.items()))))
+    elif kind is set:
+        choices += [frozenset(value)]
+    elif kind is Lookalike:
+        choices += [Lookalike(value.payload)]
+    elif kind is ValueLookalike:
+        choices += [ValueLookalike(value.payload), ValueLookalike(value.payload + 1)]
+    elif kind is Order:
+        choices += [Order(value.symbol, float(value.qty)), Order(value.symbol, value.qty + 1)]
+    return draw(st.sampled_from(choices))
+
+
+@given(data=st.data(), first=arguments)
+@examples(ci=1200)
+def test_two_arguments_share_a_slot_exactly_when_they_are_the_same(
+    data: st.DataObject, first: Any
+) -> None:
+    """cache_key(a) == cache_key(b) iff a and b are the same typed value: never for two
+    values that merely print alike or compare equal across types (1, 1.0, True, "1")."""
+    second = data.draw(lookalike_of(first) | arguments, label="second")
+    kwarg = data.draw(st.sampled_from([{}, {"account": first}]), label="kwargs")
+    key_a = cache_key("prop-key", (first,), kwarg)
+    key_b = cache_key("prop-key", (second,), dict.fromkeys(kwarg, second))
+    assert (key_a == key_b) == same(first, second), (first, second)
+    assert key_a == cache_key("prop-key", (first,), kwarg)  # deterministic
+
+
+@given(data=st.data(), first=arguments)
+@examples(ci=500)
+async def test_a_cached_fallback_is_only_served_for_the_same_arguments(
+    data: st.DataObject, first: Any
+) -> None:
+    """Through the decorator: after a success for ``a``, a failing call for ``b`` gets ``a``'s
+    result exactly when ``b`` is ``a``, and otherwise the original error."""
+    second = data.draw(lookalike_of(first), label="second")
+    asynchronous = data.draw(st.booleans(), label="async")
+    reset_state(forget_breakers=True)
+    results = itertools.count()
+    error = ConnectionError("down")
+
+    def body(arg: Any) -> int:
+        n = next(results)
+        if n:
+            raise error
+        return n
+
+    if asynchronous:
+
+        async def afn(arg: Any) -> int:
+            return body(arg)
+
+        fn: Any = fallback(cache=True, name="prop-slots")(afn)
+    else:
+        fn = fallback(cache=True, name="prop-slots")(body)
+    got = fn(first)
+    assert (await got if asynchronous else got) == 0
+    outcome: Any
+    try:
+        got = fn(second)
+        outcome = await got if asynchronous else got
+    except ConnectionError as exc:
+        outcome = exc
+    if same(first, second):
+        assert outcome == 0, (first, second)
+    else:
+        assert outcome is error, (first, second)
+
+
+class Hostile:
+    """Every dunder a key builder might touch raises."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        raise RuntimeError("repr")
+
+    def __hash__(self) -> int:
+        raise RuntimeError("hash")
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("eq")
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise RuntimeError("reduce")
+
+
+hostile_values = st.recursive(
+    st.builds(Hostile) | atoms, lambda inner: st.lists(inner, max_size=3), max_leaves=6
+)
+
+
+@given(value=hostile_values)
+@examples(ci=300)
+def test_keying_never_raises_anything_but_unkeyable(value: Any) -> None:
+    """An argument holding something that cannot be keyed gives UnkeyableError (and None from
+    cache_key_or_none), never another exception."""
+    try:
+        key: str | None = cache_key("prop-hostile", (value,), {})
+    except UnkeyableError:
+        key = None
+    assert (key is None) == _holds_hostile(value)
+    assert cache_key_or_none("prop-hostile", (value,), {}) == key
+
+
+def _holds_hostile(value: Any) -> bool:
+    if isinstance(value, list):
+        return any(_holds_hostile(v) for v in value)
+    return isinstance(value, Hostile)

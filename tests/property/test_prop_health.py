@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +17,7 @@ from hypothesis import strategies as st
 from resilient._breaker import breaker, breakers
 from resilient._fallback import fallback
 from resilient.health import AlertManager, AlertRule, CheckResult, HealthRegistry, HealthStatus
+from resilient.health._registry import STOP_GRACE
 from resilient.health._sources import policy_components
 from resilient.testing import Fault, FlakyService, reset_state, use_fake_clock
 
@@ -253,3 +256,114 @@ def test_alert_fires_once_after_its_delay_and_resolves_once(
                 pending, firing = None, False
             assert [e.state for e in events] == expected
             assert len(alerts.active()) == int(firing)
+
+
+# -- checks that misbehave at their timeout -------------------------------------------------
+
+BEHAVIOURS = ["answers", "raises", "swallows", "slow clean-up", "ignores cancel", "blocks"]
+
+
+class Misbehaving:
+    """One check with one behaviour; counts its starts and knows whether it still runs."""
+
+    def __init__(self, behaviour: str, release: threading.Event) -> None:
+        self.behaviour = behaviour
+        self.release = release
+        self.starts = 0
+        self.running = 0
+
+    def make(self) -> Any:
+        if self.behaviour == "blocks":
+
+            def blocking() -> bool:
+                self.starts += 1
+                self.running += 1
+                try:
+                    return self.release.wait(30.0)
+                finally:
+                    self.running -= 1
+
+            return blocking
+
+        async def check() -> Any:
+            self.starts += 1
+            self.running += 1
+            try:
+                return await self._body()
+            finally:
+                self.running -= 1
+
+        return check
+
+    async def _body(self) -> Any:
+        if self.behaviour == "answers":
+            return "degraded"
+        if self.behaviour == "raises":
+            raise ConnectionRefusedError(111, "refused")
+        if self.behaviour == "swallows":
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                return "healthy"  # a late, false all-clear
+        if self.behaviour == "slow clean-up":
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                await asyncio.sleep(0.005)
+                raise
+        while not self.release.is_set():  # ignores cancellation until released
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0.002)
+        return "healthy"
+
+
+@given(
+    checks=st.lists(
+        st.tuples(st.sampled_from(BEHAVIOURS), st.sampled_from([0.01, 0.02, 0.04])),
+        min_size=1,
+        max_size=5,
+    )
+)
+@examples(ci=150, dev=15)
+async def test_the_report_arrives_by_its_deadline_whatever_checks_do(
+    checks: list[tuple[str, float]],
+) -> None:
+    """Any mix of checks that answer, raise, swallow their cancellation, clean up slowly,
+    ignore cancellation or block their thread: each of two runs returns by the longest
+    timeout plus the stop grace; only a check that answered in time has its own status; a
+    check still running from an earlier run is not started again."""
+    release = threading.Event()
+    registry = HealthRegistry()
+    made = []
+    for n, (behaviour, timeout) in enumerate(checks):
+        check = Misbehaving(behaviour, release)
+        made.append(check)
+        registry.register(f"c{n}-{behaviour}", check.make(), timeout=timeout)
+    bound = max(t for _, t in checks) + STOP_GRACE + 1.0  # 1 s: scheduling on a loaded host
+    try:
+        for _ in range(2):
+            began = time.perf_counter()
+            report = await registry.check_all()
+            assert time.perf_counter() - began < bound
+            for n, (behaviour, _) in enumerate(checks):
+                got = report.components[f"c{n}-{behaviour}"]
+                if behaviour == "answers":
+                    assert got.status is D
+                else:
+                    assert got.status is U, (behaviour, got.detail)
+                if behaviour in ("swallows", "slow clean-up", "ignores cancel", "blocks"):
+                    assert got.data.get("timed_out") is True, (behaviour, got.detail)
+                if behaviour in ("ignores cancel", "blocks"):
+                    assert "did not stop at its timeout" in got.detail
+        for check in made:
+            if check.behaviour in ("ignores cancel", "blocks"):
+                assert check.starts == 1, check.behaviour
+            else:
+                assert check.starts == 2, check.behaviour
+    finally:
+        release.set()
+        for _ in range(1000):  # stragglers end once released; none outlives the example
+            if not any(check.running for check in made):
+                break
+            await asyncio.sleep(0.005)
+    assert not any(check.running for check in made)
