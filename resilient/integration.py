@@ -17,7 +17,7 @@ await factory.shutdown()
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 from ._exceptions import ConfigError, ConfigProblem
 from ._logging import enable_logging, logger
@@ -40,8 +40,11 @@ class ResilienceFactory:
         config: the validated configuration (``ConfigManager().load_config()``; default: the
             process configuration).
         registry: the health registry (default: ``resilient.health.registry``).
-        logging: turn on the package's logging at ``log_level`` in
-            :meth:`initialize_resilience` (default ``True``).
+        logging: what :meth:`initialize_resilience` does with the package's log records, at
+            ``log_level``: ``True`` / ``"stderr"`` (default) writes them to a stderr sink of
+            the package's own, carrying only its records; ``"loguru"`` hands them to the
+            application's loguru handlers ("I already configure loguru"); ``False`` leaves
+            logging as it is. The application's own handlers are never removed or replaced.
         database: start the database component (PostgreSQL when ``database.host`` is set,
             else the embedded SQLite file ``database.sqlite_path``); default ``True``.
 
@@ -54,9 +57,15 @@ class ResilienceFactory:
         config: Config | None = None,
         *,
         registry: HealthRegistry | None = None,
-        logging: bool = True,
+        logging: bool | Literal["stderr", "loguru"] = True,
         database: bool = True,
     ) -> None:
+        if logging not in (True, False, "stderr", "loguru"):
+            raise ValueError(
+                f"logging must be True/'stderr', 'loguru' or False, got {logging!r}: 'stderr' "
+                "writes resilient's records to a sink of its own, 'loguru' hands them to your "
+                "loguru handlers"
+            )
         self.config = config if config is not None else current_config()
         if registry is None:
             from .health import registry as default_registry
@@ -114,7 +123,7 @@ class ResilienceFactory:
             The first health report as a dict.
         """
         if self._logging:
-            enable_logging(level=self.config.log_level)
+            enable_logging(level=self.config.log_level, propagate=self._logging == "loguru")
         if self.config is current_config() and self._unsubscribe is None:
             self._unsubscribe = subscribe(self._on_reload)
         if self._use_database and self._database is None:

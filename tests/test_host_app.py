@@ -1,0 +1,126 @@
+"""resilient inside a host application: it keeps the host's logs, does not flood them, says
+when the application blocks its own event loop or forgot to initialise the factory, and
+shares one database with it."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from loguru import logger as host_logger
+
+import resilient
+from resilient import _logging, breaker, disable_logging, fallback, retry
+from resilient.config import Config, current_config
+from resilient.integration import ResilienceFactory
+
+
+@pytest.fixture(autouse=True)
+def _logging_off() -> Iterator[None]:
+    disable_logging()
+    _logging.reset_warnings()
+    yield
+    disable_logging()
+    _logging.reset_warnings()
+
+
+def quiet_config(**resilience: Any) -> Config:
+    base = current_config()
+    return replace(
+        base,
+        log_level="INFO",
+        resilience=replace(base.resilience, health_check_enabled=False, **resilience),
+        extra={**base.extra, "services": {"defaults": {"rate_limit": "", "timeout": 1.0}}},
+    )
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+class HostSink:
+    """A host application's loguru handler, recording what reaches it."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.records: list[dict[str, Any]] = []
+        self.id = host_logger.add(self, level="DEBUG", format="{message}")
+
+    def __call__(self, message: Any) -> None:
+        self.lines.append(str(message).rstrip("\n"))
+        self.records.append(message.record)
+
+    def count(self, text: str) -> int:
+        return sum(text in line for line in self.lines)
+
+    def resilient_lines(self) -> list[str]:
+        return [
+            str(r["message"]) for r in self.records if r["extra"].get("resilient") is True
+        ]
+
+    def close(self) -> None:
+        host_logger.remove(self.id)
+
+
+# -- 14.1: the host's loguru handlers ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", [True, "stderr", "loguru"])
+async def test_host_handlers_keep_their_lines_exactly_once(
+    policy: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Handlers added before and after the factory see each host line once; resilient's
+    lines reach them once with logging="loguru" and never with its own sink."""
+    handlers_before = set(host_logger._core.handlers)  # type: ignore[attr-defined]
+    before = HostSink()
+    factory = ResilienceFactory(quiet_config(), database=False, logging=policy)
+    await factory.initialize_resilience()
+    after = HostSink()
+    try:
+        assert handlers_before <= set(host_logger._core.handlers)  # type: ignore[attr-defined]
+        host_logger.warning("bot line one")
+        name = unique("host-flaky")
+
+        @breaker(name, failure_threshold=1, reset_timeout=60)
+        async def flaky() -> None:
+            raise ConnectionResetError("peer reset")
+
+        with pytest.raises(ConnectionResetError):
+            await flaky()  # opens the circuit: resilient logs the transition
+        host_logger.warning("bot line two")
+        for sink in (before, after):
+            assert sink.count("bot line one") == 1 and sink.count("bot line two") == 1
+        err = capfd.readouterr().err
+        transition = f"circuit {name} closed -> open"
+        if policy == "loguru":
+            for sink in (before, after):
+                assert sink.count(transition) == 1
+                assert all(r["extra"].get("resilient") for r in sink.records if name in r["message"])
+            # no sink of resilient's own: on stderr only through loguru's default handler
+            default = 1 if 0 in host_logger._core.handlers else 0  # type: ignore[attr-defined]
+            assert err.count(transition) == default
+        else:
+            for sink in (before, after):
+                assert sink.resilient_lines() == []
+            assert err.count(transition) == 1  # resilient's own stderr sink, once
+    finally:
+        before.close()
+        after.close()
+        await factory.shutdown()
+
+
+def test_factory_logging_argument_is_checked() -> None:
+    """An unknown logging= value fails at construction, naming the valid ones."""
+    with pytest.raises(ValueError, match="'loguru'"):
+        ResilienceFactory(quiet_config(), database=False, logging="json")  # type: ignore[arg-type]
+
+
+def test_enable_logging_keeps_loguru_default_handler() -> None:
+    """enable_logging() never removes loguru's default handler (or any other)."""
+    handlers_before = set(host_logger._core.handlers)  # type: ignore[attr-defined]
+    resilient.enable_logging("INFO", sink=lambda _m: None)
+    assert set(host_logger._core.handlers) == handlers_before  # type: ignore[attr-defined]
