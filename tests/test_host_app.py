@@ -11,6 +11,9 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from loguru import logger as host_logger
 
 import resilient
@@ -124,3 +127,62 @@ def test_enable_logging_keeps_loguru_default_handler() -> None:
     handlers_before = set(host_logger._core.handlers)  # type: ignore[attr-defined]
     resilient.enable_logging("INFO", sink=lambda _m: None)
     assert set(host_logger._core.handlers) == handlers_before  # type: ignore[attr-defined]
+
+
+# -- 14.2: no log flood, no self-inflicted error-rate alarm -----------------------------------
+
+
+@hsettings(max_examples=25, deadline=None)
+@given(
+    successes=st.integers(min_value=0, max_value=8),
+    threshold=st.integers(min_value=1, max_value=4),
+    refused=st.integers(min_value=1, max_value=40),
+)
+def test_fallback_for_an_open_circuit_is_one_warning_and_no_error_rate(
+    successes: int, threshold: int, refused: int
+) -> None:
+    """However many calls an open circuit refuses while a fallback is served: one WARNING for
+    the episode, no ERROR line, the refusals counted in their own series, and the error rate
+    (the high-error-rate alert's input) is failures over calls that reached the service."""
+    from resilient.errors import tracker
+    from resilient.health import HealthOrchestrator
+    from resilient.testing import reset_state
+
+    reset_state()
+    lines: list[str] = []
+    resilient.enable_logging("DEBUG", json_lines=False, sink=lines.append)
+    name = unique("feed")
+    mode = {"fail": False}
+
+    @fallback(value=-1.0, name=name)
+    @breaker(name, failure_threshold=threshold, reset_timeout=600)
+    async def price() -> float:
+        if mode["fail"]:
+            raise ConnectionResetError("peer reset")
+        return 1.0
+
+    async def scenario() -> dict[str, Any]:
+        for _ in range(successes):
+            assert await price() == 1.0
+        mode["fail"] = True
+        for _ in range(threshold + refused):  # `threshold` failures open it, the rest refused
+            assert await price() == -1.0
+        return await HealthOrchestrator().get_system_health()
+
+    try:
+        with resilient.use_clock(resilient.FakeClock()):
+            health = asyncio.run(scenario())
+    finally:
+        disable_logging()
+    errors = health["error_handling"]
+    expected_rate = threshold / (successes + threshold)
+    assert errors["error_rate"] == pytest.approx(expected_rate)
+    assert tracker.error_rate() == pytest.approx(expected_rate)
+    assert errors["by_category"] == {"network": threshold}
+    assert errors["circuit_open_rejections"] == {"total": refused, "by_component": {name: refused}}
+    assert health["circuit_breakers"][name]["rejected_calls"] == refused
+    assert resilient.fallback_status()[name].served == threshold + refused
+    assert not [line for line in lines if "| ERROR" in line]
+    degraded = [line for line in lines if "degraded: serving" in line]
+    assert len(degraded) == 1 and "| WARNING" in degraded[0]
+    assert not [line for line in lines if "circuit_open" in line]
