@@ -232,6 +232,8 @@ def warn_once(key: str, message: str, *args: Any) -> bool:
     With the package's logging enabled it goes to the package's handler; otherwise to the
     application's loguru handlers (loguru's default prints to stderr), because these warnings
     are about the application's own code and must not wait for ``enable_logging()``."""
+    if key in _warned:  # lock-free for the common case: written already
+        return False
     with _warned_lock:
         if key in _warned:
             return False

@@ -32,6 +32,7 @@ from ._classify import (
     proves_not_sent,
     retry_after,
 )
+from ._blocking import warn_if_on_loop
 from ._compose import Layer, exception_matcher, is_async_callable, policy_name, wrap
 from ._deadline import seconds_of
 from ._exceptions import CircuitOpenError, RiskLimitError
@@ -564,6 +565,7 @@ def retry(
                         failed(exc, state)
                         raise
                 if wait > 0:
+                    warn_if_on_loop("retry", policy.name)
                     _clock._current.sleep(wait)
                 state.attempt_number += 1
 

@@ -186,3 +186,83 @@ def test_fallback_for_an_open_circuit_is_one_warning_and_no_error_rate(
     degraded = [line for line in lines if "degraded: serving" in line]
     assert len(degraded) == 1 and "| WARNING" in degraded[0]
     assert not [line for line in lines if "circuit_open" in line]
+
+
+# -- 14.3: a sync policy blocking the application's event loop --------------------------------
+
+
+def _blocking_warnings(sink: HostSink, name: str) -> list[str]:
+    return [line for line in sink.lines if name in line and "event loop" in line]
+
+
+async def test_sync_retry_on_the_event_loop_thread_warns_once_naming_the_async_form() -> None:
+    """A plain function whose retry would sleep on the loop's thread: one warning per
+    function (even with resilient's logging off), naming `async def` and asyncio.to_thread."""
+    sink = HostSink()
+    calls = {"n": 0}
+
+    @retry(max_attempts=3, initial_delay=0.001, max_delay=0.002, jitter=False)
+    def fetch_quote() -> float:
+        calls["n"] += 1
+        if calls["n"] % 3:
+            raise ConnectionResetError("peer reset")
+        return 1.0
+
+    @retry(max_attempts=2, initial_delay=0.001, jitter=False)
+    def other_call() -> None:
+        raise ConnectionResetError("peer reset")
+
+    try:
+        assert fetch_quote() == 1.0
+        assert fetch_quote() == 1.0  # a second blocking call: no second warning
+        with pytest.raises(ConnectionResetError):
+            other_call()
+        warned = _blocking_warnings(sink, "fetch_quote")
+        assert len(warned) == 1
+        assert "async def" in warned[0] and "asyncio.to_thread(fetch_quote" in warned[0]
+        assert len(_blocking_warnings(sink, "other_call")) == 1  # once per function
+    finally:
+        sink.close()
+
+
+async def test_sync_timeout_on_the_event_loop_thread_warns_once() -> None:
+    """A plain function under timeout() called from a coroutine warns once."""
+    sink = HostSink()
+
+    @resilient.timeout(1.0)
+    def read_positions() -> int:
+        return 3
+
+    try:
+        assert read_positions() == 3
+        assert read_positions() == 3
+        assert len(_blocking_warnings(sink, "read_positions")) == 1
+    finally:
+        sink.close()
+
+
+def test_sync_policies_off_the_loop_thread_do_not_warn() -> None:
+    """Outside an event loop (or in a worker thread) blocking is fine: no warning."""
+    sink = HostSink()
+    calls = {"n": 0}
+
+    @retry(max_attempts=2, initial_delay=0.001, jitter=False)
+    def flaky() -> int:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ConnectionResetError("peer reset")
+        return 1
+
+    @resilient.timeout(1.0)
+    def quick() -> int:
+        return 2
+
+    async def from_a_thread() -> tuple[int, int]:
+        return await asyncio.to_thread(flaky), await asyncio.to_thread(quick)
+
+    try:
+        assert asyncio.run(from_a_thread()) == (1, 2)
+        assert quick() == 2
+        assert [line for line in sink.lines if "event loop" in line] == []
+    finally:
+        sink.close()
