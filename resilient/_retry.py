@@ -25,6 +25,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 import tenacity
 
 from . import _clock, _deadline, _hooks
+from ._blocking import warn_if_on_loop
 from ._classify import (
     _TRANSIENT,
     is_transient,
@@ -32,7 +33,6 @@ from ._classify import (
     proves_not_sent,
     retry_after,
 )
-from ._blocking import warn_if_on_loop
 from ._compose import Layer, exception_matcher, is_async_callable, policy_name, wrap
 from ._deadline import seconds_of
 from ._exceptions import CircuitOpenError, RiskLimitError
