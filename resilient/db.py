@@ -114,6 +114,8 @@ class Database:
         self._unsubscribe: Callable[[], None] | None = None
         self._registered = False
         self._registry: Any = None
+        self._component = name
+        self._holders = 0
         self._apply(config)
 
     @classmethod
@@ -125,10 +127,29 @@ class Database:
         name: str = "database",
         application_name: str = "resilient",
     ) -> Database:
-        """A database for ``config`` (default: the process configuration)."""
-        return cls(
-            config or current_config(), url=url, name=name, application_name=application_name
-        )
+        """A database for ``config`` (default: the process configuration).
+
+        While a database of the same URL and ``name`` is started (the factory's, for example:
+        ``factory.database``), that one is returned and shared — one pool, one ``name``
+        component — and it stays open and in health until its last user closes it.
+        """
+        config = config or current_config()
+        target = make_url(url) if url is not None else cls._url_from(config)
+        key = (target.render_as_string(hide_password=False), name)
+        shared = _started.get(key)
+        if shared is not None:
+            shared._holders += 1
+            return shared
+        return cls(config, url=url, name=name, application_name=application_name)
+
+    @property
+    def component(self) -> str:
+        """The health component this database registered (``name``, or ``name-2``… when
+        another database of another URL already holds ``name``)."""
+        return self._component
+
+    def _key(self) -> tuple[str, str]:
+        return (self._url.render_as_string(hide_password=False), self.name)
 
     # -- configuration ------------------------------------------------------------------
 
@@ -213,11 +234,16 @@ class Database:
         """Create the engine (no connection is opened) and register the health component
         ``name`` on ``registry`` (default: the process health registry)."""
         _ = self.engine
+        _started.setdefault(self._key(), self)
         if register_health and not self._registered:
             if registry is None:
                 from .health import registry
             timeout = self._config.resilience.health_check_timeout
-            registry.register(self.name, self.health_check, critical=critical, timeout=timeout)
+            self._component = _free_component_name(registry, self.name, self)
+            registry.register(
+                self._component, self.health_check, critical=critical, timeout=timeout
+            )
+            _owners[(id(registry), self._component)] = self
             self._registry = registry
             self._registered = True
         try:
@@ -239,11 +265,20 @@ class Database:
         }
 
     async def close(self) -> None:
-        """Dispose of the pool and unregister the health component."""
+        """Dispose of the pool and unregister the health component — unless the database is
+        shared (see :meth:`from_config`) and another user still holds it."""
+        if self._holders > 0:
+            self._holders -= 1
+            return
+        if _started.get(self._key()) is self:
+            del _started[self._key()]
         if self._registered:
-            unregister = getattr(self._registry, "unregister", None)
-            if unregister is not None:
-                unregister(self.name)
+            key = (id(self._registry), self._component)
+            if _owners.get(key) is self:  # never drop a component another database registered
+                del _owners[key]
+                unregister = getattr(self._registry, "unregister", None)
+                if unregister is not None:
+                    unregister(self._component)
             self._registered = False
         try:
             from . import metrics
@@ -544,6 +579,24 @@ def _note_failure(name: str, exc: BaseException) -> None:
         record_error(exc, component=name)
     except Exception:  # pragma: no cover - tracking must never hide the real error
         pass
+
+
+_started: dict[tuple[str, str], Database] = {}
+"""Started databases by (URL, name): :meth:`Database.from_config` shares them."""
+_owners: dict[tuple[int, str], Database] = {}
+"""Which database registered each (registry, component name)."""
+
+
+def _free_component_name(registry: Any, name: str, db: Database) -> str:
+    """``name``, or ``name-2``, ``name-3``… when another started database (of another URL)
+    holds ``name`` in ``registry``: a second database never takes over the first's component."""
+    candidate, n = name, 1
+    while True:
+        owner = _owners.get((id(registry), candidate))
+        if owner is None or owner is db or not owner._registered:
+            return candidate
+        n += 1
+        candidate = f"{name}-{n}"
 
 
 _default: Database | None = None

@@ -5,6 +5,7 @@ shares one database with it."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -265,3 +266,145 @@ def test_sync_policies_off_the_loop_thread_do_not_warn() -> None:
         assert [line for line in sink.lines if "event loop" in line] == []
     finally:
         sink.close()
+
+
+# -- 14.5: one database ------------------------------------------------------------------------
+
+
+def db_config(tmp_path: Any, backend: str, file: str = "app.db") -> Config:
+    base = quiet_config()
+    if backend == "sqlite":
+        database = replace(base.database, host="", sqlite_path=str(tmp_path / file))
+    else:
+        database = replace(
+            base.database, host="127.0.0.1", port=5432, name="test", user="postgres", password=""
+        )
+    return replace(base, database=database)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    if request.param == "postgres":
+        request.getfixturevalue("pg_url")  # skips (or fails in CI) without the server
+    return str(request.param)
+
+
+async def test_database_next_to_the_factory_shares_its_pool_and_component(
+    tmp_path: Any, backend: str
+) -> None:
+    """The README's Database.from_config() next to a factory is factory.database: one pool,
+    one component, and closing it does not take the database out of health."""
+    from resilient.db import Database
+    from resilient.health import registry
+
+    config = db_config(tmp_path, backend)
+    factory = ResilienceFactory(config, logging=False)
+    await factory.initialize_resilience()
+    try:
+        db = Database.from_config(config)
+        await db.start()
+        assert db is factory.database
+        assert [n for n in registry.names() if n.startswith("database")] == ["database"]
+        assert await db.scalar("SELECT 1") == 1
+        await db.close()  # the application is done with it; the factory is not
+        assert "database" in registry.names()
+        report = await registry.check_all()
+        assert report.components["database"].status.value == "healthy"
+        assert await factory.database.scalar("SELECT 1") == 1
+    finally:
+        await factory.shutdown()
+    assert "database" not in registry.names()
+
+
+async def test_database_started_before_the_factory_is_shared_too(tmp_path: Any) -> None:
+    """Started first by the application, the database is the one the factory uses; each
+    side's close leaves it to the other until the last one."""
+    from resilient.db import Database
+    from resilient.health import registry
+
+    config = db_config(tmp_path, "sqlite")
+    db = await Database.from_config(config).start()
+    factory = ResilienceFactory(config, logging=False)
+    await factory.initialize_resilience()
+    assert factory.database is db
+    await factory.shutdown()
+    assert "database" in registry.names() and await db.scalar("SELECT 1") == 1
+    await db.close()
+    assert "database" not in registry.names()
+
+
+async def test_database_of_another_url_registers_under_its_own_name(tmp_path: Any) -> None:
+    """A second database of another URL is `database-2`; closing it keeps `database`."""
+    from resilient.db import Database
+    from resilient.health import registry
+
+    factory = ResilienceFactory(db_config(tmp_path, "sqlite"), logging=False)
+    await factory.initialize_resilience()
+    try:
+        other = Database.from_config(db_config(tmp_path, "sqlite", file="other.db"))
+        await other.start()
+        assert other is not factory.database and other.component == "database-2"
+        assert {"database", "database-2"} <= set(registry.names())
+        await other.close()
+        assert "database" in registry.names() and "database-2" not in registry.names()
+    finally:
+        await factory.shutdown()
+
+
+def test_factory_database_before_initialisation_says_what_to_call() -> None:
+    """factory.database before initialize_resilience() names the call to make."""
+    factory = ResilienceFactory(quiet_config(), logging=False)
+    with pytest.raises(RuntimeError, match=r"await factory\.initialize_resilience\(\)"):
+        _ = factory.database
+    with pytest.raises(RuntimeError, match="database=False"):
+        _ = ResilienceFactory(quiet_config(), logging=False, database=False).database
+
+
+# -- 14.6: a factory that was never initialised -----------------------------------------------
+
+
+class Feed:
+    async def get_current_price(self, symbol: str) -> float:
+        return 10.0
+
+    def get_bars(self, symbol: str) -> list[float]:
+        return [1.0]
+
+
+async def test_first_call_on_an_uninitialised_factory_warns_once() -> None:
+    """The first proxied call of a never-initialised factory writes one warning naming
+    `await factory.initialize_resilience()`; later calls (any proxy) write nothing more."""
+    sink = HostSink()
+    factory = ResilienceFactory(quiet_config(), logging=False, database=False)
+    data = factory.create_resilient_market_data(Feed(), unique("feed"))
+    broker = factory.create_resilient_market_data(Feed(), unique("feed2"))
+    try:
+        assert await data.get_current_price("AAPL") == 10.0
+        assert await data.get_current_price("AAPL") == 10.0
+        assert data.get_bars("AAPL") == [1.0]
+        assert await broker.get_current_price("AAPL") == 10.0
+        warned = [line for line in sink.lines if "initialize_resilience()" in line]
+        assert len(warned) == 1
+        assert "get_current_price" in warned[0] and "never initialised" in warned[0]
+        # the one-shot wrappers are gone: the proxies' own methods are back
+        assert inspect.iscoroutinefunction(data.get_current_price)
+        assert data.__dict__["get_bars"] is data._methods["get_bars"]
+    finally:
+        sink.close()
+        await factory.shutdown()
+
+
+async def test_initialised_factory_does_not_warn() -> None:
+    """Proxies made before or after initialize_resilience() never warn once it ran."""
+    sink = HostSink()
+    factory = ResilienceFactory(quiet_config(), logging=False, database=False)
+    early = factory.create_resilient_market_data(Feed(), unique("feed"))
+    await factory.initialize_resilience()
+    late = factory.create_resilient_market_data(Feed(), unique("feed"))
+    try:
+        assert await early.get_current_price("AAPL") == 10.0
+        assert await late.get_current_price("AAPL") == 10.0
+        assert [line for line in sink.lines if "initialize_resilience()" in line] == []
+    finally:
+        sink.close()
+        await factory.shutdown()
