@@ -46,6 +46,7 @@ from tenacity import (
 
 from . import _clock
 from ._classify import classify, is_transient, proves_not_sent
+from ._extras import missing_extra
 from ._logging import logger
 from ._sanitize import mask_url, sanitize
 from .config import Config, current_config, subscribe, switches
@@ -116,6 +117,7 @@ class Database:
         self._registry: Any = None
         self._component = name
         self._holders = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._apply(config)
 
     @classmethod
@@ -137,7 +139,8 @@ class Database:
         target = make_url(url) if url is not None else cls._url_from(config)
         key = (target.render_as_string(hide_password=False), name)
         shared = _started.get(key)
-        if shared is not None:
+        # a pool belongs to the event loop that started it: share only on that loop
+        if shared is not None and shared._loop is asyncio._get_running_loop():
             shared._holders += 1
             return shared
         return cls(config, url=url, name=name, application_name=application_name)
@@ -222,7 +225,10 @@ class Database:
     def engine(self) -> AsyncEngine:
         """The SQLAlchemy engine (created on first use; no connection is opened until needed)."""
         if self._engine is None:
-            self._engine = create_async_engine(self._url, **self.engine_options())
+            try:
+                self._engine = create_async_engine(self._url, **self.engine_options())
+            except ModuleNotFoundError as exc:  # the driver: asyncpg is the `db` extra
+                raise missing_extra(exc, f"the {self.url_masked} database") from None
             self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
             self._install_events(self._engine)
             self._unsubscribe = subscribe(self._apply)
@@ -234,7 +240,8 @@ class Database:
         """Create the engine (no connection is opened) and register the health component
         ``name`` on ``registry`` (default: the process health registry)."""
         _ = self.engine
-        _started.setdefault(self._key(), self)
+        self._loop = asyncio.get_running_loop()
+        _started[self._key()] = self
         if register_health and not self._registered:
             if registry is None:
                 from .health import registry

@@ -390,6 +390,7 @@ class ResilienceFactory:
                 from ._cache import set_fallback_cache
 
                 _redis.close_workers()
+                _redis.forget_default_cache(cache)
                 set_fallback_cache(None)
         self.registry.unregister("cache")
         if self._unsubscribe is not None:
