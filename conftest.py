@@ -58,9 +58,12 @@ def _document_block_sandbox(
     if not _is_document_block(request.node):
         yield
         return
+    from loguru import logger
+
     from resilient import disable_logging
     from resilient.testing._isolation import isolated_state
 
+    handlers = set(logger._core.handlers)  # type: ignore[attr-defined]
     mp = pytest.MonkeyPatch()
     mp.chdir(tmp_path_factory.mktemp("readme-block"))
     try:
@@ -68,6 +71,8 @@ def _document_block_sandbox(
             yield
     finally:
         disable_logging()
+        for handler in set(logger._core.handlers) - handlers:  # type: ignore[attr-defined]
+            logger.remove(handler)  # a block's own loguru handlers end with it
         mp.undo()
 
 
