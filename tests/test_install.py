@@ -138,3 +138,14 @@ def test_bare_pip_install_runs_demo_and_is_healthy(tmp_path: Path) -> None:
     assert json.loads(health.stdout)["overall_status"] == "healthy"
     http = run(str(python), "-c", "import resilient.http")
     assert http.returncode != 0 and 'pip install "resilient[http]"' in http.stderr
+
+
+def test_cli_command_needing_an_extra_prints_the_pip_line(tmp_path: Path) -> None:
+    """`resilient breakers` with redis.url set and no redis-py: the pip line, exit 2, no
+    traceback."""
+    done = run_without_extras(
+        CLI.format(args=["breakers"]), tmp_path, AI_TRADER_REDIS__URL="redis://127.0.0.1:6379/15"
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert 'pip install "resilient[redis]"' in done.stderr
+    assert "Traceback" not in done.stderr
