@@ -597,10 +597,11 @@ _owners: dict[tuple[int, str], Database] = {}
 def _free_component_name(registry: Any, name: str, db: Database) -> str:
     """``name``, or ``name-2``, ``name-3``… when another started database (of another URL)
     holds ``name`` in ``registry``: a second database never takes over the first's component."""
+    taken = set(registry.names()) if callable(getattr(registry, "names", None)) else set()
     candidate, n = name, 1
     while True:
         owner = _owners.get((id(registry), candidate))
-        if owner is None or owner is db or not owner._registered:
+        if candidate not in taken or owner is None or owner is db or not owner._registered:
             return candidate
         n += 1
         candidate = f"{name}-{n}"
