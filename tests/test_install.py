@@ -13,7 +13,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-EXTRA_MODULES = ("redis", "asyncpg", "prometheus_client", "starlette", "uvicorn")
+EXTRA_MODULES = (
+    "redis",
+    "asyncpg",
+    "prometheus_client",
+    "starlette",
+    "uvicorn",
+    "hypothesis",
+    "pytest_asyncio",
+)
 
 # Runs in a fresh interpreter where the extras' packages cannot be imported (as after a bare
 # install), then hands over to the code given in argv[1].
@@ -65,6 +73,7 @@ def test_import_and_health_without_extras(tmp_path: Path) -> None:
     ("code", "extra"),
     [
         ("import resilient.http", "http"),
+        ("import resilient.testing.strategies", "testing"),
         ("import resilient.metrics as m; m.generate_latest()", "prometheus"),
         (
             "import asyncio; from resilient.db import Database; "
