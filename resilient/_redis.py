@@ -562,10 +562,11 @@ def get_redis_cache() -> RedisCache:
     return _default_cache
 
 
-def forget_default_cache(cache: RedisCache) -> None:
-    """Stop handing out ``cache`` from :func:`get_redis_cache` (it was closed)."""
+def forget_default_cache(cache: RedisCache | None) -> None:
+    """Stop handing out ``cache`` (it was closed; ``None``: whichever it is) from
+    :func:`get_redis_cache`, which builds a new one from the configuration next time."""
     global _default_cache
-    if _default_cache is cache:
+    if cache is None or _default_cache is cache:
         _default_cache = None
 
 
