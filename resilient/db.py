@@ -131,16 +131,21 @@ class Database:
     ) -> Database:
         """A database for ``config`` (default: the process configuration).
 
-        While a database of the same URL and ``name`` is started (the factory's, for example:
-        ``factory.database``), that one is returned and shared — one pool, one ``name``
-        component — and it stays open and in health until its last user closes it.
+        While a database of the same URL, ``name``, ``application_name`` and ``database.*``
+        settings is started (the factory's, for example: ``factory.database``), that one is
+        returned and shared — one pool, one ``name`` component — and it stays open and in
+        health until its last user closes it.
         """
         config = config or current_config()
         target = make_url(url) if url is not None else cls._url_from(config)
-        key = (target.render_as_string(hide_password=False), name)
+        key = (target.render_as_string(hide_password=False), name, application_name)
         shared = _started.get(key)
         # a pool belongs to the event loop that started it: share only on that loop
-        if shared is not None and shared._loop is asyncio._get_running_loop():
+        if (
+            shared is not None
+            and shared._loop is asyncio._get_running_loop()
+            and shared._config.database == config.database
+        ):
             shared._holders += 1
             return shared
         return cls(config, url=url, name=name, application_name=application_name)
@@ -151,8 +156,8 @@ class Database:
         another database of another URL already holds ``name``)."""
         return self._component
 
-    def _key(self) -> tuple[str, str]:
-        return (self._url.render_as_string(hide_password=False), self.name)
+    def _key(self) -> tuple[str, str, str]:
+        return (self._url.render_as_string(hide_password=False), self.name, self.application_name)
 
     # -- configuration ------------------------------------------------------------------
 
@@ -588,8 +593,9 @@ def _note_failure(name: str, exc: BaseException) -> None:
         pass
 
 
-_started: dict[tuple[str, str], Database] = {}
-"""Started databases by (URL, name): :meth:`Database.from_config` shares them."""
+_started: dict[tuple[str, str, str], Database] = {}
+"""Started databases by (URL, name, application name): :meth:`Database.from_config` shares
+them."""
 _owners: dict[tuple[int, str], Database] = {}
 """Which database registered each (registry, component name)."""
 
