@@ -90,7 +90,7 @@ class ResilienceFactory:
         self._unsubscribe: Callable[[], None] | None = None
         self._initialized = False
         self._standins: set[str] = set()
-        # methods of proxies made before initialize_resilience(): name -> (proxy, original)
+        # (proxy, method name, original method) of proxies made before initialize_resilience()
         self._first_call_guards: list[tuple[ResilientService, str, Any]] = []
         self._warn_key = f"factory-not-initialized:{next(_factory_ids)}"
         self._validate_services()
