@@ -1,14 +1,19 @@
-"""Logging on loguru: silent until enabled, correlation id on every record, secrets masked.
+"""Logging on loguru: the package's own records on its own handlers; the host's left alone.
 
-Following loguru's convention for libraries, the package disables its own records at import;
-:func:`enable_logging` (called by the CLI and the factory) turns them on with a sink whose
-level and format come from settings: human-readable lines in development and testing, JSON
-lines in staging and production.
+The package logs through an independent loguru logger (its own core, every record bound with
+``resilient=True``), so it never adds to, removes or duplicates into the application's loguru
+handlers. Nothing is written until :func:`enable_logging` (called by the CLI and the factory)
+adds a sink — human-readable lines in development and testing, JSON lines in staging and
+production — or, with ``propagate=True``, hands each record to the application's own loguru
+handlers instead ("I already configure loguru").
+
+:func:`warn_once` is for the few warnings an application must see even before logging is
+enabled (a factory used without ``initialize_resilience()``, a sync policy blocking an event
+loop): with the package's logging off they go to the application's loguru handlers.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 import threading
@@ -16,16 +21,20 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TextIO
 
 from loguru import logger as _root_logger
+from loguru._logger import Core as _Core  # loguru's documented way to build a separate logger
+from loguru._logger import Logger as _Logger
 
 from ._context import current_correlation_id
 from ._sanitize import sanitize, sanitize_obj
 
 if TYPE_CHECKING:
-    from loguru import Logger, Record
+    from loguru import Logger, Message, Record
 
-__all__ = ["disable_logging", "enable_logging", "logger", "logging_enabled"]
+__all__ = ["disable_logging", "enable_logging", "logger", "logging_enabled", "warn_once"]
 
 _PACKAGE = "resilient"
+_MARK = "resilient"
+"""The extra every record of the package carries (``record["extra"]["resilient"] is True``)."""
 
 
 def _patch(record: Record) -> None:
@@ -35,11 +44,31 @@ def _patch(record: Record) -> None:
     record["message"] = sanitize(record["message"])
     # One pass over the whole mapping: a secret-named str or bytes value is masked outright,
     # every other value has the secrets inside it masked.
-    extra.update(sanitize_obj({k: v for k, v in extra.items() if k != "correlation_id"}))
+    extra.update(
+        sanitize_obj({k: v for k, v in extra.items() if k not in ("correlation_id", _MARK)})
+    )
 
 
-logger: Logger = _root_logger.patch(_patch)
-_root_logger.disable(_PACKAGE)
+def _new_logger() -> Logger:
+    """A logger with a core of its own: its handlers are not the application's."""
+    base: Logger = _Logger(  # type: ignore[no-untyped-call, assignment]
+        core=_Core(),  # type: ignore[no-untyped-call]
+        exception=None,
+        depth=0,
+        record=False,
+        lazy=False,
+        colors=False,
+        raw=False,
+        capture=True,
+        patchers=[],
+        extra={},
+    )
+    return base
+
+
+_own: Logger = _new_logger()
+logger: Logger = _own.bind(**{_MARK: True}).patch(_patch)
+"""The package's logger: writes only to the handler :func:`enable_logging` installs."""
 
 _lock = threading.Lock()
 _handler_id: int | None = None
@@ -72,12 +101,7 @@ _TEXT_FORMAT = (
     "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> | <level>{level: <8}</level> | "
     "<cyan>{extra[correlation_id]}</cyan> | {message}{extra[_rest]}{extra[_exc]}\n"
 )
-_HIDDEN = frozenset({"correlation_id", "_rest", "_exc", "_json"})
-
-
-def _is_ours(record: Record) -> bool:
-    name = record["name"] or ""
-    return name == _PACKAGE or name.startswith(_PACKAGE + ".")
+_HIDDEN = frozenset({"correlation_id", "_rest", "_exc", "_json", _MARK})
 
 
 def _exception_text(record: Record) -> str:
@@ -114,22 +138,47 @@ def _json_format(record: Record) -> str:
     return "{extra[_json]}\n"
 
 
+_ORIGIN = ("name", "function", "line", "module", "file", "thread", "process", "time", "elapsed")
+
+
+def _to_host(message: Message) -> None:
+    """Hand one of the package's records to the application's loguru handlers, keeping its
+    origin (module, function, line, time) and extras. A traceback is never passed on (a
+    handler with ``diagnose=True`` would print local variables): only the exception's class
+    and sanitized message, appended to the text."""
+    record = message.record
+    origin: dict[str, Any] = {key: record[key] for key in _ORIGIN}  # type: ignore[literal-required]
+    text = record["message"]
+    exc = _exception_text(record)
+    if exc:
+        text = f"{text} | {exc}"
+    extra = {k: v for k, v in record["extra"].items() if k not in ("_rest", "_exc", "_json")}
+    _root_logger.patch(lambda r: r.update(origin)).bind(**extra).log(  # type: ignore[typeddict-item]
+        record["level"].name, "{}", text
+    )
+
+
 def enable_logging(
     level: str | None = None,
     *,
     json_lines: bool | None = None,
     sink: TextIO | Callable[[str], None] | None = None,
+    propagate: bool = False,
 ) -> int:
-    """Send the package's records to ``sink`` (stderr by default); returns the handler id.
+    """Write the package's records to ``sink`` (stderr by default); returns the handler id.
 
     Args:
         level: a loguru level; from settings when omitted (``features.debug`` means DEBUG).
         json_lines: JSON lines instead of text; by default JSON in staging and production.
         sink: a stream or a callable receiving each formatted line.
+        propagate: instead of a sink of its own, hand each record (at ``level`` and above) to
+            the application's loguru handlers, which format and filter it; every record
+            carries ``extra["resilient"] = True`` for their filters.
 
-    Calling it again replaces the previous handler. loguru's default stderr handler is removed
-    so that lines are not written twice. Exception tracebacks are never written: only the
-    exception's class and its sanitized message.
+    Calling it again replaces the package's previous handler. The application's loguru
+    handlers are never added to, removed or replaced, and with a sink of its own the
+    package's records do not reach them (no line is written twice). Exception tracebacks are
+    never written: only the exception's class and its sanitized message.
     """
     global _handler_id, _level_no
     from .config import current_config
@@ -141,35 +190,62 @@ def enable_logging(
         json_lines = config.env in ("staging", "production")
     with _lock:
         if _handler_id is not None:
-            _root_logger.remove(_handler_id)
+            _own.remove(_handler_id)
             _handler_id = _level_no = None
-        # loguru's default stderr handler (id 0) would print every line a second time.
-        with contextlib.suppress(ValueError):
-            _root_logger.remove(0)
-        _root_logger.enable(_PACKAGE)
-        _handler_id = _root_logger.add(
-            sink if sink is not None else sys.stderr,
-            level=level.upper(),
-            format=_json_format if json_lines else _text_format,
-            filter=_is_ours,
-            colorize=False if json_lines else None,
-            backtrace=False,
-            diagnose=False,
-            catch=True,
-        )
-        _level_no = _root_logger.level(level.upper()).no
+        if propagate:
+            _handler_id = _own.add(_to_host, level=level.upper(), format="{message}", catch=True)
+        else:
+            _handler_id = _own.add(
+                sink if sink is not None else sys.stderr,
+                level=level.upper(),
+                format=_json_format if json_lines else _text_format,
+                colorize=False if json_lines else None,
+                backtrace=False,
+                diagnose=False,
+                catch=True,
+            )
+        _level_no = _own.level(level.upper()).no
         handler = _handler_id
     _notify()
     return handler
 
 
 def disable_logging() -> None:
-    """Remove the package's handler and silence its records again."""
+    """Remove the package's handler: its records are written nowhere again."""
     global _handler_id, _level_no
     with _lock:
         _level_no = None
         if _handler_id is not None:
-            _root_logger.remove(_handler_id)
+            _own.remove(_handler_id)
             _handler_id = None
-        _root_logger.disable(_PACKAGE)
     _notify()
+
+
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def warn_once(key: str, message: str, *args: Any) -> bool:
+    """Log the WARNING ``message.format(*args)`` once per ``key`` for the process; returns
+    whether it was written now.
+
+    With the package's logging enabled it goes to the package's handler; otherwise to the
+    application's loguru handlers (loguru's default prints to stderr), because these warnings
+    are about the application's own code and must not wait for ``enable_logging()``."""
+    if key in _warned:  # lock-free for the common case: written already
+        return False
+    with _warned_lock:
+        if key in _warned:
+            return False
+        _warned.add(key)
+    if _level_no is not None:
+        logger.opt(depth=1).warning(message, *args)
+    else:
+        _root_logger.bind(**{_MARK: True}).patch(_patch).opt(depth=1).warning(message, *args)
+    return True
+
+
+def reset_warnings() -> None:
+    """Forget which :func:`warn_once` keys were written (tests)."""
+    with _warned_lock:
+        _warned.clear()

@@ -21,17 +21,17 @@ import contextlib
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
-
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _clock
 from ._cache import CachedValue, MemoryCache, set_fallback_cache
 from ._cache_codec import decode_entry, encode_entry
+from ._extras import missing_extra, require
 from ._logging import logger
 from ._sanitize import mask_url, sanitize
+
+if TYPE_CHECKING:  # redis-py is the `redis` extra: imported only when a URL is used
+    import redis.asyncio as aioredis
 
 __all__ = [
     "CacheEntry",
@@ -58,7 +58,17 @@ def make_redis_client(url: str, *, timeout: float = 0.1, **kwargs: Any) -> aiore
 
     No retries inside redis-py (its default hides seconds of retrying on a dead server and
     re-sends non-idempotent commands); resilience is the caller's decision.
+
+    Raises:
+        ModuleNotFoundError: redis-py is not installed (``pip install "resilient[redis]"``).
     """
+    try:
+        import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+    except ModuleNotFoundError as exc:
+        raise missing_extra(exc, "redis.url (the Redis cache, shared state and limits)") from None
+
     options: dict[str, Any] = {
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
@@ -316,7 +326,12 @@ _workers_lock = threading.Lock()
 
 
 def get_worker(url: str, timeout: float = 0.1) -> RedisWorker:
-    """The process-wide worker for ``url`` (created on first use)."""
+    """The process-wide worker for ``url`` (created on first use).
+
+    Raises:
+        ModuleNotFoundError: redis-py is not installed (``pip install "resilient[redis]"``).
+    """
+    require("redis.asyncio", "redis.url (the Redis cache, shared state and limits)")
     key = (url, timeout)
     with _workers_lock:
         worker = _workers.get(key)
@@ -528,6 +543,14 @@ def get_redis_cache() -> RedisCache:
     if _default_cache is None:
         _default_cache = RedisCache()
     return _default_cache
+
+
+def forget_default_cache(cache: RedisCache | None) -> None:
+    """Stop handing out ``cache`` (it was closed; ``None``: whichever it is) from
+    :func:`get_redis_cache`, which builds a new one from the configuration next time."""
+    global _default_cache
+    if cache is None or _default_cache is cache:
+        _default_cache = None
 
 
 def enable_redis_cache(url: str | None = None, *, timeout: float | None = None) -> RedisCache:

@@ -25,6 +25,7 @@ from typing import Any, ParamSpec, TypeVar, cast, overload
 import tenacity
 
 from . import _clock, _deadline, _hooks
+from ._blocking import warn_if_on_loop
 from ._classify import (
     _TRANSIENT,
     is_transient,
@@ -648,6 +649,7 @@ def retry(
                         failed(exc, state)
                         raise
                 if wait > 0:
+                    warn_if_on_loop("retry", policy.name)
                     _clock._current.sleep(wait)
                 state.attempt_number += 1
 

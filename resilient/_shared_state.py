@@ -30,14 +30,15 @@ import contextvars
 import json
 import threading
 from collections.abc import Callable
-from typing import Any
-
-import redis.asyncio as aioredis
+from typing import TYPE_CHECKING, Any
 
 from . import _clock
 from ._breaker_storage import ORIGIN, CircuitRecord, set_shared_backend
 from ._logging import logger
 from ._redis import RedisUnavailable, RedisWorker, get_worker, make_redis_client
+
+if TYPE_CHECKING:  # the `redis` extra; make_redis_client() says so when it is missing
+    import redis.asyncio as aioredis
 from ._sanitize import mask_url, sanitize
 
 __all__ = [

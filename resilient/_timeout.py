@@ -25,6 +25,7 @@ from queue import Empty, SimpleQueue
 from typing import Any, ParamSpec, TypeVar, cast
 
 from . import _clock, _deadline
+from ._blocking import warn_if_on_loop
 from ._compose import Layer, is_async_callable, policy_name, wrap
 from ._deadline import seconds_of
 from ._exceptions import TimeoutError as ResilientTimeout
@@ -195,6 +196,7 @@ def timeout(
             limit = _limit(limit_s)
             if limit <= 0:
                 raise ResilientTimeout(0.0, pname)
+            warn_if_on_loop("timeout", pname)
             ctx = contextvars.copy_context()
             future = _pool.submit(lambda: ctx.run(fn, *args, **kwargs))
             clock = _clock._current

@@ -46,6 +46,7 @@ from tenacity import (
 
 from . import _clock
 from ._classify import classify, is_transient, proves_not_sent
+from ._extras import missing_extra
 from ._logging import logger
 from ._sanitize import mask_url, sanitize
 from .config import Config, current_config, subscribe, switches
@@ -114,6 +115,9 @@ class Database:
         self._unsubscribe: Callable[[], None] | None = None
         self._registered = False
         self._registry: Any = None
+        self._component = name
+        self._holders = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._apply(config)
 
     @classmethod
@@ -125,10 +129,35 @@ class Database:
         name: str = "database",
         application_name: str = "resilient",
     ) -> Database:
-        """A database for ``config`` (default: the process configuration)."""
-        return cls(
-            config or current_config(), url=url, name=name, application_name=application_name
-        )
+        """A database for ``config`` (default: the process configuration).
+
+        While a database of the same URL, ``name``, ``application_name`` and ``database.*``
+        settings is started (the factory's, for example: ``factory.database``), that one is
+        returned and shared — one pool, one ``name`` component — and it stays open and in
+        health until its last user closes it.
+        """
+        config = config or current_config()
+        target = make_url(url) if url is not None else cls._url_from(config)
+        key = (target.render_as_string(hide_password=False), name, application_name)
+        shared = _started.get(key)
+        # a pool belongs to the event loop that started it: share only on that loop
+        if (
+            shared is not None
+            and shared._loop is asyncio._get_running_loop()
+            and shared._config.database == config.database
+        ):
+            shared._holders += 1
+            return shared
+        return cls(config, url=url, name=name, application_name=application_name)
+
+    @property
+    def component(self) -> str:
+        """The health component this database registered (``name``, or ``name-2``… when
+        another database of another URL already holds ``name``)."""
+        return self._component
+
+    def _key(self) -> tuple[str, str, str]:
+        return (self._url.render_as_string(hide_password=False), self.name, self.application_name)
 
     # -- configuration ------------------------------------------------------------------
 
@@ -201,7 +230,10 @@ class Database:
     def engine(self) -> AsyncEngine:
         """The SQLAlchemy engine (created on first use; no connection is opened until needed)."""
         if self._engine is None:
-            self._engine = create_async_engine(self._url, **self.engine_options())
+            try:
+                self._engine = create_async_engine(self._url, **self.engine_options())
+            except ModuleNotFoundError as exc:  # the driver: asyncpg is the `db` extra
+                raise missing_extra(exc, f"the {self.url_masked} database") from None
             self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
             self._install_events(self._engine)
             self._unsubscribe = subscribe(self._apply)
@@ -213,11 +245,17 @@ class Database:
         """Create the engine (no connection is opened) and register the health component
         ``name`` on ``registry`` (default: the process health registry)."""
         _ = self.engine
+        self._loop = asyncio.get_running_loop()
+        _started[self._key()] = self
         if register_health and not self._registered:
             if registry is None:
                 from .health import registry
             timeout = self._config.resilience.health_check_timeout
-            registry.register(self.name, self.health_check, critical=critical, timeout=timeout)
+            self._component = _free_component_name(registry, self.name, self)
+            registry.register(
+                self._component, self.health_check, critical=critical, timeout=timeout
+            )
+            _owners[(id(registry), self._component)] = self
             self._registry = registry
             self._registered = True
         try:
@@ -239,11 +277,20 @@ class Database:
         }
 
     async def close(self) -> None:
-        """Dispose of the pool and unregister the health component."""
+        """Dispose of the pool and unregister the health component — unless the database is
+        shared (see :meth:`from_config`) and another user still holds it."""
+        if self._holders > 0:
+            self._holders -= 1
+            return
+        if _started.get(self._key()) is self:
+            del _started[self._key()]
         if self._registered:
-            unregister = getattr(self._registry, "unregister", None)
-            if unregister is not None:
-                unregister(self.name)
+            key = (id(self._registry), self._component)
+            if _owners.get(key) is self:  # never drop a component another database registered
+                del _owners[key]
+                unregister = getattr(self._registry, "unregister", None)
+                if unregister is not None:
+                    unregister(self._component)
             self._registered = False
         try:
             from . import metrics
@@ -544,6 +591,26 @@ def _note_failure(name: str, exc: BaseException) -> None:
         record_error(exc, component=name)
     except Exception:  # pragma: no cover - tracking must never hide the real error
         pass
+
+
+_started: dict[tuple[str, str, str], Database] = {}
+"""Started databases by (URL, name, application name): :meth:`Database.from_config` shares
+them."""
+_owners: dict[tuple[int, str], Database] = {}
+"""Which database registered each (registry, component name)."""
+
+
+def _free_component_name(registry: Any, name: str, db: Database) -> str:
+    """``name``, or ``name-2``, ``name-3``… when another started database (of another URL)
+    holds ``name`` in ``registry``: a second database never takes over the first's component."""
+    taken = set(registry.names()) if callable(getattr(registry, "names", None)) else set()
+    candidate, n = name, 1
+    while True:
+        owner = _owners.get((id(registry), candidate))
+        if candidate not in taken or owner is None or owner is db or not owner._registered:
+            return candidate
+        n += 1
+        candidate = f"{name}-{n}"
 
 
 _default: Database | None = None

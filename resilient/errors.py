@@ -77,10 +77,17 @@ class ErrorRecord:
 class ErrorTracker:
     """Counts errors by category and component and keeps a rolling error rate.
 
-    The rate is errors per operation over ``window`` seconds. Operations are counted without
-    touching the success path: :meth:`sample` (called on every health cycle) reads cumulative
-    call counters — the breakers' ``total_calls`` plus ``rejected_calls`` by default — and
-    :meth:`record_calls` adds calls made outside any breaker.
+    The rate is errors per operation over ``window`` seconds::
+
+        error_rate = errors in the window / max(operations in the window, errors)
+
+    where operations are the calls that reached a service: counted without touching the
+    success path, :meth:`sample` (called on every health cycle) reads cumulative call
+    counters — the breakers' ``total_calls`` by default — and :meth:`record_calls` adds calls
+    made outside any breaker. Calls an open circuit refused (``CircuitOpenError``) are neither
+    errors nor operations: they are counted in their own series (``circuit_open_rejections``)
+    and never logged one by one, so an open circuit cannot raise the high-error-rate alarm by
+    itself.
     """
 
     def __init__(
@@ -101,6 +108,8 @@ class ErrorTracker:
         """Forget every count, sample and record."""
         with self._lock:
             self.total_errors = 0
+            self.rejections = 0
+            self.rejections_by_component: Counter[str] = Counter()
             self.by_category: Counter[str] = Counter()
             self.by_component: Counter[str] = Counter()
             self.recent: deque[ErrorRecord] = deque(maxlen=_RECENT)
@@ -135,6 +144,10 @@ class ErrorTracker:
     ) -> ErrorRecord | None:
         """Count, classify and log ``exc`` once; ``None`` if this object was already counted.
 
+        A circuit-open rejection is not an error of the service: it is counted in
+        ``rejections`` (by component), neither logged nor part of the error rate, and
+        ``None`` is returned.
+
         Never raises: error accounting must not turn one failure into two.
         """
         try:
@@ -145,6 +158,12 @@ class ErrorTracker:
                 category = classify(exc)
             except Exception:
                 category = ErrorCategory.INTERNAL
+            if category is ErrorCategory.CIRCUIT_OPEN:
+                with self._lock:
+                    self.rejections += 1
+                    if component:
+                        self.rejections_by_component[component] += 1
+                return None
             clock = self._now()
             # read, never set: setting it here would leak the id into unrelated later work
             cid = current_correlation_id() or new_correlation_id()
@@ -239,6 +258,10 @@ class ErrorTracker:
                 "by_component": dict(self.by_component),
                 "error_rate": rate,
                 "errors_in_window": self._in_window,
+                "circuit_open_rejections": {
+                    "total": self.rejections,
+                    "by_component": dict(self.rejections_by_component),
+                },
                 "window_seconds": self.window,
                 "recent": [r.to_dict() for r in latest],
             }
@@ -260,15 +283,12 @@ def _log(record: ErrorRecord, exc: BaseException) -> None:
 
 
 def _sum_breaker_calls() -> int:
-    # Calls that reached a function plus calls an open circuit refused: both are operations,
-    # and a refused call served by a fallback is also counted as a circuit_open error.
+    # Calls that reached a function: the calls an open circuit refused are no operations of
+    # the service (and no errors either; see ErrorTracker).
     try:
         from .health._sources import breaker_snapshots
 
-        return sum(
-            int(getattr(s, "total_calls", 0) or 0) + int(getattr(s, "rejected_calls", 0) or 0)
-            for s in breaker_snapshots()
-        )
+        return sum(int(getattr(s, "total_calls", 0) or 0) for s in breaker_snapshots())
     except Exception:
         return 0
 
@@ -296,8 +316,11 @@ def _on_policy_event(event: Any) -> None:
     kind = str(getattr(event, "kind", ""))
     name = str(getattr(event, "name", "") or "")
     exc = getattr(event, "exception", None)
-    if kind in ("call_failed", "fallback_served") and isinstance(exc, BaseException):
+    if kind == "call_failed" and isinstance(exc, BaseException):
         tracker.record(exc, component=name or None)
+    elif kind == "fallback_served" and isinstance(exc, BaseException):
+        # counted, not logged: the fallback's episode is logged once (a WARNING) by the log hook
+        tracker.record(exc, component=name or None, log=False)
     if kind == "fallback_served":
         from . import metrics
 

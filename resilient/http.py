@@ -16,10 +16,15 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
+from ._extras import missing_extra
+
+try:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+except ModuleNotFoundError as _exc:
+    raise missing_extra(_exc, "resilient.http (the health endpoint)") from None
 
 from . import __version__
 from ._sanitize import sanitize_obj

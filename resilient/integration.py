@@ -16,11 +16,14 @@ await factory.shutdown()
 
 from __future__ import annotations
 
+import functools
+import itertools
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
+from ._compose import is_async_callable
 from ._exceptions import ConfigError, ConfigProblem
-from ._logging import enable_logging, logger
+from ._logging import enable_logging, logger, warn_once
 from ._sanitize import sanitize
 from .config import Config, current_config, subscribe
 from .health import HealthOrchestrator, HealthRegistry
@@ -28,9 +31,13 @@ from .trading._context import TradingContext
 from .trading._proxy import ResilientService
 from .trading._settings import DEFAULTS_KEY, service_settings
 
+if TYPE_CHECKING:
+    from .db import Database
+
 __all__ = ["ResilienceFactory"]
 
 T = TypeVar("T")
+_factory_ids = itertools.count(1)
 
 
 class ResilienceFactory:
@@ -40,8 +47,11 @@ class ResilienceFactory:
         config: the validated configuration (``ConfigManager().load_config()``; default: the
             process configuration).
         registry: the health registry (default: ``resilient.health.registry``).
-        logging: turn on the package's logging at ``log_level`` in
-            :meth:`initialize_resilience` (default ``True``).
+        logging: what :meth:`initialize_resilience` does with the package's log records, at
+            ``log_level``: ``True`` / ``"stderr"`` (default) writes them to a stderr sink of
+            the package's own, carrying only its records; ``"loguru"`` hands them to the
+            application's loguru handlers ("I already configure loguru"); ``False`` leaves
+            logging as it is. The application's own handlers are never removed or replaced.
         database: start the database component (PostgreSQL when ``database.host`` is set,
             else the embedded SQLite file ``database.sqlite_path``); default ``True``.
 
@@ -54,9 +64,15 @@ class ResilienceFactory:
         config: Config | None = None,
         *,
         registry: HealthRegistry | None = None,
-        logging: bool = True,
+        logging: bool | Literal["stderr", "loguru"] = True,
         database: bool = True,
     ) -> None:
+        if logging not in (True, False, "stderr", "loguru"):
+            raise ValueError(
+                f"logging must be True/'stderr', 'loguru' or False, got {logging!r}: 'stderr' "
+                "writes resilient's records to a sink of its own, 'loguru' hands them to your "
+                "loguru handlers"
+            )
         self.config = config if config is not None else current_config()
         if registry is None:
             from .health import registry as default_registry
@@ -72,6 +88,11 @@ class ResilienceFactory:
         self._cache: Any = None
         self._shared: Any = None
         self._unsubscribe: Callable[[], None] | None = None
+        self._initialized = False
+        self._standins: set[str] = set()
+        # (proxy, method name, original method) of proxies made before initialize_resilience()
+        self._first_call_guards: list[tuple[ResilientService, str, Any]] = []
+        self._warn_key = f"factory-not-initialized:{next(_factory_ids)}"
         self._validate_services()
 
     # -- configuration ------------------------------------------------------------------
@@ -113,8 +134,10 @@ class ResilienceFactory:
         Returns:
             The first health report as a dict.
         """
+        self._initialized = True
+        self._drop_first_call_guards()
         if self._logging:
-            enable_logging(level=self.config.log_level)
+            enable_logging(level=self.config.log_level, propagate=self._logging == "loguru")
         if self.config is current_config() and self._unsubscribe is None:
             self._unsubscribe = subscribe(self._on_reload)
         if self._use_database and self._database is None:
@@ -176,6 +199,55 @@ class ResilienceFactory:
         self.registry.register(
             component, lambda: {"status": status, "detail": message}, critical=critical
         )
+        self._standins.add(component)
+
+    # -- a factory used before initialize_resilience() ----------------------------------
+
+    def _guard_first_call(self, proxy: ResilientService) -> None:
+        """Until :meth:`initialize_resilience`, each public method of ``proxy`` is a one-shot
+        wrapper that warns (once per factory) and puts the method back: no cost after."""
+        for method_name, original in list(proxy._methods.items()):
+            if proxy.__dict__.get(method_name) is not original:
+                continue
+            guard = self._first_call_guard(proxy, method_name, original)
+            proxy.__dict__[method_name] = guard
+            self._first_call_guards.append((proxy, method_name, original))
+
+    def _first_call_guard(self, proxy: ResilientService, method_name: str, original: Any) -> Any:
+        def notice() -> None:
+            self._drop_first_call_guards()
+            warn_once(
+                self._warn_key,
+                "{}.{}() called on a ResilienceFactory that was never initialised: call "
+                "`await factory.initialize_resilience()` once at start-up (or use `async with "
+                "ResilienceFactory(config) as factory:`). Until then there are no database or "
+                "cache components, no health monitor and no alerts, and the fallback cache "
+                "stays in-process even with redis.url set.",
+                proxy._name,
+                method_name,
+            )
+
+        if is_async_callable(original):
+
+            @functools.wraps(original)
+            async def first_async(*args: Any, **kwargs: Any) -> Any:
+                notice()
+                return await original(*args, **kwargs)
+
+            return first_async
+
+        @functools.wraps(original)
+        def first(*args: Any, **kwargs: Any) -> Any:
+            notice()
+            return original(*args, **kwargs)
+
+        return first
+
+    def _drop_first_call_guards(self) -> None:
+        guards, self._first_call_guards = self._first_call_guards, []
+        for proxy, method_name, original in guards:
+            if method_name in proxy.__dict__:
+                proxy.__dict__[method_name] = original
 
     # -- services -----------------------------------------------------------------------
 
@@ -193,6 +265,8 @@ class ResilienceFactory:
         if role == "market_data":
             self._context.market_data.append(proxy)
         self.registry.register(name, proxy._health, critical=role == "broker")
+        if not self._initialized:
+            self._guard_first_call(proxy)
         return proxy
 
     def create_resilient_broker(self, broker: T, name: str, *, paper: bool | None = None) -> T:
@@ -237,6 +311,33 @@ class ResilienceFactory:
         """Every service created by this factory."""
         return dict(self._services)
 
+    @property
+    def database(self) -> Database:
+        """The database the factory started (PostgreSQL when ``database.host`` is set, else
+        the embedded SQLite file): use it rather than a second pool.
+        ``Database.from_config()`` for the same URL returns this same object too.
+
+        Raises:
+            RuntimeError: before :meth:`initialize_resilience`, with ``database=False``, or
+                when the database could not start (the message says which).
+        """
+        if self._database is not None:
+            return cast("Database", self._database)
+        if not self._use_database:
+            raise RuntimeError(
+                "this ResilienceFactory was built with database=False: it has no database"
+            )
+        if not self._initialized:
+            raise RuntimeError(
+                "the factory's database starts in `await factory.initialize_resilience()`: "
+                "call it first"
+            )
+        detail = ""
+        comp = self.registry.names()
+        if "database" in comp:
+            detail = " (see the 'database' health component for why)"
+        raise RuntimeError(f"the factory's database did not start{detail}")
+
     # -- health -------------------------------------------------------------------------
 
     def get_orchestrator(self) -> HealthOrchestrator:
@@ -264,7 +365,10 @@ class ResilienceFactory:
                 await database.close()
             except Exception as exc:
                 logger.warning("closing the database failed: {}", type(exc).__name__)
-        self.registry.unregister("database")
+        # only a stand-in of the factory's own: a database still held elsewhere keeps its
+        # component (Database.close() unregisters it when its last user closes it)
+        if "database" in self._standins:
+            self.registry.unregister("database")
         if self._shared is not None:
             from ._breaker_storage import set_shared_backend
 
@@ -286,6 +390,7 @@ class ResilienceFactory:
                 from ._cache import set_fallback_cache
 
                 _redis.close_workers()
+                _redis.forget_default_cache(cache)
                 set_fallback_cache(None)
         self.registry.unregister("cache")
         if self._unsubscribe is not None:

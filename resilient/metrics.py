@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import _hooks
+from ._extras import require
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -355,9 +356,11 @@ def collector_registry() -> CollectorRegistry:
     global _registry
     with _lock:
         if _registry is None:
-            from prometheus_client import CollectorRegistry
+            registry_class = require(
+                "prometheus_client", "resilient.metrics (Prometheus metrics)"
+            ).CollectorRegistry
 
-            reg = CollectorRegistry(auto_describe=False)
+            reg = registry_class(auto_describe=False)
             reg.register(_collector)
             _registry = reg
         return _registry
@@ -368,14 +371,12 @@ def register_default() -> None:
     global _default_registered
     with _lock:
         if not _default_registered:
-            from prometheus_client import REGISTRY
-
-            REGISTRY.register(_collector)
+            prometheus = require("prometheus_client", "resilient.metrics (Prometheus metrics)")
+            prometheus.REGISTRY.register(_collector)
             _default_registered = True
 
 
 def generate_latest() -> bytes:
     """The Prometheus text exposition of the package's metrics."""
-    from prometheus_client import generate_latest as _generate
-
-    return _generate(collector_registry())
+    prometheus = require("prometheus_client", "resilient.metrics (Prometheus metrics)")
+    return bytes(prometheus.generate_latest(collector_registry()))

@@ -338,8 +338,9 @@ async def test_disabled_health_checks_run_once_at_start_without_a_monitor(
     await orch.stop()
 
 
-async def test_error_rate_counts_refused_calls_as_operations() -> None:
-    """Fallbacks served for refused calls are errors, and the refused calls are operations."""
+async def test_error_rate_leaves_refused_calls_to_their_own_series() -> None:
+    """Calls an open circuit refused (served by a fallback) are neither errors nor operations
+    of the error rate: failures over calls that reached the service; refusals counted apart."""
     from resilient.errors import tracker
 
     mode = {"fail": False}
@@ -358,10 +359,14 @@ async def test_error_rate_counts_refused_calls_as_operations() -> None:
         for _ in range(5):  # two failures open the circuit, three calls are refused
             assert await tick() == -1
         health = await HealthOrchestrator().get_system_health()
-        assert tracker.error_rate() == pytest.approx(0.5)
+        assert tracker.error_rate() == pytest.approx(2 / 7)
     assert health["circuit_breakers"]["feed"]["rejected_calls"] == 3
-    assert health["error_handling"]["by_category"] == {"network": 2, "circuit_open": 3}
-    assert health["error_handling"]["error_rate"] == pytest.approx(0.5)
+    assert health["error_handling"]["by_category"] == {"network": 2}
+    assert health["error_handling"]["circuit_open_rejections"] == {
+        "total": 3,
+        "by_component": {"feed": 3},
+    }
+    assert health["error_handling"]["error_rate"] == pytest.approx(2 / 7)
 
 
 async def test_benchmark_module_measures_and_cleans_up() -> None:

@@ -60,6 +60,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(sanitize(exc), file=sys.stderr)
         return 2
+    except ModuleNotFoundError as exc:
+        if 'pip install "resilient[' not in str(exc):
+            raise
+        print(f"resilient {args.command}: {sanitize(exc)}", file=sys.stderr)  # the extra to install
+        return 2
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # output piped into `head` and the like

@@ -77,8 +77,14 @@ async def _attach_data_layer(stack: list[Any]) -> None:
 
     try:
         from resilient.db import get_database
-    except ImportError:  # the `db` extra is not installed
-        pass
+    except ImportError as exc:  # a broken install: say so rather than report nothing
+        from resilient._extras import missing_extra
+
+        missing = (
+            missing_extra(exc, "the database") if isinstance(exc, ModuleNotFoundError) else exc
+        )
+        result = CheckResult(HealthStatus.UNHEALTHY, _failure_detail(missing))
+        stack.append(_Component(registry, "database", result))
     else:
         sqlite_result = _sqlite_file_result()
         try:
@@ -93,9 +99,7 @@ async def _attach_data_layer(stack: list[Any]) -> None:
             stack.append(_Component(registry, "database", result))
     try:
         from resilient._redis import register_health_checks
-    except ImportError:  # the `redis` extra is not installed
-        return
-    try:
+
         register_health_checks(registry)
     except Exception as exc:
         result = CheckResult(HealthStatus.DEGRADED, _failure_detail(exc))

@@ -44,6 +44,8 @@ def reset_state(*, forget_breakers: bool = False) -> None:
             retry.get_retry_budget(snapshot.name).reset()
     if (fallback := _loaded("resilient._fallback")) is not None:
         fallback.reset_fallback_status()
+    if (redis_cache := _loaded("resilient._redis")) is not None:
+        redis_cache.forget_default_cache(None)  # a test's Redis cache is not the next one's
     if (cache := _loaded("resilient._cache")) is not None:
         clear = getattr(cache.get_fallback_cache(), "clear", None)
         if callable(clear):  # the in-process cache; a shared Redis cache is left alone

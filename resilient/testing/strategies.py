@@ -16,7 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from hypothesis import strategies as st
+from .._extras import missing_extra
+
+try:
+    from hypothesis import strategies as st
+except ModuleNotFoundError as _exc:
+    raise missing_extra(_exc, "resilient.testing.strategies") from None
 
 from .flaky import (
     FAULT_KINDS,
