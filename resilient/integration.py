@@ -179,7 +179,14 @@ class ResilienceFactory:
 
     # -- services -----------------------------------------------------------------------
 
-    def _create(self, obj: Any, name: str, role: str, paper: bool | None) -> ResilientService:
+    def _create(
+        self,
+        obj: Any,
+        name: str,
+        role: str,
+        paper: bool | None,
+        kinds: Mapping[str, str] | None = None,
+    ) -> ResilientService:
         if obj is None:
             raise TypeError(f"create_resilient_{role}() needs the client object to wrap")
         settings = service_settings(self.config, name)
@@ -187,7 +194,7 @@ class ResilienceFactory:
         if old is not None and old in self._context.market_data:
             self._context.market_data.remove(old)
         proxy = ResilientService(
-            obj, name, role=role, settings=settings, context=self._context, paper=paper
+            obj, name, role=role, settings=settings, context=self._context, paper=paper, kinds=kinds
         )
         self._services[name] = proxy
         if role == "market_data":
@@ -195,7 +202,14 @@ class ResilienceFactory:
         self.registry.register(name, proxy._health, critical=role == "broker")
         return proxy
 
-    def create_resilient_broker(self, broker: T, name: str, *, paper: bool | None = None) -> T:
+    def create_resilient_broker(
+        self,
+        broker: T,
+        name: str,
+        *,
+        paper: bool | None = None,
+        kinds: Mapping[str, str] | None = None,
+    ) -> T:
         """Wrap every public method of ``broker`` (sync or async) as service ``name``.
 
         Reads get timeout, breaker, retry and the last good answer from the cache; orders get
@@ -207,8 +221,11 @@ class ResilienceFactory:
             name: the service name (breaker, health component, ``services.<name>`` settings).
             paper: whether ``broker`` trades on paper (default: its ``paper`` attribute or
                 ``services.<name>.paper``).
+            kinds: method name → ``"read" | "order" | "cancel" | "other"`` for methods the SDK
+                vocabulary does not know (an undeclared method is refused like an order while
+                live trading is off); overrides ``services.<name>.methods.<m>.kind``.
         """
-        return cast(T, self._create(broker, name, "broker", paper))
+        return cast(T, self._create(broker, name, "broker", paper, kinds))
 
     def create_resilient_market_data(self, market_data: T, name: str) -> T:
         """Wrap every public method of ``market_data`` as service ``name`` (all reads by

@@ -32,7 +32,7 @@ from ._methods import guess_kind, is_async, public_methods
 from ._orders import OrderCall, OrderIntent, prepare_order_call
 from ._ratelimit import RateLimitExceeded, ServiceRateLimiter
 from ._risk import PositionBook, RiskChecker
-from ._settings import MethodPolicy, ServiceSettings
+from ._settings import METHOD_KINDS, MethodPolicy, ServiceSettings
 from ._values import (
     PRICE_METHODS,
     FallbackInfo,
@@ -103,6 +103,28 @@ def _quantity_of(value: Any) -> float | None:
     return None
 
 
+def _declared_kinds(
+    name: str, kinds: Mapping[str, str] | None, methods: Mapping[str, Any]
+) -> dict[str, str]:
+    """Validate ``create_resilient_broker(..., kinds={...})``."""
+    if not kinds:
+        return {}
+    problems = []
+    for method, kind in kinds.items():
+        if kind not in METHOD_KINDS:
+            problems.append(
+                f"kinds[{method!r}] = {kind!r} is not a method kind; use one of "
+                + ", ".join(METHOD_KINDS)
+            )
+        elif method not in methods:
+            problems.append(
+                f"kinds[{method!r}]: the wrapped client has no public method {method!r}"
+            )
+    if problems:
+        raise ValueError(f"service {name!r}: " + "; ".join(problems))
+    return dict(kinds)
+
+
 def _public_name(cls: type) -> str:
     """The name of the first public class of ``cls``'s hierarchy (not a private subclass)."""
     return next((c.__name__ for c in cls.__mro__ if not c.__name__.startswith("_")), cls.__name__)
@@ -143,9 +165,12 @@ class ResilientService:
         settings: ServiceSettings,
         context: TradingContext,
         paper: bool | None = None,
+        kinds: Mapping[str, str] | None = None,
     ) -> None:
         if not name or not isinstance(name, str):
             raise ValueError("a resilient service needs a non-empty name, e.g. 'main_broker'")
+        methods = public_methods(target)
+        declared = _declared_kinds(name, kinds, methods)
         object.__setattr__(self, "_target", target)
         self.__dict__.update(
             _name=name,
@@ -156,6 +181,8 @@ class ResilientService:
             _book=PositionBook(),
             _methods={},
             _kinds={},
+            _undeclared=frozenset(),
+            _pipelines={},
         )
         if paper is None:
             paper = settings.paper
@@ -165,6 +192,7 @@ class ResilientService:
                 getattr(target, "paper", None) is True or getattr(target, "is_paper", None) is True
             )
         self.__dict__["_is_paper"] = paper
+        self.__dict__["_undeclared"] = frozenset()
         limiter = None
         if settings.rate_limit and settings.resilience_enabled:
             redis = context.config.redis
@@ -177,14 +205,28 @@ class ResilientService:
                 timeout=max(redis.timeout, 0.05),
             )
         self.__dict__["_limiter"] = limiter
-        default_kind = "read" if role == "market_data" else "other"
-        for method_name, bound in public_methods(target).items():
+        # Fail closed: a broker method nobody declared is guarded like an order by the trading
+        # switches; a market-data method is a read.
+        default_kind = "read" if role == "market_data" else None
+        undeclared: set[str] = set()
+        for method_name, bound in methods.items():
             policy = settings.for_method(method_name)
-            kind = policy.kind or guess_kind(method_name, default=default_kind)
+            kind = (
+                declared.get(method_name)
+                or policy.kind
+                or guess_kind(method_name, default=default_kind)
+            )
+            if kind is None:
+                kind = "other"
+                undeclared.add(method_name)
             self._kinds[method_name] = kind
-            wrapped = self._timed(self._wrap(method_name, bound, kind, policy), bound)
+            wrapped = self._wrap(method_name, bound, kind, policy)
+            if method_name in undeclared:
+                wrapped = self._guarded(method_name, bound, wrapped, is_async(bound))
+            wrapped = self._timed(wrapped, bound)
             self._methods[method_name] = wrapped
             self.__dict__[method_name] = wrapped
+        self.__dict__["_undeclared"] = frozenset(undeclared)
         # The proxy's own price and position readers, asked when an order is risk-checked.
         own_prices = tuple(self._methods[n] for n in PRICE_METHODS if n in self._methods)
         self.__dict__.update(
@@ -223,6 +265,13 @@ class ResilientService:
     def method_kinds(self) -> dict[str, str]:
         """Each wrapped method and its kind (``read``, ``order``, ``cancel``, ``other``)."""
         return dict(self._kinds)
+
+    @property
+    def undeclared_methods(self) -> frozenset[str]:
+        """Broker methods of no known kind: refused like orders by the trading switches until
+        declared (``kinds=`` or ``services.<name>.methods.<method>.kind``)."""
+        names: frozenset[str] = self._undeclared
+        return names
 
     @property
     def tracked_positions(self) -> dict[str, float]:
@@ -296,6 +345,28 @@ class ResilientService:
         if kind != "read" or not self._settings.resilience_enabled:
             return call
         return self._with_cache(method, fn, call, policy, asynchronous)
+
+    def _guarded(
+        self, method: str, fn: Callable[..., Any], call: Callable[..., Any], asynchronous: bool
+    ) -> Callable[..., Any]:
+        """An undeclared broker method: it may place an order, so the trading switches apply
+        (with live trading off it goes only to a paper broker that has it)."""
+        self._pipelines[method] = call
+        undeclared = True
+        if asynchronous:
+
+            @functools.wraps(fn)
+            async def aguarded(*args: Any, **kwargs: Any) -> Any:
+                target = self._order_target(method, True, undeclared)
+                return await target(*args, **kwargs)
+
+            return aguarded
+
+        @functools.wraps(fn)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            return self._order_target(method, False, undeclared)(*args, **kwargs)
+
+        return guarded
 
     def _pipeline(
         self,
@@ -485,7 +556,9 @@ class ResilientService:
             return "paper"
         return "live" if features.live_trading_enabled else "paper"
 
-    def _order_target(self, method: str, asynchronous: bool) -> Callable[..., Any]:
+    def _order_target(
+        self, method: str, asynchronous: bool, undeclared: bool = False
+    ) -> Callable[..., Any]:
         """The function an order method must call now, per the trading switches.
 
         Raises:
@@ -496,14 +569,23 @@ class ResilientService:
         trading_on = features.live_trading_enabled or features.paper_trading_enabled
         if trading_on and (self._is_paper or features.live_trading_enabled):
             return self._methods_raw[method]
+        what = "order refused"
+        declare = ""
+        if undeclared:
+            what = f"{method}() refused (a method of unknown kind is guarded like an order)"
+            declare = (
+                f"; if {method}() places no order, declare its kind: "
+                f'services.{name}.methods.{method}.kind = "read" (or "other", "cancel") or '
+                f'create_resilient_broker(client, {name!r}, kinds={{{method!r}: "read"}})'
+            )
         if not features.paper_trading_enabled:
             raise TradingDisabledError(
                 "features.live_trading_enabled",
                 message=(
-                    f"order refused: live trading is disabled for {name!r} "
+                    f"{what}: live trading is disabled for {name!r} "
                     "(features.live_trading_enabled = false) and paper trading is off; set "
                     "AI_TRADER_FEATURES__PAPER_TRADING_ENABLED=true and register a paper broker, "
-                    "or enable live trading"
+                    "or enable live trading" + declare
                 ),
             )
         context: TradingContext = self._context
@@ -512,19 +594,20 @@ class ResilientService:
             raise TradingDisabledError(
                 "features.live_trading_enabled",
                 message=(
-                    f"order refused: live trading is disabled for {name!r} and the paper broker "
+                    f"{what}: live trading is disabled for {name!r} and the paper broker "
                     f"registered for it has no {method}() method; add one to it or register a "
-                    "paper broker that has it"
+                    "paper broker that has it" + declare
                 ),
             )
         if paper is None:
             raise TradingDisabledError(
                 "features.live_trading_enabled",
                 message=(
-                    f"order refused: live trading is disabled for {name!r} "
+                    f"{what}: live trading is disabled for {name!r} "
                     "(features.live_trading_enabled = false) and no paper broker is registered; "
                     f"register one with factory.register_paper_broker(PaperBroker(), {name!r}) "
                     "(or wrap a paper client: create_resilient_broker(client, name, paper=True))"
+                    + declare
                 ),
             )
         return paper
@@ -538,7 +621,7 @@ class ResilientService:
         self, method: str, fn: Callable[..., Any], call: Callable[..., Any], asynchronous: bool
     ) -> Callable[..., Any]:
         """Cancels follow orders: to the paper broker while trading on paper."""
-        self.__dict__.setdefault("_pipelines", {})[method] = call
+        self._pipelines[method] = call
         if asynchronous:
 
             @functools.wraps(fn)
@@ -561,7 +644,7 @@ class ResilientService:
         except (TypeError, ValueError):
             sig = None
         pipeline = self._pipeline(method, fn, "order", policy, asynchronous)
-        self.__dict__.setdefault("_pipelines", {})[method] = pipeline
+        self._pipelines[method] = pipeline
         own_lookup = next(
             (
                 getattr(self._target, n)
