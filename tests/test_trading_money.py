@@ -3,21 +3,24 @@ outcomes are counted (one section per rule)."""
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resilient import TradingDisabledError
+from resilient import RiskLimitError, TradingDisabledError
 from resilient.config import Config, current_config
 from resilient.health import HealthRegistry
 from resilient.integration import ResilienceFactory
 from resilient.testing import zero_wait_retries
 from resilient.testing._isolation import reset_state
+from resilient.trading import PaperBroker
 from resilient.trading._methods import SDK_VOCABULARY, guess_kind
 
 
@@ -47,7 +50,7 @@ def make_config(
             paper_trading_enabled=paper,
             risk_limits_enforced=True,
         ),
-        trading=replace(base.trading, risk_check_enabled=True, **trading),
+        trading=replace(base.trading, **{"risk_check_enabled": True, **trading}),
         resilience=replace(base.resilience, health_check_enabled=False),
         extra={**base.extra, "services": svc},
     )
@@ -208,3 +211,291 @@ def test_market_data_methods_are_reads_by_default() -> None:
     data = factory_for(make_config()).create_resilient_market_data(client, name())
     assert data.frobnicate() == {"ok": True}
     assert data.undeclared_methods == frozenset()
+
+
+# -- 2. orders that cannot be valued ---------------------------------------------------------
+
+
+class FieldBroker:
+    """An SDK whose order methods take their sizes under many names."""
+
+    paper = True
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def add_order(self, symbol: str, side: str, **fields: Any) -> dict[str, Any]:
+        self.sent.append({"symbol": symbol, "side": side, **fields})
+        return {"ok": True}
+
+    def submit_order(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        self.sent.append({"args": args, **kwargs})
+        return {"ok": True}
+
+    def get_current_price(self, symbol: str) -> float:
+        return 100.0
+
+
+BAD_NUMBERS = st.one_of(
+    st.sampled_from(
+        [
+            math.nan,
+            Decimal("NaN"),
+            Decimal("sNaN"),
+            math.inf,
+            -math.inf,
+            Decimal("Infinity"),
+            0,
+            0.0,
+            "lots",
+            "",
+            "nan",
+            "inf",
+            "1e400",
+            True,
+            [1],
+            object(),
+        ]
+    ),
+    st.floats(allow_nan=True, allow_infinity=True).filter(lambda x: not 0 < x < math.inf),
+    st.decimals(max_value=0),
+    st.text(alphabet="abcxyz ", max_size=5),
+)
+SIZE_FIELDS = ["qty", "quantity", "amount", "volume", "size", "quote_size", "notional"]
+
+
+@given(value=BAD_NUMBERS, field=st.sampled_from(SIZE_FIELDS), enabled=st.booleans())
+@settings(max_examples=300, deadline=None)
+def test_unvaluable_sizes_are_refused_before_the_broker(
+    value: Any, field: str, enabled: bool
+) -> None:
+    """NaN, infinities, zero, negatives with a side, and non-numbers under any size field are
+    refused with RiskLimitError before the broker is called, risk checks on or off."""
+    reset_state()
+    broker = FieldBroker()
+    config = make_config(risk_check_enabled=enabled)
+    proxy = factory_for(config).create_resilient_broker(broker, name())
+    with pytest.raises(RiskLimitError, match="cannot be valued"):
+        proxy.add_order("AAPL", "buy", **{field: value}, limit_price=1.0)
+    assert broker.sent == []
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda p: p.submit_order("AAPL", 10**9),  # size positionally in *args
+        lambda p: p.submit_order("AAPL", "buy"),  # no size at all
+        lambda p: p.add_order("AAPL", "buy"),
+        lambda p: p.add_order("AAPL", "buy", qty=5, limit_price=math.nan),
+        lambda p: p.add_order("AAPL", "buy", qty=5, stop_price=-1.0),
+        lambda p: p.add_order("AAPL", "buy", qty=-5),  # negative with a side
+    ],
+)
+def test_orders_without_a_readable_size_are_refused(call: Any) -> None:
+    """A size hidden in ``*args``, a missing size or an invalid price refuses the order."""
+    broker = FieldBroker()
+    proxy = factory_for(make_config()).create_resilient_broker(broker, name())
+    with pytest.raises(RiskLimitError):
+        call(proxy)
+    assert broker.sent == []
+
+
+@pytest.mark.parametrize("field", ["amount", "volume", "size", "quantity", "base_size"])
+def test_size_under_sdk_names_is_checked_against_max_order_size(field: str) -> None:
+    """amount= (ccxt), volume= (Kraken), base_size= (Coinbase)... are read and checked."""
+    broker = FieldBroker()
+    proxy = factory_for(make_config()).create_resilient_broker(broker, name())
+    with pytest.raises(RiskLimitError, match="max_order_size"):
+        proxy.add_order("AAPL", "buy", **{field: 1000})  # 1000 × 100 > 10,000
+    assert broker.sent == []
+    assert proxy.add_order("AAPL", "buy", **{field: "10"}) == {"ok": True}  # strings parse
+
+
+@pytest.mark.parametrize("field", ["quote_size", "notional", "quoteOrderQty", "cost"])
+def test_quote_amounts_are_checked(field: str) -> None:
+    """Notional amounts under the SDKs' names are checked against max_order_size."""
+    broker = FieldBroker()
+    proxy = factory_for(make_config()).create_resilient_broker(broker, name())
+    with pytest.raises(RiskLimitError, match="max_order_size"):
+        proxy.add_order("AAPL", "buy", **{field: 50_000})
+    assert broker.sent == []
+
+
+async def test_nan_never_enters_the_paper_position_book() -> None:
+    """A NaN order through PaperBroker is refused and max_position_size keeps working."""
+    paper = PaperBroker(lambda s: 100.0)
+    with pytest.raises(ValueError, match="positive and finite"):
+        await paper.place_order("AAPL", math.nan)
+    with pytest.raises(ValueError, match="positive and finite"):
+        await paper.place_order("AAPL", 1, limit_price=math.inf)
+    assert paper.positions == {}
+    factory = factory_for(make_config(max_position_size=50_000.0))
+    factory.register_paper_broker(paper)
+    live = LiveBroker()
+    proxy = factory.create_resilient_broker(live, name())
+    with pytest.raises(RiskLimitError):
+        await proxy.place_order("AAPL", math.nan, "buy", limit_price=100.0)
+    assert paper.positions == {}
+    for _ in range(5):
+        await proxy.place_order("AAPL", 90, "buy", limit_price=100.0)
+    with pytest.raises(RiskLimitError, match="max_position_size"):
+        await proxy.place_order("AAPL", 90, "buy", limit_price=100.0)
+    assert paper.positions == {"AAPL": 450.0}
+    assert live.sent == []
+
+
+class LiveBroker:
+    """A live broker with an alpaca-like keyword order method."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    async def place_order(
+        self,
+        symbol: str,
+        qty: float,
+        side: str = "buy",
+        limit_price: float | None = None,
+        client_order_id: str | None = None,
+    ) -> dict[str, Any]:
+        self.sent.append({"symbol": symbol, "qty": qty, "client_order_id": client_order_id})
+        return {"id": len(self.sent)}
+
+
+# -- 3. marketable limit and stop orders -----------------------------------------------------
+
+
+class Feed:
+    def __init__(self, price: float | None) -> None:
+        self.price = price
+
+    def get_current_price(self, symbol: str) -> float:
+        if self.price is None:
+            raise ConnectionError("feed down")
+        return self.price
+
+
+def broker_with_feed(price: float | None, **trading: Any) -> tuple[Any, LiveBroker]:
+    factory = factory_for(make_config(live=True, paper=False, **trading))
+    factory.create_resilient_market_data(Feed(price), name())
+    live = LiveBroker()
+    return factory.create_resilient_broker(live, name()), live
+
+
+def test_marketable_sell_limit_is_valued_at_the_market() -> None:
+    """Selling 1,000,000 shares with limit_price=0.000001 while the market is at 100 is valued
+    at 100 per share and refused."""
+    import asyncio
+
+    proxy, live = broker_with_feed(100.0)
+    with pytest.raises(RiskLimitError, match="max_order_size"):
+        asyncio.run(proxy.place_order("AAPL", 1_000_000, "sell", limit_price=0.000001))
+    assert live.sent == []
+
+
+@given(
+    market=st.floats(1.0, 1000.0),
+    ratio=st.floats(1e-9, 1.0),
+    side=st.sampled_from(["buy", "sell"]),
+    field=st.sampled_from(["limit_price", "stop_price"]),
+)
+@settings(max_examples=200, deadline=None)
+async def test_order_valued_at_worst_case_fill(
+    market: float, ratio: float, side: str, field: str
+) -> None:
+    """Any limit or stop price below the market, either side: the notional is qty × market,
+    so an order above max_order_size at the market is refused."""
+    reset_state()
+    factory = factory_for(make_config(live=True, paper=False))
+    factory.create_resilient_market_data(Feed(market), name())
+    live = FieldBroker()
+    proxy = factory.create_resilient_broker(live, name(), paper=False)
+    qty = 10_000.0 / market * 1.01  # just above the limit at the market price
+    with pytest.raises(RiskLimitError, match="max_order_size"):
+        proxy.add_order("AAPL", side, qty=qty, **{field: market * ratio})
+    assert live.sent == []
+
+
+def test_limit_above_market_is_valued_at_the_limit() -> None:
+    """A buy limit above the market is valued at the limit (the higher price)."""
+    import asyncio
+
+    proxy, live = broker_with_feed(10.0)
+    with pytest.raises(RiskLimitError, match="max_order_size"):
+        asyncio.run(proxy.place_order("AAPL", 200, "buy", limit_price=60.0))  # 12,000
+    asyncio.run(proxy.place_order("AAPL", 200, "buy", limit_price=40.0))  # 8,000
+    assert len(live.sent) == 1
+
+
+def test_no_market_price_and_no_order_price_is_refused() -> None:
+    """With no market price, a market order is refused; a limit order is valued at its limit."""
+    import asyncio
+
+    proxy, live = broker_with_feed(None)
+    with pytest.raises(RiskLimitError, match="no market price"):
+        asyncio.run(proxy.place_order("ZZZ", 1, "buy"))
+    asyncio.run(proxy.place_order("ZZZ", 1, "buy", limit_price=5.0))
+    assert len(live.sent) == 1
+
+
+# -- 4. blank client order ids ---------------------------------------------------------------
+
+
+class BlankIgnoringBroker:
+    """A broker that ignores a blank client order id (as real ones do) and loses the answer of
+    the first order it records."""
+
+    paper = True
+
+    def __init__(self) -> None:
+        self.orders: list[dict[str, Any]] = []
+        self.lose_next = True
+
+    async def place_order(
+        self,
+        symbol: str,
+        qty: float,
+        side: str = "buy",
+        limit_price: float | None = None,
+        client_order_id: str | None = None,
+    ) -> dict[str, Any]:
+        key = client_order_id if client_order_id and client_order_id.strip() else None
+        for order in self.orders:
+            if key is not None and order["client_order_id"] == key:
+                return order
+        order = {"symbol": symbol, "qty": qty, "client_order_id": key}
+        self.orders.append(order)
+        if self.lose_next:
+            self.lose_next = False
+            raise ConnectionResetError(104, "Connection reset by peer")
+        return order
+
+
+@given(blank=st.text(alphabet=" \t\n\r", max_size=4))
+@settings(max_examples=50, deadline=None)
+async def test_blank_client_order_id_counts_as_none(blank: str) -> None:
+    """``client_order_id=""`` or whitespace: the proxy supplies a real id, so a retry after a
+    lost answer cannot execute the order twice."""
+    reset_state()
+    broker = BlankIgnoringBroker()
+    proxy = factory_for(make_config()).create_resilient_broker(broker, name())
+    await proxy.place_order("AAPL", 1, "buy", limit_price=10.0, client_order_id=blank)
+    assert len(broker.orders) == 1
+    assert len(broker.orders[0]["client_order_id"]) == 32
+
+
+def test_blank_id_in_an_order_object_is_replaced() -> None:
+    """A blank id inside a request object or dict is replaced by a fresh one."""
+    import inspect
+
+    from resilient.trading import prepare_order_call
+
+    def send(order: dict[str, Any]) -> None: ...
+
+    call = prepare_order_call(
+        inspect.signature(send), ({"symbol": "X", "qty": 1, "client_order_id": "  "},), {}
+    )
+    sent = call.args[0] if call.args else call.kwargs["order"]
+    assert call.has_idempotency_key
+    assert sent["client_order_id"] == call.intent.client_order_id
+    assert len(sent["client_order_id"]) == 32

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import math
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -85,21 +86,42 @@ class TradingContext:
         return entry[0], max(0.0, get_clock().monotonic() - entry[1])
 
     def _price_readers(self, extra: Sequence[Callable[..., Any]]) -> list[Callable[..., Any]]:
+        """The market-data services' live price readers (never their cached fallback), then
+        ``extra``."""
         readers: list[Callable[..., Any]] = []
         for proxy in self.market_data:
+            live = getattr(type(proxy), "live_method", None)
             for name in PRICE_METHODS:
-                fn = getattr(proxy, name, None)
+                fn = live(proxy, name) if live is not None else getattr(proxy, name, None)
                 if callable(fn):
                     readers.append(fn)
                     break
         readers.extend(extra)
         return readers
 
+    def risk_price(self, symbol: str, value: Any) -> float | None:
+        """Whether a price answer may value an order in a risk check, and the price if so.
+
+        The one place every price used by a risk check passes through: a cached fallback
+        (a :class:`StalePrice`, or anything marked ``stale``) is never used.
+        """
+        if getattr(value, "stale", False):
+            return None
+        price = price_of(value)
+        if price is None or not math.isfinite(price):
+            return None
+        self.remember_price(symbol, price)
+        return price
+
+    def _last_good(self, symbol: str) -> float | None:
+        last = self.last_price(symbol)
+        return last[0] if last is not None else None
+
     async def aprice(
         self, symbol: str, *, extra: Sequence[Callable[..., Any]] = ()
     ) -> float | None:
-        """The current price of ``symbol`` from the market-data services (then ``extra``
-        readers), falling back to the last good price seen."""
+        """The current price of ``symbol`` for a risk check: from the market-data services'
+        live readers (then ``extra`` readers), else the last live price seen."""
         for reader in self._price_readers(extra):
             try:
                 value = reader(symbol)
@@ -107,12 +129,10 @@ class TradingContext:
                     value = await value
             except Exception:
                 continue
-            price = price_of(value)
+            price = self.risk_price(symbol, value)
             if price is not None:
-                self.remember_price(symbol, price)
                 return price
-        last = self.last_price(symbol)
-        return last[0] if last is not None else None
+        return self._last_good(symbol)
 
     def price_sync(self, symbol: str, *, extra: Sequence[Callable[..., Any]] = ()) -> float | None:
         """Like :meth:`aprice` for synchronous orders (only synchronous readers are asked)."""
@@ -120,14 +140,13 @@ class TradingContext:
             if is_async(reader):
                 continue
             try:
-                price = price_of(reader(symbol))
+                value = reader(symbol)
             except Exception:
                 continue
+            price = self.risk_price(symbol, value)
             if price is not None:
-                self.remember_price(symbol, price)
                 return price
-        last = self.last_price(symbol)
-        return last[0] if last is not None else None
+        return self._last_good(symbol)
 
 
 def _adapt(fn: Callable[..., Any], asynchronous: bool) -> Callable[..., Any]:

@@ -18,13 +18,14 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import math
 import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import _hooks
 from .._cache import cache_key, get_fallback_cache
-from .._classify import ErrorCategory, classify, is_transient
+from .._classify import ErrorCategory, classify, http_status, is_transient
 from .._clock import get_clock
 from .._exceptions import RiskLimitError, TradingDisabledError
 from .._sanitize import sanitize
@@ -89,18 +90,35 @@ def _retryable(exc: BaseException) -> bool:
 
 
 def _quantity_of(value: Any) -> float | None:
+    """The signed quantity in a position answer (a number, or a mapping/object with a quantity
+    field; a ``side`` of ``short`` makes an unsigned quantity negative), else ``None``."""
     if isinstance(value, bool) or value is None:
         return None
-    if isinstance(value, int | float):
-        return float(value)
-    for name in ("qty", "quantity", "position", "size"):
-        item = value.get(name) if isinstance(value, Mapping) else getattr(value, name, None)
-        if item is not None:
-            try:
-                return float(item)
-            except (TypeError, ValueError):
-                return None
-    return None
+    number: Any = value
+    side: Any = None
+    if not isinstance(value, int | float | str):
+        number = None
+        for name in ("qty", "quantity", "position", "size", "contracts", "amount"):
+            item = value.get(name) if isinstance(value, Mapping) else getattr(value, name, None)
+            if item is not None:
+                number = item
+                break
+        side = value.get("side") if isinstance(value, Mapping) else getattr(value, "side", None)
+    try:
+        qty = float(number)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(qty):
+        return None
+    side = getattr(side, "value", side)
+    if isinstance(side, str) and side.lower() == "short" and qty > 0:
+        qty = -qty
+    return qty
+
+
+def _no_position(exc: BaseException) -> bool:
+    """A position read answered "nothing held" (Alpaca's 404 for get_open_position)."""
+    return http_status(exc) in (404, 410) or classify(exc) is ErrorCategory.DATA_UNAVAILABLE
 
 
 def _declared_kinds(
@@ -183,6 +201,7 @@ class ResilientService:
             _kinds={},
             _undeclared=frozenset(),
             _pipelines={},
+            _live={},
         )
         if paper is None:
             paper = settings.paper
@@ -228,11 +247,12 @@ class ResilientService:
             self.__dict__[method_name] = wrapped
         self.__dict__["_undeclared"] = frozenset(undeclared)
         # The proxy's own price and position readers, asked when an order is risk-checked.
-        own_prices = tuple(self._methods[n] for n in PRICE_METHODS if n in self._methods)
+        # Live calls only: a risk check never values anything from a cached fallback.
+        own_prices = tuple(self._live[n] for n in PRICE_METHODS if n in self._live)
         self.__dict__.update(
             _own_prices=own_prices,
             _own_prices_sync=tuple(fn for fn in own_prices if not is_async(fn)),
-            _own_positions=tuple(self._methods[n] for n in _POSITION_METHODS if n in self._methods),
+            _own_positions=tuple(self._live[n] for n in _POSITION_METHODS if n in self._live),
         )
 
     # -- attribute access -------------------------------------------------------------------
@@ -265,6 +285,12 @@ class ResilientService:
     def method_kinds(self) -> dict[str, str]:
         """Each wrapped method and its kind (``read``, ``order``, ``cancel``, ``other``)."""
         return dict(self._kinds)
+
+    def live_method(self, name: str) -> Callable[..., Any] | None:
+        """The read ``name`` without its cached fallback (timeout, breaker and retry only), or
+        ``None``; risk checks read prices and positions through these."""
+        live: dict[str, Callable[..., Any]] = self._live
+        return live.get(name)
 
     @property
     def undeclared_methods(self) -> frozenset[str]:
@@ -342,7 +368,10 @@ class ResilientService:
         call = self._pipeline(method, fn, kind, policy, asynchronous)
         if kind == "cancel" and self._role == "broker":
             return self._routed(method, fn, call, asynchronous)
-        if kind != "read" or not self._settings.resilience_enabled:
+        if kind != "read":
+            return call
+        self._live[method] = call
+        if not self._settings.resilience_enabled:
             return call
         return self._with_cache(method, fn, call, policy, asynchronous)
 
@@ -670,7 +699,7 @@ class ResilientService:
             @functools.wraps(fn)
             async def aorder(*args: Any, **kwargs: Any) -> Any:
                 target = self._order_target(method, True)
-                prepared = prepare_order_call(sig, args, kwargs)
+                prepared = prepare_order_call(sig, args, kwargs, method=method)
                 await self._acheck(prepared.intent)
                 state = _OrderState(prepared.has_idempotency_key)
                 token = _order_state.set(state)
@@ -691,7 +720,7 @@ class ResilientService:
         @functools.wraps(fn)
         def order(*args: Any, **kwargs: Any) -> Any:
             target = self._order_target(method, False)
-            prepared = prepare_order_call(sig, args, kwargs)
+            prepared = prepare_order_call(sig, args, kwargs, method=method)
             self._check_sync(prepared.intent)
             state = _OrderState(prepared.has_idempotency_key)
             token = _order_state.set(state)
@@ -781,7 +810,9 @@ class ResilientService:
                 value = reader(symbol)
                 if isinstance(value, Awaitable):
                     value = await value
-            except Exception:
+            except Exception as exc:
+                if _no_position(exc):
+                    return 0.0
                 break
             qty = _quantity_of(value)
             if qty is not None:
@@ -796,35 +827,31 @@ class ResilientService:
                 continue
             try:
                 qty = _quantity_of(reader(symbol))
-            except Exception:
+            except Exception as exc:
+                if _no_position(exc):
+                    return 0.0
                 break
             if qty is not None:
                 return qty
         book: PositionBook = self._book
         return book.get(symbol)
 
-    async def _aprice(self, symbol: str) -> float | None:
-        context: TradingContext = self._context
-        return await context.aprice(symbol, extra=self._own_prices)
-
     async def _acheck(self, intent: OrderIntent) -> None:
         risk: RiskChecker = self._context.risk
-        if not risk.enabled:
-            return
-        price = None
-        if intent.symbol is not None and (intent.price is None or intent.price <= 0):
-            price = await self._aprice(intent.symbol)
-        position = await self._aposition(intent.symbol) if intent.symbol else 0.0
+        price, position = None, 0.0
+        if risk.enabled and intent.problem is None and intent.symbol is not None:
+            context: TradingContext = self._context
+            price = await context.aprice(intent.symbol, extra=self._own_prices)
+            position = await self._aposition(intent.symbol)
         self._risk_check(risk, intent, price, position)
 
     def _check_sync(self, intent: OrderIntent) -> None:
         risk: RiskChecker = self._context.risk
-        if not risk.enabled:
-            return
-        price = None
-        if intent.symbol is not None and (intent.price is None or intent.price <= 0):
-            price = self._context.price_sync(intent.symbol, extra=self._own_prices_sync)
-        position = self._position_sync(intent.symbol) if intent.symbol else 0.0
+        price, position = None, 0.0
+        if risk.enabled and intent.problem is None and intent.symbol is not None:
+            context: TradingContext = self._context
+            price = context.price_sync(intent.symbol, extra=self._own_prices_sync)
+            position = self._position_sync(intent.symbol)
         self._risk_check(risk, intent, price, position)
 
     def _risk_check(
