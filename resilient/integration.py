@@ -123,6 +123,7 @@ class ResilienceFactory:
             self._start_cache()
         if self._shared is None:
             self._start_shared_state()
+        self._start_trading_state()
         orchestrator = self.get_orchestrator()
         report = await orchestrator.start()
         logger.info("resilience initialised ({}): {}", self.config.env, report.overall_status.value)
@@ -166,6 +167,13 @@ class ResilienceFactory:
             self._not_started(
                 "shared_state", "shared circuit state", exc, "degraded", critical=False
             )
+
+    def _start_trading_state(self) -> None:
+        """Follow the trading state shared through Redis (when ``redis.url`` is set)."""
+        try:
+            self._context.state.start()
+        except Exception as exc:
+            logger.error("shared trading state not followed: {}", sanitize(type(exc).__name__))
 
     def _not_started(
         self, component: str, what: str, exc: Exception, status: str, *, critical: bool
@@ -237,6 +245,21 @@ class ResilienceFactory:
         ``features.live_trading_enabled`` is false and ``paper_trading_enabled`` is true."""
         self._context.register_paper_broker(broker, name)
 
+    @property
+    def trading_state(self) -> str:
+        """``"active"``, ``"reducing"`` or ``"halted"`` (see :meth:`set_trading_state`)."""
+        return self._context.state.value
+
+    def set_trading_state(self, state: str) -> None:
+        """Set the trading state of every broker proxy of this factory (and, when
+        ``redis.url`` is set, of every worker sharing that Redis): ``"active"``, ``"reducing"``
+        (only orders that reduce the current position) or ``"halted"`` (only cancels).
+
+        Raises:
+            ValueError: not a trading state.
+        """
+        self._context.state.set(state)
+
     def service(self, name: str) -> ResilientService:
         """The proxy created for ``name``.
 
@@ -269,6 +292,7 @@ class ResilienceFactory:
         connections, and unregister this factory's components. Idempotent."""
         if self._orchestrator is not None:
             await self._orchestrator.stop()
+        self._context.state.stop()
         for name, proxy in list(self._services.items()):
             self.registry.unregister(name)
             try:

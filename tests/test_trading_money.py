@@ -499,3 +499,147 @@ def test_blank_id_in_an_order_object_is_replaced() -> None:
     assert call.has_idempotency_key
     assert sent["client_order_id"] == call.intent.client_order_id
     assert len(sent["client_order_id"]) == 32
+
+
+# -- 5. trading states -----------------------------------------------------------------------
+
+
+class PositionBroker(LiveBroker):
+    """A live broker that reports a position and can cancel."""
+
+    def __init__(self, position: float) -> None:
+        super().__init__()
+        self.position = position
+        self.cancelled: list[str] = []
+        self.other_calls = 0
+
+    async def get_position(self, symbol: str) -> float:
+        return self.position
+
+    async def cancel_order(self, order_id: str) -> bool:
+        self.cancelled.append(order_id)
+        return True
+
+    async def set_leverage(self, value: int) -> None:
+        self.other_calls += 1
+
+
+def state_broker(position: float, **trading: Any) -> tuple[ResilienceFactory, Any, PositionBroker]:
+    factory = factory_for(make_config(live=True, paper=False, **trading))
+    broker = PositionBroker(position)
+    return factory, factory.create_resilient_broker(broker, name()), broker
+
+
+async def test_halted_lets_only_cancels_through() -> None:
+    """``halted``: orders and undeclared methods are refused, a cancel reaches the broker."""
+    factory, proxy, broker = state_broker(10.0, state="halted")
+    assert factory.trading_state == "halted"
+    with pytest.raises(TradingDisabledError) as info:
+        await proxy.place_order("AAPL", 1, "sell", limit_price=10.0)
+    assert info.value.rule == "trading.state"
+    with pytest.raises(TradingDisabledError):
+        await proxy.set_leverage(3)
+    assert await proxy.cancel_order("o-1") is True
+    assert broker.sent == [] and broker.other_calls == 0
+    assert broker.cancelled == ["o-1"]
+
+
+@given(
+    position=st.integers(-100, 100),
+    qty=st.integers(1, 150),
+    side=st.sampled_from(["buy", "sell"]),
+)
+@settings(max_examples=150, deadline=None)
+async def test_reducing_lets_through_only_orders_that_reduce(
+    position: int, qty: int, side: str
+) -> None:
+    """``reducing``: an order goes through only when it is opposite to the position and not
+    larger than it; exposure never grows."""
+    reset_state()
+    _, proxy, broker = state_broker(float(position), state="reducing")
+    reduces = position != 0 and (side == "buy") == (position < 0) and qty <= abs(position)
+    if reduces:
+        await proxy.place_order("AAPL", qty, side, limit_price=1.0)
+    else:
+        with pytest.raises(TradingDisabledError) as info:
+            await proxy.place_order("AAPL", qty, side, limit_price=1.0)
+        assert info.value.rule == "trading.state"
+    assert len(broker.sent) == int(reduces)
+
+
+async def test_state_follows_api_and_settings_reload() -> None:
+    """The API call and a reloaded ``trading.state`` change the state at once."""
+    factory, proxy, broker = state_broker(0.0)
+    await proxy.place_order("AAPL", 1, "buy", limit_price=10.0)
+    factory.set_trading_state("halted")
+    with pytest.raises(TradingDisabledError):
+        await proxy.place_order("AAPL", 1, "buy", limit_price=10.0)
+    factory._on_reload(make_config(live=True, paper=False, state="reducing"))
+    assert factory.trading_state == "reducing"
+    factory._on_reload(make_config(live=True, paper=False, state="active"))
+    await proxy.place_order("AAPL", 1, "buy", limit_price=10.0)
+    assert len(broker.sent) == 2
+    with pytest.raises(ValueError, match="not a trading state; use one of active"):
+        factory.set_trading_state("paused")
+    health = await proxy._health()
+    assert health["trading_state"] == "active"
+
+
+def test_state_is_shared_through_redis(redis_url: str) -> None:
+    """Two workers sharing a Redis: a state set by one (or by the CLI) reaches the other
+    within the poll interval."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from resilient.trading._state import TradingState
+
+    prefix = f"test-state-{uuid.uuid4().hex[:8]}"
+    base = current_config()
+    config = replace(base, redis=replace(base.redis, url=redis_url, key_prefix=prefix))
+    one, two = TradingState(config, poll_interval=0.05), TradingState(config, poll_interval=0.05)
+    one.start()
+    two.start()
+    try:
+        one.set("halted")
+        deadline = time.monotonic() + 2.0
+        while two.value != "halted" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert two.value == "halted"
+        env = {
+            **os.environ,
+            "AI_TRADER_REDIS__URL": redis_url,
+            "AI_TRADER_REDIS__KEY_PREFIX": prefix,
+        }
+        out = subprocess.run(
+            [sys.executable, "-m", "resilient", "trading", "state", "reducing"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        assert "trading state: reducing (from redis (cli))" in out.stdout
+        deadline = time.monotonic() + 2.0
+        while (one.value, two.value) != ("reducing", "reducing") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert (one.value, two.value) == ("reducing", "reducing")
+        late = TradingState(config)  # a worker started later reads it at start
+        late.start()
+        assert late.value == "reducing"
+        late.stop()
+    finally:
+        one.stop()
+        two.stop()
+        import redis
+
+        redis.Redis.from_url(redis_url).delete(f"{prefix}:trading:state")
+
+
+def test_cli_without_redis_refuses_to_set() -> None:
+    """Without ``redis.url`` the CLI shows the configured state and explains how to set it."""
+    from resilient._cli import main
+
+    assert main(["trading", "state"]) == 0
+    assert main(["trading", "state", "halted"]) == 2

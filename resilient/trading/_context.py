@@ -13,6 +13,7 @@ from .._clock import get_clock
 from ..config import Config, current_config
 from ._methods import is_async, public_methods
 from ._risk import RiskChecker
+from ._state import TradingState
 from ._values import PRICE_METHODS, price_of
 
 __all__ = ["TradingContext"]
@@ -24,6 +25,7 @@ class TradingContext:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.risk = RiskChecker(config.trading, config.features)
+        self.state = TradingState(config)
         # Whether ``config`` is the process configuration (whose reloads the decorators follow).
         self.follows_process_config = config is current_config()
         self._lock = threading.Lock()
@@ -36,6 +38,7 @@ class TradingContext:
         """Apply a reloaded configuration (switches and limits take effect at once)."""
         self.config = config
         self.risk = RiskChecker(config.trading, config.features)
+        self.state.update_config(config)
         self.follows_process_config = config is current_config()
 
     # -- paper brokers ----------------------------------------------------------------------

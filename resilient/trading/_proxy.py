@@ -32,7 +32,7 @@ from .._sanitize import sanitize
 from ._methods import guess_kind, is_async, public_methods
 from ._orders import OrderCall, OrderIntent, prepare_order_call
 from ._ratelimit import RateLimitExceeded, ServiceRateLimiter
-from ._risk import PositionBook, RiskChecker
+from ._risk import PositionBook, RiskChecker, check_trading_state
 from ._settings import METHOD_KINDS, MethodPolicy, ServiceSettings
 from ._values import (
     PRICE_METHODS,
@@ -105,7 +105,7 @@ def _quantity_of(value: Any) -> float | None:
                 break
         side = value.get("side") if isinstance(value, Mapping) else getattr(value, "side", None)
     try:
-        qty = float(number)  # type: ignore[arg-type]
+        qty = float(number)
     except (TypeError, ValueError):
         return None
     if not math.isfinite(qty):
@@ -387,15 +387,23 @@ class ResilientService:
             @functools.wraps(fn)
             async def aguarded(*args: Any, **kwargs: Any) -> Any:
                 target = self._order_target(method, True, undeclared)
+                self._guard_state()
                 return await target(*args, **kwargs)
 
             return aguarded
 
         @functools.wraps(fn)
         def guarded(*args: Any, **kwargs: Any) -> Any:
-            return self._order_target(method, False, undeclared)(*args, **kwargs)
+            target = self._order_target(method, False, undeclared)
+            self._guard_state()
+            return target(*args, **kwargs)
 
         return guarded
+
+    def _guard_state(self) -> None:
+        state: str = self._context.state.value
+        if state != "active":
+            self._risk_check(self._context.risk, state, None, None, 0.0)
 
     def _pipeline(
         self,
@@ -837,29 +845,41 @@ class ResilientService:
         return book.get(symbol)
 
     async def _acheck(self, intent: OrderIntent) -> None:
-        risk: RiskChecker = self._context.risk
+        context: TradingContext = self._context
+        risk, state = context.risk, context.state.value
         price, position = None, 0.0
-        if risk.enabled and intent.problem is None and intent.symbol is not None:
-            context: TradingContext = self._context
-            price = await context.aprice(intent.symbol, extra=self._own_prices)
-            position = await self._aposition(intent.symbol)
-        self._risk_check(risk, intent, price, position)
+        if intent.problem is None and intent.symbol is not None and state != "halted":
+            if risk.enabled:
+                price = await context.aprice(intent.symbol, extra=self._own_prices)
+            if risk.enabled or state == "reducing":
+                position = await self._aposition(intent.symbol)
+        self._risk_check(risk, state, intent, price, position)
 
     def _check_sync(self, intent: OrderIntent) -> None:
-        risk: RiskChecker = self._context.risk
+        context: TradingContext = self._context
+        risk, state = context.risk, context.state.value
         price, position = None, 0.0
-        if risk.enabled and intent.problem is None and intent.symbol is not None:
-            context: TradingContext = self._context
-            price = context.price_sync(intent.symbol, extra=self._own_prices_sync)
-            position = self._position_sync(intent.symbol)
-        self._risk_check(risk, intent, price, position)
+        if intent.problem is None and intent.symbol is not None and state != "halted":
+            if risk.enabled:
+                price = context.price_sync(intent.symbol, extra=self._own_prices_sync)
+            if risk.enabled or state == "reducing":
+                position = self._position_sync(intent.symbol)
+        self._risk_check(risk, state, intent, price, position)
 
     def _risk_check(
-        self, risk: RiskChecker, intent: OrderIntent, price: float | None, position: float
+        self,
+        risk: RiskChecker,
+        state: str,
+        intent: OrderIntent | None,
+        price: float | None,
+        position: float,
     ) -> None:
-        """Apply the risk rules to one order, counting and recording a refusal."""
+        """Apply the trading state and the risk rules to one order (``None``: an undeclared
+        method), counting and recording a refusal."""
         try:
-            risk.check(intent, market_price=price, position=position)
+            check_trading_state(state, intent, position)
+            if intent is not None:
+                risk.check(intent, market_price=price, position=position)
         except RiskLimitError as exc:
             self._refused(exc)
             raise
@@ -903,6 +923,7 @@ class ResilientService:
         if self._role == "broker":
             data.update(
                 trading_mode=self._mode(),
+                trading_state=self._context.state.value,
                 orders_sent=st.orders_sent,
                 orders_refused=st.orders_refused,
             )

@@ -12,12 +12,54 @@ import math
 import threading
 from dataclasses import dataclass
 
-from .._exceptions import RiskLimitError
+from .._exceptions import RiskLimitError, TradingDisabledError
 from .._logging import logger
 from ..config import FeatureSettings, TradingSettings
 from ._orders import OrderIntent
 
-__all__ = ["PositionBook", "RiskChecker", "RiskDecision", "refuse_unvaluable"]
+__all__ = [
+    "PositionBook",
+    "RiskChecker",
+    "RiskDecision",
+    "check_trading_state",
+    "refuse_unvaluable",
+]
+
+
+def check_trading_state(state: str, intent: OrderIntent | None, position: float) -> None:
+    """Apply ``trading.state`` to an order (``intent``) or to an undeclared method (``None``).
+
+    ``active`` lets everything through; ``reducing`` only an order whose side is opposite to
+    the current position and whose quantity is at most its size; ``halted`` nothing (cancels
+    never come here).
+
+    Raises:
+        TradingDisabledError: the state refuses it (rule ``trading.state``).
+    """
+    if state == "active":
+        return
+    what = "order" if intent is None else f"order for {intent.symbol or 'an unknown symbol'}"
+    if state == "reducing" and intent is not None:
+        units = intent.quantity
+        opposite = intent.side != 0 and position != 0 and (intent.side > 0) != (position > 0)
+        if opposite and units is not None and units <= abs(position) + 1e-9:
+            return
+        why = (
+            f"it does not reduce the current position ({position:g})"
+            if units is not None and intent.side != 0
+            else "its side or quantity is unknown, so it cannot be shown to reduce the position"
+        )
+    elif state == "reducing":
+        why = "a method of unknown kind cannot be shown to reduce a position"
+    else:
+        why = "only cancels go through"
+    raise TradingDisabledError(
+        "trading.state",
+        message=(
+            f"{what} refused: trading.state is {state!r} and {why}; set the state back with "
+            "factory.set_trading_state('active') or `resilient trading state active`"
+        ),
+    )
 
 
 def refuse_unvaluable(intent: OrderIntent) -> None:
