@@ -643,3 +643,61 @@ def test_cli_without_redis_refuses_to_set() -> None:
 
     assert main(["trading", "state"]) == 0
     assert main(["trading", "state", "halted"]) == 2
+
+
+# -- 6. cancels always reach the broker that holds the order ----------------------------------
+
+
+class CancelBroker(PositionBroker):
+    """Reads fail (an outage of the account endpoint); cancels work."""
+
+    async def get_account(self) -> dict[str, Any]:
+        raise ConnectionResetError(104, "reset")
+
+
+@pytest.mark.parametrize("state", ["active", "reducing", "halted"])
+@pytest.mark.parametrize(("live", "paper"), [(False, False), (False, True), (True, False)])
+async def test_cancel_never_refused_by_switches_or_states(
+    live: bool, paper: bool, state: str
+) -> None:
+    """Live trading off (paper on or off, no paper broker), any trading state: the cancel
+    reaches the broker."""
+    factory = factory_for(make_config(live=live, paper=paper, state=state))
+    broker = CancelBroker(0.0)
+    proxy = factory.create_resilient_broker(broker, name())
+    assert await proxy.cancel_order("o-7") is True
+    assert broker.cancelled == ["o-7"]
+
+
+async def test_cancel_goes_to_the_paper_broker_while_trading_on_paper() -> None:
+    """With a paper broker registered and live trading off, the cancel goes where the orders
+    went."""
+    factory = factory_for(make_config())
+    paper = PaperBroker(lambda s: 10.0)
+    factory.register_paper_broker(paper)
+    broker = CancelBroker(0.0)
+    proxy = factory.create_resilient_broker(broker, name())
+    await proxy.place_order("AAPL", 1, "buy", limit_price=10.0)
+    order_id = next(iter(paper.orders))
+    assert await proxy.cancel_order(order_id) is False  # filled already: the paper answer
+    assert broker.cancelled == []
+
+
+async def test_cancel_attempted_while_the_circuit_is_open() -> None:
+    """Reads opened the circuit; a cancel is still attempted (and recorded), a read is not."""
+    import resilient
+    from resilient.health._stats import stats
+
+    svc = name()
+    config = make_config(live=True, paper=False, services={svc: {"failure_threshold": 2}})
+    broker = CancelBroker(0.0)
+    proxy = factory_for(config).create_resilient_broker(broker, svc)
+    with pytest.raises((ConnectionResetError, resilient.CircuitOpenError)):
+        await proxy.get_account()  # retried: two failures open the circuit
+    assert resilient.breakers.get(svc).state == "open"
+    with pytest.raises(resilient.CircuitOpenError):
+        await proxy.get_account()
+    before = len(stats(svc)._calls)
+    assert await proxy.cancel_order("o-9") is True
+    assert broker.cancelled == ["o-9"]
+    assert len(stats(svc)._calls) == before + 1  # its outcome is recorded

@@ -27,7 +27,7 @@ from .. import _hooks
 from .._cache import cache_key, get_fallback_cache
 from .._classify import ErrorCategory, classify, http_status, is_transient
 from .._clock import get_clock
-from .._exceptions import RiskLimitError, TradingDisabledError
+from .._exceptions import CircuitOpenError, RiskLimitError, TradingDisabledError
 from .._sanitize import sanitize
 from ._methods import guess_kind, is_async, public_methods
 from ._orders import OrderCall, OrderIntent, prepare_order_call
@@ -367,7 +367,7 @@ class ResilientService:
             return self._wrap_order(method, fn, policy, asynchronous)
         call = self._pipeline(method, fn, kind, policy, asynchronous)
         if kind == "cancel" and self._role == "broker":
-            return self._routed(method, fn, call, asynchronous)
+            return self._routed(method, fn, call, policy, asynchronous)
         if kind != "read":
             return call
         self._live[method] = call
@@ -655,21 +655,71 @@ class ResilientService:
         return raw
 
     def _routed(
-        self, method: str, fn: Callable[..., Any], call: Callable[..., Any], asynchronous: bool
+        self,
+        method: str,
+        fn: Callable[..., Any],
+        call: Callable[..., Any],
+        policy: MethodPolicy,
+        asynchronous: bool,
     ) -> Callable[..., Any]:
-        """Cancels follow orders: to the paper broker while trading on paper."""
+        """A cancel is never refused: no trading switch or state applies, and when the circuit
+        is open it is still attempted once, under its own timeout, its outcome recorded.
+
+        It goes where the order is: the paper broker while trading on paper (when that broker
+        has the method), else the wrapped broker."""
         self._pipelines[method] = call
+        import resilient
+
+        direct = resilient.timeout(policy.order_timeout, name=f"{self._name}.{method}")(fn)
+        name = self._name
+
+        def paper_target() -> Callable[..., Any] | None:
+            if self._is_paper or self._mode() != "paper":
+                return None
+            context: TradingContext = self._context
+            return context.paper_method(name, method, asynchronous)
+
+        def record(exc: Exception) -> None:
+            try:
+                from ..errors import record_error
+
+                record_error(exc, component=name)
+            except Exception:
+                pass
+
         if asynchronous:
 
             @functools.wraps(fn)
             async def acancel(*args: Any, **kwargs: Any) -> Any:
-                return await self._order_target(method, True)(*args, **kwargs)
+                paper = paper_target()
+                if paper is not None:
+                    return await paper(*args, **kwargs)
+                try:
+                    return await call(*args, **kwargs)
+                except CircuitOpenError:
+                    pass
+                try:
+                    return await direct(*args, **kwargs)
+                except Exception as exc:
+                    record(exc)
+                    raise
 
             return acancel
 
         @functools.wraps(fn)
         def cancel(*args: Any, **kwargs: Any) -> Any:
-            return self._order_target(method, False)(*args, **kwargs)
+            paper = paper_target()
+            if paper is not None:
+                return paper(*args, **kwargs)
+            try:
+                return call(*args, **kwargs)
+            except CircuitOpenError:
+                pass
+            try:
+                return direct(*args, **kwargs)
+            except Exception as exc:
+                record(exc)
+                raise
 
         return cancel
 
