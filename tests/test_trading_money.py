@@ -701,3 +701,52 @@ async def test_cancel_attempted_while_the_circuit_is_open() -> None:
     assert await proxy.cancel_order("o-9") is True
     assert broker.cancelled == ["o-9"]
     assert len(stats(svc)._calls) == before + 1  # its outcome is recorded
+
+
+# -- 7. order-rate throttle ------------------------------------------------------------------
+
+
+async def test_order_rate_throttle_refuses_a_runaway_loop() -> None:
+    """``trading.max_order_rate = "3/minute"``: the fourth order is refused at once with
+    RiskLimitError, never queued; other services have their own count."""
+    factory = factory_for(make_config(live=True, paper=False, max_order_rate="3/minute"))
+    broker, other = LiveBroker(), LiveBroker()
+    proxy = factory.create_resilient_broker(broker, name())
+    second = factory.create_resilient_broker(other, name())
+    for _ in range(3):
+        await proxy.place_order("AAPL", 1, "buy", limit_price=10.0)
+    with pytest.raises(RiskLimitError) as info:
+        await proxy.place_order("AAPL", 1, "buy", limit_price=10.0)
+    assert info.value.rule == "trading.max_order_rate"
+    assert len(broker.sent) == 3
+    await second.place_order("AAPL", 1, "buy", limit_price=10.0)
+    assert len(other.sent) == 1
+    health = await proxy._health()
+    assert health["orders_refused"] == 1
+
+
+def test_order_rate_is_shared_through_redis(redis_url: str) -> None:
+    """Two workers sharing a Redis share one order rate per service."""
+    from resilient.trading._throttle import OrderThrottle
+
+    prefix = f"test-rate-{uuid.uuid4().hex[:8]}"
+    one = OrderThrottle("svc", "2/minute", redis_url=redis_url, key_prefix=prefix)
+    two = OrderThrottle("svc", "2/minute", redis_url=redis_url, key_prefix=prefix)
+    one.check()
+    two.check()
+    with pytest.raises(RiskLimitError):
+        one.check()
+    with pytest.raises(RiskLimitError):
+        two.check()
+
+
+def test_bad_order_rate_or_state_is_a_config_error() -> None:
+    """A rate not in limits notation, or an unknown state, fails at load naming the key."""
+    from resilient.config import ConfigError, ConfigManager
+
+    for key, value in (("MAX_ORDER_RATE", "fast"), ("STATE", "paused")):
+        manager = ConfigManager(
+            "testing", cwd="/nonexistent", environ={f"AI_TRADER_TRADING__{key}": value}
+        )
+        with pytest.raises(ConfigError, match=f"trading.{key.lower()}"):
+            manager.load_config()

@@ -14,6 +14,7 @@ from ..config import Config, current_config
 from ._methods import is_async, public_methods
 from ._risk import RiskChecker
 from ._state import TradingState
+from ._throttle import OrderThrottle
 from ._values import PRICE_METHODS, price_of
 
 __all__ = ["TradingContext"]
@@ -33,6 +34,26 @@ class TradingContext:
         self._paper_methods: dict[tuple[str | None, str], Callable[..., Any]] = {}
         self._prices: dict[str, tuple[float, float]] = {}  # symbol -> (price, monotonic time)
         self.market_data: list[Any] = []  # ResilientService proxies of market data
+        self._throttles: dict[str, OrderThrottle] = {}
+
+    def throttle(self, service: str) -> OrderThrottle | None:
+        """The order-rate throttle of ``service`` under ``trading.max_order_rate`` (rebuilt
+        when a reload changes the rate), or ``None`` when there is none."""
+        spec = self.config.trading.max_order_rate
+        if not spec:
+            return None
+        found = self._throttles.get(service)
+        if found is None or found.spec != spec:
+            redis = self.config.redis
+            found = OrderThrottle(
+                service,
+                spec,
+                redis_url=redis.url,
+                key_prefix=redis.key_prefix,
+                timeout=redis.timeout,
+            )
+            self._throttles[service] = found
+        return found
 
     def update_config(self, config: Config) -> None:
         """Apply a reloaded configuration (switches and limits take effect at once)."""

@@ -930,6 +930,9 @@ class ResilientService:
             check_trading_state(state, intent, position)
             if intent is not None:
                 risk.check(intent, market_price=price, position=position)
+                throttle = self._context.throttle(self._name)
+                if throttle is not None:
+                    throttle.check()
         except RiskLimitError as exc:
             self._refused(exc)
             raise
