@@ -750,3 +750,218 @@ def test_bad_order_rate_or_state_is_a_config_error() -> None:
         )
         with pytest.raises(ConfigError, match=f"trading.{key.lower()}"):
             manager.load_config()
+
+
+# -- 8. business outcomes are not outages ---------------------------------------------------
+
+
+def alpaca_error(status: int, message: str, code: int = 40010000) -> Exception:
+    """alpaca-py's own APIError, as its REST client raises it."""
+    import json
+
+    import requests
+    from alpaca.common.exceptions import APIError
+
+    response = requests.Response()
+    response.status_code = status
+    response._content = json.dumps({"code": code, "message": message}).encode()
+    http_error = requests.HTTPError(response=response)
+    return APIError(json.dumps({"code": code, "message": message}), http_error)
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "category"),
+    [
+        (403, "insufficient buying power", "broker_rejection"),
+        (403, "market is closed", "broker_rejection"),
+        (403, "asset XYZ is not tradable", "broker_rejection"),
+        (403, "trade denied due to pattern day trading protection", "broker_rejection"),
+        (403, "account is not allowed to short", "broker_rejection"),
+        (403, "forbidden.", "authentication"),
+        (401, "request is not authorized", "authentication"),
+        (422, "client_order_id must be unique", "validation"),
+        (404, "position does not exist", "data_unavailable"),
+    ],
+)
+def test_alpaca_error_shapes(status: int, message: str, category: str) -> None:
+    """alpaca-py's APIError: a 403 whose body refuses the order is a broker rejection, a bare
+    403 stays an authentication error."""
+    from resilient.errors import classify
+
+    assert str(classify(alpaca_error(status, message))) == category
+
+
+def test_alpaca_error_without_a_json_body_classifies() -> None:
+    """APIError.code parses the body on every read; a non-JSON body must not break
+    classification."""
+    from alpaca.common.exceptions import APIError
+
+    from resilient.errors import classify
+
+    assert str(classify(APIError("<html>bad gateway</html>"))) == "internal"
+
+
+@pytest.mark.parametrize(
+    ("cls", "category", "not_sent"),
+    [
+        ("RateLimitExceeded", "rate_limit", True),
+        ("DDoSProtection", "rate_limit", False),
+        ("BadSymbol", "validation", False),
+        ("InvalidOrder", "broker_rejection", False),
+        ("InsufficientFunds", "broker_rejection", False),
+        ("DuplicateOrderId", "broker_rejection", False),
+        ("MarketClosed", "broker_rejection", False),
+        ("ExchangeError", "broker_rejection", False),
+        ("OrderNotFound", "data_unavailable", False),
+        ("AuthenticationError", "authentication", False),
+        ("PermissionDenied", "authentication", False),
+        ("RequestTimeout", "timeout", False),
+        ("ExchangeNotAvailable", "network", False),
+        ("OnMaintenance", "network", False),
+        ("NetworkError", "network", False),
+    ],
+)
+def test_ccxt_exception_classes(cls: str, category: str, not_sent: bool) -> None:
+    """ccxt's own exception classes map to the categories; RateLimitExceeded proves the
+    request was not executed."""
+    import ccxt
+
+    from resilient._classify import proves_not_sent
+    from resilient.errors import classify
+
+    exc = getattr(ccxt, cls)("binance {}")
+    assert str(classify(exc)) == category
+    assert proves_not_sent(exc) is not_sent
+
+
+BUSINESS_ERRORS = st.sampled_from(
+    [
+        lambda: alpaca_error(403, "insufficient buying power", 40310000),
+        lambda: alpaca_error(403, "market is closed"),
+        lambda: alpaca_error(422, "qty must be > 0"),
+        lambda: alpaca_error(404, "asset not found"),
+        lambda: alpaca_error(400, "invalid order type"),
+        lambda: __import__("ccxt").InsufficientFunds("binance Account has insufficient balance"),
+        lambda: __import__("ccxt").BadSymbol("binance does not have market symbol XYZ"),
+        lambda: __import__("ccxt").InvalidOrder("binance Order would immediately trigger"),
+        lambda: __import__("ccxt").ExchangeError("kraken EOrder:Unknown position"),
+    ]
+)
+
+
+class RejectingBroker(PositionBroker):
+    """Every order is refused on its merits; reads and cancels work."""
+
+    def __init__(self, make: Any) -> None:
+        super().__init__(0.0)
+        self.make = make
+
+    async def place_order(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
+        raise self.make()
+
+    async def get_account(self) -> dict[str, Any]:
+        return {"cash": 1.0}
+
+
+@given(errors=st.lists(BUSINESS_ERRORS, min_size=4, max_size=8))
+@settings(max_examples=60, deadline=None)
+async def test_business_errors_never_open_the_breaker(errors: list[Any]) -> None:
+    """Any run of broker rejections, validation errors and 404s leaves the breaker closed, and
+    cancels and account reads keep working."""
+    import resilient
+
+    reset_state()
+    svc = name()
+    config = make_config(live=True, paper=False, services={svc: {"failure_threshold": 3}})
+    factory = factory_for(config)
+    for make in errors:
+        proxy = factory.create_resilient_broker(RejectingBroker(make), svc)
+        with pytest.raises(Exception) as info:
+            await proxy.place_order("AAPL", 1, "buy", limit_price=10.0)
+        assert not isinstance(info.value, resilient.CircuitOpenError)
+    assert resilient.breakers.get(svc).state == "closed"
+    assert await proxy.get_account() == {"cash": 1.0}
+    assert await proxy.cancel_order("o-1") is True
+
+
+class SymbolFeed:
+    """Unknown symbols answer 404; known ones a price."""
+
+    def __init__(self) -> None:
+        self.prices = {"AAPL": 100.0}
+
+    async def get_current_price(self, symbol: str) -> float:
+        if symbol not in self.prices:
+            raise alpaca_error(404, f"symbol {symbol} not found")
+        return self.prices[symbol]
+
+
+async def test_unknown_symbols_do_not_open_the_data_breaker() -> None:
+    """Four 404s for unknown symbols: main_data stays closed and AAPL is served live."""
+    import resilient
+    from resilient.trading import StalePrice
+
+    svc = name()
+    factory = factory_for(make_config(services={svc: {"failure_threshold": 3}}))
+    feed = SymbolFeed()
+    data = factory.create_resilient_market_data(feed, svc)
+    assert await data.get_current_price("AAPL") == 100.0
+    for symbol in ("XX1", "XX2", "XX3", "XX4"):
+        with pytest.raises(Exception, match="not found"):
+            await data.get_current_price(symbol)
+    assert resilient.breakers.get(svc).state == "closed"
+    feed.prices["AAPL"] = 101.0
+    price = await data.get_current_price("AAPL")
+    assert price == 101.0 and not isinstance(price, StalePrice)
+
+
+async def test_a_404_is_never_served_from_the_cache() -> None:
+    """A position read that answered before and now answers 404 raises the 404 (or the
+    proxy's zero), never the old position."""
+
+    class Positions:
+        def __init__(self) -> None:
+            self.held = True
+
+        async def get_open_position(self, symbol: str) -> dict[str, Any]:
+            if not self.held:
+                raise alpaca_error(404, "position does not exist", 40410000)
+            return {"symbol": symbol, "qty": "10"}
+
+    sdk = Positions()
+    proxy = factory_for(make_config()).create_resilient_broker(sdk, name())
+    assert (await proxy.get_open_position("AAPL"))["qty"] == "10"
+    sdk.held = False
+    with pytest.raises(Exception, match="position does not exist"):
+        await proxy.get_open_position("AAPL")
+
+
+def test_exclude_setting_adds_and_removes() -> None:
+    """``services.<name>.exclude`` adds status codes/categories and removes defaults with
+    "-"; a bad entry is a ConfigError naming the key."""
+    from resilient.config import ConfigError
+    from resilient.trading._settings import parse_exclude, service_settings
+
+    svc = name()
+    config = make_config(services={svc: {"exclude": [409, "-data_unavailable", "-404"]}})
+    categories, added, removed = parse_exclude(service_settings(config, svc).exclude)
+    assert "data_unavailable" not in categories and "broker_rejection" in categories
+    assert added == {409} and removed == {404}
+    bad = make_config(services={svc: {"exclude": ["brokers"]}})
+    with pytest.raises(ConfigError, match=f"services.{svc}.exclude"):
+        service_settings(bad, svc)
+
+
+async def test_removed_exclusion_counts_again() -> None:
+    """With ``exclude = ["-404", "-data_unavailable"]`` 404s count against the breaker."""
+    import resilient
+
+    svc = name()
+    config = make_config(
+        services={svc: {"failure_threshold": 2, "exclude": ["-404", "-data_unavailable"]}}
+    )
+    data = factory_for(config).create_resilient_market_data(SymbolFeed(), svc)
+    for symbol in ("XX1", "XX2"):
+        with pytest.raises(Exception):  # noqa: B017 - the 404 or the open circuit
+            await data.get_current_price(symbol)
+    assert resilient.breakers.get(svc).state == "open"

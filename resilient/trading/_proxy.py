@@ -33,7 +33,7 @@ from ._methods import guess_kind, is_async, public_methods
 from ._orders import OrderCall, OrderIntent, prepare_order_call
 from ._ratelimit import RateLimitExceeded, ServiceRateLimiter
 from ._risk import PositionBook, RiskChecker, check_trading_state
-from ._settings import METHOD_KINDS, MethodPolicy, ServiceSettings
+from ._settings import METHOD_KINDS, MethodPolicy, ServiceSettings, parse_exclude
 from ._values import (
     PRICE_METHODS,
     FallbackInfo,
@@ -48,8 +48,14 @@ if TYPE_CHECKING:
 
 __all__ = ["ResilientService"]
 
+# Answers, not outages: never replaced by a cached value (a 404 "no position" included).
 _NO_CACHE_CATEGORIES = frozenset(
-    {ErrorCategory.VALIDATION, ErrorCategory.AUTHENTICATION, ErrorCategory.RISK_LIMIT}
+    {
+        ErrorCategory.VALIDATION,
+        ErrorCategory.AUTHENTICATION,
+        ErrorCategory.RISK_LIMIT,
+        ErrorCategory.BROKER_REJECTION,
+    }
 )
 _POSITION_METHODS = ("get_position", "get_open_position")
 _LOOKUP_METHODS = (
@@ -212,6 +218,8 @@ class ResilientService:
             )
         self.__dict__["_is_paper"] = paper
         self.__dict__["_undeclared"] = frozenset()
+        self.__dict__["_exclusions"] = parse_exclude(settings.exclude)
+        self.__dict__["_business"] = self._is_business
         limiter = None
         if settings.rate_limit and settings.resilience_enabled:
             redis = context.config.redis
@@ -311,11 +319,13 @@ class ResilientService:
         """Record each call's outcome and latency for the component's rolling success metrics
         (availability, error rate, p95 of calls). A cached answer is recorded, with the time
         the caller waited for it, by the fallback event :meth:`_serve` emits. An order refused
-        by a risk rule is a decision, not a failure, and is not counted."""
+        by a risk rule is a decision, not a failure, and is not counted; a business outcome
+        (``services.<name>.exclude``) counts as an answer."""
         from ..health._stats import stats
 
         record = stats(self._name)
         clock = get_clock
+        business = self._is_business  # a business outcome is an answer: the service is up
 
         def done(start: float, before: FallbackInfo | None) -> None:
             if last_fallback() is before:
@@ -331,8 +341,8 @@ class ResilientService:
                     result = await call(*args, **kwargs)
                 except RiskLimitError:
                     raise
-                except Exception:
-                    record.record(False, clock().monotonic() - start)
+                except Exception as exc:
+                    record.record(business(exc), clock().monotonic() - start)
                     raise
                 finally:
                     _call_started.reset(token)
@@ -349,8 +359,8 @@ class ResilientService:
                 result = call(*args, **kwargs)
             except RiskLimitError:
                 raise
-            except Exception:
-                record.record(False, clock().monotonic() - start)
+            except Exception as exc:
+                record.record(business(exc), clock().monotonic() - start)
                 raise
             finally:
                 _call_started.reset(token)
@@ -400,6 +410,18 @@ class ResilientService:
 
         return guarded
 
+    def _is_business(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is a business outcome (a rejection, a validation error, a 404, a
+        risk refusal), not a failure of the service: ``services.<name>.exclude``."""
+        categories, added, removed = self._exclusions
+        status = http_status(exc)
+        if status is not None:
+            if status in added:
+                return True
+            if status in removed:
+                return False
+        return str(classify(exc)) in categories
+
     def _guard_state(self) -> None:
         state: str = self._context.state.value
         if state != "active":
@@ -435,7 +457,7 @@ class ResilientService:
             res = self._context.config.resilience
             breaker_options["half_open_max_calls"] = res.circuit_breaker_half_open_max_calls
             breaker_options["success_threshold"] = res.circuit_breaker_success_threshold
-        call = resilient.breaker(name, **breaker_options)(call)
+        call = resilient.breaker(name, exclude=self._business, **breaker_options)(call)
         limiter: ServiceRateLimiter | None = self._limiter
         counted = kind == "order"
         if limiter is not None or counted:
@@ -538,6 +560,8 @@ class ResilientService:
         prices = "price" in method or "quote" in method
 
         def usable(exc: Exception) -> bool:
+            if http_status(exc) in (404, 410):
+                return False
             return classify(exc) not in _NO_CACHE_CATEGORIES
 
         if asynchronous:
