@@ -256,6 +256,26 @@ def broker_refused(exc: BaseException) -> bool:
     return any(word in text for word in _REJECTION_WORDS)
 
 
+_DUPLICATE_WORDS = (
+    "client_order_id must be unique",  # Alpaca (422)
+    "duplicate",  # Binance "Duplicate order sent.", IB "Duplicate order id", Coinbase
+    "already exists",
+    "already used",
+    "not unique",
+    "must be unique",
+)
+
+
+def duplicate_order(exc: BaseException) -> bool:
+    """Whether ``exc`` rejects an order because its client order id was used already, i.e.
+    the broker holds an order under that id (ccxt ``DuplicateOrderId``, Alpaca's 422
+    "client_order_id must be unique", Binance's "Duplicate order sent.")."""
+    if any("Duplicate" in c.__name__ for c in type(exc).__mro__):
+        return True
+    text = _body_text(exc)
+    return any(word in text for word in _DUPLICATE_WORDS)
+
+
 def _by_status(status: int) -> ErrorCategory | None:
     if status == 429:
         return ErrorCategory.RATE_LIMIT

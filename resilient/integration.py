@@ -16,6 +16,8 @@ await factory.shutdown()
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
 
@@ -72,6 +74,7 @@ class ResilienceFactory:
         self._cache: Any = None
         self._shared: Any = None
         self._unsubscribe: Callable[[], None] | None = None
+        self._reconciler: Any = None
         self._validate_services()
 
     # -- configuration ------------------------------------------------------------------
@@ -124,6 +127,8 @@ class ResilienceFactory:
         if self._shared is None:
             self._start_shared_state()
         self._start_trading_state()
+        await self.reconcile()
+        self._start_reconciler()
         orchestrator = self.get_orchestrator()
         report = await orchestrator.start()
         logger.info("resilience initialised ({}): {}", self.config.env, report.overall_status.value)
@@ -167,6 +172,43 @@ class ResilienceFactory:
             self._not_started(
                 "shared_state", "shared circuit state", exc, "degraded", critical=False
             )
+
+    def _start_reconciler(self) -> None:
+        """Re-check orders of unknown outcome every ``resilience.health_check_interval``."""
+        if self._reconciler is not None:
+            return
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(self.config.resilience.health_check_interval)
+                if self._context.unknown.pending():
+                    try:
+                        await self.reconcile()
+                    except Exception as exc:
+                        logger.warning("reconcile failed: {}", type(exc).__name__)
+
+        self._reconciler = asyncio.get_running_loop().create_task(loop())
+
+    async def reconcile(self) -> dict[str, list[dict[str, Any]]]:
+        """Check the orders of unknown outcome (:class:`resilient.trading.OrderStatusUnknown`)
+        with their brokers: by client order id, and against the broker's open orders where it
+        lists them. Runs at start and periodically; call it on demand after an outage.
+
+        Returns:
+            ``found``, ``absent`` and ``unknown`` orders (client order id, service, age...).
+        """
+        report: dict[str, list[dict[str, Any]]] = {"found": [], "absent": [], "unknown": []}
+        for proxy in list(self._services.values()):
+            part = await proxy.reconcile()
+            for key, items in part.items():
+                report[key].extend(items)
+        return report
+
+    @property
+    def orders_unknown(self) -> list[dict[str, Any]]:
+        """The orders whose outcome is still unknown, with their ages (also in each broker's
+        health component as ``orders_unknown``)."""
+        return self._context.unknown.snapshot()
 
     def _start_trading_state(self) -> None:
         """Follow the trading state shared through Redis (when ``redis.url`` is set)."""
@@ -293,6 +335,11 @@ class ResilienceFactory:
         if self._orchestrator is not None:
             await self._orchestrator.stop()
         self._context.state.stop()
+        if self._reconciler is not None:
+            task, self._reconciler = self._reconciler, None
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for name, proxy in list(self._services.items()):
             self.registry.unregister(name)
             try:

@@ -856,7 +856,10 @@ class RejectingBroker(PositionBroker):
         super().__init__(0.0)
         self.make = make
 
-    async def place_order(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
+    async def place_order(  # type: ignore[override]
+        self, symbol: str, qty: float, side: str, limit_price: float, client_order_id: str
+    ) -> dict[str, Any]:
+        self.sent.append({"symbol": symbol})
         raise self.make()
 
     async def get_account(self) -> dict[str, Any]:
@@ -878,7 +881,8 @@ async def test_business_errors_never_open_the_breaker(errors: list[Any]) -> None
         proxy = factory.create_resilient_broker(RejectingBroker(make), svc)
         with pytest.raises(Exception) as info:
             await proxy.place_order("AAPL", 1, "buy", limit_price=10.0)
-        assert not isinstance(info.value, resilient.CircuitOpenError)
+        assert not isinstance(info.value, resilient.CircuitOpenError | RiskLimitError)
+        assert len(proxy.wrapped.sent) == 1  # reached the broker once, no retry
     assert resilient.breakers.get(svc).state == "closed"
     assert await proxy.get_account() == {"cash": 1.0}
     assert await proxy.cancel_order("o-1") is True
@@ -965,3 +969,186 @@ async def test_removed_exclusion_counts_again() -> None:
         with pytest.raises(Exception):  # noqa: B017 - the 404 or the open circuit
             await data.get_current_price(symbol)
     assert resilient.breakers.get(svc).state == "open"
+
+
+# -- 9. a recovered order is a success --------------------------------------------------------
+
+
+class LossyBroker:
+    """Records every new order; a scripted step per attempt: ``ok``, ``lost`` (recorded, then
+    the answer times out), ``reset`` (recorded, then the connection resets) or ``refused``.
+    A repeated client order id is rejected with a 422 (Alpaca's behaviour)."""
+
+    def __init__(self, script: list[str] | None = None, *, visible_after: int = 0) -> None:
+        self.script = list(script or [])
+        self.orders: list[dict[str, Any]] = []
+        self.lookups = 0
+        self.visible_after = visible_after  # look-ups that answer "not found" first
+        self.posts = 0
+
+    async def place_order(
+        self,
+        symbol: str,
+        qty: float,
+        side: str = "buy",
+        limit_price: float | None = None,
+        client_order_id: str | None = None,
+    ) -> dict[str, Any]:
+        from resilient._demo_services import VendorHTTPError
+
+        self.posts += 1
+        step = self.script.pop(0) if self.script else "ok"
+        if step == "refused":
+            raise ConnectionRefusedError(111, "refused")
+        if any(o["client_order_id"] == client_order_id for o in self.orders if client_order_id):
+            raise VendorHTTPError(422, "client_order_id must be unique")
+        order = {"id": f"o-{len(self.orders) + 1}", "client_order_id": client_order_id}
+        self.orders.append(order)
+        if step == "lost":
+            raise TimeoutError("read timed out")
+        if step == "reset":
+            raise ConnectionResetError(104, "Connection reset by peer")
+        return order
+
+    async def get_order_by_client_order_id(self, client_order_id: str) -> dict[str, Any] | None:
+        self.lookups += 1
+        if self.lookups <= self.visible_after:
+            return None
+        return next((o for o in self.orders if o["client_order_id"] == client_order_id), None)
+
+    async def get_orders(self) -> list[dict[str, Any]]:
+        return list(self.orders)
+
+    async def get_current_price(self, symbol: str) -> float:
+        return 10.0
+
+
+async def test_recovered_orders_are_successes_for_breaker_errors_and_health() -> None:
+    """Two lost answers recovered by look-up, breaker threshold 3: the circuit stays closed,
+    no error is counted, the component stays healthy and the next orders go through."""
+    import resilient
+    from resilient.errors import tracker
+
+    svc = name()
+    config = make_config(live=True, paper=False, services={svc: {"failure_threshold": 3}})
+    broker = LossyBroker(["lost", "ok", "lost", "ok"])
+    proxy = factory_for(config).create_resilient_broker(broker, svc)
+    errors_before = tracker.snapshot()["total_errors"]
+    first = await proxy.place_order("AAPL", 1, "buy", limit_price=10.0)
+    second = await proxy.place_order("AAPL", 1, "buy", limit_price=10.0)
+    assert first == broker.orders[0] and second == broker.orders[1]
+    snap = resilient.breakers.get(svc).snapshot()
+    assert snap.state == "closed"
+    assert snap.failure_count == 0
+    assert tracker.snapshot()["total_errors"] == errors_before
+    assert (await proxy._health())["status"] == "healthy"
+    await proxy.place_order("AAPL", 1, "buy", limit_price=10.0)
+    assert len(broker.orders) == 3
+
+
+# -- 10. unknown outcomes are tracked and reconciled -------------------------------------------
+
+
+async def test_fresh_order_not_found_at_first_is_found_by_later_lookups() -> None:
+    """The broker reports the fresh order as not found twice; the third look-up finds it."""
+    svc = name()
+    config = make_config(
+        live=True, paper=False, order_lookup_attempts=3, order_lookup_backoff=0.001
+    )
+    broker = LossyBroker(["lost", "lost", "lost"], visible_after=2)
+    proxy = factory_for(config).create_resilient_broker(broker, svc)
+    found = await proxy.place_order("AAPL", 1, "buy", limit_price=10.0)
+    assert found == broker.orders[0]
+    assert broker.lookups == 3
+    assert len(broker.orders) == 1
+
+
+@pytest.mark.parametrize("step", ["lost", "reset"])
+async def test_unknown_outcome_raises_order_status_unknown_and_is_reconciled(step: str) -> None:
+    """Look-ups that never find the order: OrderStatusUnknown carrying the client order id;
+    the order is in health with its age until factory.reconcile() finds it."""
+    from resilient.trading import OrderStatusUnknown
+
+    svc = name()
+    config = make_config(
+        live=True, paper=False, order_lookup_attempts=2, order_lookup_backoff=0.001
+    )
+    broker = LossyBroker([step] * 3, visible_after=10**6)
+    factory = factory_for(config)
+    proxy = factory.create_resilient_broker(broker, svc)
+    with pytest.raises(OrderStatusUnknown) as info:
+        await proxy.place_order("AAPL", 3, "buy", limit_price=10.0)
+    cid = info.value.client_order_id
+    assert cid is not None and cid == broker.orders[0]["client_order_id"]
+    assert len(broker.orders) == 1  # retried under the same id, never twice
+    health = await proxy._health()
+    assert health["status"] == "degraded"
+    assert [o["client_order_id"] for o in health["orders_unknown"]] == [cid]
+    assert health["orders_unknown"][0]["age_seconds"] >= 0
+    assert factory.orders_unknown[0]["client_order_id"] == cid
+    assert proxy.tracked_positions == {}
+    broker.visible_after = 0
+    report = await factory.reconcile()
+    assert [o["client_order_id"] for o in report["found"]] == [cid]
+    assert factory.orders_unknown == []
+    assert proxy.tracked_positions == {"AAPL": 3}  # found: counted as sent
+    assert (await proxy._health())["status"] == "healthy"
+
+
+async def test_reconcile_matches_open_orders_without_a_lookup_method() -> None:
+    """A broker without a look-up by client id: its open orders settle the unknown order."""
+    from resilient.trading import OrderStatusUnknown
+
+    class NoLookup(LossyBroker):
+        get_order_by_client_order_id = None  # type: ignore[assignment]
+
+    svc = name()
+    config = make_config(live=True, paper=False, order_lookup_backoff=0.001)
+    broker = NoLookup(["reset"] * 3)
+    factory = factory_for(config)
+    proxy = factory.create_resilient_broker(broker, svc)
+    with pytest.raises(OrderStatusUnknown):
+        await proxy.place_order("AAPL", 1, "buy", limit_price=10.0)
+    report = await factory.reconcile()
+    assert len(report["found"]) == 1 and factory.orders_unknown == []
+
+
+async def test_unkeyed_order_with_lost_answer_is_unknown_not_a_failure() -> None:
+    """Without an idempotency key a lost answer is not retried and is reported unknown."""
+    from resilient.trading import OrderStatusUnknown
+
+    class NoKey:
+        def __init__(self) -> None:
+            self.orders = 0
+
+        async def place_order(self, symbol: str, qty: float, side: str = "buy") -> None:
+            self.orders += 1
+            raise ConnectionResetError(104, "reset")
+
+        async def get_current_price(self, symbol: str) -> float:
+            return 10.0
+
+    broker = NoKey()
+    proxy = factory_for(make_config(live=True, paper=False)).create_resilient_broker(broker, name())
+    with pytest.raises(OrderStatusUnknown) as info:
+        await proxy.place_order("AAPL", 1, "buy")
+    assert info.value.client_order_id is None
+    assert isinstance(info.value.__cause__, ConnectionResetError)
+    assert broker.orders == 1
+
+
+async def test_definitive_errors_are_raised_as_they_are() -> None:
+    """A rejection or a refused connection proves the outcome: no look-up, the error itself."""
+
+    class Refusing(LossyBroker):
+        async def place_order(  # type: ignore[override]
+            self, symbol: str, qty: float, side: str, limit_price: float, client_order_id: str
+        ) -> dict[str, Any]:
+            self.posts += 1
+            raise alpaca_error(403, "insufficient buying power")
+
+    broker = Refusing()
+    proxy = factory_for(make_config(live=True, paper=False)).create_resilient_broker(broker, name())
+    with pytest.raises(Exception, match="insufficient buying power"):
+        await proxy.place_order("AAPL", 1, "buy", limit_price=10.0)
+    assert broker.lookups == 0 and broker.posts == 1

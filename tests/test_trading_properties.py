@@ -18,6 +18,7 @@ from resilient import RiskLimitError
 from resilient._clock import FakeClock, get_clock, use_clock
 from resilient._demo_services import VendorHTTPError
 from resilient.config import current_config
+from resilient.trading import OrderStatusUnknown
 from resilient.trading._context import TradingContext
 from resilient.trading._proxy import ResilientService
 from resilient.trading._settings import service_settings
@@ -320,6 +321,7 @@ async def play(sc: Scenario) -> None:
             except (
                 RiskLimitError,
                 resilient.CircuitOpenError,
+                OrderStatusUnknown,
                 VendorHTTPError,
                 OSError,
                 TimeoutError,

@@ -15,6 +15,7 @@ from ._methods import is_async, public_methods
 from ._risk import RiskChecker
 from ._state import TradingState
 from ._throttle import OrderThrottle
+from ._unknown import UnknownOrders
 from ._values import PRICE_METHODS, price_of
 
 __all__ = ["TradingContext"]
@@ -35,6 +36,7 @@ class TradingContext:
         self._prices: dict[str, tuple[float, float]] = {}  # symbol -> (price, monotonic time)
         self.market_data: list[Any] = []  # ResilientService proxies of market data
         self._throttles: dict[str, OrderThrottle] = {}
+        self.unknown = UnknownOrders()  # orders of unknown outcome, until reconciled
 
     def throttle(self, service: str) -> OrderThrottle | None:
         """The order-rate throttle of ``service`` under ``trading.max_order_rate`` (rebuilt

@@ -25,7 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _hooks
 from .._cache import cache_key, get_fallback_cache
-from .._classify import ErrorCategory, classify, http_status, is_transient
+from .._classify import (
+    ErrorCategory,
+    classify,
+    duplicate_order,
+    http_status,
+    is_transient,
+    proves_not_sent,
+)
 from .._clock import get_clock
 from .._exceptions import CircuitOpenError, RiskLimitError, TradingDisabledError
 from .._sanitize import sanitize
@@ -34,6 +41,7 @@ from ._orders import OrderCall, OrderIntent, prepare_order_call
 from ._ratelimit import RateLimitExceeded, ServiceRateLimiter
 from ._risk import PositionBook, RiskChecker, check_trading_state
 from ._settings import METHOD_KINDS, MethodPolicy, ServiceSettings, parse_exclude
+from ._unknown import OrderStatusUnknown, UnknownOrder
 from ._values import (
     PRICE_METHODS,
     FallbackInfo,
@@ -58,6 +66,7 @@ _NO_CACHE_CATEGORIES = frozenset(
     }
 )
 _POSITION_METHODS = ("get_position", "get_open_position")
+_OPEN_ORDER_METHODS = ("fetch_open_orders", "get_open_orders", "open_orders", "get_orders")
 _LOOKUP_METHODS = (
     "get_order_by_client_id",
     "get_order_by_client_order_id",
@@ -72,11 +81,23 @@ _order_state: contextvars.ContextVar[_OrderState | None] = contextvars.ContextVa
 
 
 class _OrderState:
-    __slots__ = ("attempts", "has_key")
+    __slots__ = ("attempts", "has_key", "maybe_sent")
 
     def __init__(self, has_key: bool) -> None:
         self.has_key = has_key
         self.attempts = 0
+        self.maybe_sent = False  # some attempt failed after the order may have been executed
+
+    def saw(self, exc: BaseException) -> None:
+        """Note an attempt's failure (failure path only)."""
+        if not self.maybe_sent and _ambiguous(exc):
+            self.maybe_sent = True
+
+
+def _ambiguous(exc: BaseException) -> bool:
+    """A failure after which the broker may have executed the order: a timeout, a reset, a
+    5xx (not a refused connection or a 429, which prove it never left, nor an answer)."""
+    return is_transient(exc) and not proves_not_sent(exc)
 
 
 # When the current proxied call started: a cached answer reports how long its caller waited.
@@ -147,6 +168,15 @@ def _declared_kinds(
     if problems:
         raise ValueError(f"service {name!r}: " + "; ".join(problems))
     return dict(kinds)
+
+
+def _is_order(value: Any) -> bool:
+    """Whether a look-up answered an order (not ``None``, an empty list or mapping)."""
+    if value is None:
+        return False
+    if isinstance(value, list | tuple | Mapping):
+        return len(value) > 0
+    return True
 
 
 def _public_name(cls: type) -> str:
@@ -427,6 +457,26 @@ class ResilientService:
         if state != "active":
             self._risk_check(self._context.risk, state, None, None, 0.0)
 
+    def _breaker(self) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """The service's breaker decorator (one breaker per service, business outcomes
+        excluded). Only service-level overrides apply to it. With the process configuration,
+        unset values are left to the decorator so they follow reloads; a factory given another
+        configuration pins every value from that configuration."""
+        import resilient
+
+        service = self._settings.policy
+        follow = self._context.follows_process_config
+        options: dict[str, Any] = {
+            key: getattr(service, key)
+            for key in ("failure_threshold", "reset_timeout")
+            if key in service.explicit or not follow
+        }
+        if not follow:
+            res = self._context.config.resilience
+            options["half_open_max_calls"] = res.circuit_breaker_half_open_max_calls
+            options["success_threshold"] = res.circuit_breaker_success_threshold
+        return resilient.breaker(self._name, exclude=self._business, **options)
+
     def _pipeline(
         self,
         method: str,
@@ -435,7 +485,8 @@ class ResilientService:
         policy: MethodPolicy,
         asynchronous: bool,
     ) -> Callable[..., Any]:
-        """retry(rate limit(breaker(timeout(fn)))) for one method of the wrapped object."""
+        """retry(rate limit(breaker(timeout(fn)))) for one method of the wrapped object (for an
+        order: retry(rate limit(timeout(fn))), the breaker going around the whole order)."""
         if not self._settings.resilience_enabled:
             return fn  # canary switch off: the plain client
         import resilient
@@ -443,21 +494,9 @@ class ResilientService:
         name = self._name
         seconds = policy.order_timeout if kind in ("order", "cancel") else policy.timeout
         call: Callable[..., Any] = resilient.timeout(seconds, name=f"{name}.{method}")(fn)
-        # One breaker per service: only service-level overrides apply to it. With the process
-        # configuration, unset values are left to the decorators so they follow reloads; a
-        # factory given another configuration pins every value from that configuration.
-        service = self._settings.policy
         follow = self._context.follows_process_config
-        breaker_options: dict[str, Any] = {
-            key: getattr(service, key)
-            for key in ("failure_threshold", "reset_timeout")
-            if key in service.explicit or not follow
-        }
-        if not follow:
-            res = self._context.config.resilience
-            breaker_options["half_open_max_calls"] = res.circuit_breaker_half_open_max_calls
-            breaker_options["success_threshold"] = res.circuit_breaker_success_threshold
-        call = resilient.breaker(name, exclude=self._business, **breaker_options)(call)
+        if kind != "order":  # an order's breaker wraps the whole order, lookups included
+            call = self._breaker()(call)
         limiter: ServiceRateLimiter | None = self._limiter
         counted = kind == "order"
         if limiter is not None or counted:
@@ -488,22 +527,30 @@ class ResilientService:
             async def alimited(*args: Any, **kwargs: Any) -> Any:
                 if limiter is not None:
                     await limiter.acquire()
-                if counted:
-                    state = _order_state.get()
-                    if state is not None:
-                        state.attempts += 1
-                return await call(*args, **kwargs)
+                state = _order_state.get() if counted else None
+                if state is None:
+                    return await call(*args, **kwargs)
+                state.attempts += 1
+                try:
+                    return await call(*args, **kwargs)
+                except Exception as exc:
+                    state.saw(exc)
+                    raise
 
             return alimited
 
         def limited(*args: Any, **kwargs: Any) -> Any:
             if limiter is not None:
                 limiter.acquire_sync()
-            if counted:
-                state = _order_state.get()
-                if state is not None:
-                    state.attempts += 1
-            return call(*args, **kwargs)
+            state = _order_state.get() if counted else None
+            if state is None:
+                return call(*args, **kwargs)
+            state.attempts += 1
+            try:
+                return call(*args, **kwargs)
+            except Exception as exc:
+                state.saw(exc)
+                raise
 
         return limited
 
@@ -756,18 +803,14 @@ class ResilientService:
             sig = None
         pipeline = self._pipeline(method, fn, "order", policy, asynchronous)
         self._pipelines[method] = pipeline
-        own_lookup = next(
-            (
-                getattr(self._target, n)
-                for n in _LOOKUP_METHODS
-                if callable(getattr(self._target, n, None))
-            ),
-            None,
-        )
+        layer = getattr(pipeline, "__resilient_layer__", None)
+        if layer is not None:
+            layer.outermost = False  # the order's breaker reports the order's one outcome
+        own_lookup = self._own_lookup(policy)
 
         def lookup_for(target: Callable[..., Any]) -> Callable[..., Any] | None:
             """Look orders up where they were sent: the paper broker while paper trading."""
-            if target is self._methods_raw.get(method):
+            if target is pipeline:
                 return own_lookup
             context: TradingContext = self._context
             for name in _LOOKUP_METHODS:
@@ -777,48 +820,178 @@ class ResilientService:
             return None
 
         if asynchronous:
+            guarded = self._breaker()(self._asend) if pipeline is not fn else self._asend
 
             @functools.wraps(fn)
             async def aorder(*args: Any, **kwargs: Any) -> Any:
                 target = self._order_target(method, True)
                 prepared = prepare_order_call(sig, args, kwargs, method=method)
                 await self._acheck(prepared.intent)
-                state = _OrderState(prepared.has_idempotency_key)
-                token = _order_state.set(state)
-                try:
-                    result = await target(*prepared.args, **prepared.kwargs)
-                except Exception as exc:
-                    found = await self._afind(lookup_for(target), prepared, state, exc)
-                    if found is None:
-                        raise
-                    result = found
-                finally:
-                    _order_state.reset(token)
+                send = guarded if target is pipeline else self._asend
+                result = await send(target, lookup_for(target), prepared, method)
                 self._sent(prepared.intent)
                 return result
 
             return aorder
+
+        guarded_sync = self._breaker()(self._send) if pipeline is not fn else self._send
 
         @functools.wraps(fn)
         def order(*args: Any, **kwargs: Any) -> Any:
             target = self._order_target(method, False)
             prepared = prepare_order_call(sig, args, kwargs, method=method)
             self._check_sync(prepared.intent)
-            state = _OrderState(prepared.has_idempotency_key)
-            token = _order_state.set(state)
-            try:
-                result = target(*prepared.args, **prepared.kwargs)
-            except Exception as exc:
-                found = self._find_sync(lookup_for(target), prepared, state, exc)
-                if found is None:
-                    raise
-                result = found
-            finally:
-                _order_state.reset(token)
+            send = guarded_sync if target is pipeline else self._send
+            result = send(target, lookup_for(target), prepared, method)
             self._sent(prepared.intent)
             return result
 
         return order
+
+    def _own_lookup(self, policy: MethodPolicy) -> Callable[..., Any] | None:
+        """The wrapped broker's look-up of an order by client order id, under the read
+        timeout."""
+        fn = next(
+            (
+                getattr(self._target, n)
+                for n in _LOOKUP_METHODS
+                if callable(getattr(self._target, n, None))
+            ),
+            None,
+        )
+        if fn is None or not self._settings.resilience_enabled:
+            return fn
+        import resilient
+
+        lookup: Callable[..., Any] = resilient.timeout(policy.timeout, name=f"{self._name}.lookup")(
+            fn
+        )
+        return lookup
+
+    async def _asend(
+        self,
+        target: Callable[..., Any],
+        lookup: Callable[..., Any] | None,
+        prepared: OrderCall,
+        method: str,
+    ) -> Any:
+        """Send one order (every attempt) and settle its outcome: the order, its definitive
+        error, or :class:`OrderStatusUnknown`."""
+        state = _OrderState(prepared.has_idempotency_key)
+        token = _order_state.set(state)
+        try:
+            return await target(*prepared.args, **prepared.kwargs)
+        except Exception as exc:
+            if not self._settle(exc, state, prepared):
+                raise
+            cid = prepared.intent.client_order_id
+            if cid is not None and lookup is not None:
+                found = await self._alookup(lookup, cid)
+                if found is not None:
+                    return found
+            raise self._unknown(exc, prepared, method, lookup) from exc
+        finally:
+            _order_state.reset(token)
+
+    def _send(
+        self,
+        target: Callable[..., Any],
+        lookup: Callable[..., Any] | None,
+        prepared: OrderCall,
+        method: str,
+    ) -> Any:
+        state = _OrderState(prepared.has_idempotency_key)
+        token = _order_state.set(state)
+        try:
+            return target(*prepared.args, **prepared.kwargs)
+        except Exception as exc:
+            if not self._settle(exc, state, prepared):
+                raise
+            cid = prepared.intent.client_order_id
+            if cid is not None and lookup is not None and not is_async(lookup):
+                found = self._lookup_sync(lookup, cid)
+                if found is not None:
+                    return found
+            raise self._unknown(exc, prepared, method, lookup) from exc
+        finally:
+            _order_state.reset(token)
+
+    @staticmethod
+    def _settle(exc: Exception, state: _OrderState, prepared: OrderCall) -> bool:
+        """Whether the order's outcome is open after ``exc``: a duplicate-id rejection (on any
+        attempt: an SDK's hidden retry may have sent the first), or a failure of this or an
+        earlier attempt after which the broker may have executed it."""
+        if isinstance(exc, RiskLimitError | CircuitOpenError):
+            return False
+        state.saw(exc)
+        if prepared.has_idempotency_key and duplicate_order(exc):
+            return True
+        return state.maybe_sent
+
+    def _lookup_plan(self) -> tuple[int, float]:
+        trading = self._context.config.trading
+        return trading.order_lookup_attempts, trading.order_lookup_backoff
+
+    async def _alookup(self, lookup: Callable[..., Any], client_order_id: str) -> Any:
+        """Look the order up by its client order id, with backoff (a broker reports a fresh
+        order as not found for a while)."""
+        attempts, backoff = self._lookup_plan()
+        for attempt in range(attempts):
+            try:
+                found = lookup(client_order_id)
+                if isinstance(found, Awaitable):
+                    found = await found
+            except Exception:
+                found = None
+            if _is_order(found):
+                return found
+            if attempt + 1 < attempts:
+                await get_clock().asleep(backoff * 2**attempt)
+        return None
+
+    def _lookup_sync(self, lookup: Callable[..., Any], client_order_id: str) -> Any:
+        attempts, backoff = self._lookup_plan()
+        for attempt in range(attempts):
+            try:
+                found = lookup(client_order_id)
+            except Exception:
+                found = None
+            if _is_order(found):
+                return found
+            if attempt + 1 < attempts:
+                get_clock().sleep(backoff * 2**attempt)
+        return None
+
+    def _unknown(
+        self,
+        exc: Exception,
+        prepared: OrderCall,
+        method: str,
+        lookup: Callable[..., Any] | None,
+    ) -> OrderStatusUnknown:
+        """Keep the order for reconciliation and build the error that reports it."""
+        intent = prepared.intent
+        context: TradingContext = self._context
+        context.unknown.add(
+            UnknownOrder(
+                client_order_id=intent.client_order_id,
+                service=self._name,
+                method=method,
+                symbol=intent.symbol,
+                error_type=_public_name(type(exc)),
+                lookup=lookup,
+                intent=intent,
+            )
+        )
+        try:
+            from .. import metrics
+
+            metrics.inc("orders_unknown", {"service": self._name})
+        except Exception:
+            pass
+        return OrderStatusUnknown(
+            intent.client_order_id, service=self._name, method=method, symbol=intent.symbol
+        )
 
     def _sent(self, intent: OrderIntent) -> None:
         self._book.apply(intent)
@@ -834,48 +1007,6 @@ class ResilientService:
             record_error(exc, component=self._name)
         except Exception:
             pass
-
-    def _lookup_wanted(self, prepared: OrderCall, state: _OrderState, exc: Exception) -> bool:
-        """After a retried order failed, the broker may already hold it (its first attempt's
-        answer was lost and the retry was rejected as a duplicate)."""
-        return (
-            prepared.has_idempotency_key
-            and state.attempts > 1
-            and not isinstance(exc, RiskLimitError)
-            and not is_transient(exc)
-        )
-
-    async def _afind(
-        self,
-        lookup: Callable[..., Any] | None,
-        prepared: OrderCall,
-        state: _OrderState,
-        exc: Exception,
-    ) -> Any:
-        if lookup is None or not self._lookup_wanted(prepared, state, exc):
-            return None
-        try:
-            found = lookup(prepared.intent.client_order_id)
-            if isinstance(found, Awaitable):
-                found = await found
-        except Exception:
-            return None
-        return found
-
-    def _find_sync(
-        self,
-        lookup: Callable[..., Any] | None,
-        prepared: OrderCall,
-        state: _OrderState,
-        exc: Exception,
-    ) -> Any:
-        if lookup is None or is_async(lookup) or not self._lookup_wanted(prepared, state, exc):
-            return None
-        try:
-            found = lookup(prepared.intent.client_order_id)
-        except Exception:
-            return None
-        return found
 
     def _position_readers(self, asynchronous: bool) -> Sequence[Callable[..., Any]]:
         """Where the current position comes from: the broker that takes the orders now."""
@@ -961,6 +1092,69 @@ class ResilientService:
             self._refused(exc)
             raise
 
+    # -- reconciliation ----------------------------------------------------------------------
+
+    async def reconcile(self) -> dict[str, list[dict[str, Any]]]:
+        """Check this service's orders of unknown outcome with the broker: each is looked up
+        by its client order id (once), and the broker's open orders, where it lists them, are
+        matched against them.
+
+        Returns:
+            ``found`` (the broker holds it: counted as sent), ``absent`` (the broker answered
+            that it has no such order, after the order timeout), ``unknown`` (still open).
+        """
+        context: TradingContext = self._context
+        report: dict[str, list[dict[str, Any]]] = {"found": [], "absent": [], "unknown": []}
+        pending = context.unknown.pending(self._name)
+        if not pending:
+            return report
+        open_ids = await self._open_order_ids()
+        for order in pending:
+            order.checks += 1
+            outcome = "unknown"
+            cid = order.client_order_id
+            if cid is not None and cid in open_ids:
+                outcome = "found"
+            elif cid is not None and order.lookup is not None:
+                try:
+                    found = order.lookup(cid)
+                    if isinstance(found, Awaitable):
+                        found = await found
+                    answered = True
+                except Exception as exc:
+                    found, answered = None, _no_position(exc)  # a 404 is an answer
+                if _is_order(found):
+                    outcome = "found"
+                elif answered and order.age > self._settings.policy.order_timeout:
+                    outcome = "absent"
+            if outcome == "found" and order.intent is not None:
+                self._sent(order.intent)
+            if outcome != "unknown":
+                context.unknown.remove(order)
+            report[outcome].append(order.to_dict())
+        return report
+
+    async def _open_order_ids(self) -> set[str]:
+        """Client order ids of the broker's open orders, where it lists them."""
+        for name in _OPEN_ORDER_METHODS:
+            fn = getattr(self._target, name, None)
+            if not callable(fn):
+                continue
+            try:
+                value = fn()
+                if isinstance(value, Awaitable):
+                    value = await value
+            except Exception:
+                return set()
+            ids: set[str] = set()
+            for item in value if isinstance(value, list | tuple) else ():
+                for key in ("client_order_id", "clientOrderId", "orderRef", "order_ref"):
+                    cid = item.get(key) if isinstance(item, Mapping) else getattr(item, key, None)
+                    if isinstance(cid, str) and cid:
+                        ids.add(cid)
+            return ids
+        return set()
+
     # -- health -----------------------------------------------------------------------------
 
     def _breaker_snapshot(self) -> Any:
@@ -997,8 +1191,11 @@ class ResilientService:
                 "served_at": st.last_fallback_at,
                 "error_type": st.last_fallback.error_type,
             }
+        unknown: list[dict[str, Any]] = []
         if self._role == "broker":
+            unknown = self._context.unknown.snapshot(self._name)
             data.update(
+                orders_unknown=unknown,
                 trading_mode=self._mode(),
                 trading_state=self._context.state.value,
                 orders_sent=st.orders_sent,
@@ -1024,6 +1221,13 @@ class ResilientService:
             )
         elif limiter is not None and limiter.degraded:
             status, detail = "degraded", "rate limit counting in memory (Redis unreachable)"
+        elif unknown:
+            oldest = max(o["age_seconds"] for o in unknown)
+            status = "degraded"
+            detail = (
+                f"{len(unknown)} order(s) of unknown outcome (oldest {oldest:.0f}s); "
+                "factory.reconcile() checks them"
+            )
         data["detail"] = sanitize(detail)
         data["status"] = status
         return data
