@@ -40,6 +40,11 @@ SDK_VOCABULARY: dict[str, str] = {
     "delete_watchlist_by_id": _X,
     "remove_asset_from_watchlist_by_id": _X,
     "update_watchlist_by_id": _X,
+    "response_wrapper": _X,
+    "post": _U,  # raw HTTP verbs of the REST client: any endpoint, orders included
+    "put": _U,
+    "patch": _U,
+    "delete": _U,
     # ccxt: helpers that build or check an order without sending it
     "create_order_request": _X,
     "edit_order_request": _X,

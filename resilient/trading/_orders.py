@@ -10,9 +10,10 @@ from __future__ import annotations
 import copy
 import inspect
 import math
+import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
 
@@ -29,6 +30,7 @@ SYMBOL_FIELDS = (
     "ticker",
     "instrument",
     "instrument_id",
+    "symbol_or_asset_id",  # alpaca-py
     "product_id",  # Coinbase
     "pair",  # Kraken
     "asset",
@@ -78,6 +80,7 @@ PRICE_FIELDS = (
     "price2",  # Kraken
     "limit",
 )
+_CLOSING = re.compile(r"^(close|liquidate|flatten)_?\w*positions?$")
 # ib_insync's "unset" price (sys.float_info.max) and SDK defaults of 0 mean "no price".
 _UNSET_PRICE = 1e300
 CLIENT_ID_FIELDS = (
@@ -110,6 +113,9 @@ class OrderIntent:
     # Why the order cannot be valued (a NaN, infinite, negative, zero or non-numeric quantity,
     # price or notional; no quantity at all; a size hidden in ``*args``), else ``None``.
     problem: str | None = None
+    # A call that only closes positions (close_position, close_all_positions): it reduces
+    # exposure whatever its size, so it is neither valued nor refused while reducing.
+    closing: bool = False
 
 
 def _norm(name: str) -> str:
@@ -331,6 +337,8 @@ def prepare_order_call(
                 client_id = None  # the object refused the id: no idempotency key after all
 
     intent = _intent(data, hidden, method, client_id)
+    if _CLOSING.match(method.lower()):
+        intent = replace(intent, problem=None, closing=True)
     return OrderCall(out_args, out_kwargs, intent, client_id is not None)
 
 

@@ -35,6 +35,7 @@ from .._classify import (
 )
 from .._clock import get_clock
 from .._exceptions import CircuitOpenError, RiskLimitError, TradingDisabledError
+from .._logging import logger
 from .._sanitize import sanitize
 from ._methods import guess_kind, is_async, public_methods
 from ._orders import OrderCall, OrderIntent, prepare_order_call
@@ -148,6 +149,30 @@ def _no_position(exc: BaseException) -> bool:
     return http_status(exc) in (404, 410) or classify(exc) is ErrorCategory.DATA_UNAVAILABLE
 
 
+def _disable_hidden_retries(client: Any, name: str) -> None:
+    """Turn off an SDK's own retries of every call, order POSTs included: the proxy retries,
+    and only when that cannot duplicate an order.
+
+    alpaca-py's REST client retries 429/504 answers three times (``retry_attempts=0`` is
+    ignored as falsy); ccxt retries failed requests ``options["maxRetriesOnFailure"]`` times.
+    """
+    module = type(client).__module__ or ""
+    if module.startswith("alpaca.") and isinstance(getattr(client, "_retry", None), int):
+        if client._retry:
+            logger.info(
+                "{}: alpaca-py's own retries turned off (the proxy retries, never duplicating "
+                "an order)",
+                name,
+            )
+        client._retry = 0
+        client._retry_codes = []
+    options = getattr(client, "options", None)
+    if module.startswith("ccxt") and isinstance(options, dict):
+        if options.get("maxRetriesOnFailure"):
+            logger.info("{}: ccxt maxRetriesOnFailure turned off (the proxy retries)", name)
+        options["maxRetriesOnFailure"] = 0
+
+
 def _declared_kinds(
     name: str, kinds: Mapping[str, str] | None, methods: Mapping[str, Any]
 ) -> dict[str, str]:
@@ -225,6 +250,8 @@ class ResilientService:
             raise ValueError("a resilient service needs a non-empty name, e.g. 'main_broker'")
         methods = public_methods(target)
         declared = _declared_kinds(name, kinds, methods)
+        if role == "broker":
+            _disable_hidden_retries(target, name)
         object.__setattr__(self, "_target", target)
         self.__dict__.update(
             _name=name,

@@ -39,6 +39,8 @@ def check_trading_state(state: str, intent: OrderIntent | None, position: float)
     if state == "active":
         return
     what = "order" if intent is None else f"order for {intent.symbol or 'an unknown symbol'}"
+    if state == "reducing" and intent is not None and intent.closing:
+        return
     if state == "reducing" and intent is not None:
         units = intent.quantity
         opposite = intent.side != 0 and position != 0 and (intent.side > 0) != (position > 0)
@@ -160,7 +162,7 @@ class RiskChecker:
                 or a limit is broken and limits are enforced.
         """
         refuse_unvaluable(intent)
-        if not self.enabled:
+        if not self.enabled or intent.closing:
             return RiskDecision(None, None)
         warnings: list[str] = []
         what = intent.symbol or "the order"
