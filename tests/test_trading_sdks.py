@@ -346,3 +346,194 @@ def test_alpaca_live_trading_off_refuses_and_cancels_still_work(
     }
     with pytest.raises(TradingDisabledError, match="declare its kind"):
         proxy.post("/orders", {"symbol": "AAPL", "qty": 1})  # the raw verb is guarded too
+
+
+# -- ccxt -------------------------------------------------------------------------------------
+
+BTC_MARKET = {
+    "id": "BTCUSDT",
+    "symbol": "BTC/USDT",
+    "base": "BTC",
+    "quote": "USDT",
+    "baseId": "BTC",
+    "quoteId": "USDT",
+    "spot": True,
+    "type": "spot",
+    "active": True,
+    "margin": False,
+    "swap": False,
+    "future": False,
+    "option": False,
+    "contract": False,
+    "linear": None,
+    "inverse": None,
+    "precision": {"amount": 0.00001, "price": 0.01},
+    "limits": {
+        "amount": {"min": 0.00001, "max": 9000},
+        "price": {"min": 0.01, "max": 1_000_000},
+        "cost": {"min": 5, "max": None},
+    },
+    "info": {"orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET"]},
+}
+
+
+class FakeBinance:
+    """Binance's REST answers behind ccxt's own request building (``fetch2`` replaced):
+    order POSTs are recorded, then answered per ``script`` (``ok``, ``lost``: recorded, then
+    a ccxt RequestTimeout, ``ratelimited``: a ccxt RateLimitExceeded before recording)."""
+
+    def __init__(self, price: float = 50_000.0) -> None:
+        self.price = price
+        self.orders: list[dict[str, Any]] = []
+        self.posts: list[dict[str, Any]] = []
+        self.script: list[str] = []
+
+    def exchange(self, cls: Any = None) -> Any:
+        exchange = (cls or ccxt.binance)({"apiKey": "key-id", "secret": "secret-key"})
+        exchange.set_markets([BTC_MARKET])
+        exchange.fetch2 = self.fetch2
+        return exchange
+
+    def fetch2(
+        self,
+        path: str,
+        api: Any = "public",
+        method: str = "GET",
+        params: dict[str, Any] | None = None,
+        headers: Any = None,
+        body: Any = None,
+        config: Any = None,
+    ) -> Any:
+        params = dict(params or {})
+        if path == "order" and method == "POST":
+            self.posts.append(params)
+            step = self.script.pop(0) if self.script else "ok"
+            if step == "ratelimited":
+                raise ccxt.RateLimitExceeded("binance 429 Too Many Requests")
+            cid = params.get("newClientOrderId")
+            if any(o["clientOrderId"] == cid for o in self.orders):
+                raise ccxt.DuplicateOrderId("binance Duplicate order sent.")
+            order = {
+                "symbol": "BTCUSDT",
+                "orderId": len(self.orders) + 1,
+                "clientOrderId": cid,
+                "transactTime": 1_700_000_000_000,
+                "price": params.get("price", "0"),
+                "origQty": params.get("quantity"),
+                "executedQty": "0",
+                "status": "NEW",
+                "timeInForce": "GTC",
+                "type": params.get("type"),
+                "side": params.get("side"),
+            }
+            self.orders.append(order)
+            if step == "lost":
+                raise ccxt.RequestTimeout("binance POST https://api.binance.com/api/v3/order")
+            return order
+        if path == "openOrders":
+            return list(self.orders)
+        if path in ("ticker/24hr", "ticker/price"):
+            return {"symbol": "BTCUSDT", "lastPrice": str(self.price), "price": str(self.price)}
+        return {}
+
+
+def ccxt_proxy(fake: FakeBinance, *, services: dict[str, Any] | None = None, **cfg: Any) -> Any:
+    factory = factory_for(make_config(services=services, **cfg))
+    return factory.create_resilient_broker(fake.exchange(), name())
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda p: p.create_order("BTC/USDT", "limit", "buy", 1000, 50000),  # $50M
+        lambda p: p.create_order("BTC/USDT", "market", "buy", 1000),
+        lambda p: p.create_market_buy_order("BTC/USDT", 1000),
+        lambda p: p.create_order("BTC/USDT", "market", "buy", amount=1000),
+        lambda p: p.create_limit_sell_order("BTC/USDT", 1000, 0.01),  # marketable limit
+        lambda p: p.create_order("BTC/USDT", "market", "buy", None),  # no quantity
+    ],
+)
+def test_ccxt_orders_are_risk_checked(call: Any) -> None:
+    """ccxt's create_order family (amount, price, side in the method name) is valued and
+    refused above max_order_size (10,000); an order without a quantity is refused."""
+    fake = FakeBinance()
+    proxy = ccxt_proxy(fake)
+    with pytest.raises(RiskLimitError):
+        call(proxy)
+    assert fake.posts == []
+
+
+def test_ccxt_order_within_limits_gets_a_client_order_id() -> None:
+    """A small ccxt order goes through with a client order id supplied through params and
+    reused by the retry after a rate-limit answer."""
+    fake = FakeBinance()
+    proxy = ccxt_proxy(fake)
+    fake.script = ["ratelimited"]
+    order = proxy.create_order("BTC/USDT", "limit", "buy", 0.1, 50_000)  # 5,000
+    assert len(fake.posts) == 2 and len(fake.orders) == 1
+    cid = fake.posts[0]["newClientOrderId"]
+    assert len(cid) == 32 and fake.posts[1]["newClientOrderId"] == cid
+    assert order["clientOrderId"] == cid
+    mine = proxy.create_order("BTC/USDT", "limit", "sell", 0.1, 50_000, {"clientOrderId": "mine-1"})
+    assert mine["clientOrderId"] == "mine-1"
+
+
+def test_ccxt_lost_answer_is_found_among_open_orders() -> None:
+    """A RequestTimeout after Binance recorded the order: the retry is rejected as a duplicate,
+    the proxy finds the order by its client order id in the open orders."""
+    fake = FakeBinance()
+    proxy = ccxt_proxy(fake)
+    fake.script = ["lost"]
+    order = proxy.create_order("BTC/USDT", "limit", "buy", 0.1, 50_000)
+    assert len(fake.orders) == 1
+    assert order["clientOrderId"] == fake.orders[0]["clientOrderId"]
+
+
+def test_ccxt_business_errors_do_not_open_the_circuit() -> None:
+    """InsufficientFunds, InvalidOrder and BadSymbol are answers, not outages."""
+
+    svc = name()
+    factory = factory_for(make_config(services={svc: {"failure_threshold": 2}}))
+    fake = FakeBinance()
+    exchange = fake.exchange()
+    errors = iter(
+        [
+            ccxt.InsufficientFunds("binance Account has insufficient balance"),
+            ccxt.InvalidOrder("binance Order would immediately trigger"),
+            ccxt.BadSymbol("binance does not have market symbol BTC/USDT"),
+        ]
+    )
+
+    def fetch2(path: str, *args: Any, **kwargs: Any) -> Any:
+        if path == "order":
+            raise next(errors)
+        return fake.fetch2(path, *args, **kwargs)
+
+    exchange.fetch2 = fetch2
+    proxy = factory.create_resilient_broker(exchange, svc)
+    for expected in (ccxt.InsufficientFunds, ccxt.InvalidOrder, ccxt.BadSymbol):
+        with pytest.raises(expected):
+            proxy.create_order("BTC/USDT", "limit", "buy", 0.1, 50_000)
+    assert resilient.breakers.get(svc).state == "closed"
+
+
+async def test_ccxt_async_support_exchange() -> None:
+    """ccxt.async_support exchanges: orders are valued and keyed the same way."""
+    import ccxt.async_support as accxt
+
+    fake = FakeBinance()
+    exchange = accxt.binance({"apiKey": "key-id", "secret": "secret-key"})
+    exchange.set_markets([BTC_MARKET])
+
+    async def fetch2(*args: Any, **kwargs: Any) -> Any:
+        return fake.fetch2(*args, **kwargs)
+
+    exchange.fetch2 = fetch2
+    try:
+        proxy = factory_for(make_config()).create_resilient_broker(exchange, name())
+        with pytest.raises(RiskLimitError):
+            await proxy.create_market_buy_order("BTC/USDT", 1000)
+        order = await proxy.create_order("BTC/USDT", "limit", "buy", 0.1, 50_000)
+        assert len(order["clientOrderId"]) == 32
+    finally:
+        await exchange.close()

@@ -85,7 +85,12 @@ _CLOSING = re.compile(r"^(close|liquidate|flatten)_?\w*positions?$")
 _UNSET_PRICE = 1e300
 CLIENT_ID_FIELDS = (
     "client_order_id",
-    "clientorderid",
+    "clientorderid",  # ccxt's unified params key
+    "newclientorderid",  # Binance
+    "clientoid",  # KuCoin
+    "client_oid",
+    "clordid",  # OKX
+    "cl_ord_id",
     "client_id",
     "idempotency_key",
     "order_ref",
@@ -269,6 +274,7 @@ def prepare_order_call(
     *,
     supply_client_id: bool = True,
     method: str = "",
+    params_key: str | None = None,
 ) -> OrderCall:
     """Read the order from a call and supply a client order id when the method accepts one and
     the caller gave none (a blank id counts as none). The same :class:`OrderCall` is then used
@@ -276,7 +282,8 @@ def prepare_order_call(
 
     The call is bound to the method's signature, so quantity, price and side are read from
     keyword, positional and order-object arguments alike; a value the order cannot be valued
-    with is reported in ``intent.problem``.
+    with is reported in ``intent.problem``. ``params_key`` names the client order id field of
+    an SDK that takes extra fields in a ``params`` dict (ccxt's ``clientOrderId``).
     """
     arguments: dict[str, Any] = {}
     bound: inspect.BoundArguments | None = None
@@ -335,6 +342,16 @@ def prepare_order_call(
             out_args, out_kwargs = tuple(bound.args), dict(bound.kwargs)
             if _first_id(_fields_of(bound.arguments[original]) or {}) != client_id:
                 client_id = None  # the object refused the id: no idempotency key after all
+        elif (
+            params_key is not None and bound is not None and "params" in bound.signature.parameters
+        ):
+            given = bound.arguments.get("params")
+            client_id = new_client_order_id()
+            bound.arguments["params"] = {
+                **(given if isinstance(given, Mapping) else {}),
+                params_key: client_id,
+            }
+            out_args, out_kwargs = tuple(bound.args), dict(bound.kwargs)
 
     intent = _intent(data, hidden, method, client_id)
     if _CLOSING.match(method.lower()):

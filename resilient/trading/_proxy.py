@@ -195,6 +195,65 @@ def _declared_kinds(
     return dict(kinds)
 
 
+_CCXT_ID_KEY = "clientOrderId"  # ccxt's unified params key; each exchange maps it
+
+
+def _is_ccxt(client: Any) -> bool:
+    return (type(client).__module__ or "").startswith("ccxt") and hasattr(client, "has")
+
+
+def _ccxt_lookup(exchange: Any) -> Callable[..., Any] | None:
+    """Find a ccxt order by client order id among the exchange's open, then closed orders
+    (ccxt has no unified look-up by client id)."""
+    has = getattr(exchange, "has", {}) or {}
+    readers = [
+        getattr(exchange, name)
+        for name, flag in (
+            ("fetch_open_orders", "fetchOpenOrders"),
+            ("fetch_closed_orders", "fetchClosedOrders"),
+            ("fetch_orders", "fetchOrders"),
+        )
+        if has.get(flag)
+    ]
+    if not readers:
+        return None
+
+    def match(orders: Any, client_order_id: str) -> Any:
+        for order in orders or ():
+            if isinstance(order, Mapping) and order.get("clientOrderId") == client_order_id:
+                return order
+        return None
+
+    if is_async(readers[0]):
+
+        async def alookup(client_order_id: str, symbol: str | None = None) -> Any:
+            for reader in readers:
+                found = match(await reader(symbol), client_order_id)
+                if found is not None:
+                    return found
+            return None
+
+        alookup.wants_symbol = True  # type: ignore[attr-defined]
+        return alookup
+
+    def lookup(client_order_id: str, symbol: str | None = None) -> Any:
+        for reader in readers:
+            found = match(reader(symbol), client_order_id)
+            if found is not None:
+                return found
+        return None
+
+    lookup.wants_symbol = True  # type: ignore[attr-defined]
+    return lookup
+
+
+def _with_symbol(lookup: Callable[..., Any] | None, symbol: str | None) -> Any:
+    """A look-up that needs the order's symbol (ccxt), bound to it."""
+    if lookup is not None and getattr(lookup, "wants_symbol", False):
+        return functools.partial(lookup, symbol=symbol)
+    return lookup
+
+
 def _is_order(value: Any) -> bool:
     """Whether a look-up answered an order (not ``None``, an empty list or mapping)."""
     if value is None:
@@ -834,6 +893,7 @@ class ResilientService:
         if layer is not None:
             layer.outermost = False  # the order's breaker reports the order's one outcome
         own_lookup = self._own_lookup(policy)
+        params_key = _CCXT_ID_KEY if _is_ccxt(self._target) else None
 
         def lookup_for(target: Callable[..., Any]) -> Callable[..., Any] | None:
             """Look orders up where they were sent: the paper broker while paper trading."""
@@ -852,7 +912,9 @@ class ResilientService:
             @functools.wraps(fn)
             async def aorder(*args: Any, **kwargs: Any) -> Any:
                 target = self._order_target(method, True)
-                prepared = prepare_order_call(sig, args, kwargs, method=method)
+                prepared = prepare_order_call(
+                    sig, args, kwargs, method=method, params_key=params_key
+                )
                 await self._acheck(prepared.intent)
                 send = guarded if target is pipeline else self._asend
                 result = await send(target, lookup_for(target), prepared, method)
@@ -866,7 +928,7 @@ class ResilientService:
         @functools.wraps(fn)
         def order(*args: Any, **kwargs: Any) -> Any:
             target = self._order_target(method, False)
-            prepared = prepare_order_call(sig, args, kwargs, method=method)
+            prepared = prepare_order_call(sig, args, kwargs, method=method, params_key=params_key)
             self._check_sync(prepared.intent)
             send = guarded_sync if target is pipeline else self._send
             result = send(target, lookup_for(target), prepared, method)
@@ -886,6 +948,8 @@ class ResilientService:
             ),
             None,
         )
+        if fn is None and _is_ccxt(self._target):
+            fn = _ccxt_lookup(self._target)
         if fn is None or not self._settings.resilience_enabled:
             return fn
         import resilient
@@ -912,6 +976,7 @@ class ResilientService:
             if not self._settle(exc, state, prepared):
                 raise
             cid = prepared.intent.client_order_id
+            lookup = _with_symbol(lookup, prepared.intent.symbol)
             if cid is not None and lookup is not None:
                 found = await self._alookup(lookup, cid)
                 if found is not None:
@@ -935,6 +1000,7 @@ class ResilientService:
             if not self._settle(exc, state, prepared):
                 raise
             cid = prepared.intent.client_order_id
+            lookup = _with_symbol(lookup, prepared.intent.symbol)
             if cid is not None and lookup is not None and not is_async(lookup):
                 found = self._lookup_sync(lookup, cid)
                 if found is not None:
