@@ -537,3 +537,78 @@ async def test_ccxt_async_support_exchange() -> None:
         assert len(order["clientOrderId"]) == 32
     finally:
         await exchange.close()
+
+
+# -- ib_insync --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ib_loop() -> Iterator[None]:
+    """ib_insync binds its objects to the thread's current event loop: give them one."""
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield
+    asyncio.set_event_loop(None)
+    loop.close()
+
+
+def ib_client() -> tuple[Any, list[tuple[str, Any]]]:
+    """ib_insync's real ``IB`` object with its socket client's two order calls recorded."""
+    ib_insync = pytest.importorskip("ib_insync")
+    ib = ib_insync.IB()
+    sent: list[tuple[str, Any]] = []
+    ids = iter(range(1, 1000))
+    ib.client.getReqId = lambda: next(ids)
+    ib.client.placeOrder = lambda order_id, contract, order: sent.append(("place", order))
+    ib.client.cancelOrder = lambda order_id, *args: sent.append(("cancel", order_id))
+    return ib, sent
+
+
+@pytest.mark.usefixtures("ib_loop")
+def test_ib_insync_orders_are_valued_and_keyed() -> None:
+    """placeOrder(contract, order): totalQuantity, lmtPrice (unset price = none) and action are
+    read; market and marketable orders above the limit are refused; orderRef gets an id."""
+    from ib_insync import LimitOrder, MarketOrder, Stock
+
+    ib, sent = ib_client()
+    factory = factory_for(make_config())
+    factory.create_resilient_market_data(Feed(100.0), name())
+    proxy = factory.create_resilient_broker(ib, name())
+    stock = Stock("AAPL", "SMART", "USD")
+    with pytest.raises(RiskLimitError, match="max_order_size"):
+        proxy.placeOrder(stock, MarketOrder("BUY", 1000))
+    with pytest.raises(RiskLimitError, match="max_order_size"):
+        proxy.placeOrder(stock, LimitOrder("SELL", 1000, 0.01))
+    with pytest.raises(RiskLimitError, match="cannot be valued"):
+        proxy.placeOrder(stock, MarketOrder("BUY", float("nan")))
+    assert sent == []
+    trade = proxy.placeOrder(stock, LimitOrder("BUY", 10, 100.0))
+    assert [kind for kind, _ in sent] == ["place"]
+    assert len(sent[0][1].orderRef) == 32
+    assert trade.order.orderRef == sent[0][1].orderRef
+
+
+@pytest.mark.usefixtures("ib_loop")
+def test_ib_insync_cancels_and_events_with_live_trading_off() -> None:
+    """With live trading off: placeOrder is refused, cancelOrder and reqGlobalCancel reach IB,
+    the loop helpers are not guarded, and events are the IB object's own."""
+    from ib_insync import LimitOrder, Stock
+
+    ib, sent = ib_client()
+    ib.client.reqGlobalCancel = lambda *args: sent.append(("global", None))
+    proxy = factory_for(make_config(live=False)).create_resilient_broker(ib, name())
+    with pytest.raises(TradingDisabledError):
+        proxy.placeOrder(Stock("AAPL", "SMART", "USD"), LimitOrder("BUY", 1, 10.0))
+    order = LimitOrder("BUY", 1, 10.0)
+    order.orderId = 7
+    proxy.cancelOrder(order)
+    proxy.reqGlobalCancel()
+    assert [kind for kind, _ in sent] == ["cancel", "global"]
+    assert proxy.undeclared_methods == frozenset()
+    assert proxy.method_kinds["sleep"] == "other"
+    seen: list[Any] = []
+    proxy.orderStatusEvent += seen.append
+    ib.orderStatusEvent.emit("status")
+    assert seen == ["status"]

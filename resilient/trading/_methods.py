@@ -83,6 +83,25 @@ SDK_VOCABULARY: dict[str, str] = {
     "executions": _R,
     "account_values": _R,
     "account_summary": _R,
+    "managed_accounts": _R,
+    "news_bulletins": _R,
+    "news_ticks": _R,
+    "pending_tickers": _R,
+    "pnl": _R,
+    "pnl_single": _R,
+    "realtime_bars": _R,
+    "calculate_implied_volatility": _R,
+    "calculate_option_price": _R,
+    "request_fa": _R,
+    "replace_fa": _X,  # financial-advisor configuration, no order
+    "exercise_options": _O,
+    "sleep": _X,  # ib_insync's event-loop helpers
+    "run": _X,
+    "schedule": _X,
+    "loop_until": _X,
+    "wait_on_update": _X,
+    "wait_until": _X,
+    "set_timeout": _X,
     # Coinbase Advanced Trade
     "market_order": _O,
     "market_order_buy": _O,
@@ -179,7 +198,7 @@ def snake_case(name: str) -> str:
 def guess_kind(name: str, *, default: str | None) -> str | None:
     """``"order"``, ``"cancel"``, ``"read"``, ``"other"`` from the SDK vocabulary or the name's
     pattern; ``default`` when nothing matches."""
-    lowered = snake_case(name)
+    lowered = snake_case(name).removesuffix("_async")  # ib_insync's placeOrderAsync style
     known = SDK_VOCABULARY.get(lowered)
     if known is not None:
         return known or default
@@ -208,7 +227,9 @@ def public_methods(obj: object) -> dict[str, Callable[..., Any]]:
             value = getattr(obj, name)
         except Exception:
             continue
-        if callable(value) and not inspect.isclass(value):
+        # Routines only: a callable object such as an ib_insync event (``orderStatusEvent``,
+        # used with ``+=``) is state, read from the wrapped object untouched.
+        if inspect.isroutine(value) or isinstance(value, functools.partial):
             found[name] = value
     return found
 
