@@ -849,18 +849,22 @@ BUSINESS_ERRORS = st.sampled_from(
 )
 
 
-class RejectingBroker(PositionBroker):
-    """Every order is refused on its merits; reads and cancels work."""
+class RejectingBroker:
+    """Every order is refused on its merits (the next error of ``errors``); reads and cancels
+    work. No position read: nothing succeeds between two orders."""
 
-    def __init__(self, make: Any) -> None:
-        super().__init__(0.0)
-        self.make = make
+    def __init__(self, errors: list[Any]) -> None:
+        self.errors = list(errors)
+        self.sent: list[dict[str, Any]] = []
+
+    async def cancel_order(self, order_id: str) -> bool:
+        return True
 
     async def place_order(  # type: ignore[override]
         self, symbol: str, qty: float, side: str, limit_price: float, client_order_id: str
     ) -> dict[str, Any]:
         self.sent.append({"symbol": symbol})
-        raise self.make()
+        raise self.errors.pop(0)()
 
     async def get_account(self) -> dict[str, Any]:
         return {"cash": 1.0}
@@ -876,13 +880,13 @@ async def test_business_errors_never_open_the_breaker(errors: list[Any]) -> None
     reset_state()
     svc = name()
     config = make_config(live=True, paper=False, services={svc: {"failure_threshold": 3}})
-    factory = factory_for(config)
-    for make in errors:
-        proxy = factory.create_resilient_broker(RejectingBroker(make), svc)
+    broker = RejectingBroker(errors)
+    proxy = factory_for(config).create_resilient_broker(broker, svc)
+    for count in range(1, len(errors) + 1):
         with pytest.raises(Exception) as info:
             await proxy.place_order("AAPL", 1, "buy", limit_price=10.0)
         assert not isinstance(info.value, resilient.CircuitOpenError | RiskLimitError)
-        assert len(proxy.wrapped.sent) == 1  # reached the broker once, no retry
+        assert len(broker.sent) == count  # reached the broker once, no retry
     assert resilient.breakers.get(svc).state == "closed"
     assert await proxy.get_account() == {"cash": 1.0}
     assert await proxy.cancel_order("o-1") is True
