@@ -1156,3 +1156,17 @@ async def test_definitive_errors_are_raised_as_they_are() -> None:
     with pytest.raises(Exception, match="insufficient buying power"):
         await proxy.place_order("AAPL", 1, "buy", limit_price=10.0)
     assert broker.lookups == 0 and broker.posts == 1
+
+
+@pytest.mark.parametrize(
+    "url", ["redis+cluster://127.0.0.1:1,127.0.0.1:2", "redis://127.0.0.1:1/0"]
+)
+def test_order_rate_still_throttles_when_redis_cannot_count(url: str) -> None:
+    """A Redis URL the limits library does not take, or a Redis that is down: the throttle
+    counts in memory and still refuses (a risk rule never fails open)."""
+    from resilient.trading._throttle import OrderThrottle
+
+    throttle = OrderThrottle("svc", "1/minute", redis_url=url, timeout=0.05)
+    throttle.check()
+    with pytest.raises(RiskLimitError, match="max_order_rate"):
+        throttle.check()

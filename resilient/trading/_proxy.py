@@ -1291,6 +1291,11 @@ class ResilientService:
                 orders_unknown=unknown,
                 trading_mode=self._mode(),
                 trading_state=self._context.state.value,
+                **(
+                    {"trading_state_error": self._context.state.shared_error}
+                    if self._context.state.shared_error
+                    else {}
+                ),
                 orders_sent=st.orders_sent,
                 orders_refused=st.orders_refused,
             )

@@ -49,18 +49,27 @@ class OrderThrottle:
         self._lock = threading.Lock()
         self._memory = sync_strategies.MovingWindowRateLimiter(sync_storage.MemoryStorage())
         self._redis: Any = None
+        self.degraded = ""  # why the rate is counted in memory although Redis is configured
         if redis_url:
-            store = sync_storage.RedisStorage(
-                redis_url,
-                key_prefix=f"{key_prefix}:orderrate",
-                socket_timeout=max(timeout, 0.05),
-                socket_connect_timeout=max(timeout, 0.05),
-            )
-            self._redis = sync_strategies.MovingWindowRateLimiter(store)
+            try:
+                store = sync_storage.RedisStorage(
+                    redis_url,
+                    key_prefix=f"{key_prefix}:orderrate",
+                    socket_timeout=max(timeout, 0.05),
+                    socket_connect_timeout=max(timeout, 0.05),
+                )
+                self._redis = sync_strategies.MovingWindowRateLimiter(store)
+            except Exception as exc:  # an URL form the limits library does not take
+                self.degraded = type(exc).__name__
+                logger.warning(
+                    "order rate of {} counted in process memory: {}", name, self.degraded
+                )
         self.refused = 0
 
     def _take(self, limiter: Any) -> RateLimitItem | None:
         """Take one slot of every item; the first full item, or ``None``."""
+        if len(self.items) == 1:  # one round trip: a moving-window hit refuses when full
+            return None if limiter.hit(self.items[0], self.key) else self.items[0]
         for item in self.items:
             if not limiter.test(item, self.key):
                 return item
