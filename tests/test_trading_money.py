@@ -1170,3 +1170,14 @@ def test_order_rate_still_throttles_when_redis_cannot_count(url: str) -> None:
     throttle.check()
     with pytest.raises(RiskLimitError, match="max_order_rate"):
         throttle.check()
+
+
+async def test_cancel_of_a_live_order_while_trading_on_paper_reaches_the_live_broker() -> None:
+    """Live trading switched off after an order was placed live: the paper broker does not know
+    it, so the cancel goes to the live broker that holds it."""
+    factory = factory_for(make_config())
+    factory.register_paper_broker(PaperBroker(lambda s: 10.0))
+    broker = CancelBroker(0.0)
+    proxy = factory.create_resilient_broker(broker, name())
+    assert await proxy.cancel_order("live-order-1") is True
+    assert broker.cancelled == ["live-order-1"]

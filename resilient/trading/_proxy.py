@@ -823,7 +823,7 @@ class ResilientService:
         is open it is still attempted once, under its own timeout, its outcome recorded.
 
         It goes where the order is: the paper broker while trading on paper (when that broker
-        has the method), else the wrapped broker."""
+        has the method and knows the order), else the wrapped broker."""
         self._pipelines[method] = call
         import resilient
 
@@ -850,7 +850,12 @@ class ResilientService:
             async def acancel(*args: Any, **kwargs: Any) -> Any:
                 paper = paper_target()
                 if paper is not None:
-                    return await paper(*args, **kwargs)
+                    try:
+                        return await paper(*args, **kwargs)
+                    except Exception as exc:
+                        if not _no_position(exc) and not isinstance(exc, LookupError):
+                            raise
+                        # not a paper order: it was placed with the live broker
                 try:
                     return await call(*args, **kwargs)
                 except CircuitOpenError:
@@ -867,7 +872,11 @@ class ResilientService:
         def cancel(*args: Any, **kwargs: Any) -> Any:
             paper = paper_target()
             if paper is not None:
-                return paper(*args, **kwargs)
+                try:
+                    return paper(*args, **kwargs)
+                except Exception as exc:
+                    if not _no_position(exc) and not isinstance(exc, LookupError):
+                        raise
             try:
                 return call(*args, **kwargs)
             except CircuitOpenError:
