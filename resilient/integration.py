@@ -29,10 +29,24 @@ from .health import HealthOrchestrator, HealthRegistry
 from .trading._context import TradingContext
 from .trading._proxy import ResilientService
 from .trading._settings import DEFAULTS_KEY, service_settings
+from .trading._unknown import UnknownOrders
 
 __all__ = ["ResilienceFactory"]
 
 T = TypeVar("T")
+
+
+class _TradingOrchestrator(HealthOrchestrator):
+    """The factory's orchestrator: its system health also lists ``orders_unknown``, the orders
+    whose outcome is unknown (client order id, service, method, symbol, age)."""
+
+    unknown: UnknownOrders | None = None
+
+    def build_dict(self, report: Any) -> dict[str, Any]:
+        data = super().build_dict(report)
+        if self.unknown is not None:
+            data["orders_unknown"] = self.unknown.snapshot()
+        return data
 
 
 class ResilienceFactory:
@@ -324,7 +338,9 @@ class ResilienceFactory:
     def get_orchestrator(self) -> HealthOrchestrator:
         """The health orchestrator (``await get_orchestrator().get_system_health()``)."""
         if self._orchestrator is None:
-            self._orchestrator = HealthOrchestrator(self.registry, config=self.config)
+            orchestrator = _TradingOrchestrator(self.registry, config=self.config)
+            orchestrator.unknown = self._context.unknown
+            self._orchestrator = orchestrator
         return self._orchestrator
 
     # -- shutdown -----------------------------------------------------------------------

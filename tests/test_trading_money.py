@@ -1090,6 +1090,8 @@ async def test_unknown_outcome_raises_order_status_unknown_and_is_reconciled(ste
     assert [o["client_order_id"] for o in health["orders_unknown"]] == [cid]
     assert health["orders_unknown"][0]["age_seconds"] >= 0
     assert factory.orders_unknown[0]["client_order_id"] == cid
+    system = await factory.get_orchestrator().get_system_health()
+    assert [o["client_order_id"] for o in system["orders_unknown"]] == [cid]
     assert proxy.tracked_positions == {}
     broker.visible_after = 0
     report = await factory.reconcile()
