@@ -1092,6 +1092,10 @@ async def test_unknown_outcome_raises_order_status_unknown_and_is_reconciled(ste
     assert factory.orders_unknown[0]["client_order_id"] == cid
     system = await factory.get_orchestrator().get_system_health()
     assert [o["client_order_id"] for o in system["orders_unknown"]] == [cid]
+    from resilient import metrics
+
+    exported = metrics.generate_latest().decode()
+    assert f'resilient_orders_unknown_total{{service="{svc}"}} 1.0' in exported
     assert proxy.tracked_positions == {}
     broker.visible_after = 0
     report = await factory.reconcile()
