@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
-import math
 import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -35,12 +34,21 @@ from .._classify import (
 )
 from .._clock import get_clock
 from .._exceptions import CircuitOpenError, RiskLimitError, TradingDisabledError
-from .._logging import logger
 from .._sanitize import sanitize
 from ._methods import guess_kind, is_async, public_methods
 from ._orders import OrderCall, OrderIntent, prepare_order_call
 from ._ratelimit import RateLimitExceeded, ServiceRateLimiter
 from ._risk import PositionBook, RiskChecker, check_trading_state
+from ._sdk import (
+    CCXT_ID_KEY,
+    ccxt_lookup,
+    disable_hidden_retries,
+    is_ccxt,
+    is_order,
+    no_position,
+    quantity_of,
+    with_symbol,
+)
 from ._settings import METHOD_KINDS, MethodPolicy, ServiceSettings, parse_exclude
 from ._unknown import OrderStatusUnknown, UnknownOrder
 from ._values import (
@@ -117,62 +125,6 @@ def _retryable(exc: BaseException) -> bool:
     return not isinstance(exc, RateLimitExceeded) and is_transient(exc)
 
 
-def _quantity_of(value: Any) -> float | None:
-    """The signed quantity in a position answer (a number, or a mapping/object with a quantity
-    field; a ``side`` of ``short`` makes an unsigned quantity negative), else ``None``."""
-    if isinstance(value, bool) or value is None:
-        return None
-    number: Any = value
-    side: Any = None
-    if not isinstance(value, int | float | str):
-        number = None
-        for name in ("qty", "quantity", "position", "size", "contracts", "amount"):
-            item = value.get(name) if isinstance(value, Mapping) else getattr(value, name, None)
-            if item is not None:
-                number = item
-                break
-        side = value.get("side") if isinstance(value, Mapping) else getattr(value, "side", None)
-    try:
-        qty = float(number)
-    except (TypeError, ValueError):
-        return None
-    if not math.isfinite(qty):
-        return None
-    side = getattr(side, "value", side)
-    if isinstance(side, str) and side.lower() == "short" and qty > 0:
-        qty = -qty
-    return qty
-
-
-def _no_position(exc: BaseException) -> bool:
-    """A position read answered "nothing held" (Alpaca's 404 for get_open_position)."""
-    return http_status(exc) in (404, 410) or classify(exc) is ErrorCategory.DATA_UNAVAILABLE
-
-
-def _disable_hidden_retries(client: Any, name: str) -> None:
-    """Turn off an SDK's own retries of every call, order POSTs included: the proxy retries,
-    and only when that cannot duplicate an order.
-
-    alpaca-py's REST client retries 429/504 answers three times (``retry_attempts=0`` is
-    ignored as falsy); ccxt retries failed requests ``options["maxRetriesOnFailure"]`` times.
-    """
-    module = type(client).__module__ or ""
-    if module.startswith("alpaca.") and isinstance(getattr(client, "_retry", None), int):
-        if client._retry:
-            logger.info(
-                "{}: alpaca-py's own retries turned off (the proxy retries, never duplicating "
-                "an order)",
-                name,
-            )
-        client._retry = 0
-        client._retry_codes = []
-    options = getattr(client, "options", None)
-    if module.startswith("ccxt") and isinstance(options, dict):
-        if options.get("maxRetriesOnFailure"):
-            logger.info("{}: ccxt maxRetriesOnFailure turned off (the proxy retries)", name)
-        options["maxRetriesOnFailure"] = 0
-
-
 def _declared_kinds(
     name: str, kinds: Mapping[str, str] | None, methods: Mapping[str, Any]
 ) -> dict[str, str]:
@@ -193,74 +145,6 @@ def _declared_kinds(
     if problems:
         raise ValueError(f"service {name!r}: " + "; ".join(problems))
     return dict(kinds)
-
-
-_CCXT_ID_KEY = "clientOrderId"  # ccxt's unified params key; each exchange maps it
-
-
-def _is_ccxt(client: Any) -> bool:
-    return (type(client).__module__ or "").startswith("ccxt") and hasattr(client, "has")
-
-
-def _ccxt_lookup(exchange: Any) -> Callable[..., Any] | None:
-    """Find a ccxt order by client order id among the exchange's open, then closed orders
-    (ccxt has no unified look-up by client id)."""
-    has = getattr(exchange, "has", {}) or {}
-    readers = [
-        getattr(exchange, name)
-        for name, flag in (
-            ("fetch_open_orders", "fetchOpenOrders"),
-            ("fetch_closed_orders", "fetchClosedOrders"),
-            ("fetch_orders", "fetchOrders"),
-        )
-        if has.get(flag)
-    ]
-    if not readers:
-        return None
-
-    def match(orders: Any, client_order_id: str) -> Any:
-        for order in orders or ():
-            if isinstance(order, Mapping) and order.get("clientOrderId") == client_order_id:
-                return order
-        return None
-
-    if is_async(readers[0]):
-
-        async def alookup(client_order_id: str, symbol: str | None = None) -> Any:
-            for reader in readers:
-                found = match(await reader(symbol), client_order_id)
-                if found is not None:
-                    return found
-            return None
-
-        alookup.wants_symbol = True  # type: ignore[attr-defined]
-        return alookup
-
-    def lookup(client_order_id: str, symbol: str | None = None) -> Any:
-        for reader in readers:
-            found = match(reader(symbol), client_order_id)
-            if found is not None:
-                return found
-        return None
-
-    lookup.wants_symbol = True  # type: ignore[attr-defined]
-    return lookup
-
-
-def _with_symbol(lookup: Callable[..., Any] | None, symbol: str | None) -> Any:
-    """A look-up that needs the order's symbol (ccxt), bound to it."""
-    if lookup is not None and getattr(lookup, "wants_symbol", False):
-        return functools.partial(lookup, symbol=symbol)
-    return lookup
-
-
-def _is_order(value: Any) -> bool:
-    """Whether a look-up answered an order (not ``None``, an empty list or mapping)."""
-    if value is None:
-        return False
-    if isinstance(value, list | tuple | Mapping):
-        return len(value) > 0
-    return True
 
 
 def _public_name(cls: type) -> str:
@@ -310,7 +194,7 @@ class ResilientService:
         methods = public_methods(target)
         declared = _declared_kinds(name, kinds, methods)
         if role == "broker":
-            _disable_hidden_retries(target, name)
+            disable_hidden_retries(target, name)
         object.__setattr__(self, "_target", target)
         self.__dict__.update(
             _name=name,
@@ -853,7 +737,7 @@ class ResilientService:
                     try:
                         return await paper(*args, **kwargs)
                     except Exception as exc:
-                        if not _no_position(exc) and not isinstance(exc, LookupError):
+                        if not no_position(exc) and not isinstance(exc, LookupError):
                             raise
                         # not a paper order: it was placed with the live broker
                 try:
@@ -875,7 +759,7 @@ class ResilientService:
                 try:
                     return paper(*args, **kwargs)
                 except Exception as exc:
-                    if not _no_position(exc) and not isinstance(exc, LookupError):
+                    if not no_position(exc) and not isinstance(exc, LookupError):
                         raise
             try:
                 return call(*args, **kwargs)
@@ -902,7 +786,7 @@ class ResilientService:
         if layer is not None:
             layer.outermost = False  # the order's breaker reports the order's one outcome
         own_lookup = self._own_lookup(policy)
-        params_key = _CCXT_ID_KEY if _is_ccxt(self._target) else None
+        params_key = CCXT_ID_KEY if is_ccxt(self._target) else None
 
         def lookup_for(target: Callable[..., Any]) -> Callable[..., Any] | None:
             """Look orders up where they were sent: the paper broker while paper trading."""
@@ -957,8 +841,8 @@ class ResilientService:
             ),
             None,
         )
-        if fn is None and _is_ccxt(self._target):
-            fn = _ccxt_lookup(self._target)
+        if fn is None and is_ccxt(self._target):
+            fn = ccxt_lookup(self._target)
         if fn is None or not self._settings.resilience_enabled:
             return fn
         import resilient
@@ -985,7 +869,7 @@ class ResilientService:
             if not self._settle(exc, state, prepared):
                 raise
             cid = prepared.intent.client_order_id
-            lookup = _with_symbol(lookup, prepared.intent.symbol)
+            lookup = with_symbol(lookup, prepared.intent.symbol)
             if cid is not None and lookup is not None:
                 found = await self._alookup(lookup, cid)
                 if found is not None:
@@ -1009,7 +893,7 @@ class ResilientService:
             if not self._settle(exc, state, prepared):
                 raise
             cid = prepared.intent.client_order_id
-            lookup = _with_symbol(lookup, prepared.intent.symbol)
+            lookup = with_symbol(lookup, prepared.intent.symbol)
             if cid is not None and lookup is not None and not is_async(lookup):
                 found = self._lookup_sync(lookup, cid)
                 if found is not None:
@@ -1045,7 +929,7 @@ class ResilientService:
                     found = await found
             except Exception:
                 found = None
-            if _is_order(found):
+            if is_order(found):
                 return found
             if attempt + 1 < attempts:
                 await get_clock().asleep(backoff * 2**attempt)
@@ -1058,7 +942,7 @@ class ResilientService:
                 found = lookup(client_order_id)
             except Exception:
                 found = None
-            if _is_order(found):
+            if is_order(found):
                 return found
             if attempt + 1 < attempts:
                 get_clock().sleep(backoff * 2**attempt)
@@ -1126,10 +1010,10 @@ class ResilientService:
                 if isinstance(value, Awaitable):
                     value = await value
             except Exception as exc:
-                if _no_position(exc):
+                if no_position(exc):
                     return 0.0
                 break
-            qty = _quantity_of(value)
+            qty = quantity_of(value)
             if qty is not None:
                 return qty
         # The broker cannot tell: count the orders sent through this proxy.
@@ -1141,9 +1025,9 @@ class ResilientService:
             if is_async(reader):
                 continue
             try:
-                qty = _quantity_of(reader(symbol))
+                qty = quantity_of(reader(symbol))
             except Exception as exc:
-                if _no_position(exc):
+                if no_position(exc):
                     return 0.0
                 break
             if qty is not None:
@@ -1224,8 +1108,8 @@ class ResilientService:
                         found = await found
                     answered = True
                 except Exception as exc:
-                    found, answered = None, _no_position(exc)  # a 404 is an answer
-                if _is_order(found):
+                    found, answered = None, no_position(exc)  # a 404 is an answer
+                if is_order(found):
                     outcome = "found"
                 elif answered and order.age > self._settings.policy.order_timeout:
                     outcome = "absent"
