@@ -615,3 +615,13 @@ def test_ib_insync_cancels_and_events_with_live_trading_off() -> None:
     proxy.orderStatusEvent += seen.append
     ib.orderStatusEvent.emit("status")
     assert seen == ["status"]
+
+
+def test_ccxt_exchange_without_client_ids_gets_none() -> None:
+    """An exchange whose create_order reads no client order id (paymium) gets none, so its
+    orders are never retried on the belief that an id makes them safe."""
+    from resilient.trading._sdk import ccxt_id_key
+
+    assert ccxt_id_key(ccxt.paymium()) is None
+    assert ccxt_id_key(ccxt.binance()) == "clientOrderId"
+    assert ccxt_id_key(object()) is None

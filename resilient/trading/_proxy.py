@@ -40,7 +40,7 @@ from ._orders import OrderCall, OrderIntent, prepare_order_call
 from ._ratelimit import RateLimitExceeded, ServiceRateLimiter
 from ._risk import PositionBook, RiskChecker, check_trading_state
 from ._sdk import (
-    CCXT_ID_KEY,
+    ccxt_id_key,
     ccxt_lookup,
     disable_hidden_retries,
     is_ccxt,
@@ -786,7 +786,7 @@ class ResilientService:
         if layer is not None:
             layer.outermost = False  # the order's breaker reports the order's one outcome
         own_lookup = self._own_lookup(policy)
-        params_key = CCXT_ID_KEY if is_ccxt(self._target) else None
+        params_key = ccxt_id_key(self._target)
 
         def lookup_for(target: Callable[..., Any]) -> Callable[..., Any] | None:
             """Look orders up where they were sent: the paper broker while paper trading."""

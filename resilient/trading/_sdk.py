@@ -14,6 +14,7 @@ from ._methods import is_async
 
 __all__ = [
     "CCXT_ID_KEY",
+    "ccxt_id_key",
     "ccxt_lookup",
     "disable_hidden_retries",
     "is_ccxt",
@@ -81,10 +82,21 @@ def disable_hidden_retries(client: Any, name: str) -> None:
 
 
 CCXT_ID_KEY = "clientOrderId"  # ccxt's unified params key; each exchange maps it
+# ccxt exchanges whose create_order reads no client order id (ccxt 4.5): an id sent to them
+# would not make a retry safe, so none is supplied and their orders are not retried.
+_CCXT_WITHOUT_CLIENT_ID = frozenset({"coinspot", "paymium"})
 
 
 def is_ccxt(client: Any) -> bool:
+    """Whether ``client`` is a ccxt exchange (sync or async_support)."""
     return (type(client).__module__ or "").startswith("ccxt") and hasattr(client, "has")
+
+
+def ccxt_id_key(client: Any) -> str | None:
+    """The params key a ccxt exchange reads its client order id from, or ``None``."""
+    if not is_ccxt(client) or getattr(client, "id", None) in _CCXT_WITHOUT_CLIENT_ID:
+        return None
+    return CCXT_ID_KEY
 
 
 def ccxt_lookup(exchange: Any) -> Callable[..., Any] | None:
