@@ -1187,3 +1187,43 @@ async def test_cancel_of_a_live_order_while_trading_on_paper_reaches_the_live_br
     proxy = factory.create_resilient_broker(broker, name())
     assert await proxy.cancel_order("live-order-1") is True
     assert broker.cancelled == ["live-order-1"]
+
+
+def test_callable_objects_are_guarded_and_events_are_not_wrapped() -> None:
+    """A callable endpoint object is wrapped (it may place an order: refused with live trading
+    off); an event object (``+=``) is left to the wrapped client."""
+
+    class Endpoint:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def __call__(self, *args: Any) -> str:
+            self.calls += 1
+            return "sent"
+
+    class Event:
+        def __init__(self) -> None:
+            self.handlers: list[Any] = []
+
+        def __call__(self, *args: Any) -> None:
+            for handler in self.handlers:
+                handler(*args)
+
+        def __iadd__(self, handler: Any) -> Event:
+            self.handlers.append(handler)
+            return self
+
+    class Sdk:
+        def __init__(self) -> None:
+            self.dispatch = Endpoint()
+            self.fills = Event()
+
+    sdk = Sdk()
+    proxy = factory_for(make_config()).create_resilient_broker(sdk, name())
+    with pytest.raises(TradingDisabledError):
+        proxy.dispatch("AAPL", 1)
+    assert sdk.dispatch.calls == 0
+    seen: list[Any] = []
+    proxy.fills += seen.append
+    sdk.fills("fill")
+    assert seen == ["fill"]

@@ -227,10 +227,14 @@ def public_methods(obj: object) -> dict[str, Callable[..., Any]]:
             value = getattr(obj, name)
         except Exception:
             continue
-        # Routines only: a callable object such as an ib_insync event (``orderStatusEvent``,
-        # used with ``+=``) is state, read from the wrapped object untouched.
-        if inspect.isroutine(value) or isinstance(value, functools.partial):
-            found[name] = value
+        if not callable(value) or inspect.isclass(value):
+            continue
+        # An event object (ib_insync's ``orderStatusEvent``, subscribed to with ``+=``) is
+        # state, read from the wrapped object untouched; any other callable object may place
+        # an order and is wrapped like a method.
+        if not inspect.isroutine(value) and hasattr(type(value), "__iadd__"):
+            continue
+        found[name] = value
     return found
 
 
