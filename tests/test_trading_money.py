@@ -1227,3 +1227,30 @@ def test_callable_objects_are_guarded_and_events_are_not_wrapped() -> None:
     proxy.fills += seen.append
     sdk.fills("fill")
     assert seen == ["fill"]
+
+
+async def test_unknown_orders_are_rechecked_periodically() -> None:
+    """After initialize_resilience() the factory re-checks unknown orders every
+    resilience.health_check_interval, without being asked."""
+    import asyncio
+
+    from resilient.trading import OrderStatusUnknown
+
+    base = make_config(live=True, paper=False, order_lookup_attempts=1)
+    config = replace(base, resilience=replace(base.resilience, health_check_interval=0.05))
+    factory = factory_for(config)
+    await factory.initialize_resilience()
+    try:
+        broker = LossyBroker(["reset"] * 3, visible_after=10**6)
+        proxy = factory.create_resilient_broker(broker, name())
+        with pytest.raises(OrderStatusUnknown):
+            await proxy.place_order("AAPL", 1, "buy", limit_price=10.0)
+        assert len(factory.orders_unknown) == 1
+        broker.visible_after = 0
+        for _ in range(100):
+            if not factory.orders_unknown:
+                break
+            await asyncio.sleep(0.02)
+        assert factory.orders_unknown == []
+    finally:
+        await factory.shutdown()
