@@ -222,8 +222,11 @@ async def test_resilient_broker_never_duplicates(
 
 # -- the order path fails closed -------------------------------------------------------------
 
-UNVALUABLE = st.sampled_from(
-    [math.nan, Decimal("NaN"), math.inf, -math.inf, 0, -3, "lots", "", " ", None]
+UNVALUABLE = st.one_of(
+    st.sampled_from([math.nan, Decimal("NaN"), math.inf, -math.inf, 0, -3, "lots", "", " ", None]),
+    st.floats(allow_nan=True, allow_infinity=True).filter(lambda x: not 0 < x < math.inf),
+    st.decimals(max_value=0, places=4),
+    st.text(alphabet="abc -", max_size=6),
 )
 SIZE_FIELDS = st.sampled_from(["qty", "quantity", "amount", "volume", "size", "notional"])
 BUSINESS = st.sampled_from(
