@@ -284,6 +284,8 @@ def test_unvaluable_sizes_are_refused_before_the_broker(
     "call",
     [
         lambda p: p.submit_order("AAPL", 10**9),  # size positionally in *args
+        lambda p: p.submit_order("AAPL", "1000000", qty=1),  # a second size in *args
+        lambda p: p.submit_order("AAPL", 10**9, qty=1, limit_price=1.0),
         lambda p: p.submit_order("AAPL", "buy"),  # no size at all
         lambda p: p.add_order("AAPL", "buy"),
         lambda p: p.add_order("AAPL", "buy", qty=5, limit_price=math.nan),

@@ -14,6 +14,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from enum import Enum
 from typing import Any
 
@@ -183,6 +184,21 @@ def _show(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def _numeric(value: Any) -> bool:
+    """Whether a positional value could be a size or a price (a number or numeric text)."""
+    if isinstance(value, bool) or value is None:
+        return False
+    if isinstance(value, int | float | Decimal):
+        return True
+    if isinstance(value, str | bytes):
+        try:
+            float(value)
+        except ValueError:
+            return False
+        return True
+    return False
+
+
 def _side_in_name(method: str) -> int:
     """The side spelled in a method's name (ccxt ``create_market_buy_order``, Coinbase
     ``market_order_sell``, python-binance ``order_limit_buy``), else 0."""
@@ -299,14 +315,14 @@ def prepare_order_call(
             if param.kind is inspect.Parameter.VAR_KEYWORD:
                 arguments.update({_norm(k): v for k, v in value.items()})
             elif param.kind is inspect.Parameter.VAR_POSITIONAL:
-                hidden = hidden or any(not isinstance(v, str) for v in value)
+                hidden = hidden or any(_numeric(v) for v in value)
                 for item in value:  # order objects passed positionally are still read
                     if not isinstance(item, _SCALARS):
                         arguments.setdefault(f"*{id(item)}", item)
             else:
                 arguments[_norm(name)] = value
     else:
-        hidden = bool(args)
+        hidden = any(_numeric(v) for v in args)
         arguments.update({_norm(k): v for k, v in kwargs.items()})
     data: dict[str, Any] = {}
     container: tuple[str, str] | None = None  # (argument name, field) of an order object's id
@@ -399,11 +415,14 @@ def _intent(data: Mapping[str, Any], hidden: bool, method: str, client_id: Any) 
     if notional is not None and notional <= 0:
         problems.append(f"the notional amount {notional!r} is not positive")
         notional = None
-    if quantity is None and notional is None and not problems:
+    if hidden:  # a number the broker may take as the size, unseen by the check
         problems.append(
-            "the order's size is in positional *args, where its meaning is unknown; pass it by name"
-            if hidden
-            else "no quantity or notional amount was found in the call (looked for "
+            "a number is in positional *args, where its meaning is unknown; pass sizes and "
+            "prices by name"
+        )
+    elif quantity is None and notional is None and not problems:
+        problems.append(
+            "no quantity or notional amount was found in the call (looked for "
             + ", ".join(QUANTITY_FIELDS[:4] + NOTIONAL_FIELDS[:2])
             + ")"
         )
