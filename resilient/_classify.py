@@ -26,6 +26,7 @@ from ._exceptions import TimeoutError as ResilientTimeoutError
 
 __all__ = [
     "ErrorCategory",
+    "broker_refused",
     "classify",
     "http_status",
     "is_transient",
@@ -100,6 +101,7 @@ _NOT_SENT_NAMES = frozenset(
         "ClientCannotConnectError",
         "NewConnectionError",
         "NameResolutionError",
+        "RateLimitExceeded",  # ccxt: the exchange refused the request before acting on it
     }
 )
 
@@ -169,9 +171,18 @@ def _user_rule(exc: BaseException) -> _Rule | None:
     return None
 
 
+def _get(obj: object, name: str) -> object:
+    """``getattr(obj, name, None)`` that survives SDK properties raising (alpaca-py's
+    ``APIError.code`` parses its body as JSON on every read)."""
+    try:
+        return getattr(obj, name, None)
+    except Exception:
+        return None
+
+
 def _attr(obj: object, *names: str) -> object:
     for name in names:
-        value = getattr(obj, name, None)
+        value = _get(obj, name)
         if value is not None:
             return value
     return None
@@ -180,18 +191,92 @@ def _attr(obj: object, *names: str) -> object:
 def http_status(exc: BaseException) -> int | None:
     """The HTTP status an exception carries (``status_code``/``status``/``code`` or on
     ``.response``), or ``None``."""
-    for holder in (exc, getattr(exc, "response", None)):
+    for holder in (exc, _get(exc, "response")):
         if holder is None:
             continue
         value = _attr(holder, "status_code", "status", "http_status")
         if value is None and holder is not exc:
-            value = getattr(holder, "code", None)
+            value = _get(holder, "code")
         if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
             return value
-    code = getattr(exc, "code", None)
+    code = _get(exc, "code")
     if isinstance(code, int) and not isinstance(code, bool) and 400 <= code <= 599:
         return code
     return None
+
+
+# What a 403 (or 422) body says when the broker refused the *order*, not the credentials:
+# alpaca-py ("insufficient buying power", "market is closed", "asset ... is not tradable"),
+# IBKR, Coinbase ("INSUFFICIENT_FUND"), Binance ("Account has insufficient balance"), Kraken
+# ("EOrder:Insufficient funds").
+_REJECTION_WORDS = (
+    "insufficient",
+    "buying power",
+    "market is closed",
+    "market closed",
+    "not tradable",
+    "not tradeable",
+    "not shortable",
+    "cannot be sold short",
+    "pattern day",
+    "day trading",
+    "trading halted",
+    "trading is halted",
+    "order rejected",
+    "order was rejected",
+    "trade denied",
+    "not allowed to short",
+    "not enough",
+    "wash trade",
+    "position limit",
+    "max order",
+    "eorder:",
+    "etrade:",
+    "potential wash",
+    "fractional",
+)
+
+
+def _body_text(exc: BaseException) -> str:
+    """The error text of ``exc`` and its response (first 2,000 characters), lower-case."""
+    parts = [str(exc)]
+    for name in ("message", "body", "text", "detail", "reason"):
+        value = _get(exc, name)
+        if isinstance(value, str | bytes):
+            parts.append(value.decode("utf-8", "replace") if isinstance(value, bytes) else value)
+    response = _get(exc, "response")
+    if response is not None:
+        text = _get(response, "text")
+        if isinstance(text, str):
+            parts.append(text)
+    return " ".join(parts)[:2000].lower()
+
+
+def broker_refused(exc: BaseException) -> bool:
+    """Whether the error's text says the broker refused the order on its merits (insufficient
+    funds, market closed, not tradable...), as opposed to a credential problem."""
+    text = _body_text(exc)
+    return any(word in text for word in _REJECTION_WORDS)
+
+
+_DUPLICATE_WORDS = (
+    "client_order_id must be unique",  # Alpaca (422)
+    "duplicate",  # Binance "Duplicate order sent.", IB "Duplicate order id", Coinbase
+    "already exists",
+    "already used",
+    "not unique",
+    "must be unique",
+)
+
+
+def duplicate_order(exc: BaseException) -> bool:
+    """Whether ``exc`` rejects an order because its client order id was used already, i.e.
+    the broker holds an order under that id (ccxt ``DuplicateOrderId``, Alpaca's 422
+    "client_order_id must be unique", Binance's "Duplicate order sent.")."""
+    if any("Duplicate" in c.__name__ for c in type(exc).__mro__):
+        return True
+    text = _body_text(exc)
+    return any(word in text for word in _DUPLICATE_WORDS)
 
 
 def _by_status(status: int) -> ErrorCategory | None:
@@ -221,6 +306,33 @@ def _by_type(cls: type[BaseException]) -> ErrorCategory:
     category = _compute_by_type(cls)
     _type_cache[cls] = category
     return category
+
+
+# ccxt's exception tree (ccxt/base/errors.py), most specific first.
+_CCXT: tuple[tuple[str, ErrorCategory], ...] = (
+    ("RateLimitExceeded", ErrorCategory.RATE_LIMIT),
+    ("DDoSProtection", ErrorCategory.RATE_LIMIT),
+    ("RequestTimeout", ErrorCategory.TIMEOUT),
+    ("OrderNotFound", ErrorCategory.DATA_UNAVAILABLE),
+    ("InsufficientFunds", ErrorCategory.BROKER_REJECTION),
+    ("InvalidOrder", ErrorCategory.BROKER_REJECTION),  # DuplicateOrderId, OrderNotFillable...
+    ("OperationRejected", ErrorCategory.BROKER_REJECTION),  # MarketClosed...
+    ("BadSymbol", ErrorCategory.VALIDATION),
+    ("BadRequest", ErrorCategory.VALIDATION),
+    ("ArgumentsRequired", ErrorCategory.VALIDATION),
+    ("NotSupported", ErrorCategory.VALIDATION),
+    ("AuthenticationError", ErrorCategory.AUTHENTICATION),  # PermissionDenied, suspended
+    ("NetworkError", ErrorCategory.NETWORK),  # ExchangeNotAvailable, OnMaintenance, nonce
+    ("BadResponse", ErrorCategory.NETWORK),
+    ("ExchangeError", ErrorCategory.BROKER_REJECTION),  # the exchange said no
+)
+
+
+def _ccxt_category(names: set[str]) -> ErrorCategory:
+    for name, category in _CCXT:
+        if name in names:
+            return category
+    return ErrorCategory.INTERNAL
 
 
 def _compute_by_type(cls: type[BaseException]) -> ErrorCategory:
@@ -258,6 +370,8 @@ def _compute_by_type(cls: type[BaseException]) -> ErrorCategory:
         if "ArgumentError" in names or "CompileError" in names:
             return ErrorCategory.INTERNAL  # a programming error, not an outage
         return ErrorCategory.DATABASE
+    if "ccxt" in modules:
+        return _ccxt_category(names)
     if issubclass(cls, PermissionError):
         return ErrorCategory.AUTHENTICATION
     if issubclass(cls, ConnectionError | OSError | EOFError | socket.gaierror):
@@ -304,10 +418,12 @@ def classify(exc: BaseException) -> ErrorCategory:
         return ErrorCategory.RISK_LIMIT
     status = http_status(exc)
     if status is not None:
+        if status == 403 and broker_refused(exc):
+            return ErrorCategory.BROKER_REJECTION
         by_status = _by_status(status)
         if by_status is not None:
             return by_status
-    if getattr(exc, "retry_after", None) is not None:
+    if _get(exc, "retry_after") is not None:
         return ErrorCategory.RATE_LIMIT
     category = _by_type(type(exc))
     if category is ErrorCategory.INTERNAL:

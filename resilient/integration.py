@@ -16,6 +16,8 @@ await factory.shutdown()
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import itertools
 from collections.abc import Callable, Mapping
@@ -30,6 +32,7 @@ from .health import HealthOrchestrator, HealthRegistry
 from .trading._context import TradingContext
 from .trading._proxy import ResilientService
 from .trading._settings import DEFAULTS_KEY, service_settings
+from .trading._unknown import UnknownOrders
 
 if TYPE_CHECKING:
     from .db import Database
@@ -38,6 +41,19 @@ __all__ = ["ResilienceFactory"]
 
 T = TypeVar("T")
 _factory_ids = itertools.count(1)
+
+
+class _TradingOrchestrator(HealthOrchestrator):
+    """The factory's orchestrator: its system health also lists ``orders_unknown``, the orders
+    whose outcome is unknown (client order id, service, method, symbol, age)."""
+
+    unknown: UnknownOrders | None = None
+
+    def build_dict(self, report: Any) -> dict[str, Any]:
+        data = super().build_dict(report)
+        if self.unknown is not None:
+            data["orders_unknown"] = self.unknown.snapshot()
+        return data
 
 
 class ResilienceFactory:
@@ -93,6 +109,7 @@ class ResilienceFactory:
         # (proxy, method name, original method) of proxies made before initialize_resilience()
         self._first_call_guards: list[tuple[ResilientService, str, Any]] = []
         self._warn_key = f"factory-not-initialized:{next(_factory_ids)}"
+        self._reconciler: Any = None
         self._validate_services()
 
     # -- configuration ------------------------------------------------------------------
@@ -146,6 +163,9 @@ class ResilienceFactory:
             self._start_cache()
         if self._shared is None:
             self._start_shared_state()
+        self._start_trading_state()
+        await self.reconcile()
+        self._start_reconciler()
         orchestrator = self.get_orchestrator()
         report = await orchestrator.start()
         logger.info("resilience initialised ({}): {}", self.config.env, report.overall_status.value)
@@ -189,6 +209,50 @@ class ResilienceFactory:
             self._not_started(
                 "shared_state", "shared circuit state", exc, "degraded", critical=False
             )
+
+    def _start_reconciler(self) -> None:
+        """Re-check orders of unknown outcome every ``resilience.health_check_interval``."""
+        if self._reconciler is not None:
+            return
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(self.config.resilience.health_check_interval)
+                if self._context.unknown.pending():
+                    try:
+                        await self.reconcile()
+                    except Exception as exc:
+                        logger.warning("reconcile failed: {}", type(exc).__name__)
+
+        self._reconciler = asyncio.get_running_loop().create_task(loop())
+
+    async def reconcile(self) -> dict[str, list[dict[str, Any]]]:
+        """Check the orders of unknown outcome (:class:`resilient.trading.OrderStatusUnknown`)
+        with their brokers: by client order id, and against the broker's open orders where it
+        lists them. Runs at start and periodically; call it on demand after an outage.
+
+        Returns:
+            ``found``, ``absent`` and ``unknown`` orders (client order id, service, age...).
+        """
+        report: dict[str, list[dict[str, Any]]] = {"found": [], "absent": [], "unknown": []}
+        for proxy in list(self._services.values()):
+            part = await proxy.reconcile()
+            for key, items in part.items():
+                report[key].extend(items)
+        return report
+
+    @property
+    def orders_unknown(self) -> list[dict[str, Any]]:
+        """The orders whose outcome is still unknown, with their ages (also in each broker's
+        health component as ``orders_unknown``)."""
+        return self._context.unknown.snapshot()
+
+    def _start_trading_state(self) -> None:
+        """Follow the trading state shared through Redis (when ``redis.url`` is set)."""
+        try:
+            self._context.state.start()
+        except Exception as exc:
+            logger.error("shared trading state not followed: {}", sanitize(type(exc).__name__))
 
     def _not_started(
         self, component: str, what: str, exc: Exception, status: str, *, critical: bool
@@ -251,7 +315,14 @@ class ResilienceFactory:
 
     # -- services -----------------------------------------------------------------------
 
-    def _create(self, obj: Any, name: str, role: str, paper: bool | None) -> ResilientService:
+    def _create(
+        self,
+        obj: Any,
+        name: str,
+        role: str,
+        paper: bool | None,
+        kinds: Mapping[str, str] | None = None,
+    ) -> ResilientService:
         if obj is None:
             raise TypeError(f"create_resilient_{role}() needs the client object to wrap")
         settings = service_settings(self.config, name)
@@ -259,7 +330,7 @@ class ResilienceFactory:
         if old is not None and old in self._context.market_data:
             self._context.market_data.remove(old)
         proxy = ResilientService(
-            obj, name, role=role, settings=settings, context=self._context, paper=paper
+            obj, name, role=role, settings=settings, context=self._context, paper=paper, kinds=kinds
         )
         self._services[name] = proxy
         if role == "market_data":
@@ -269,7 +340,14 @@ class ResilienceFactory:
             self._guard_first_call(proxy)
         return proxy
 
-    def create_resilient_broker(self, broker: T, name: str, *, paper: bool | None = None) -> T:
+    def create_resilient_broker(
+        self,
+        broker: T,
+        name: str,
+        *,
+        paper: bool | None = None,
+        kinds: Mapping[str, str] | None = None,
+    ) -> T:
         """Wrap every public method of ``broker`` (sync or async) as service ``name``.
 
         Reads get timeout, breaker, retry and the last good answer from the cache; orders get
@@ -281,8 +359,11 @@ class ResilienceFactory:
             name: the service name (breaker, health component, ``services.<name>`` settings).
             paper: whether ``broker`` trades on paper (default: its ``paper`` attribute or
                 ``services.<name>.paper``).
+            kinds: method name → ``"read" | "order" | "cancel" | "other"`` for methods the SDK
+                vocabulary does not know (an undeclared method is refused like an order while
+                live trading is off); overrides ``services.<name>.methods.<m>.kind``.
         """
-        return cast(T, self._create(broker, name, "broker", paper))
+        return cast(T, self._create(broker, name, "broker", paper, kinds))
 
     def create_resilient_market_data(self, market_data: T, name: str) -> T:
         """Wrap every public method of ``market_data`` as service ``name`` (all reads by
@@ -293,6 +374,21 @@ class ResilienceFactory:
         """Send orders of service ``name`` (every service when ``None``) to ``broker`` while
         ``features.live_trading_enabled`` is false and ``paper_trading_enabled`` is true."""
         self._context.register_paper_broker(broker, name)
+
+    @property
+    def trading_state(self) -> str:
+        """``"active"``, ``"reducing"`` or ``"halted"`` (see :meth:`set_trading_state`)."""
+        return self._context.state.value
+
+    def set_trading_state(self, state: str) -> None:
+        """Set the trading state of every broker proxy of this factory (and, when
+        ``redis.url`` is set, of every worker sharing that Redis): ``"active"``, ``"reducing"``
+        (only orders that reduce the current position) or ``"halted"`` (only cancels).
+
+        Raises:
+            ValueError: not a trading state.
+        """
+        self._context.state.set(state)
 
     def service(self, name: str) -> ResilientService:
         """The proxy created for ``name``.
@@ -343,7 +439,9 @@ class ResilienceFactory:
     def get_orchestrator(self) -> HealthOrchestrator:
         """The health orchestrator (``await get_orchestrator().get_system_health()``)."""
         if self._orchestrator is None:
-            self._orchestrator = HealthOrchestrator(self.registry, config=self.config)
+            orchestrator = _TradingOrchestrator(self.registry, config=self.config)
+            orchestrator.unknown = self._context.unknown
+            self._orchestrator = orchestrator
         return self._orchestrator
 
     # -- shutdown -----------------------------------------------------------------------
@@ -353,6 +451,12 @@ class ResilienceFactory:
         connections, and unregister this factory's components. Idempotent."""
         if self._orchestrator is not None:
             await self._orchestrator.stop()
+        self._context.state.stop()
+        if self._reconciler is not None:
+            task, self._reconciler = self._reconciler, None
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for name, proxy in list(self._services.items()):
             self.registry.unregister(name)
             try:

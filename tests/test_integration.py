@@ -19,7 +19,13 @@ from resilient.config import Config, ConfigManager, current_config, reload_confi
 from resilient.integration import ResilienceFactory
 from resilient.testing import zero_wait_retries
 from resilient.testing._isolation import reset_state
-from resilient.trading import PaperBroker, RateLimitExceeded, StalePrice, last_fallback
+from resilient.trading import (
+    OrderStatusUnknown,
+    PaperBroker,
+    RateLimitExceeded,
+    StalePrice,
+    last_fallback,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -443,9 +449,10 @@ async def test_order_retry_rules(
     if outcome == "ok":
         result = await broker.place_order("AAPL", 1, limit_price=10.0)
         assert result["id"] == 1
-    else:
-        with pytest.raises(ConnectionResetError):
+    else:  # the answer was lost: the outcome is unknown, not a failure
+        with pytest.raises(OrderStatusUnknown) as info:
             await broker.place_order("AAPL", 1, limit_price=10.0)
+        assert isinstance(info.value.__cause__, ConnectionResetError)
     assert len(fake.orders) == orders
     await factory.shutdown()
 

@@ -1,12 +1,18 @@
 """Property: whatever the faults, an order intent reaches a broker at most once, never above the
-risk limits and never live while live trading is off (at least 1,000 random fault schedules)."""
+risk limits, never live while live trading is off, never growing exposure while the trading
+state is halted or reducing, and a cancel is never refused by a switch, a state or an open
+circuit (at least 1,000 random fault schedules, which include unvaluable quantities, blank
+client order ids, methods of unknown kind and business errors)."""
 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import uuid
+from collections import Counter
 from dataclasses import dataclass, replace
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -18,6 +24,7 @@ from resilient import RiskLimitError
 from resilient._clock import FakeClock, get_clock, use_clock
 from resilient._demo_services import VendorHTTPError
 from resilient.config import current_config
+from resilient.trading import OrderStatusUnknown
 from resilient.trading._context import TradingContext
 from resilient.trading._proxy import ResilientService
 from resilient.trading._settings import service_settings
@@ -36,7 +43,11 @@ FAULTS = (
     "lost_timeout",  # recorded, then the read times out
     "hang",  # recorded, then no answer before the order timeout
     "http_503_after",  # recorded, then a 503 from a proxy in front of the broker
+    "reject_403",  # a business answer: insufficient buying power (nothing recorded)
+    "invalid_422",  # a business answer: the order is invalid (nothing recorded)
 )
+# Quantities no order may be valued with: each must be refused before the broker is called.
+UNVALUABLE = (math.nan, Decimal("NaN"), math.inf, -5, 0, "lots", "", Decimal("-1"))
 
 
 class ReadTimeout(OSError):
@@ -55,6 +66,7 @@ class Broker:
         self.schedule: list[str] = []
         self.orders: list[dict[str, Any]] = []
         self.positions: dict[str, float] = {}
+        self.cancels: list[str] = []
 
     def _record(
         self,
@@ -72,6 +84,12 @@ class Broker:
             raise VendorHTTPError(429, "too many requests", {"Retry-After": "0.5"})
         if fault == "http_503_before":
             raise VendorHTTPError(503, "unavailable")
+        if fault == "reject_403":
+            raise VendorHTTPError(403, "insufficient buying power")
+        if fault == "invalid_422":
+            raise VendorHTTPError(422, "invalid order type")
+        if client_order_id is not None and not client_order_id.strip():
+            client_order_id = None  # a blank id is no id, as at real brokers
         if client_order_id is not None:
             for order in self.orders:
                 if order["client_order_id"] == client_order_id:
@@ -114,6 +132,16 @@ class AsyncBroker(Broker):
     async def get_order_by_client_order_id(self, client_order_id: str) -> dict[str, Any] | None:
         return self._order_of(client_order_id)
 
+    async def cancel_order(self, order_id: str) -> bool:
+        self.cancels.append(order_id)
+        return True
+
+    async def route(
+        self, symbol: str, qty: float, side: str = "buy", limit_price: float | None = None
+    ) -> dict[str, Any]:
+        """A method of unknown kind that places an order (a venue-specific entry point)."""
+        return await self._place(symbol, qty, side, limit_price, None)
+
 
 class SyncBroker(Broker):
     read_timeout = ReadTimeout
@@ -129,6 +157,16 @@ class SyncBroker(Broker):
 
     def get_order_by_client_order_id(self, client_order_id: str) -> dict[str, Any] | None:
         return self._order_of(client_order_id)
+
+    def cancel_order(self, order_id: str) -> bool:
+        self.cancels.append(order_id)
+        return True
+
+    def route(
+        self, symbol: str, qty: float, side: str = "buy", limit_price: float | None = None
+    ) -> dict[str, Any]:
+        """A method of unknown kind that places an order (a venue-specific entry point)."""
+        return self._place(symbol, qty, side, limit_price, None)
 
 
 class KeyBroker(AsyncBroker):
@@ -196,10 +234,11 @@ class Feed:
 @dataclass(frozen=True)
 class Intent:
     symbol: str
-    qty: int
+    qty: Any  # a positive int, or one of UNVALUABLE
     side: str
     limit: float | None
-    caller_id: bool
+    caller_id: str  # "none", "fresh" or "blank"
+    method: str  # "place_order", or "route" (a method of unknown kind)
     schedule: tuple[str, ...]
 
 
@@ -216,6 +255,8 @@ class Scenario:
     held: int
     prices: tuple[float, float]
     intents: tuple[Intent, ...]
+    state: str
+    open_circuit: bool
 
 
 SYMBOLS = ("AAA", "BBB")
@@ -225,12 +266,13 @@ INTENTS = st.lists(
     st.builds(
         Intent,
         symbol=st.sampled_from(SYMBOLS),
-        qty=st.integers(1, 300),
+        qty=st.integers(1, 300) | st.sampled_from(UNVALUABLE),
         side=st.sampled_from(("buy", "sell")),
         limit=st.none() | st.floats(1.0, 200.0).map(lambda p: round(p, 2)),
-        caller_id=st.booleans(),
+        caller_id=st.sampled_from(("none", "fresh", "blank")),
+        method=st.sampled_from(("place_order", "place_order", "place_order", "route")),
         schedule=st.lists(st.sampled_from(FAULTS), max_size=4).map(tuple),
-    ),
+    ).filter(lambda i: i.method == "place_order" or isinstance(i.qty, int)),
     min_size=1,
     max_size=4,
 ).map(tuple)
@@ -255,6 +297,8 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         held=draw(st.integers(-50, 50)),
         prices=draw(PRICES),
         intents=draw(INTENTS),
+        state=draw(st.sampled_from(("active", "active", "reducing", "halted"))),
+        open_circuit=draw(st.booleans()),
     )
 
 
@@ -282,6 +326,8 @@ async def play(sc: Scenario) -> None:
             max_order_size=sc.max_order,
             max_position_size=sc.max_position,
             default_order_timeout=ORDER_TIMEOUT,
+            state=sc.state,
+            order_lookup_backoff=0.01,
         ),
         extra={
             **base.extra,
@@ -310,16 +356,21 @@ async def play(sc: Scenario) -> None:
             kwargs: dict[str, Any] = {}
             if intent.limit is not None:
                 kwargs["limit_price"] = intent.limit
-            if intent.caller_id and sc.keyed:
-                kwargs["client_order_id"] = uuid.uuid4().hex
+            if intent.caller_id != "none" and sc.keyed and intent.method == "place_order":
+                kwargs["client_order_id"] = uuid.uuid4().hex if intent.caller_id == "fresh" else " "
+            refused = False
             try:
-                result = proxy.place_order(intent.symbol, intent.qty, intent.side, **kwargs)
+                result = getattr(proxy, intent.method)(
+                    intent.symbol, intent.qty, intent.side, **kwargs
+                )
                 if not sc.sync:
                     await result
                 ok = True
+            except RiskLimitError:
+                ok, refused = False, True
             except (
-                RiskLimitError,
                 resilient.CircuitOpenError,
+                OrderStatusUnknown,
                 VendorHTTPError,
                 OSError,
                 TimeoutError,
@@ -335,10 +386,27 @@ async def play(sc: Scenario) -> None:
             # a successful call placed exactly one order
             if ok:
                 assert len(new_live) + len(new_paper) == 1, intent
-            # never above the limits
+            after = target.positions.get(intent.symbol, 0.0)
+            # an order that cannot be valued never reaches a broker
+            if not isinstance(intent.qty, int):
+                assert refused and new_live == new_paper == [], intent
+            # no order in a halted or reducing state increases exposure
+            if sc.state == "halted":
+                assert new_live == new_paper == [], intent
+            if sc.state == "reducing":
+                assert abs(after) <= abs(held_before) + 1e-9, (intent, held_before, after)
+            # never above the limits (a method of unknown kind is guarded by switches only)
             for order in new_live + new_paper:
-                after = target.positions.get(intent.symbol, 0.0)
-                assert within_limits(order, held_before, after, sc), (order, held_before, sc)
+                if intent.method == "place_order":
+                    assert within_limits(order, held_before, after, sc), (order, held_before, sc)
+        # a cancel is never refused by a switch, a state or an open circuit
+        if sc.open_circuit:
+            resilient.breakers.get(name).force_open()
+        cancelled = proxy.cancel_order("order-1")
+        if not sc.sync:
+            cancelled = await cancelled
+        assert cancelled is True
+        assert len(live.cancels) + len(paper.cancels) == 1
     finally:
         resilient.breakers.remove(name)
 
@@ -347,6 +415,7 @@ async def play(sc: Scenario) -> None:
 def test_orders_never_duplicated_over_random_fault_schedules() -> None:
     """≥ 1,000 random schedules: ≤ 1 order per intent, within limits, never live when off."""
     played: list[int] = []
+    seen: Counter[str] = Counter()
     with use_clock(FakeClock()), asyncio.Runner() as runner:
 
         @settings(
@@ -358,7 +427,26 @@ def test_orders_never_duplicated_over_random_fault_schedules() -> None:
         @given(scenarios())
         def check(sc: Scenario) -> None:
             played.append(1)
+            seen[f"state {sc.state}"] += 1
+            seen["circuit forced open"] += sc.open_circuit
+            for intent in sc.intents:
+                seen[f"method {intent.method}"] += 1
+                seen[f"client order id {intent.caller_id}"] += 1
+                seen["unvaluable quantity"] += not isinstance(intent.qty, int)
+                seen["business error"] += bool({"reject_403", "invalid_422"} & set(intent.schedule))
             runner.run(play(sc))
 
         check()
     assert len(played) >= EXAMPLES
+    print("scenario mix:", dict(sorted(seen.items())))
+    if EXAMPLES >= 200:  # the schedules really contain every kind of hostile input
+        for kind in (
+            "state halted",
+            "state reducing",
+            "method route",
+            "client order id blank",
+            "unvaluable quantity",
+            "business error",
+            "circuit forced open",
+        ):
+            assert seen[kind] > 0, kind

@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "config": ("config_cmd", "Show or validate the effective configuration (secrets masked)."),
     "breakers": ("breakers_cmd", "List circuit breakers, or reset one by name."),
+    "trading": ("trading_cmd", "Show the trading state, or set it: trading state NAME."),
 }
 
 

@@ -32,6 +32,7 @@ ENV_PREFIX = "AI_TRADER_"
 ENVIRONMENTS = ("development", "testing", "staging", "production")
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 STRONG_SSL_MODES = ("require", "verify-ca", "verify-full")
+TRADING_STATES = ("active", "reducing", "halted")
 LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -154,6 +155,21 @@ class TradingSettings:
     max_position_size: float = _rule(bound=NOTIONAL, doc="Maximum position notional")
     risk_check_enabled: bool = _rule(doc="Enable risk validation")
     default_order_timeout: float = _rule(bound=DURATION, doc="Order timeout (seconds)")
+    # Order-path safety (trading states, order-rate throttle, lookups of unknown outcomes).
+    state: str = _rule(
+        choices=TRADING_STATES,
+        doc="active; reducing (only orders that reduce a position); halted (only cancels)",
+        default="active",
+    )
+    max_order_rate: str = _rule(
+        doc='Orders per service, limits notation ("20/second"); "" for no throttle', default=""
+    )
+    order_lookup_attempts: int = _rule(
+        ge=0, le=100, doc="Look-ups by client order id of an order of unknown outcome", default=5
+    )
+    order_lookup_backoff: float = _rule(
+        bound=DELAY, doc="First wait between those look-ups (seconds, doubling)", default=0.5
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -421,6 +437,17 @@ def validate(
             "must be ≥ resilience.retry_initial_delay",
             "raise retry_max_delay or lower retry_initial_delay",
         )
+    if trading and trading.max_order_rate:
+        from limits import parse_many
+
+        try:
+            parse_many(trading.max_order_rate)
+        except ValueError:
+            problem(
+                "trading.max_order_rate",
+                "is not a rate",
+                'write it like "20/second" or "20/second; 500/minute" ("" for no throttle)',
+            )
     if trading and trading.max_order_size > trading.max_position_size:
         problem(
             "trading.max_order_size",

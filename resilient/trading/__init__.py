@@ -12,12 +12,14 @@ from ._proxy import ResilientService
 from ._ratelimit import RateLimitExceeded, ServiceRateLimiter
 from ._risk import PositionBook, RiskChecker, RiskDecision
 from ._settings import MethodPolicy, ServiceSettings, service_settings
+from ._unknown import OrderStatusUnknown
 from ._values import FallbackInfo, StalePrice, last_fallback
 
 __all__ = [
     "FallbackInfo",
     "MethodPolicy",
     "OrderIntent",
+    "OrderStatusUnknown",
     "PaperBroker",
     "PaperOrder",
     "PositionBook",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import math
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -12,6 +13,9 @@ from .._clock import get_clock
 from ..config import Config, current_config
 from ._methods import is_async, public_methods
 from ._risk import RiskChecker
+from ._state import TradingState
+from ._throttle import OrderThrottle
+from ._unknown import UnknownOrders
 from ._values import PRICE_METHODS, price_of
 
 __all__ = ["TradingContext"]
@@ -23,6 +27,7 @@ class TradingContext:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.risk = RiskChecker(config.trading, config.features)
+        self.state = TradingState(config)
         # Whether ``config`` is the process configuration (whose reloads the decorators follow).
         self.follows_process_config = config is current_config()
         self._lock = threading.Lock()
@@ -30,11 +35,33 @@ class TradingContext:
         self._paper_methods: dict[tuple[str | None, str], Callable[..., Any]] = {}
         self._prices: dict[str, tuple[float, float]] = {}  # symbol -> (price, monotonic time)
         self.market_data: list[Any] = []  # ResilientService proxies of market data
+        self._throttles: dict[str, OrderThrottle] = {}
+        self.unknown = UnknownOrders()  # orders of unknown outcome, until reconciled
+
+    def throttle(self, service: str) -> OrderThrottle | None:
+        """The order-rate throttle of ``service`` under ``trading.max_order_rate`` (rebuilt
+        when a reload changes the rate), or ``None`` when there is none."""
+        spec = self.config.trading.max_order_rate
+        if not spec:
+            return None
+        found = self._throttles.get(service)
+        if found is None or found.spec != spec:
+            redis = self.config.redis
+            found = OrderThrottle(
+                service,
+                spec,
+                redis_url=redis.url,
+                key_prefix=redis.key_prefix,
+                timeout=redis.timeout,
+            )
+            self._throttles[service] = found
+        return found
 
     def update_config(self, config: Config) -> None:
         """Apply a reloaded configuration (switches and limits take effect at once)."""
         self.config = config
         self.risk = RiskChecker(config.trading, config.features)
+        self.state.update_config(config)
         self.follows_process_config = config is current_config()
 
     # -- paper brokers ----------------------------------------------------------------------
@@ -85,21 +112,42 @@ class TradingContext:
         return entry[0], max(0.0, get_clock().monotonic() - entry[1])
 
     def _price_readers(self, extra: Sequence[Callable[..., Any]]) -> list[Callable[..., Any]]:
+        """The market-data services' live price readers (never their cached fallback), then
+        ``extra``."""
         readers: list[Callable[..., Any]] = []
         for proxy in self.market_data:
+            live = getattr(type(proxy), "live_method", None)
             for name in PRICE_METHODS:
-                fn = getattr(proxy, name, None)
+                fn = live(proxy, name) if live is not None else getattr(proxy, name, None)
                 if callable(fn):
                     readers.append(fn)
                     break
         readers.extend(extra)
         return readers
 
+    def risk_price(self, symbol: str, value: Any) -> float | None:
+        """Whether a price answer may value an order in a risk check, and the price if so.
+
+        The one place every price used by a risk check passes through: a cached fallback
+        (a :class:`StalePrice`, or anything marked ``stale``) is never used.
+        """
+        if getattr(value, "stale", False):
+            return None
+        price = price_of(value)
+        if price is None or not math.isfinite(price):
+            return None
+        self.remember_price(symbol, price)
+        return price
+
+    def _last_good(self, symbol: str) -> float | None:
+        last = self.last_price(symbol)
+        return last[0] if last is not None else None
+
     async def aprice(
         self, symbol: str, *, extra: Sequence[Callable[..., Any]] = ()
     ) -> float | None:
-        """The current price of ``symbol`` from the market-data services (then ``extra``
-        readers), falling back to the last good price seen."""
+        """The current price of ``symbol`` for a risk check: from the market-data services'
+        live readers (then ``extra`` readers), else the last live price seen."""
         for reader in self._price_readers(extra):
             try:
                 value = reader(symbol)
@@ -107,12 +155,10 @@ class TradingContext:
                     value = await value
             except Exception:
                 continue
-            price = price_of(value)
+            price = self.risk_price(symbol, value)
             if price is not None:
-                self.remember_price(symbol, price)
                 return price
-        last = self.last_price(symbol)
-        return last[0] if last is not None else None
+        return self._last_good(symbol)
 
     def price_sync(self, symbol: str, *, extra: Sequence[Callable[..., Any]] = ()) -> float | None:
         """Like :meth:`aprice` for synchronous orders (only synchronous readers are asked)."""
@@ -120,14 +166,13 @@ class TradingContext:
             if is_async(reader):
                 continue
             try:
-                price = price_of(reader(symbol))
+                value = reader(symbol)
             except Exception:
                 continue
+            price = self.risk_price(symbol, value)
             if price is not None:
-                self.remember_price(symbol, price)
                 return price
-        last = self.last_price(symbol)
-        return last[0] if last is not None else None
+        return self._last_good(symbol)
 
 
 def _adapt(fn: Callable[..., Any], asynchronous: bool) -> Callable[..., Any]:

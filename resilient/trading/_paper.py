@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -32,6 +33,17 @@ class PaperOrder:
     def to_dict(self) -> dict[str, Any]:
         """The order as plain data."""
         return asdict(self)
+
+
+def _positive(name: str, value: Any) -> float:
+    """``value`` as a finite positive float; a NaN must never reach the positions."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be positive and finite (got {value!r})") from None
+    if not (math.isfinite(number) and number > 0):
+        raise ValueError(f"{name} must be positive and finite (got {value!r})")
+    return number
 
 
 class PaperBroker:
@@ -76,13 +88,17 @@ class PaperBroker:
         client_order_id: str | None = None,
     ) -> dict[str, Any]:
         """Place an order; it fills at once. Returns the order as a dict."""
+        if client_order_id is not None and not client_order_id.strip():
+            client_order_id = None  # a blank id is no id (as at real brokers)
         if client_order_id is not None and client_order_id in self._by_client_id:
             return self.orders[self._by_client_id[client_order_id]].to_dict()
-        if qty <= 0:
-            raise ValueError(f"qty must be positive (got {qty})")
+        qty = _positive("qty", qty)
         if side not in ("buy", "sell"):
             raise ValueError(f"side must be 'buy' or 'sell' (got {side!r})")
+        if limit_price is not None:
+            limit_price = _positive("limit_price", limit_price)
         price = limit_price if limit_price is not None else await self._price(symbol)
+        price = _positive(f"the price of {symbol!r}", price)
         order = PaperOrder(
             id=f"paper-{next(self._ids)}",
             client_order_id=client_order_id,

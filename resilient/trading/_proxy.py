@@ -24,15 +24,33 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _hooks
 from .._cache import cache_key_or_none, get_fallback_cache
-from .._classify import ErrorCategory, classify, is_transient
+from .._classify import (
+    ErrorCategory,
+    classify,
+    duplicate_order,
+    http_status,
+    is_transient,
+    proves_not_sent,
+)
 from .._clock import get_clock
-from .._exceptions import RiskLimitError, TradingDisabledError
+from .._exceptions import CircuitOpenError, RiskLimitError, TradingDisabledError
 from .._sanitize import sanitize
 from ._methods import guess_kind, is_async, public_methods
 from ._orders import OrderCall, OrderIntent, prepare_order_call
 from ._ratelimit import RateLimitExceeded, ServiceRateLimiter
-from ._risk import PositionBook, RiskChecker
-from ._settings import MethodPolicy, ServiceSettings
+from ._risk import PositionBook, RiskChecker, check_trading_state
+from ._sdk import (
+    ccxt_id_key,
+    ccxt_lookup,
+    disable_hidden_retries,
+    is_ccxt,
+    is_order,
+    no_position,
+    quantity_of,
+    with_symbol,
+)
+from ._settings import METHOD_KINDS, MethodPolicy, ServiceSettings, parse_exclude
+from ._unknown import OrderStatusUnknown, UnknownOrder
 from ._values import (
     PRICE_METHODS,
     FallbackInfo,
@@ -47,10 +65,17 @@ if TYPE_CHECKING:
 
 __all__ = ["ResilientService"]
 
+# Answers, not outages: never replaced by a cached value (a 404 "no position" included).
 _NO_CACHE_CATEGORIES = frozenset(
-    {ErrorCategory.VALIDATION, ErrorCategory.AUTHENTICATION, ErrorCategory.RISK_LIMIT}
+    {
+        ErrorCategory.VALIDATION,
+        ErrorCategory.AUTHENTICATION,
+        ErrorCategory.RISK_LIMIT,
+        ErrorCategory.BROKER_REJECTION,
+    }
 )
 _POSITION_METHODS = ("get_position", "get_open_position")
+_OPEN_ORDER_METHODS = ("fetch_open_orders", "get_open_orders", "open_orders", "get_orders")
 _LOOKUP_METHODS = (
     "get_order_by_client_id",
     "get_order_by_client_order_id",
@@ -65,11 +90,23 @@ _order_state: contextvars.ContextVar[_OrderState | None] = contextvars.ContextVa
 
 
 class _OrderState:
-    __slots__ = ("attempts", "has_key")
+    __slots__ = ("attempts", "has_key", "maybe_sent")
 
     def __init__(self, has_key: bool) -> None:
         self.has_key = has_key
         self.attempts = 0
+        self.maybe_sent = False  # some attempt failed after the order may have been executed
+
+    def saw(self, exc: BaseException) -> None:
+        """Note an attempt's failure (failure path only)."""
+        if not self.maybe_sent and _ambiguous(exc):
+            self.maybe_sent = True
+
+
+def _ambiguous(exc: BaseException) -> bool:
+    """A failure after which the broker may have executed the order: a timeout, a reset, a
+    5xx (not a refused connection or a 429, which prove it never left, nor an answer)."""
+    return is_transient(exc) and not proves_not_sent(exc)
 
 
 # When the current proxied call started: a cached answer reports how long its caller waited.
@@ -88,19 +125,26 @@ def _retryable(exc: BaseException) -> bool:
     return not isinstance(exc, RateLimitExceeded) and is_transient(exc)
 
 
-def _quantity_of(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    for name in ("qty", "quantity", "position", "size"):
-        item = value.get(name) if isinstance(value, Mapping) else getattr(value, name, None)
-        if item is not None:
-            try:
-                return float(item)
-            except (TypeError, ValueError):
-                return None
-    return None
+def _declared_kinds(
+    name: str, kinds: Mapping[str, str] | None, methods: Mapping[str, Any]
+) -> dict[str, str]:
+    """Validate ``create_resilient_broker(..., kinds={...})``."""
+    if not kinds:
+        return {}
+    problems = []
+    for method, kind in kinds.items():
+        if kind not in METHOD_KINDS:
+            problems.append(
+                f"kinds[{method!r}] = {kind!r} is not a method kind; use one of "
+                + ", ".join(METHOD_KINDS)
+            )
+        elif method not in methods:
+            problems.append(
+                f"kinds[{method!r}]: the wrapped client has no public method {method!r}"
+            )
+    if problems:
+        raise ValueError(f"service {name!r}: " + "; ".join(problems))
+    return dict(kinds)
 
 
 def _public_name(cls: type) -> str:
@@ -143,9 +187,14 @@ class ResilientService:
         settings: ServiceSettings,
         context: TradingContext,
         paper: bool | None = None,
+        kinds: Mapping[str, str] | None = None,
     ) -> None:
         if not name or not isinstance(name, str):
             raise ValueError("a resilient service needs a non-empty name, e.g. 'main_broker'")
+        methods = public_methods(target)
+        declared = _declared_kinds(name, kinds, methods)
+        if role == "broker":
+            disable_hidden_retries(target, name)
         object.__setattr__(self, "_target", target)
         self.__dict__.update(
             _name=name,
@@ -156,6 +205,9 @@ class ResilientService:
             _book=PositionBook(),
             _methods={},
             _kinds={},
+            _undeclared=frozenset(),
+            _pipelines={},
+            _live={},
         )
         if paper is None:
             paper = settings.paper
@@ -165,6 +217,9 @@ class ResilientService:
                 getattr(target, "paper", None) is True or getattr(target, "is_paper", None) is True
             )
         self.__dict__["_is_paper"] = paper
+        self.__dict__["_undeclared"] = frozenset()
+        self.__dict__["_exclusions"] = parse_exclude(settings.exclude)
+        self.__dict__["_business"] = self._is_business
         limiter = None
         if settings.rate_limit and settings.resilience_enabled:
             redis = context.config.redis
@@ -177,20 +232,35 @@ class ResilientService:
                 timeout=max(redis.timeout, 0.05),
             )
         self.__dict__["_limiter"] = limiter
-        default_kind = "read" if role == "market_data" else "other"
-        for method_name, bound in public_methods(target).items():
+        # Fail closed: a broker method nobody declared is guarded like an order by the trading
+        # switches; a market-data method is a read.
+        default_kind = "read" if role == "market_data" else None
+        undeclared: set[str] = set()
+        for method_name, bound in methods.items():
             policy = settings.for_method(method_name)
-            kind = policy.kind or guess_kind(method_name, default=default_kind)
+            kind = (
+                declared.get(method_name)
+                or policy.kind
+                or guess_kind(method_name, default=default_kind)
+            )
+            if kind is None:
+                kind = "other"
+                undeclared.add(method_name)
             self._kinds[method_name] = kind
-            wrapped = self._timed(self._wrap(method_name, bound, kind, policy), bound)
+            wrapped = self._wrap(method_name, bound, kind, policy)
+            if method_name in undeclared:
+                wrapped = self._guarded(method_name, bound, wrapped, is_async(bound))
+            wrapped = self._timed(wrapped, bound)
             self._methods[method_name] = wrapped
             self.__dict__[method_name] = wrapped
+        self.__dict__["_undeclared"] = frozenset(undeclared)
         # The proxy's own price and position readers, asked when an order is risk-checked.
-        own_prices = tuple(self._methods[n] for n in PRICE_METHODS if n in self._methods)
+        # Live calls only: a risk check never values anything from a cached fallback.
+        own_prices = tuple(self._live[n] for n in PRICE_METHODS if n in self._live)
         self.__dict__.update(
             _own_prices=own_prices,
             _own_prices_sync=tuple(fn for fn in own_prices if not is_async(fn)),
-            _own_positions=tuple(self._methods[n] for n in _POSITION_METHODS if n in self._methods),
+            _own_positions=tuple(self._live[n] for n in _POSITION_METHODS if n in self._live),
         )
 
     # -- attribute access -------------------------------------------------------------------
@@ -224,6 +294,19 @@ class ResilientService:
         """Each wrapped method and its kind (``read``, ``order``, ``cancel``, ``other``)."""
         return dict(self._kinds)
 
+    def live_method(self, name: str) -> Callable[..., Any] | None:
+        """The read ``name`` without its cached fallback (timeout, breaker and retry only), or
+        ``None``; risk checks read prices and positions through these."""
+        live: dict[str, Callable[..., Any]] = self._live
+        return live.get(name)
+
+    @property
+    def undeclared_methods(self) -> frozenset[str]:
+        """Broker methods of no known kind: refused like orders by the trading switches until
+        declared (``kinds=`` or ``services.<name>.methods.<method>.kind``)."""
+        names: frozenset[str] = self._undeclared
+        return names
+
     @property
     def tracked_positions(self) -> dict[str, float]:
         """Net quantities of the orders sent through this proxy."""
@@ -236,11 +319,13 @@ class ResilientService:
         """Record each call's outcome and latency for the component's rolling success metrics
         (availability, error rate, p95 of calls). A cached answer is recorded, with the time
         the caller waited for it, by the fallback event :meth:`_serve` emits. An order refused
-        by a risk rule is a decision, not a failure, and is not counted."""
+        by a risk rule is a decision, not a failure, and is not counted; a business outcome
+        (``services.<name>.exclude``) counts as an answer."""
         from ..health._stats import stats
 
         record = stats(self._name)
         clock = get_clock
+        business = self._is_business  # a business outcome is an answer: the service is up
 
         def done(start: float, before: FallbackInfo | None) -> None:
             if last_fallback() is before:
@@ -256,8 +341,8 @@ class ResilientService:
                     result = await call(*args, **kwargs)
                 except RiskLimitError:
                     raise
-                except Exception:
-                    record.record(False, clock().monotonic() - start)
+                except Exception as exc:
+                    record.record(business(exc), clock().monotonic() - start)
                     raise
                 finally:
                     _call_started.reset(token)
@@ -274,8 +359,8 @@ class ResilientService:
                 result = call(*args, **kwargs)
             except RiskLimitError:
                 raise
-            except Exception:
-                record.record(False, clock().monotonic() - start)
+            except Exception as exc:
+                record.record(business(exc), clock().monotonic() - start)
                 raise
             finally:
                 _call_started.reset(token)
@@ -292,10 +377,75 @@ class ResilientService:
             return self._wrap_order(method, fn, policy, asynchronous)
         call = self._pipeline(method, fn, kind, policy, asynchronous)
         if kind == "cancel" and self._role == "broker":
-            return self._routed(method, fn, call, asynchronous)
-        if kind != "read" or not self._settings.resilience_enabled:
+            return self._routed(method, fn, call, policy, asynchronous)
+        if kind != "read":
+            return call
+        self._live[method] = call
+        if not self._settings.resilience_enabled:
             return call
         return self._with_cache(method, fn, call, policy, asynchronous)
+
+    def _guarded(
+        self, method: str, fn: Callable[..., Any], call: Callable[..., Any], asynchronous: bool
+    ) -> Callable[..., Any]:
+        """An undeclared broker method: it may place an order, so the trading switches apply
+        (with live trading off it goes only to a paper broker that has it)."""
+        self._pipelines[method] = call
+        undeclared = True
+        if asynchronous:
+
+            @functools.wraps(fn)
+            async def aguarded(*args: Any, **kwargs: Any) -> Any:
+                target = self._order_target(method, True, undeclared)
+                self._guard_state()
+                return await target(*args, **kwargs)
+
+            return aguarded
+
+        @functools.wraps(fn)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            target = self._order_target(method, False, undeclared)
+            self._guard_state()
+            return target(*args, **kwargs)
+
+        return guarded
+
+    def _is_business(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is a business outcome (a rejection, a validation error, a 404, a
+        risk refusal), not a failure of the service: ``services.<name>.exclude``."""
+        categories, added, removed = self._exclusions
+        status = http_status(exc)
+        if status is not None:
+            if status in added:
+                return True
+            if status in removed:
+                return False
+        return str(classify(exc)) in categories
+
+    def _guard_state(self) -> None:
+        state: str = self._context.state.value
+        if state != "active":
+            self._risk_check(self._context.risk, state, None, None, 0.0)
+
+    def _breaker(self) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """The service's breaker decorator (one breaker per service, business outcomes
+        excluded). Only service-level overrides apply to it. With the process configuration,
+        unset values are left to the decorator so they follow reloads; a factory given another
+        configuration pins every value from that configuration."""
+        import resilient
+
+        service = self._settings.policy
+        follow = self._context.follows_process_config
+        options: dict[str, Any] = {
+            key: getattr(service, key)
+            for key in ("failure_threshold", "reset_timeout")
+            if key in service.explicit or not follow
+        }
+        if not follow:
+            res = self._context.config.resilience
+            options["half_open_max_calls"] = res.circuit_breaker_half_open_max_calls
+            options["success_threshold"] = res.circuit_breaker_success_threshold
+        return resilient.breaker(self._name, exclude=self._business, **options)
 
     def _pipeline(
         self,
@@ -305,7 +455,8 @@ class ResilientService:
         policy: MethodPolicy,
         asynchronous: bool,
     ) -> Callable[..., Any]:
-        """retry(rate limit(breaker(timeout(fn)))) for one method of the wrapped object."""
+        """retry(rate limit(breaker(timeout(fn)))) for one method of the wrapped object (for an
+        order: retry(rate limit(timeout(fn))), the breaker going around the whole order)."""
         if not self._settings.resilience_enabled:
             return fn  # canary switch off: the plain client
         import resilient
@@ -313,21 +464,9 @@ class ResilientService:
         name: str = self._name
         seconds = policy.order_timeout if kind in ("order", "cancel") else policy.timeout
         call: Callable[..., Any] = resilient.timeout(seconds, name=f"{name}.{method}")(fn)
-        # One breaker per service: only service-level overrides apply to it. With the process
-        # configuration, unset values are left to the decorators so they follow reloads; a
-        # factory given another configuration pins every value from that configuration.
-        service = self._settings.policy
         follow = self._context.follows_process_config
-        breaker_options: dict[str, Any] = {
-            key: getattr(service, key)
-            for key in ("failure_threshold", "reset_timeout")
-            if key in service.explicit or not follow
-        }
-        if not follow:
-            res = self._context.config.resilience
-            breaker_options["half_open_max_calls"] = res.circuit_breaker_half_open_max_calls
-            breaker_options["success_threshold"] = res.circuit_breaker_success_threshold
-        call = resilient.breaker(name, **breaker_options)(call)
+        if kind != "order":  # an order's breaker wraps the whole order, lookups included
+            call = self._breaker()(call)
         limiter: ServiceRateLimiter | None = self._limiter
         counted = kind == "order"
         if limiter is not None or counted:
@@ -358,22 +497,30 @@ class ResilientService:
             async def alimited(*args: Any, **kwargs: Any) -> Any:
                 if limiter is not None:
                     await limiter.acquire()
-                if counted:
-                    state = _order_state.get()
-                    if state is not None:
-                        state.attempts += 1
-                return await call(*args, **kwargs)
+                state = _order_state.get() if counted else None
+                if state is None:
+                    return await call(*args, **kwargs)
+                state.attempts += 1
+                try:
+                    return await call(*args, **kwargs)
+                except Exception as exc:
+                    state.saw(exc)
+                    raise
 
             return alimited
 
         def limited(*args: Any, **kwargs: Any) -> Any:
             if limiter is not None:
                 limiter.acquire_sync()
-            if counted:
-                state = _order_state.get()
-                if state is not None:
-                    state.attempts += 1
-            return call(*args, **kwargs)
+            state = _order_state.get() if counted else None
+            if state is None:
+                return call(*args, **kwargs)
+            state.attempts += 1
+            try:
+                return call(*args, **kwargs)
+            except Exception as exc:
+                state.saw(exc)
+                raise
 
         return limited
 
@@ -430,6 +577,8 @@ class ResilientService:
         prices = "price" in method or "quote" in method
 
         def usable(exc: Exception) -> bool:
+            if http_status(exc) in (404, 410):
+                return False
             return classify(exc) not in _NO_CACHE_CATEGORIES
 
         if asynchronous:
@@ -487,7 +636,9 @@ class ResilientService:
             return "paper"
         return "live" if features.live_trading_enabled else "paper"
 
-    def _order_target(self, method: str, asynchronous: bool) -> Callable[..., Any]:
+    def _order_target(
+        self, method: str, asynchronous: bool, undeclared: bool = False
+    ) -> Callable[..., Any]:
         """The function an order method must call now, per the trading switches.
 
         Raises:
@@ -498,14 +649,23 @@ class ResilientService:
         trading_on = features.live_trading_enabled or features.paper_trading_enabled
         if trading_on and (self._is_paper or features.live_trading_enabled):
             return self._methods_raw[method]
+        what = "order refused"
+        declare = ""
+        if undeclared:
+            what = f"{method}() refused (a method of unknown kind is guarded like an order)"
+            declare = (
+                f"; if {method}() places no order, declare its kind: "
+                f'services.{name}.methods.{method}.kind = "read" (or "other", "cancel") or '
+                f'create_resilient_broker(client, {name!r}, kinds={{{method!r}: "read"}})'
+            )
         if not features.paper_trading_enabled:
             raise TradingDisabledError(
                 "features.live_trading_enabled",
                 message=(
-                    f"order refused: live trading is disabled for {name!r} "
+                    f"{what}: live trading is disabled for {name!r} "
                     "(features.live_trading_enabled = false) and paper trading is off; set "
                     "AI_TRADER_FEATURES__PAPER_TRADING_ENABLED=true and register a paper broker, "
-                    "or enable live trading"
+                    "or enable live trading" + declare
                 ),
             )
         context: TradingContext = self._context
@@ -514,19 +674,20 @@ class ResilientService:
             raise TradingDisabledError(
                 "features.live_trading_enabled",
                 message=(
-                    f"order refused: live trading is disabled for {name!r} and the paper broker "
+                    f"{what}: live trading is disabled for {name!r} and the paper broker "
                     f"registered for it has no {method}() method; add one to it or register a "
-                    "paper broker that has it"
+                    "paper broker that has it" + declare
                 ),
             )
         if paper is None:
             raise TradingDisabledError(
                 "features.live_trading_enabled",
                 message=(
-                    f"order refused: live trading is disabled for {name!r} "
+                    f"{what}: live trading is disabled for {name!r} "
                     "(features.live_trading_enabled = false) and no paper broker is registered; "
                     f"register one with factory.register_paper_broker(PaperBroker(), {name!r}) "
                     "(or wrap a paper client: create_resilient_broker(client, name, paper=True))"
+                    + declare
                 ),
             )
         return paper
@@ -537,21 +698,80 @@ class ResilientService:
         return raw
 
     def _routed(
-        self, method: str, fn: Callable[..., Any], call: Callable[..., Any], asynchronous: bool
+        self,
+        method: str,
+        fn: Callable[..., Any],
+        call: Callable[..., Any],
+        policy: MethodPolicy,
+        asynchronous: bool,
     ) -> Callable[..., Any]:
-        """Cancels follow orders: to the paper broker while trading on paper."""
-        self.__dict__.setdefault("_pipelines", {})[method] = call
+        """A cancel is never refused: no trading switch or state applies, and when the circuit
+        is open it is still attempted once, under its own timeout, its outcome recorded.
+
+        It goes where the order is: the paper broker while trading on paper (when that broker
+        has the method and knows the order), else the wrapped broker."""
+        self._pipelines[method] = call
+        import resilient
+
+        direct = resilient.timeout(policy.order_timeout, name=f"{self._name}.{method}")(fn)
+        name = self._name
+
+        def paper_target() -> Callable[..., Any] | None:
+            if self._is_paper or self._mode() != "paper":
+                return None
+            context: TradingContext = self._context
+            return context.paper_method(name, method, asynchronous)
+
+        def record(exc: Exception) -> None:
+            try:
+                from ..errors import record_error
+
+                record_error(exc, component=name)
+            except Exception:
+                pass
+
         if asynchronous:
 
             @functools.wraps(fn)
             async def acancel(*args: Any, **kwargs: Any) -> Any:
-                return await self._order_target(method, True)(*args, **kwargs)
+                paper = paper_target()
+                if paper is not None:
+                    try:
+                        return await paper(*args, **kwargs)
+                    except Exception as exc:
+                        if not no_position(exc) and not isinstance(exc, LookupError):
+                            raise
+                        # not a paper order: it was placed with the live broker
+                try:
+                    return await call(*args, **kwargs)
+                except CircuitOpenError:
+                    pass
+                try:
+                    return await direct(*args, **kwargs)
+                except Exception as exc:
+                    record(exc)
+                    raise
 
             return acancel
 
         @functools.wraps(fn)
         def cancel(*args: Any, **kwargs: Any) -> Any:
-            return self._order_target(method, False)(*args, **kwargs)
+            paper = paper_target()
+            if paper is not None:
+                try:
+                    return paper(*args, **kwargs)
+                except Exception as exc:
+                    if not no_position(exc) and not isinstance(exc, LookupError):
+                        raise
+            try:
+                return call(*args, **kwargs)
+            except CircuitOpenError:
+                pass
+            try:
+                return direct(*args, **kwargs)
+            except Exception as exc:
+                record(exc)
+                raise
 
         return cancel
 
@@ -563,19 +783,16 @@ class ResilientService:
         except (TypeError, ValueError):
             sig = None
         pipeline = self._pipeline(method, fn, "order", policy, asynchronous)
-        self.__dict__.setdefault("_pipelines", {})[method] = pipeline
-        own_lookup = next(
-            (
-                getattr(self._target, n)
-                for n in _LOOKUP_METHODS
-                if callable(getattr(self._target, n, None))
-            ),
-            None,
-        )
+        self._pipelines[method] = pipeline
+        layer = getattr(pipeline, "__resilient_layer__", None)
+        if layer is not None:
+            layer.outermost = False  # the order's breaker reports the order's one outcome
+        own_lookup = self._own_lookup(policy)
+        params_key = ccxt_id_key(self._target)
 
         def lookup_for(target: Callable[..., Any]) -> Callable[..., Any] | None:
             """Look orders up where they were sent: the paper broker while paper trading."""
-            if target is self._methods_raw.get(method):
+            if target is pipeline:
                 return own_lookup
             context: TradingContext = self._context
             for name in _LOOKUP_METHODS:
@@ -585,48 +802,184 @@ class ResilientService:
             return None
 
         if asynchronous:
+            guarded = self._breaker()(self._asend) if pipeline is not fn else self._asend
 
             @functools.wraps(fn)
             async def aorder(*args: Any, **kwargs: Any) -> Any:
                 target = self._order_target(method, True)
-                prepared = prepare_order_call(sig, args, kwargs)
+                prepared = prepare_order_call(
+                    sig, args, kwargs, method=method, params_key=params_key
+                )
                 await self._acheck(prepared.intent)
-                state = _OrderState(prepared.has_idempotency_key)
-                token = _order_state.set(state)
-                try:
-                    result = await target(*prepared.args, **prepared.kwargs)
-                except Exception as exc:
-                    found = await self._afind(lookup_for(target), prepared, state, exc)
-                    if found is None:
-                        raise
-                    result = found
-                finally:
-                    _order_state.reset(token)
+                send = guarded if target is pipeline else self._asend
+                result = await send(target, lookup_for(target), prepared, method)
                 self._sent(prepared.intent)
                 return result
 
             return aorder
 
+        guarded_sync = self._breaker()(self._send) if pipeline is not fn else self._send
+
         @functools.wraps(fn)
         def order(*args: Any, **kwargs: Any) -> Any:
             target = self._order_target(method, False)
-            prepared = prepare_order_call(sig, args, kwargs)
+            prepared = prepare_order_call(sig, args, kwargs, method=method, params_key=params_key)
             self._check_sync(prepared.intent)
-            state = _OrderState(prepared.has_idempotency_key)
-            token = _order_state.set(state)
-            try:
-                result = target(*prepared.args, **prepared.kwargs)
-            except Exception as exc:
-                found = self._find_sync(lookup_for(target), prepared, state, exc)
-                if found is None:
-                    raise
-                result = found
-            finally:
-                _order_state.reset(token)
+            send = guarded_sync if target is pipeline else self._send
+            result = send(target, lookup_for(target), prepared, method)
             self._sent(prepared.intent)
             return result
 
         return order
+
+    def _own_lookup(self, policy: MethodPolicy) -> Callable[..., Any] | None:
+        """The wrapped broker's look-up of an order by client order id, under the read
+        timeout."""
+        fn = next(
+            (
+                getattr(self._target, n)
+                for n in _LOOKUP_METHODS
+                if callable(getattr(self._target, n, None))
+            ),
+            None,
+        )
+        if fn is None and is_ccxt(self._target):
+            fn = ccxt_lookup(self._target)
+        if fn is None or not self._settings.resilience_enabled:
+            return fn
+        import resilient
+
+        lookup: Callable[..., Any] = resilient.timeout(policy.timeout, name=f"{self._name}.lookup")(
+            fn
+        )
+        return lookup
+
+    async def _asend(
+        self,
+        target: Callable[..., Any],
+        lookup: Callable[..., Any] | None,
+        prepared: OrderCall,
+        method: str,
+    ) -> Any:
+        """Send one order (every attempt) and settle its outcome: the order, its definitive
+        error, or :class:`OrderStatusUnknown`."""
+        state = _OrderState(prepared.has_idempotency_key)
+        token = _order_state.set(state)
+        try:
+            return await target(*prepared.args, **prepared.kwargs)
+        except Exception as exc:
+            if not self._settle(exc, state, prepared):
+                raise
+            cid = prepared.intent.client_order_id
+            lookup = with_symbol(lookup, prepared.intent.symbol)
+            if cid is not None and lookup is not None:
+                found = await self._alookup(lookup, cid)
+                if found is not None:
+                    return found
+            raise self._unknown(exc, prepared, method, lookup) from exc
+        finally:
+            _order_state.reset(token)
+
+    def _send(
+        self,
+        target: Callable[..., Any],
+        lookup: Callable[..., Any] | None,
+        prepared: OrderCall,
+        method: str,
+    ) -> Any:
+        state = _OrderState(prepared.has_idempotency_key)
+        token = _order_state.set(state)
+        try:
+            return target(*prepared.args, **prepared.kwargs)
+        except Exception as exc:
+            if not self._settle(exc, state, prepared):
+                raise
+            cid = prepared.intent.client_order_id
+            lookup = with_symbol(lookup, prepared.intent.symbol)
+            if cid is not None and lookup is not None and not is_async(lookup):
+                found = self._lookup_sync(lookup, cid)
+                if found is not None:
+                    return found
+            raise self._unknown(exc, prepared, method, lookup) from exc
+        finally:
+            _order_state.reset(token)
+
+    @staticmethod
+    def _settle(exc: Exception, state: _OrderState, prepared: OrderCall) -> bool:
+        """Whether the order's outcome is open after ``exc``: a duplicate-id rejection (on any
+        attempt: an SDK's hidden retry may have sent the first), or a failure of this or an
+        earlier attempt after which the broker may have executed it."""
+        if isinstance(exc, RiskLimitError | CircuitOpenError):
+            return False
+        state.saw(exc)
+        if prepared.has_idempotency_key and duplicate_order(exc):
+            return True
+        return state.maybe_sent
+
+    def _lookup_plan(self) -> tuple[int, float]:
+        trading = self._context.config.trading
+        return trading.order_lookup_attempts, trading.order_lookup_backoff
+
+    async def _alookup(self, lookup: Callable[..., Any], client_order_id: str) -> Any:
+        """Look the order up by its client order id, with backoff (a broker reports a fresh
+        order as not found for a while)."""
+        attempts, backoff = self._lookup_plan()
+        for attempt in range(attempts):
+            try:
+                found = lookup(client_order_id)
+                if isinstance(found, Awaitable):
+                    found = await found
+            except Exception:
+                found = None
+            if is_order(found):
+                return found
+            if attempt + 1 < attempts:
+                await get_clock().asleep(backoff * 2**attempt)
+        return None
+
+    def _lookup_sync(self, lookup: Callable[..., Any], client_order_id: str) -> Any:
+        attempts, backoff = self._lookup_plan()
+        for attempt in range(attempts):
+            try:
+                found = lookup(client_order_id)
+            except Exception:
+                found = None
+            if is_order(found):
+                return found
+            if attempt + 1 < attempts:
+                get_clock().sleep(backoff * 2**attempt)
+        return None
+
+    def _unknown(
+        self,
+        exc: Exception,
+        prepared: OrderCall,
+        method: str,
+        lookup: Callable[..., Any] | None,
+    ) -> OrderStatusUnknown:
+        """Keep the order for reconciliation and build the error that reports it."""
+        intent = prepared.intent
+        context: TradingContext = self._context
+        context.unknown.add(
+            UnknownOrder(
+                client_order_id=intent.client_order_id,
+                service=self._name,
+                method=method,
+                symbol=intent.symbol,
+                error_type=_public_name(type(exc)),
+                lookup=lookup,
+                intent=intent,
+            )
+        )
+        try:
+            from .. import metrics
+
+            metrics.inc("orders_unknown", {"service": self._name})
+        except Exception:
+            pass
+        return OrderStatusUnknown(
+            intent.client_order_id, service=self._name, method=method, symbol=intent.symbol
+        )
 
     def _sent(self, intent: OrderIntent) -> None:
         self._book.apply(intent)
@@ -643,48 +996,6 @@ class ResilientService:
         except Exception:
             pass
 
-    def _lookup_wanted(self, prepared: OrderCall, state: _OrderState, exc: Exception) -> bool:
-        """After a retried order failed, the broker may already hold it (its first attempt's
-        answer was lost and the retry was rejected as a duplicate)."""
-        return (
-            prepared.has_idempotency_key
-            and state.attempts > 1
-            and not isinstance(exc, RiskLimitError)
-            and not is_transient(exc)
-        )
-
-    async def _afind(
-        self,
-        lookup: Callable[..., Any] | None,
-        prepared: OrderCall,
-        state: _OrderState,
-        exc: Exception,
-    ) -> Any:
-        if lookup is None or not self._lookup_wanted(prepared, state, exc):
-            return None
-        try:
-            found = lookup(prepared.intent.client_order_id)
-            if isinstance(found, Awaitable):
-                found = await found
-        except Exception:
-            return None
-        return found
-
-    def _find_sync(
-        self,
-        lookup: Callable[..., Any] | None,
-        prepared: OrderCall,
-        state: _OrderState,
-        exc: Exception,
-    ) -> Any:
-        if lookup is None or is_async(lookup) or not self._lookup_wanted(prepared, state, exc):
-            return None
-        try:
-            found = lookup(prepared.intent.client_order_id)
-        except Exception:
-            return None
-        return found
-
     def _position_readers(self, asynchronous: bool) -> Sequence[Callable[..., Any]]:
         """Where the current position comes from: the broker that takes the orders now."""
         if not self._is_paper and self._mode() == "paper":
@@ -700,9 +1011,11 @@ class ResilientService:
                 value = reader(symbol)
                 if isinstance(value, Awaitable):
                     value = await value
-            except Exception:
+            except Exception as exc:
+                if no_position(exc):
+                    return 0.0
                 break
-            qty = _quantity_of(value)
+            qty = quantity_of(value)
             if qty is not None:
                 return qty
         # The broker cannot tell: count the orders sent through this proxy.
@@ -714,47 +1027,121 @@ class ResilientService:
             if is_async(reader):
                 continue
             try:
-                qty = _quantity_of(reader(symbol))
-            except Exception:
+                qty = quantity_of(reader(symbol))
+            except Exception as exc:
+                if no_position(exc):
+                    return 0.0
                 break
             if qty is not None:
                 return qty
         book: PositionBook = self._book
         return book.get(symbol)
 
-    async def _aprice(self, symbol: str) -> float | None:
-        context: TradingContext = self._context
-        return await context.aprice(symbol, extra=self._own_prices)
-
     async def _acheck(self, intent: OrderIntent) -> None:
-        risk: RiskChecker = self._context.risk
-        if not risk.enabled:
-            return
-        price = None
-        if intent.symbol is not None and (intent.price is None or intent.price <= 0):
-            price = await self._aprice(intent.symbol)
-        position = await self._aposition(intent.symbol) if intent.symbol else 0.0
-        self._risk_check(risk, intent, price, position)
+        context: TradingContext = self._context
+        risk, state = context.risk, context.state.value
+        price, position = None, 0.0
+        if intent.problem is None and intent.symbol is not None and state != "halted":
+            if risk.enabled:
+                price = await context.aprice(intent.symbol, extra=self._own_prices)
+            if risk.enabled or state == "reducing":
+                position = await self._aposition(intent.symbol)
+        self._risk_check(risk, state, intent, price, position)
 
     def _check_sync(self, intent: OrderIntent) -> None:
-        risk: RiskChecker = self._context.risk
-        if not risk.enabled:
-            return
-        price = None
-        if intent.symbol is not None and (intent.price is None or intent.price <= 0):
-            price = self._context.price_sync(intent.symbol, extra=self._own_prices_sync)
-        position = self._position_sync(intent.symbol) if intent.symbol else 0.0
-        self._risk_check(risk, intent, price, position)
+        context: TradingContext = self._context
+        risk, state = context.risk, context.state.value
+        price, position = None, 0.0
+        if intent.problem is None and intent.symbol is not None and state != "halted":
+            if risk.enabled:
+                price = context.price_sync(intent.symbol, extra=self._own_prices_sync)
+            if risk.enabled or state == "reducing":
+                position = self._position_sync(intent.symbol)
+        self._risk_check(risk, state, intent, price, position)
 
     def _risk_check(
-        self, risk: RiskChecker, intent: OrderIntent, price: float | None, position: float
+        self,
+        risk: RiskChecker,
+        state: str,
+        intent: OrderIntent | None,
+        price: float | None,
+        position: float,
     ) -> None:
-        """Apply the risk rules to one order, counting and recording a refusal."""
+        """Apply the trading state and the risk rules to one order (``None``: an undeclared
+        method), counting and recording a refusal."""
         try:
-            risk.check(intent, market_price=price, position=position)
+            check_trading_state(state, intent, position)
+            if intent is not None:
+                risk.check(intent, market_price=price, position=position)
+                throttle = self._context.throttle(self._name)
+                if throttle is not None:
+                    throttle.check()
         except RiskLimitError as exc:
             self._refused(exc)
             raise
+
+    # -- reconciliation ----------------------------------------------------------------------
+
+    async def reconcile(self) -> dict[str, list[dict[str, Any]]]:
+        """Check this service's orders of unknown outcome with the broker: each is looked up
+        by its client order id (once), and the broker's open orders, where it lists them, are
+        matched against them.
+
+        Returns:
+            ``found`` (the broker holds it: counted as sent), ``absent`` (the broker answered
+            that it has no such order, after the order timeout), ``unknown`` (still open).
+        """
+        context: TradingContext = self._context
+        report: dict[str, list[dict[str, Any]]] = {"found": [], "absent": [], "unknown": []}
+        pending = context.unknown.pending(self._name)
+        if not pending:
+            return report
+        open_ids = await self._open_order_ids()
+        for order in pending:
+            order.checks += 1
+            outcome = "unknown"
+            cid = order.client_order_id
+            if cid is not None and cid in open_ids:
+                outcome = "found"
+            elif cid is not None and order.lookup is not None:
+                try:
+                    found = order.lookup(cid)
+                    if isinstance(found, Awaitable):
+                        found = await found
+                    answered = True
+                except Exception as exc:
+                    found, answered = None, no_position(exc)  # a 404 is an answer
+                if is_order(found):
+                    outcome = "found"
+                elif answered and order.age > self._settings.policy.order_timeout:
+                    outcome = "absent"
+            if outcome == "found" and order.intent is not None:
+                self._sent(order.intent)
+            if outcome != "unknown":
+                context.unknown.remove(order)
+            report[outcome].append(order.to_dict())
+        return report
+
+    async def _open_order_ids(self) -> set[str]:
+        """Client order ids of the broker's open orders, where it lists them."""
+        for name in _OPEN_ORDER_METHODS:
+            fn = getattr(self._target, name, None)
+            if not callable(fn):
+                continue
+            try:
+                value = fn()
+                if isinstance(value, Awaitable):
+                    value = await value
+            except Exception:
+                return set()
+            ids: set[str] = set()
+            for item in value if isinstance(value, list | tuple) else ():
+                for key in ("client_order_id", "clientOrderId", "orderRef", "order_ref"):
+                    cid = item.get(key) if isinstance(item, Mapping) else getattr(item, key, None)
+                    if isinstance(cid, str) and cid:
+                        ids.add(cid)
+            return ids
+        return set()
 
     # -- health -----------------------------------------------------------------------------
 
@@ -792,9 +1179,18 @@ class ResilientService:
                 "served_at": st.last_fallback_at,
                 "error_type": st.last_fallback.error_type,
             }
+        unknown: list[dict[str, Any]] = []
         if self._role == "broker":
+            unknown = self._context.unknown.snapshot(self._name)
             data.update(
+                orders_unknown=unknown,
                 trading_mode=self._mode(),
+                trading_state=self._context.state.value,
+                **(
+                    {"trading_state_error": self._context.state.shared_error}
+                    if self._context.state.shared_error
+                    else {}
+                ),
                 orders_sent=st.orders_sent,
                 orders_refused=st.orders_refused,
             )
@@ -818,6 +1214,13 @@ class ResilientService:
             )
         elif limiter is not None and limiter.degraded:
             status, detail = "degraded", "rate limit counting in memory (Redis unreachable)"
+        elif unknown:
+            oldest = max(o["age_seconds"] for o in unknown)
+            status = "degraded"
+            detail = (
+                f"{len(unknown)} order(s) of unknown outcome (oldest {oldest:.0f}s); "
+                "factory.reconcile() checks them"
+            )
         data["detail"] = sanitize(detail)
         data["status"] = status
         return data

@@ -23,7 +23,15 @@ from .._exceptions import ConfigError, ConfigProblem
 from ..config import Config
 from ..config._bounds import service_bound
 
-__all__ = ["DEFAULTS_KEY", "METHOD_KINDS", "MethodPolicy", "ServiceSettings", "service_settings"]
+__all__ = [
+    "DEFAULTS_KEY",
+    "DEFAULT_EXCLUDE",
+    "METHOD_KINDS",
+    "MethodPolicy",
+    "ServiceSettings",
+    "parse_exclude",
+    "service_settings",
+]
 
 DEFAULTS_KEY = "defaults"
 METHOD_KINDS = ("read", "order", "cancel", "other")
@@ -56,6 +64,9 @@ class ServiceSettings:
     rate_limit: str = ""
     rate_limit_max_wait: float = 5.0
     paper: bool | None = None
+    # Added to / removed from (``"-404"``, ``"-validation"``) DEFAULT_EXCLUDE: errors that are
+    # business outcomes, not failures of the service's breaker.
+    exclude: tuple[str | int, ...] = ()
     policy: MethodPolicy = field(default_factory=MethodPolicy)
     methods: Mapping[str, MethodPolicy] = field(default_factory=dict)
 
@@ -69,7 +80,47 @@ _SERVICE_KEYS: dict[str, type] = {
     "rate_limit": str,
     "rate_limit_max_wait": float,
     "paper": bool,
+    "exclude": tuple,
 }
+# Business outcomes that do not count against a service's breaker by default.
+DEFAULT_EXCLUDE = ("broker_rejection", "validation", "data_unavailable", "risk_limit")
+_CATEGORY_NAMES = (
+    "network",
+    "timeout",
+    "rate_limit",
+    "authentication",
+    "validation",
+    "broker_rejection",
+    "data_unavailable",
+    "database",
+    "circuit_open",
+    "risk_limit",
+    "internal",
+)
+
+
+def parse_exclude(
+    entries: tuple[str | int, ...],
+) -> tuple[frozenset[str], frozenset[int], frozenset[int]]:
+    """``(categories, status codes added, status codes removed)`` from DEFAULT_EXCLUDE and
+    ``services.<name>.exclude`` (entries already validated)."""
+    categories = set(DEFAULT_EXCLUDE)
+    added: set[int] = set()
+    removed: set[int] = set()
+    for entry in entries:
+        text = str(entry).strip()
+        minus = text.startswith("-")
+        text = text.lstrip("-").strip()
+        if text.isdigit():
+            (removed if minus else added).add(int(text))
+            (added if minus else removed).discard(int(text))
+        elif minus:
+            categories.discard(text)
+        else:
+            categories.add(text)
+    return frozenset(categories), frozenset(added), frozenset(removed)
+
+
 _POLICY_KEYS: dict[str, type] = {
     "timeout": float,
     "order_timeout": float,
@@ -105,6 +156,8 @@ class _Checker:
 
     def value(self, key: str, typ: type, raw: Any) -> Any:
         name = key.rsplit(".", 1)[-1]
+        if typ is tuple:
+            return self.exclude_list(key, raw)
         if typ is bool:
             if isinstance(raw, bool):
                 return raw
@@ -154,6 +207,28 @@ class _Checker:
             self.problem(key, rule, "choose a value in that range")
             return None
         return number
+
+    def exclude_list(self, key: str, raw: Any) -> tuple[str | int, ...] | None:
+        fix = (
+            'a list of error categories and HTTP status codes, e.g. ["broker_rejection", 404]; '
+            'prefix one with "-" to remove it from the defaults ("-data_unavailable", "-404"); '
+            f"categories: {', '.join(_CATEGORY_NAMES)}"
+        )
+        if not isinstance(raw, list | tuple):
+            self.problem(key, "must be a list", fix)
+            return None
+        for entry in raw:
+            if isinstance(entry, int) and not isinstance(entry, bool):
+                ok = 100 <= entry <= 599
+            elif isinstance(entry, str):
+                text = entry.strip().lstrip("-").strip()
+                ok = text in _CATEGORY_NAMES or (text.isdigit() and 100 <= int(text) <= 599)
+            else:
+                ok = False
+            if not ok:
+                self.problem(key, f"{entry!r} is not an error category or HTTP status", fix)
+                return None
+        return tuple(raw)
 
     def unknown(self, key: str, known: set[str]) -> None:
         leaf = key.rsplit(".", 1)[-1]

@@ -18,6 +18,7 @@ PRICE_METHODS = (
     "current_price",
     "latest_price",
     "last_price",
+    "fetch_ticker",  # ccxt: a ticker dict with "last"
 )
 
 

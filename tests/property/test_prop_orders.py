@@ -1,19 +1,25 @@
-"""Order-safety properties: whatever fails, however often, one intent executes at most once."""
+"""Order-safety properties: whatever fails, however often, one intent executes at most once;
+the order path fails closed (unvaluable sizes, unknown methods, trading states) and cancels
+always get through."""
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import math
+from dataclasses import replace
+from decimal import Decimal
 from typing import Any
 
 from _budget import examples
 from hypothesis import given
 from hypothesis import strategies as st
 
-from resilient import resilient
+from resilient import RiskLimitError, resilient
 from resilient._breaker import breakers
 from resilient._classify import is_transient, proves_not_sent
 from resilient._retry import retry
+from resilient.config import current_config
 from resilient.testing import (
     FaultSchedule,
     FlakyService,
@@ -24,6 +30,7 @@ from resilient.testing import (
     use_fake_clock,
 )
 from resilient.testing.strategies import fault_schedules, outcomes
+from resilient.trading._methods import guess_kind
 
 _names = itertools.count()
 schedules = fault_schedules(max_size=10, max_latency=2.0, hang_seconds=20.0)
@@ -211,3 +218,172 @@ async def test_resilient_broker_never_duplicates(
     executed = {order["qty"] for order in sdk.executed}
     assert {intent + 1 for intent in placed} <= executed
     reset_state(forget_breakers=True)
+
+
+# -- the order path fails closed -------------------------------------------------------------
+
+UNVALUABLE = st.one_of(
+    st.sampled_from([math.nan, Decimal("NaN"), math.inf, -math.inf, 0, -3, "lots", "", " ", None]),
+    st.floats(allow_nan=True, allow_infinity=True).filter(lambda x: not 0 < x < math.inf),
+    st.decimals(max_value=0, places=4),
+    st.text(alphabet="abc -", max_size=6),
+)
+SIZE_FIELDS = st.sampled_from(["qty", "quantity", "amount", "volume", "size", "notional"])
+BUSINESS = st.sampled_from(
+    [
+        (403, "insufficient buying power"),
+        (403, "market is closed"),
+        (422, "qty must be > 0"),
+        (400, "invalid order type"),
+        (404, "asset not found"),
+    ]
+)
+UNKNOWN_NAMES = st.from_regex(r"\A[a-z][a-z0-9_]{2,16}\Z").filter(
+    lambda n: guess_kind(n, default=None) is None
+)
+
+
+def _config(*, live: bool, paper: bool, state: str, threshold: int = 1000) -> Any:
+    base = current_config()
+    return replace(
+        base,
+        features=replace(
+            base.features,
+            live_trading_enabled=live,
+            paper_trading_enabled=paper,
+            risk_limits_enforced=True,
+        ),
+        trading=replace(base.trading, risk_check_enabled=True, state=state),
+        resilience=replace(base.resilience, health_check_enabled=False),
+        extra={
+            **base.extra,
+            "services": {"defaults": {"rate_limit": "", "failure_threshold": threshold}},
+        },
+    )
+
+
+class ClosedBroker:
+    """A live broker recording what reaches it; ``errors`` are raised by order calls."""
+
+    def __init__(self, errors: list[tuple[int, str]] | None = None) -> None:
+        self.calls: list[str] = []
+        self.errors = list(errors or [])
+
+    async def place_order(
+        self,
+        symbol: str,
+        side: str = "buy",
+        limit_price: float | None = None,
+        client_order_id: str | None = None,
+        **sizes: Any,
+    ) -> dict[str, Any]:
+        from resilient._demo_services import VendorHTTPError
+
+        self.calls.append("place_order")
+        if self.errors:
+            raise VendorHTTPError(*self.errors.pop(0))
+        return {"client_order_id": client_order_id}
+
+    async def cancel_order(self, order_id: str) -> bool:
+        self.calls.append("cancel_order")
+        return True
+
+    async def get_position(self, symbol: str) -> float:
+        return 0.0
+
+
+def _factory(config: Any) -> Any:
+    from resilient.health import HealthRegistry
+    from resilient.integration import ResilienceFactory
+
+    return ResilienceFactory(config, registry=HealthRegistry(), logging=False, database=False)
+
+
+@given(
+    value=UNVALUABLE,
+    field=SIZE_FIELDS,
+    live=st.booleans(),
+    state=st.sampled_from(["active", "reducing"]),
+)
+@examples(ci=1000)
+async def test_unvaluable_orders_never_reach_the_broker(
+    value: Any, field: str, live: bool, state: str
+) -> None:
+    """Whatever the field and the switches, an order whose size is not a finite positive
+    number is refused with RiskLimitError before the broker is called."""
+    reset_state(forget_breakers=True)
+    broker = ClosedBroker()
+    proxy = _factory(_config(live=live, paper=True, state=state)).create_resilient_broker(
+        broker, f"prop_{next(_names)}", paper=not live
+    )
+    with contextlib.suppress(RiskLimitError):
+        await proxy.place_order("AAPL", "sell", limit_price=10.0, **{field: value})
+        raise AssertionError("an unvaluable order was not refused")
+    assert broker.calls == []
+
+
+@given(
+    method=UNKNOWN_NAMES,
+    live=st.booleans(),
+    state=st.sampled_from(["active", "reducing", "halted"]),
+)
+@examples(ci=1000)
+async def test_unknown_methods_are_guarded_like_orders(method: str, live: bool, state: str) -> None:
+    """A broker method of unknown name reaches a live broker only with live trading on and the
+    state active."""
+    reset_state(forget_breakers=True)
+
+    async def call(self: Any, *args: Any, **kwargs: Any) -> str:
+        self.calls.append(method)
+        return "sent"
+
+    broker = type("Sdk", (ClosedBroker,), {method: call})()
+    proxy = _factory(_config(live=live, paper=not live, state=state)).create_resilient_broker(
+        broker, f"prop_{next(_names)}"
+    )
+    allowed = live and state == "active"
+    try:
+        assert await getattr(proxy, method)("AAPL", 1) == "sent"
+    except RiskLimitError:
+        assert not allowed
+    assert (broker.calls == [method]) == allowed
+
+
+@given(
+    errors=st.lists(BUSINESS, min_size=1, max_size=8),
+    blank=st.sampled_from(["", " ", "\t", None]),
+    threshold=st.integers(1, 3),
+    live=st.booleans(),
+    state=st.sampled_from(["active", "reducing", "halted"]),
+    open_circuit=st.booleans(),
+)
+@examples(ci=1000)
+async def test_business_errors_blank_ids_and_cancels(
+    errors: list[tuple[int, str]],
+    blank: str | None,
+    threshold: int,
+    live: bool,
+    state: str,
+    open_circuit: bool,
+) -> None:
+    """Business errors never open the breaker (each order reaches the broker once, blank ids
+    replaced by real ones), and a cancel is never refused by a switch, a state or an open
+    circuit."""
+    import resilient
+
+    reset_state(forget_breakers=True)
+    name = f"prop_{next(_names)}"
+    broker = ClosedBroker(errors)
+    config = _config(live=True, paper=False, state="active", threshold=threshold)
+    factory = _factory(config)
+    proxy = factory.create_resilient_broker(broker, name)
+    for _ in errors:
+        with contextlib.suppress(Exception):
+            await proxy.place_order("AAPL", "buy", limit_price=10.0, qty=1, client_order_id=blank)
+    assert broker.calls == ["place_order"] * len(errors)
+    assert resilient.breakers.get(name).state == "closed"
+    factory._on_reload(_config(live=live, paper=not live, state=state, threshold=threshold))
+    if open_circuit:
+        resilient.breakers.get(name).force_open()
+    assert await proxy.cancel_order("o-1") is True
+    assert broker.calls[-1] == "cancel_order"
