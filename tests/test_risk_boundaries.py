@@ -82,9 +82,11 @@ def test_zero_price_is_valued_at_the_market() -> None:
 
 
 def test_sub_unit_price_is_a_price() -> None:
-    """A limit price between 0 and 1 (a penny stock) values the order, not the market."""
-    decision = checker().check(intent(qty=10_000, price=0.5), market_price=300.0, position=0)
+    """A limit price between 0 and 1 (a penny stock) values the order when it is the worst fill."""
+    decision = checker().check(intent(qty=10_000, price=0.5), market_price=0.25, position=0)
     assert decision.notional == 5_000.0
+    with pytest.raises(RiskLimitError, match="max_order_size"):  # a limit far through the market
+        checker().check(intent(qty=10_000, price=0.5), market_price=300.0, position=0)
 
 
 def test_zero_price_without_market_price_is_refused() -> None:
@@ -99,17 +101,16 @@ def test_unnamed_order_is_described_as_the_order() -> None:
         checker().check(intent(qty=1, symbol=None), market_price=None, position=0)
 
 
-def test_notional_only_order_at_market_price_zero_does_not_divide_by_zero() -> None:
-    """A notional-only order when the market reports 0 is checked on its notional alone."""
-    decision = checker().check(intent(qty=None, notional=5_000.0), market_price=0.0, position=0)
-    assert decision.notional == 5_000.0
-    assert decision.resulting_position is None
+def test_notional_only_order_at_market_price_zero_is_refused() -> None:
+    """A notional-only order when the market reports 0 cannot be valued against the position."""
+    with pytest.raises(RiskLimitError, match="cannot value AAPL"):
+        checker().check(intent(qty=None, notional=5_000.0), market_price=0.0, position=0)
 
 
-def test_no_quantity_and_no_notional_has_no_notional() -> None:
-    """An order with a price but neither quantity nor notional is not valued."""
-    decision = checker().check(intent(qty=None, price=100.0), market_price=None, position=0)
-    assert (decision.notional, decision.resulting_position) == (None, None)
+def test_no_quantity_and_no_notional_is_refused() -> None:
+    """An order with a price but neither quantity nor notional cannot be valued: refused."""
+    with pytest.raises(RiskLimitError, match="not a finite positive number"):
+        checker().check(intent(qty=None, price=100.0), market_price=None, position=0)
 
 
 # --- notional-only orders against the position limit ---------------------------------------
@@ -125,15 +126,13 @@ def test_notional_only_order_counts_against_the_position_limit() -> None:
     assert info.value.value == pytest.approx(101_000.0)
 
 
-def test_negative_notional_is_its_size() -> None:
-    """A negative notional is valued by its absolute amount."""
-    with pytest.raises(RiskLimitError) as info:
-        checker().check(intent(qty=None, notional=-20_000.0), market_price=100.0, position=0)
-    assert info.value.value == pytest.approx(20_000.0)
-    decision = checker(max_order=1e9).check(
-        intent(qty=None, notional=-5_000.0, side=1), market_price=100.0, position=0
-    )
-    assert decision.resulting_position == pytest.approx(5_000.0)
+def test_negative_notional_is_refused() -> None:
+    """A negative notional is not a finite positive amount: refused whatever the limits."""
+    for notional in (-20_000.0, -5_000.0):
+        with pytest.raises(RiskLimitError, match="not a finite positive number"):
+            checker(max_order=1e9).check(
+                intent(qty=None, notional=notional, side=1), market_price=100.0, position=0
+            )
 
 
 # --- sides ---------------------------------------------------------------------------------
@@ -241,16 +240,17 @@ class Lots(Enum):
         (Side.SELL, 5, -1),
         (Direction.A, 5, 1),
         (Direction.B, 5, -1),
-        (None, 5, 1),
+        (None, 5, 0),
         (None, -5, -1),
-        (None, 0.5, 1),
+        (None, 0.5, 0),
         (None, -0.5, -1),
         (True, 5, 0),
     ],
 )
 def test_sides_are_read(side: Any, qty: float, expected: int) -> None:
     """Numeric, text, enum and missing sides; with no side the quantity's sign decides;
-    anything unrecognised is 0 (unknown), never a sell."""
+    anything unrecognised, or an unsigned quantity with no side, is 0 (unknown: valued as the
+    direction that grows the position), never a sell."""
     call = prepare_order_call(
         inspect.signature(_place), ("AAPL", qty), {"side": side} if side is not None else {}
     )
