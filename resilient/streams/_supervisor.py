@@ -37,8 +37,8 @@ _CLOSE_LIMIT = 2.0  # real seconds a connection gets to close before its transpo
 
 @dataclass(frozen=True, slots=True)
 class Gap:
-    """Data a stream may have missed: from its last message before a disconnection to the
-    moment it was connected and resubscribed again (wall-clock seconds since the epoch).
+    """Data a stream may have missed: from its last message before an outage to the first
+    message after it (wall-clock seconds since the epoch).
 
     Backfill ``subscriptions`` over REST for ``[start, end]``."""
 
@@ -121,8 +121,8 @@ class StreamSupervisor:
             subscription request; called with every subscription after each (re)connect and
             with new ones when :meth:`subscribe` is called while connected.
         unsubscribe: the same for :meth:`unsubscribe`.
-        on_gap: called (sync or async) with a :class:`Gap` after every reconnection that
-            followed received data, so the application can backfill over REST.
+        on_gap: called (sync or async) with a :class:`Gap` when data resumes after an
+            outage (before the first new message), so the application can backfill over REST.
         heartbeat: ``heartbeat(connection)`` returns an awaitable that completes when the
             peer answered (default for websockets: ping and wait for the pong); run every
             ``heartbeat_interval`` seconds.
@@ -195,6 +195,7 @@ class StreamSupervisor:
         self._last_message_wall: float | None = None
         self._last_reason = ""
         self._episode_reason = ""
+        self._gap_open = False
         self._waiting_until: float | None = None
 
     # -- public -------------------------------------------------------------------------
@@ -372,23 +373,7 @@ class StreamSupervisor:
         self.connected = True
         now = _clock._current
         self._connected_at = now.monotonic()
-        if self._last_message_wall is not None:
-            gap = Gap(
-                self.name,
-                self._last_message_wall,
-                now.time(),
-                self._episode_reason or "reconnect",
-                self.subscriptions,
-            )
-            self.gaps += 1
-            self.last_gap = gap
-            if self._on_gap is not None:
-                try:
-                    await _maybe_await(self._on_gap(gap))
-                except Exception as exc:
-                    logger.warning(
-                        "stream {}: the gap callback failed: {}", self.name, type(exc).__name__
-                    )
+        self._gap_open = self._last_message_wall is not None
         if self._failures:
             logger.info("stream {} reconnected after {} attempt(s)", self.name, self._failures)
         return conn
@@ -453,6 +438,8 @@ class StreamSupervisor:
                         logger.debug("stream {} read failed: {}", self.name, type(exc).__name__)
                         raise _Ended("error") from None
                     nxt = asyncio.ensure_future(anext(iterator))
+                    if self._gap_open:
+                        await self._report_gap(clock.time())
                     alive = self._received(clock)
                     if not got_message:
                         got_message = True
@@ -476,6 +463,23 @@ class StreamSupervisor:
                 if fut is not None:
                     with contextlib.suppress(BaseException):
                         await fut
+
+    async def _report_gap(self, end: float) -> None:
+        """Data resumed after an outage: report what was missed, before the new data."""
+        self._gap_open = False
+        start = self._last_message_wall
+        if start is None:
+            return
+        gap = Gap(self.name, start, end, self._episode_reason or "reconnect", self.subscriptions)
+        self.gaps += 1
+        self.last_gap = gap
+        if self._on_gap is not None:
+            try:
+                await _maybe_await(self._on_gap(gap))
+            except Exception as exc:
+                logger.warning(
+                    "stream {}: the gap callback failed: {}", self.name, type(exc).__name__
+                )
 
     def _received(self, clock: _clock.Clock) -> float:
         now = clock.monotonic()
