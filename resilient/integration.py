@@ -220,6 +220,18 @@ class ResilienceFactory:
         ``features.live_trading_enabled`` is false and ``paper_trading_enabled`` is true."""
         self._context.register_paper_broker(broker, name)
 
+    def record_price(
+        self, symbol: str, price: float, *, timestamp: float | None = None, source: str = ""
+    ) -> None:
+        """Record a price seen on a stream (``timestamp``: when it was observed, wall-clock
+        seconds; default now). Orders are valued on the freshest price known, and never on
+        one older than ``trading.max_price_age``."""
+        from .trading._freshness import TimedPrice
+
+        self._context.remember_price(
+            symbol, TimedPrice(price, timestamp=timestamp, source=source)
+        )
+
     def service(self, name: str) -> ResilientService:
         """The proxy created for ``name``.
 

@@ -10,6 +10,7 @@ from typing import Any, get_type_hints
 
 from .._exceptions import ConfigError, ConfigProblem
 from .._sanitize import MASK, is_secret_key, mask_url, sanitize, url_password
+from ._price_age import PriceAgeLimits
 
 __all__ = [
     "ENVIRONMENTS",
@@ -135,6 +136,11 @@ class TradingSettings:
     max_position_size: float = _rule(gt=0, doc="Maximum position notional")
     risk_check_enabled: bool = _rule(doc="Enable risk validation")
     default_order_timeout: float = _rule(gt=0, doc="Order timeout (seconds)")
+    # stale-price guard: seconds, or a table per symbol class / service (see _price_age.py)
+    max_price_age: PriceAgeLimits = field(
+        default=PriceAgeLimits(),
+        metadata={"parse": PriceAgeLimits.parse, "doc": "Oldest price that may value an order"},
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +223,8 @@ def _check_value(
     problem: Callable[[str, str, str], None],
 ) -> Any:
     key = f"{section}.{name}"
+    if (parse := meta.get("parse")) is not None:  # a structured value (trading.max_price_age)
+        return parse(key, value, problem)
     optional = False
     if typ == (str | None):
         optional, typ = True, str

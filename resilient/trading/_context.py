@@ -10,9 +10,10 @@ from typing import Any
 
 from .._clock import get_clock
 from ..config import Config, current_config
+from ._freshness import TimedPrice, fresh_enough, fresher, stamp  # stale-price guard
 from ._methods import is_async, public_methods
 from ._risk import RiskChecker
-from ._values import PRICE_METHODS, price_of
+from ._values import PRICE_METHODS, last_fallback
 
 __all__ = ["TradingContext"]
 
@@ -74,8 +75,19 @@ class TradingContext:
     # -- prices -----------------------------------------------------------------------------
 
     def remember_price(self, symbol: str, price: float) -> None:
-        """Keep the last good price of ``symbol`` (used to value market orders)."""
-        self._prices[symbol] = (price, get_clock().monotonic())
+        """Keep the last good price of ``symbol`` (used to value market orders), with the time
+        it was observed: a :class:`TimedPrice` keeps its own, an older one never replaces a
+        younger one (stale-price guard)."""
+        at = price.at if isinstance(price, TimedPrice) else get_clock().monotonic()
+        held = self._prices.get(symbol)
+        if held is None or at >= held[1]:
+            self._prices[symbol] = (price, at)
+
+    def _remembered(self, symbol: str) -> TimedPrice | None:
+        held = self._prices.get(symbol)
+        if held is None:
+            return None
+        return held[0] if isinstance(held[0], TimedPrice) else TimedPrice(held[0], at=held[1])
 
     def last_price(self, symbol: str) -> tuple[float, float] | None:
         """``(price, age in seconds)`` of the last good price seen, or ``None``."""
@@ -100,34 +112,40 @@ class TradingContext:
     ) -> float | None:
         """The current price of ``symbol`` from the market-data services (then ``extra``
         readers), falling back to the last good price seen."""
+        best: TimedPrice | None = None  # stale-price guard: the freshest price seen
         for reader in self._price_readers(extra):
+            before = last_fallback()
             try:
                 value = reader(symbol)
                 if isinstance(value, Awaitable):
                     value = await value
             except Exception:
                 continue
-            price = price_of(value)
+            price = stamp(value, before)
             if price is not None:
                 self.remember_price(symbol, price)
-                return price
-        last = self.last_price(symbol)
-        return last[0] if last is not None else None
+                if fresh_enough(price, self.config, symbol):
+                    return price
+                best = fresher(best, price)
+        return fresher(best, self._remembered(symbol))
 
     def price_sync(self, symbol: str, *, extra: Sequence[Callable[..., Any]] = ()) -> float | None:
         """Like :meth:`aprice` for synchronous orders (only synchronous readers are asked)."""
+        best: TimedPrice | None = None  # stale-price guard: the freshest price seen
         for reader in self._price_readers(extra):
             if is_async(reader):
                 continue
+            before = last_fallback()
             try:
-                price = price_of(reader(symbol))
+                price = stamp(reader(symbol), before)
             except Exception:
                 continue
             if price is not None:
                 self.remember_price(symbol, price)
-                return price
-        last = self.last_price(symbol)
-        return last[0] if last is not None else None
+                if fresh_enough(price, self.config, symbol):
+                    return price
+                best = fresher(best, price)
+        return fresher(best, self._remembered(symbol))
 
 
 def _adapt(fn: Callable[..., Any], asynchronous: bool) -> Callable[..., Any]:

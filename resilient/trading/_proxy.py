@@ -28,6 +28,7 @@ from .._classify import ErrorCategory, classify, is_transient
 from .._clock import get_clock
 from .._exceptions import RiskLimitError, TradingDisabledError
 from .._sanitize import sanitize
+from ._freshness import with_max_age  # stale-price guard: max_age= on reads
 from ._methods import guess_kind, is_async, public_methods
 from ._orders import OrderCall, OrderIntent, prepare_order_call
 from ._ratelimit import RateLimitExceeded, ServiceRateLimiter
@@ -183,6 +184,8 @@ class ResilientService:
             kind = policy.kind or guess_kind(method_name, default=default_kind)
             self._kinds[method_name] = kind
             wrapped = self._timed(self._wrap(method_name, bound, kind, policy), bound)
+            if kind == "read":  # stale-price guard: max_age= (trading/_freshness.py)
+                wrapped = with_max_age(wrapped, bound, name, method_name, is_async(bound))
             self._methods[method_name] = wrapped
             self.__dict__[method_name] = wrapped
         # The proxy's own price and position readers, asked when an order is risk-checked.

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from .._exceptions import RiskLimitError
 from .._logging import logger
 from ..config import FeatureSettings, TradingSettings
+from ._freshness import check_price_age  # stale-price guard
 from ._orders import OrderIntent
 
 __all__ = ["PositionBook", "RiskChecker", "RiskDecision"]
@@ -96,6 +97,8 @@ class RiskChecker:
             return RiskDecision(None, None)
         warnings: list[str] = []
         price = intent.price if intent.price is not None and intent.price > 0 else market_price
+        if price is market_price:  # stale-price guard (trading/_freshness.py)
+            check_price_age(self, intent.symbol, market_price)
         what = intent.symbol or "the order"
 
         if intent.quantity is not None and price is None and intent.notional is None:
