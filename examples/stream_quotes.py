@@ -104,8 +104,8 @@ async def main() -> None:
     async def subscribe(conn: Any, symbols: tuple[str, ...]) -> None:
         await conn.send(json.dumps({"subscribe": list(symbols)}))
 
-    async def wait_for(what: str, predicate: Any, timeout: float = 10.0) -> None:
-        end = time.monotonic() + timeout
+    async def wait_for(what: str, predicate: Any, within: float = 10.0) -> None:
+        end = time.monotonic() + within
         while not predicate():
             if time.monotonic() > end:
                 raise SystemExit(f"timed out waiting for {what}")

@@ -1,7 +1,8 @@
 """``resilient demo``: a simulated trading session through a scripted outage.
 
-A simulated market-data feed, a quote stream and a broker run behind the real resilience layer (the factory,
-its proxies, breakers, retries, timeouts, cached fallbacks, health monitor and alerts) on the
+A simulated market-data feed, quote stream and broker run behind the real resilience layer (the
+factory, its proxies, breakers, retries, timeouts, cached fallbacks, stream supervisor, health
+monitor and alerts) on the
 embedded defaults: SQLite in a temporary directory and the in-process cache, no servers. The
 fault script is seeded and timed in real seconds; thresholds are scaled down (breaker reset
 after 2 s instead of 60 s, 0.3 s timeouts) so the whole story fits in about 15 seconds.

@@ -228,9 +228,7 @@ class ResilienceFactory:
         one older than ``trading.max_price_age``."""
         from .trading._freshness import TimedPrice
 
-        self._context.remember_price(
-            symbol, TimedPrice(price, timestamp=timestamp, source=source)
-        )
+        self._context.remember_price(symbol, TimedPrice(price, timestamp=timestamp, source=source))
 
     def service(self, name: str) -> ResilientService:
         """The proxy created for ``name``.

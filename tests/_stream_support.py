@@ -95,11 +95,11 @@ async def send_subscribe(conn: Any, symbols: tuple[str, ...]) -> None:
 
 
 async def eventually(
-    predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition"
+    predicate: Callable[[], bool], within: float = 10.0, what: str = "condition"
 ) -> None:
     """Wait (real time) until ``predicate()`` holds."""
     loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
+    end = loop.time() + within
     while not predicate():
         if loop.time() > end:
             raise AssertionError(f"timed out waiting for {what}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import random
 import time
@@ -16,7 +17,7 @@ from resilient.health import AlertManager, AlertRule, HealthOrchestrator, Health
 from resilient.streams import Gap, MarketCalendar, StreamSupervisor, websocket
 from resilient.testing import FakeClock, use_fake_clock
 
-WEEKDAYS = {d: "09:30-16:00" for d in ("mon", "tue", "wed", "thu", "fri")}
+WEEKDAYS = dict.fromkeys(("mon", "tue", "wed", "thu", "fri"), "09:30-16:00")
 US = MarketCalendar.build(timezone="America/New_York", sessions=WEEKDAYS, name="us")
 
 
@@ -111,7 +112,7 @@ async def test_backoff_spacing_on_the_fake_clock_while_refused() -> None:
             )
             async with sup:
                 await eventually(lambda: len(times) >= 9, what="nine attempts")
-    spacing = [b - a for a, b in zip(times, times[1:], strict=False)][:8]
+    spacing = [b - a for a, b in itertools.pairwise(times)][:8]
     for n, wait in enumerate(spacing, start=1):
         base = min(16.0, 2.0 ** (n - 1))
         assert base * 0.8 - 1e-9 <= wait <= base + 1e-9, (n, wait, spacing)
@@ -172,8 +173,14 @@ async def test_health_states() -> None:
     assert tripped.status.value == "unhealthy" and "circuit open" in tripped.detail
     assert tripped.data["connected"] is False and tripped.data["market_open"] is True
     with use_fake_clock(wall=wall_at(2026, 12, 25, 11, 0) - 1_000.0):  # Christmas
-        closed = StreamSupervisor("xmas", hang, on_message=print, calendar=US.__class__.build(
-            timezone="America/New_York", sessions=WEEKDAYS, holidays=["2026-12-25"]))
+        closed = StreamSupervisor(
+            "xmas",
+            hang,
+            on_message=print,
+            calendar=US.__class__.build(
+                timezone="America/New_York", sessions=WEEKDAYS, holidays=["2026-12-25"]
+            ),
+        )
         report = closed.health()
     assert report["status"] == "healthy" and report["next_open"] == "2026-12-28T14:30:00Z"
 
@@ -183,9 +190,7 @@ async def test_blackhole_is_detected_by_idle_timeout_and_reconnected() -> None:
     message; when the link heals the data flows again and the gap is reported."""
     rec = Recorder()
     async with quote_feed() as (server, proxy):
-        sup = supervisor(
-            proxy.port, rec, initial_delay=0.05, idle_timeout=0.3, connect_timeout=0.3
-        )
+        sup = supervisor(proxy.port, rec, initial_delay=0.05, idle_timeout=0.3, connect_timeout=0.3)
         async with sup:
             await eventually(lambda: len(rec.messages) >= 2, what="first messages")
             proxy.blackhole = True
@@ -240,16 +245,16 @@ async def test_no_spinning_while_the_server_is_down() -> None:
     rec = Recorder()
     async with quote_feed() as (_server, proxy):
         proxy.refuse = True
-        sup = supervisor(
-            proxy.port, rec, initial_delay=0.05, max_delay=0.2, failure_threshold=1000
-        )
+        sup = supervisor(proxy.port, rec, initial_delay=0.05, max_delay=0.2, failure_threshold=1000)
         wall0, cpu0 = time.monotonic(), time.process_time()
         async with sup:
             await asyncio.sleep(3.0)
         wall, cpu = time.monotonic() - wall0, time.process_time() - cpu0
     share = cpu / wall
-    print(f"\nCPU while down: {cpu * 1000:.0f} ms in {wall:.2f} s ({share:.1%}), "
-          f"{sup.attempts} attempts")
+    print(
+        f"\nCPU while down: {cpu * 1000:.0f} ms in {wall:.2f} s ({share:.1%}), "
+        f"{sup.attempts} attempts"
+    )
     assert share < 0.15, f"{share:.1%} CPU while down"
     assert 5 <= sup.attempts <= 3.0 / (0.2 * 0.8) + 5
 
@@ -262,19 +267,30 @@ async def test_market_closed_no_reconnect_storm_and_no_alert() -> None:
     registry = HealthRegistry()
     rule = AlertRule.parse(
         "stream_silent",
-        {"condition": 'stream.quotes_health == "unhealthy"', "severity": "critical",
-         "notification": "immediate"},
+        {
+            "condition": 'stream.quotes_health == "unhealthy"',
+            "severity": "critical",
+            "notification": "immediate",
+        },
     )
     saturday = wall_at(2026, 12, 5, 12, 0)
     clock = FakeClock(start=1_000.0, wall=saturday - 1_000.0)
-    orchestrator = HealthOrchestrator(registry, alerts=AlertManager([rule], clock=clock),
-                                      clock=clock)
+    orchestrator = HealthOrchestrator(
+        registry, alerts=AlertManager([rule], clock=clock), clock=clock
+    )
     async with quote_feed() as (server, proxy):
         server.silent = True
         with use_fake_clock(1_000.0, saturday - 1_000.0) as clock:
             sup = supervisor(
-                proxy.port, rec, registry, calendar=US, idle_timeout=30, alert_after=60,
-                initial_delay=1.0, max_delay=60.0, failure_threshold=3,
+                proxy.port,
+                rec,
+                registry,
+                calendar=US,
+                idle_timeout=30,
+                alert_after=60,
+                initial_delay=1.0,
+                max_delay=60.0,
+                failure_threshold=3,
             )
             orchestrator.alerts._clock = clock
             async with sup:
@@ -355,8 +371,14 @@ async def test_any_async_iterator_factory_works() -> None:
         sent.append(items)
 
     sup = StreamSupervisor(
-        "gen", source, on_message=rec.append, subscribe=subscribe, subscriptions=["X"],
-        registry=HealthRegistry(), initial_delay=0.01, max_delay=0.02,
+        "gen",
+        source,
+        on_message=rec.append,
+        subscribe=subscribe,
+        subscriptions=["X"],
+        registry=HealthRegistry(),
+        initial_delay=0.01,
+        max_delay=0.02,
     )
     async with sup:
         await eventually(lambda: generations >= 3, what="three connections")

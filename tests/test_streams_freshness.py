@@ -69,7 +69,7 @@ def setup(config: Config) -> tuple[ResilienceFactory, Feed, Any, str]:
 async def test_order_valued_on_an_old_cached_price_is_refused(clock: FakeClock) -> None:
     """The issue's example: the feed is down, the fallback serves a StalePrice two minutes
     old; a market order valued on it is refused with rule ``stale_price``."""
-    factory, feed, (data, broker), service = setup(make_config(60.0))
+    factory, feed, (data, broker), _ = setup(make_config(60.0))
     assert await data.get_current_price("AAPL") == 100.0
     feed.down = True
     clock.advance(120)
@@ -120,7 +120,7 @@ async def test_fresh_stream_price_values_the_order_while_rest_is_down(clock: Fak
     order = await broker.place_order("AAPL", 1)
     assert order["symbol"] == "AAPL"
     clock.advance(59)
-    with pytest.raises(RiskLimitError, match="stale_price|61"):
+    with pytest.raises(RiskLimitError, match="stale_price"):
         await broker.place_order("AAPL", 1)
     await factory.shutdown()
 
@@ -138,7 +138,10 @@ async def test_read_with_max_age_raises_instead_of_an_old_value(clock: FakeClock
         await data.get_current_price("AAPL", max_age=5)
     assert info.value.age == pytest.approx(13) and info.value.max_age == 5
     assert info.value.service == service and info.value.method == "get_current_price"
-    assert "max_age" in str(info.value) and info.value.error_type in ("ConnectionResetError", "CircuitOpenError")
+    assert "max_age" in str(info.value) and info.value.error_type in (
+        "ConnectionResetError",
+        "CircuitOpenError",
+    )
     assert isinstance(await data.get_current_price("AAPL"), StalePrice)  # without: served
     await factory.shutdown()
 
@@ -170,9 +173,7 @@ async def test_limits_per_symbol_class_and_service(clock: FakeClock) -> None:
         ('max_price_age = { symbols = { "*/USD" = "fast" } }', "max_price_age.symbols.*/USD"),
     ],
 )
-def test_invalid_max_price_age_is_a_config_error(
-    toml: str, message: str, tmp_path: Any
-) -> None:
+def test_invalid_max_price_age_is_a_config_error(toml: str, message: str, tmp_path: Any) -> None:
     """A wrong ``trading.max_price_age`` fails at load naming the key and the fix."""
     (tmp_path / "settings.toml").write_text(f"[default.trading]\n{toml}\n")
     with pytest.raises(ConfigError, match="max_price_age") as info:

@@ -22,6 +22,7 @@ from typing import Any
 __all__ = ["PriceAgeLimits"]
 
 _KEYS = ("default", "symbols", "services")
+_DEFAULT = 60.0
 
 
 def _seconds(value: Any) -> float | None:
@@ -36,7 +37,7 @@ def _seconds(value: Any) -> float | None:
 class PriceAgeLimits:
     """The resolved ``trading.max_price_age`` (seconds; 0 means no limit)."""
 
-    default: float = 60.0
+    default: float = _DEFAULT
     symbols: tuple[tuple[str, float], ...] = ()  # (pattern, seconds), longest pattern first
     services: tuple[tuple[str, float], ...] = ()
 
@@ -91,7 +92,7 @@ class PriceAgeLimits:
             fix = f"did you mean {close[0]}?" if close else "use default, symbols, services"
             report(f"{key}.{unknown}", "is not a known key", fix)
             ok = False
-        default = _seconds(raw.get("default", cls.default))
+        default = _seconds(raw.get("default", _DEFAULT))
         if default is None:
             report(f"{key}.default", "must be a number of seconds ≥ 0", "write default = 60.0")
             ok = False

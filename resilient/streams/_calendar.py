@@ -7,6 +7,7 @@ only over open hours, and its health component stays healthy while the market is
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 __all__ = ["WEEKDAYS", "MarketCalendar"]
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_FULL_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _SESSION = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
 _DAY = 86_400
 _SEARCH_DAYS = 40  # the longest run of closed days a calendar may hold before it is "never open"
@@ -28,7 +30,7 @@ def _minutes(hours: str, minutes: str) -> int:
 def _parse_session(text: str, where: str) -> tuple[int, int]:
     m = _SESSION.match(text)
     if m is None:
-        raise ValueError(f"{where}: {text!r} is not a session; write it like \"09:30-16:00\"")
+        raise ValueError(f'{where}: {text!r} is not a session; write it like "09:30-16:00"')
     start, end = _minutes(m[1], m[2]), _minutes(m[3], m[4])
     if not (0 <= start < end <= 24 * 60) or int(m[2]) > 59 or int(m[4]) > 59:
         raise ValueError(
@@ -47,7 +49,7 @@ def _parse_holiday(value: Any, where: str) -> dt.date:
             return dt.date.fromisoformat(value.strip())
         except ValueError:
             pass
-    raise ValueError(f"{where}: {value!r} is not a date; write it like \"2026-12-25\"")
+    raise ValueError(f'{where}: {value!r} is not a date; write it like "2026-12-25"')
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,17 +87,17 @@ class MarketCalendar:
             ZoneInfo(timezone)
         except (ZoneInfoNotFoundError, ValueError, TypeError):
             raise ValueError(
-                f"{where}: unknown timezone {timezone!r}; use an IANA name like "
-                "\"America/New_York\""
+                f'{where}: unknown timezone {timezone!r}; use an IANA name like "America/New_York"'
             ) from None
         days: list[tuple[tuple[int, int], ...]] = [()] * 7
         for key, value in sessions.items():
-            day = str(key).strip().lower()[:3]
-            if day not in WEEKDAYS or len(str(key).strip()) < 3:
+            word = str(key).strip().lower()
+            day = word[:3]
+            if day not in WEEKDAYS or word not in (day, _FULL_NAMES[WEEKDAYS.index(day)]):
                 raise ValueError(f"{where}: {key!r} is not a weekday; use mon, tue, … sun")
             texts = [value] if isinstance(value, str) else list(value)
             parsed = sorted(_parse_session(str(t), f"{where} {day}") for t in texts if str(t))
-            for (_, end), (start, _) in zip(parsed, parsed[1:], strict=False):
+            for (_, end), (start, _) in itertools.pairwise(parsed):
                 if start < end:
                     raise ValueError(f"{where} {day}: sessions overlap")
             days[WEEKDAYS.index(day)] = tuple(parsed)

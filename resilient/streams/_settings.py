@@ -60,16 +60,16 @@ _POSITIVE |= {"alert_after", "failure_threshold", "reset_timeout"}
 _CALENDAR_KEYS = {"timezone", "sessions", "holidays"}
 
 
-def _check(key: str, typ: type, raw: Any) -> tuple[Any, str, str] | tuple[Any, None, None]:
-    """``(value, None, None)`` or ``(None, rule, fix)``."""
+def _check(key: str, typ: type, raw: Any) -> tuple[Any, str | None, str]:
+    """``(value, None, "")`` or ``(None, rule, fix)``."""
     name = key.rsplit(".", 1)[-1]
     if typ is bool:
         if isinstance(raw, bool):
-            return raw, None, None
+            return raw, None, ""
         return None, "must be a boolean (true/false)", "write true or false"
     if typ is str:
         if isinstance(raw, str):
-            return raw, None, None
+            return raw, None, ""
         return None, "must be a string", "quote the value"
     if isinstance(raw, dt.timedelta):
         raw = raw.total_seconds()
@@ -88,7 +88,7 @@ def _check(key: str, typ: type, raw: Any) -> tuple[Any, str, str] | tuple[Any, N
         return None, "must be between 0 and 1", "write a share, e.g. 0.2 for ±20 %"
     if name == "multiplier" and value < 1:
         return None, "must be ≥ 1", "waits must not shrink: use 2.0 to double them"
-    return value, None, None
+    return value, None, ""
 
 
 def stream_settings(config: Config, name: str, **overrides: Any) -> StreamSettings:
@@ -124,7 +124,7 @@ def stream_settings(config: Config, name: str, **overrides: Any) -> StreamSettin
                 continue
             checked, rule, fix = _check(f"{where}.{key}", typ, value)
             if rule is not None:
-                problem(f"{where}.{key}", rule, fix or "")
+                problem(f"{where}.{key}", rule, fix)
             else:
                 values[key] = checked
     for key, value in overrides.items():
@@ -173,7 +173,9 @@ def _calendar(section: Mapping[str, Any], name: str, problem: Any) -> MarketCale
         return None
     raw = {str(k).lower(): v for k, v in raw.items()}
     for unknown in sorted(set(raw) - _CALENDAR_KEYS):
-        problem(f"{where}.{unknown}", "is not a calendar setting", "use timezone, sessions, holidays")
+        problem(
+            f"{where}.{unknown}", "is not a calendar setting", "use timezone, sessions, holidays"
+        )
     sessions = raw.get("sessions", {})
     holidays = raw.get("holidays", [])
     if not isinstance(sessions, Mapping):

@@ -29,7 +29,9 @@ from ._settings import StreamSettings, stream_settings
 __all__ = ["Gap", "StreamSupervisor"]
 
 Connect = Callable[[], Any]  # returns an async iterable of messages, or an awaitable of one
-Subscriber = Callable[[Any, tuple[str, ...]], Any]  # (connection, subscriptions) -> None | awaitable
+Subscriber = Callable[
+    [Any, tuple[str, ...]], Any
+]  # (connection, subscriptions) -> None | awaitable
 
 _POLL = 0.002  # real seconds between looks at a fake clock
 _CLOSE_LIMIT = 2.0  # real seconds a connection gets to close before its transport is aborted
@@ -103,7 +105,7 @@ async def _limited(clock: _clock.Clock, seconds: float, awaitable: Awaitable[Any
         task.cancel()
         with contextlib.suppress(BaseException):
             await task
-        raise asyncio.TimeoutError(f"no answer within {seconds:g}s")
+        raise TimeoutError(f"no answer within {seconds:g}s")
     return task.result()
 
 
@@ -415,7 +417,7 @@ class StreamSupervisor:
                 if idle_at is not None and now >= idle_at:
                     raise _Ended("idle")
                 until = idle_at
-                if beat > 0:
+                if beat > 0 and heartbeat is not None:
                     if ping is None and now >= alive + beat:
                         ping = asyncio.ensure_future(heartbeat(conn))
                         ping_deadline = now + s.heartbeat_timeout
