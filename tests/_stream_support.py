@@ -85,6 +85,9 @@ async def quote_feed(interval: float = 0.01) -> AsyncIterator[tuple[QuoteServer,
     try:
         yield server, proxy
     finally:
+        # Let connections accepted just before (the supervisor's last attempt) reach their
+        # handler: FaultProxy.stop() only cancels handlers that have started.
+        await asyncio.sleep(0.05)
         await proxy.stop()
         await server.stop()
 

@@ -203,3 +203,47 @@ def test_timed_price_is_a_float_with_an_age(clock: FakeClock) -> None:
     assert TimedPrice(1.0).age == pytest.approx(0.0)
     with pytest.raises(ValueError, match="positive"):
         TimedPrice(-1.0)
+
+
+class SyncFeed:
+    """A synchronous market-data SDK."""
+
+    def __init__(self) -> None:
+        self.down = False
+
+    def get_latest_price(self, symbol: str) -> float:
+        if self.down:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        return 100.0
+
+
+class SyncBroker:
+    """A synchronous paper broker."""
+
+    paper = True
+
+    def __init__(self) -> None:
+        self.orders: list[tuple[str, float]] = []
+
+    def place_order(self, symbol: str, qty: float, client_order_id: str | None = None) -> str:
+        self.orders.append((symbol, qty))
+        return "ok"
+
+
+async def test_sync_orders_are_guarded_too(clock: FakeClock) -> None:
+    """A synchronous broker and market-data client get the same guard and ``max_age=``."""
+    factory = ResilienceFactory(make_config(60.0), database=False, logging=False)
+    feed, sync_broker = SyncFeed(), SyncBroker()
+    data = factory.create_resilient_market_data(feed, f"sdata_{uuid.uuid4().hex[:6]}")
+    broker = factory.create_resilient_broker(sync_broker, f"sbroker_{uuid.uuid4().hex[:6]}")
+    assert data.get_latest_price("AAPL") == 100.0
+    feed.down = True
+    clock.advance(30)
+    assert broker.place_order("AAPL", 1) == "ok"
+    with pytest.raises(StaleDataError):
+        data.get_latest_price("AAPL", max_age=10)
+    clock.advance(40)
+    with pytest.raises(RiskLimitError) as info:
+        broker.place_order("AAPL", 1)
+    assert info.value.rule == "stale_price" and len(sync_broker.orders) == 1
+    await factory.shutdown()

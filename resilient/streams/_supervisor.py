@@ -98,8 +98,10 @@ async def _limited(clock: _clock.Clock, seconds: float, awaitable: Awaitable[Any
     task = asyncio.ensure_future(awaitable)
     try:
         done = await _wait({task}, clock, clock.monotonic() + seconds)
-    except BaseException:
+    except BaseException:  # stopped: settle the attempt so its socket is closed, not leaked
         task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
         raise
     if not done:
         task.cancel()
@@ -460,11 +462,11 @@ class StreamSupervisor:
             for fut in (nxt, ping):
                 if fut is not None and not fut.done():
                     fut.cancel()
-            await self._close(conn)
-            for fut in (nxt, ping):
+            for fut in (nxt, ping):  # settle them first: a generator cannot close mid-read
                 if fut is not None:
                     with contextlib.suppress(BaseException):
                         await fut
+            await self._close(conn)
 
     async def _report_gap(self, end: float) -> None:
         """Data resumed after an outage: report what was missed, before the new data."""
