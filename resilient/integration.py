@@ -25,6 +25,7 @@ from ._sanitize import sanitize
 from .config import Config, current_config, subscribe
 from .health import HealthOrchestrator, HealthRegistry
 from .trading._context import TradingContext
+from .trading._freshness import TimedPrice
 from .trading._proxy import ResilientService
 from .trading._settings import DEFAULTS_KEY, service_settings
 
@@ -226,8 +227,6 @@ class ResilienceFactory:
         """Record a price seen on a stream (``timestamp``: when it was observed, wall-clock
         seconds; default now). Orders are valued on the freshest price known, and never on
         one older than ``trading.max_price_age``."""
-        from .trading._freshness import TimedPrice
-
         self._context.remember_price(symbol, TimedPrice(price, timestamp=timestamp, source=source))
 
     def service(self, name: str) -> ResilientService:

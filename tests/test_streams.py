@@ -216,7 +216,7 @@ async def test_heartbeat_detects_a_dead_link_before_the_idle_timeout() -> None:
             initial_delay=0.05,
             idle_timeout=60,
             heartbeat_interval=0.1,
-            heartbeat_timeout=0.2,
+            heartbeat_timeout=0.5,
         )
         async with sup:
             await eventually(lambda: server.connections == 1, what="a connection")

@@ -24,6 +24,8 @@ from .._exceptions import CircuitOpenError
 from .._logging import logger
 from .._sanitize import sanitize
 from ..config import Config, current_config
+from ..health import HealthRegistry
+from ..health import registry as default_registry
 from ._settings import StreamSettings, stream_settings
 
 __all__ = ["Gap", "StreamSupervisor"]
@@ -154,7 +156,7 @@ class StreamSupervisor:
         heartbeat: Callable[[Any], Awaitable[Any]] | None = None,
         subscriptions: Iterable[str] = (),
         config: Config | None = None,
-        registry: Any = None,
+        registry: HealthRegistry | None = None,
         rng: random.Random | None = None,
         **options: Any,
     ) -> None:
@@ -174,7 +176,7 @@ class StreamSupervisor:
         self._on_gap = on_gap
         self._heartbeat = heartbeat
         self._subs: dict[str, None] = dict.fromkeys(subscriptions)
-        self._registry = registry
+        self._registry = registry if registry is not None else default_registry
         self._rng = rng if rng is not None else random.Random()
         self._task: asyncio.Task[None] | None = None
         self._conn: Any = None
@@ -530,11 +532,7 @@ class StreamSupervisor:
 
     # -- health -------------------------------------------------------------------------
 
-    def _health_registry(self) -> Any:
-        if self._registry is None:
-            from ..health import registry
-
-            self._registry = registry
+    def _health_registry(self) -> HealthRegistry:
         return self._registry
 
     def health(self) -> dict[str, Any]:
