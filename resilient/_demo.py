@@ -1,7 +1,8 @@
 """``resilient demo``: a simulated trading session through a scripted outage.
 
-A simulated market-data feed and broker run behind the real resilience layer (the factory,
-its proxies, breakers, retries, timeouts, cached fallbacks, health monitor and alerts) on the
+A simulated market-data feed, quote stream and broker run behind the real resilience layer (the
+factory, its proxies, breakers, retries, timeouts, cached fallbacks, stream supervisor, health
+monitor and alerts) on the
 embedded defaults: SQLite in a temporary directory and the in-process cache, no servers. The
 fault script is seeded and timed in real seconds; thresholds are scaled down (breaker reset
 after 2 s instead of 60 s, 0.3 s timeouts) so the whole story fits in about 15 seconds.
@@ -112,6 +113,56 @@ class DemoResult:
             "events": self.events,
             "health": self.health,
         }
+
+
+def _demo_stream(record: Callable[..., None], factory: Any, counts: dict[str, int]) -> Any:
+    """The stream phase: a simulated crypto quote stream (no server, no websockets) that
+    drops its connection after 1 s and goes silent from 2 s to 2.8 s; the supervisor
+    reconnects, resubscribes and reports each gap."""
+    from .streams import Gap, StreamSupervisor
+
+    started = time.monotonic()
+    state = {"dropped": False}
+
+    async def quotes() -> Any:  # one "connection": an async iterator of quotes
+        price = 97_000.0
+        while True:
+            await asyncio.sleep(0.05)
+            elapsed = time.monotonic() - started
+            if elapsed > 1.0 and not state["dropped"]:
+                state["dropped"] = True
+                raise ConnectionResetError(104, "Connection reset by peer")
+            if 2.0 < elapsed < 2.8:
+                continue  # silent
+            price += 1.0
+            yield {"S": "BTC/USD", "p": price}
+
+    def on_message(quote: dict[str, Any]) -> None:
+        counts["stream_messages"] += 1
+        factory.record_price(quote["S"], quote["p"], source="quotes")
+
+    def on_gap(gap: Gap) -> None:
+        counts["stream_gaps"] += 1
+        record(
+            "stream",
+            f"quotes: data again after {gap.reason}; backfill {gap.seconds:.2f}s of "
+            f"{', '.join(gap.subscriptions)} over REST",
+            reason=gap.reason,
+        )
+
+    return StreamSupervisor(
+        "quotes",
+        quotes,
+        on_message=on_message,
+        on_gap=on_gap,
+        subscriptions=["BTC/USD"],
+        registry=factory.registry,
+        config=factory.config,
+        initial_delay=0.1,
+        max_delay=0.5,
+        idle_timeout=0.4,
+        alert_after=5.0,
+    )
 
 
 def demo_config(base: Config | None = None, *, sqlite_path: str = ":memory:") -> Config:
@@ -253,6 +304,8 @@ async def run_demo(
             "lost_responses_recovered",
             "timeouts",
             "rate_limited_429",
+            "stream_messages",
+            "stream_gaps",
         ),
         0,
     )
@@ -310,7 +363,7 @@ async def run_demo(
         with contextlib.suppress(Exception):
             resilient.breakers.remove(name)
     factory = ResilienceFactory(config, logging=False)
-    feed, broker = SimulatedFeed(seed), None
+    feed, broker, stream = SimulatedFeed(seed), None, None
     try:
         await factory.initialize_resilience()
         orchestrator = factory.get_orchestrator()
@@ -331,6 +384,8 @@ async def run_demo(
         data = factory.create_resilient_market_data(feed, "main_data")
         broker = factory.create_resilient_broker(sim_broker, "main_broker")
         factory.register_paper_broker(PaperBroker(feed.get_current_price))
+        stream = _demo_stream(record, factory, counts)
+        stream.start()
         database = factory._database
         if database is not None:
             await database.execute(
@@ -422,6 +477,7 @@ async def run_demo(
                 if recovered or now >= deadline:
                     break
             await asyncio.sleep(0.15)
+        await stream.stop()  # the stream phase is over (its component leaves the report)
         await orchestrator.run_cycle()  # a last cycle so alerts resolve on the final state
         result.health = await orchestrator.get_system_health()
         remove_alert()
@@ -432,6 +488,8 @@ async def run_demo(
             counts["orders_in_database"] = int(stored or 0)
     finally:
         remove_hook()
+        if stream is not None:
+            await stream.stop()
         await factory.shutdown()
         for name in ("main_data", "main_broker"):
             with contextlib.suppress(Exception):
@@ -452,6 +510,7 @@ async def run_demo(
         "lost_response_not_duplicated": counts["lost_responses_recovered"] == 1
         and all(n == 1 for n in per_intent.values()),
         "risk_limit_enforced": counts["orders_refused"] == 1,
+        "stream_reconnected": counts["stream_gaps"] >= 1 and counts["stream_messages"] > 0,
         "final_health_healthy": result.health.get("overall_status") == "healthy",
     }
     return result

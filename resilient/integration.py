@@ -30,6 +30,7 @@ from ._sanitize import sanitize
 from .config import Config, current_config, subscribe
 from .health import HealthOrchestrator, HealthRegistry
 from .trading._context import TradingContext
+from .trading._freshness import TimedPrice
 from .trading._proxy import ResilientService
 from .trading._settings import DEFAULTS_KEY, service_settings
 from .trading._unknown import UnknownOrders
@@ -389,6 +390,14 @@ class ResilienceFactory:
             ValueError: not a trading state.
         """
         self._context.state.set(state)
+
+    def record_price(
+        self, symbol: str, price: float, *, timestamp: float | None = None, source: str = ""
+    ) -> None:
+        """Record a price seen on a stream (``timestamp``: when it was observed, wall-clock
+        seconds; default now). Orders are valued on the freshest price known, and never on
+        one older than ``trading.max_price_age``."""
+        self._context.remember_price(symbol, TimedPrice(price, timestamp=timestamp, source=source))
 
     def service(self, name: str) -> ResilientService:
         """The proxy created for ``name``.

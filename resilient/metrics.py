@@ -15,6 +15,8 @@ The names follow Resilience4j's micrometer names and stamina's retry counter, un
 ``resilient_pool_connections{pool,state}``                  state: in_use, idle, max
 ``resilient_pool_utilization_ratio{pool}``                  in_use / max, 0..1
 ``resilient_ratelimit_usage_ratio{name}``                   used / limit in the current window
+``resilient_stream_last_message_age_seconds{stream}``       seconds since a stream's last message
+``resilient_stream_reconnects_total{reason,stream}``        reconnections of a stream, by reason
 ``resilient_<name>_total{...}``                             counters added with :func:`inc`
 ==========================================================  =====================================
 
@@ -50,6 +52,7 @@ __all__ = [
     "reset",
     "set_pool_usage",
     "set_rate_limit_usage",
+    "set_stream_source",
     "snapshot",
 ]
 
@@ -65,6 +68,7 @@ _pools: dict[str, tuple[int, int, int]] = {}
 _pool_sources: dict[str, Callable[[], Any]] = {}
 _ratelimits: dict[str, tuple[float, float]] = {}
 _custom: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+_streams: dict[str, Callable[[], float | None]] = {}  # stream -> last message age (streams)
 
 
 def record_retry(name: str, attempt: int, exc: BaseException | None) -> None:
@@ -125,6 +129,16 @@ def set_rate_limit_usage(name: str, *, used: float, limit: float) -> None:
         _ratelimits[name] = (float(used), float(limit))
 
 
+def set_stream_source(stream: str, age: Callable[[], float | None] | None) -> None:
+    """Read stream ``stream``'s last-message age from ``age()`` at each scrape (``None``
+    removes it). Reconnections are counted with ``inc("stream_reconnects", ...)``."""
+    with _lock:
+        if age is None:
+            _streams.pop(stream, None)
+        else:
+            _streams[stream] = age
+
+
 def inc(name: str, labels: Mapping[str, str] | None = None, amount: float = 1.0) -> None:
     """Add ``amount`` to the counter ``resilient_<name>_total{labels}``.
 
@@ -151,6 +165,7 @@ def reset() -> None:
         _pools.clear()
         _pool_sources.clear()
         _ratelimits.clear()
+        _streams.clear()
 
 
 def _pool_values() -> dict[str, tuple[int, int, int]]:
@@ -304,6 +319,21 @@ class _Collector:
         for name, (used, limit) in ratelimits.items():
             usage.add_metric([name], (used / limit) if limit else 0.0)
         yield usage
+        ages = GaugeMetricFamily(
+            f"{PREFIX}_stream_last_message_age_seconds",
+            "Seconds since a supervised stream's last message.",
+            labels=["stream"],
+        )
+        with _lock:
+            streams = dict(_streams)
+        for stream, age in streams.items():
+            try:
+                value = age()
+            except Exception:  # a failing source must not break a scrape
+                continue
+            if value is not None:
+                ages.add_metric([stream], value)
+        yield ages
 
         by_name: dict[str, list[tuple[tuple[tuple[str, str], ...], float]]] = {}
         for (base, items), total in custom.items():

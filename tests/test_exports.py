@@ -104,6 +104,14 @@ EXPORTS: dict[str, list[str]] = {
     "resilient.integration": [
         "ResilienceFactory",
     ],
+    "resilient.streams": [
+        "Gap",
+        "MarketCalendar",
+        "StreamSettings",
+        "StreamSupervisor",
+        "stream_settings",
+        "websocket",
+    ],
     "resilient.testing": [
         "FAULT_KINDS",
         "Call",

@@ -11,6 +11,7 @@ from typing import Any, get_type_hints
 from .._exceptions import ConfigError, ConfigProblem
 from .._sanitize import MASK, is_secret_key, mask_url, sanitize, url_secret_parts
 from ._bounds import ATTEMPTS, COUNT, DELAY, DURATION, NOTIONAL, POOL, RATE, TTL, Bound
+from ._price_age import PriceAgeLimits
 
 __all__ = [
     "ENVIRONMENTS",
@@ -170,6 +171,11 @@ class TradingSettings:
     order_lookup_backoff: float = _rule(
         bound=DELAY, doc="First wait between those look-ups (seconds, doubling)", default=0.5
     )
+    # stale-price guard: seconds, or a table per symbol class / service (see _price_age.py)
+    max_price_age: PriceAgeLimits = field(
+        default=PriceAgeLimits(),
+        metadata={"parse": PriceAgeLimits.parse, "doc": "Oldest price that may value an order"},
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +280,8 @@ def _check_value(
     problem: Callable[[str, str, str], None],
 ) -> Any:
     key = f"{section}.{name}"
+    if (parse := meta.get("parse")) is not None:  # a structured value (trading.max_price_age)
+        return parse(key, value, problem)
     optional = False
     if typ == (str | None):
         optional, typ = True, str

@@ -6,6 +6,7 @@ Most users reach this through :class:`resilient.integration.ResilienceFactory`.
 
 from __future__ import annotations
 
+from ._freshness import StaleDataError, TimedPrice
 from ._orders import OrderIntent, new_client_order_id, prepare_order_call
 from ._paper import PaperBroker, PaperOrder
 from ._proxy import ResilientService
@@ -29,7 +30,9 @@ __all__ = [
     "RiskDecision",
     "ServiceRateLimiter",
     "ServiceSettings",
+    "StaleDataError",
     "StalePrice",
+    "TimedPrice",
     "last_fallback",
     "new_client_order_id",
     "prepare_order_call",

@@ -11,12 +11,13 @@ from typing import Any
 
 from .._clock import get_clock
 from ..config import Config, current_config
+from ._freshness import TimedPrice, stamp  # stale-price guard
 from ._methods import is_async, public_methods
 from ._risk import RiskChecker
 from ._state import TradingState
 from ._throttle import OrderThrottle
 from ._unknown import UnknownOrders
-from ._values import PRICE_METHODS, price_of
+from ._values import PRICE_METHODS, last_fallback
 
 __all__ = ["TradingContext"]
 
@@ -101,8 +102,19 @@ class TradingContext:
     # -- prices -----------------------------------------------------------------------------
 
     def remember_price(self, symbol: str, price: float) -> None:
-        """Keep the last good price of ``symbol`` (used to value market orders)."""
-        self._prices[symbol] = (price, get_clock().monotonic())
+        """Keep the last good price of ``symbol`` (used to value market orders), with the time
+        it was observed: a :class:`TimedPrice` keeps its own, an older one never replaces a
+        younger one (stale-price guard)."""
+        at = price.at if isinstance(price, TimedPrice) else get_clock().monotonic()
+        held = self._prices.get(symbol)
+        if held is None or at >= held[1]:
+            self._prices[symbol] = (price, at)
+
+    def _remembered(self, symbol: str) -> TimedPrice | None:
+        held = self._prices.get(symbol)
+        if held is None:
+            return None
+        return held[0] if isinstance(held[0], TimedPrice) else TimedPrice(held[0], at=held[1])
 
     def last_price(self, symbol: str) -> tuple[float, float] | None:
         """``(price, age in seconds)`` of the last good price seen, or ``None``."""
@@ -125,7 +137,7 @@ class TradingContext:
         readers.extend(extra)
         return readers
 
-    def risk_price(self, symbol: str, value: Any) -> float | None:
+    def risk_price(self, symbol: str, value: Any, before: Any = None) -> float | None:
         """Whether a price answer may value an order in a risk check, and the price if so.
 
         The one place every price used by a risk check passes through: a cached fallback
@@ -133,46 +145,45 @@ class TradingContext:
         """
         if getattr(value, "stale", False):
             return None
-        price = price_of(value)
+        price = stamp(value, before)  # with the time it was observed (stale-price guard)
         if price is None or not math.isfinite(price):
             return None
         self.remember_price(symbol, price)
         return price
 
-    def _last_good(self, symbol: str) -> float | None:
-        last = self.last_price(symbol)
-        return last[0] if last is not None else None
-
     async def aprice(
         self, symbol: str, *, extra: Sequence[Callable[..., Any]] = ()
     ) -> float | None:
         """The current price of ``symbol`` for a risk check: from the market-data services'
-        live readers (then ``extra`` readers), else the last live price seen."""
+        live readers (then ``extra`` readers), else the freshest live price remembered (a
+        stream's included), with the time it was observed (stale-price guard)."""
         for reader in self._price_readers(extra):
+            before = last_fallback()
             try:
                 value = reader(symbol)
                 if isinstance(value, Awaitable):
                     value = await value
             except Exception:
                 continue
-            price = self.risk_price(symbol, value)
+            price = self.risk_price(symbol, value, before)
             if price is not None:
                 return price
-        return self._last_good(symbol)
+        return self._remembered(symbol)
 
     def price_sync(self, symbol: str, *, extra: Sequence[Callable[..., Any]] = ()) -> float | None:
         """Like :meth:`aprice` for synchronous orders (only synchronous readers are asked)."""
         for reader in self._price_readers(extra):
             if is_async(reader):
                 continue
+            before = last_fallback()
             try:
                 value = reader(symbol)
             except Exception:
                 continue
-            price = self.risk_price(symbol, value)
+            price = self.risk_price(symbol, value, before)
             if price is not None:
                 return price
-        return self._last_good(symbol)
+        return self._remembered(symbol)
 
 
 def _adapt(fn: Callable[..., Any], asynchronous: bool) -> Callable[..., Any]:

@@ -35,6 +35,7 @@ from .._classify import (
 from .._clock import get_clock
 from .._exceptions import CircuitOpenError, RiskLimitError, TradingDisabledError
 from .._sanitize import sanitize
+from ._freshness import with_max_age  # stale-price guard: max_age= on reads
 from ._methods import guess_kind, is_async, public_methods
 from ._orders import OrderCall, OrderIntent, prepare_order_call
 from ._ratelimit import RateLimitExceeded, ServiceRateLimiter
@@ -251,6 +252,8 @@ class ResilientService:
             if method_name in undeclared:
                 wrapped = self._guarded(method_name, bound, wrapped, is_async(bound))
             wrapped = self._timed(wrapped, bound)
+            if kind == "read":  # stale-price guard: max_age= (trading/_freshness.py)
+                wrapped = with_max_age(wrapped, bound, name, method_name, is_async(bound))
             self._methods[method_name] = wrapped
             self.__dict__[method_name] = wrapped
         self.__dict__["_undeclared"] = frozenset(undeclared)

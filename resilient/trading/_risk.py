@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from .._exceptions import RiskLimitError, TradingDisabledError
 from .._logging import logger
 from ..config import FeatureSettings, TradingSettings
+from ._freshness import check_price_age  # stale-price guard
 from ._orders import OrderIntent
 
 __all__ = [
@@ -168,6 +169,8 @@ class RiskChecker:
         what = intent.symbol or "the order"
         candidates = [p for p in (intent.price, market_price) if p is not None and p > 0]
         price = max(candidates) if candidates and math.isfinite(max(candidates)) else None
+        if market_price is not None and market_price > 0:  # stale-price guard (_freshness.py)
+            check_price_age(self, intent.symbol, market_price)
         if price is None:
             raise RiskLimitError(
                 "trading.max_order_size",

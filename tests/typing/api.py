@@ -79,3 +79,19 @@ async def misuse() -> None:
     # The ignores are checked (warn_unused_ignores): these calls must be type errors.
     sync_quote(1)  # type: ignore[arg-type]
     await get_account("a", currency=1)  # type: ignore[arg-type]
+
+
+async def streams() -> None:
+    from resilient.streams import Gap, StreamSupervisor, websocket
+    from resilient.trading import TimedPrice
+
+    def backfill(gap: Gap) -> None:
+        assert_type(gap.seconds, float)
+
+    quotes = StreamSupervisor("typing-quotes", websocket("ws://127.0.0.1:1"), on_message=print)
+    async with quotes:
+        await quotes.subscribe("AAPL")
+    assert_type(quotes.subscriptions, tuple[str, ...])
+    assert_type(quotes.last_message_age(), float | None)
+    assert_type(TimedPrice(1.0, source="ws").age, float)
+    StreamSupervisor("typing-gaps", websocket("ws://x"), on_message=print, on_gap=backfill)
