@@ -188,6 +188,7 @@ def success_path(b: Bench) -> None:
             resilient.resilient("bench-s-full", value=0)(raw),
         ),
         ("resilient @timeout (worker thread)", resilient.timeout(5)(raw)),
+        ("resilient @bulkhead", resilient.bulkhead("bench-s-bh", max_concurrent=8)(raw)),
     ]
     for name, fn in cases:
         b.add("success", "sync", name, b.sync(fn, base=raw))
@@ -216,6 +217,7 @@ def success_path(b: Bench) -> None:
         ("resilient @retry", resilient.retry(name="bench-a-r")(araw)),
         ("resilient @fallback", resilient.fallback(value=0)(araw)),
         ("resilient @timeout", resilient.timeout(5)(araw)),
+        ("resilient @bulkhead", resilient.bulkhead("bench-a-bh", max_concurrent=8)(araw)),
         ("resilient retry ∘ breaker", resilient.retry()(resilient.breaker("bench-a-rb")(araw))),
         (
             "resilient @resilient (fb ∘ retry ∘ breaker)",

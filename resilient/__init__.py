@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from ._breaker import Breaker, BreakerSnapshot, breaker, breakers, get_breaker
+from ._bulkhead import Bulkhead, BulkheadSnapshot, bulkhead, bulkheads, get_bulkhead
 from ._cache import CachedValue, FallbackCache, get_fallback_cache, set_fallback_cache
 from ._clock import FakeClock, get_clock, set_clock, use_clock
 from ._compose import resilient
 from ._context import correlation_id
 from ._deadline import deadline
 from ._exceptions import (
+    BulkheadFullError,
     CircuitOpenError,
     ConfigError,
     ResilientError,
@@ -29,6 +31,9 @@ __version__ = "0.1.0"
 __all__ = [
     "Breaker",
     "BreakerSnapshot",
+    "Bulkhead",
+    "BulkheadFullError",
+    "BulkheadSnapshot",
     "CachedValue",
     "CircuitOpenError",
     "ConfigError",
@@ -47,6 +52,8 @@ __all__ = [
     "add_hook",
     "breaker",
     "breakers",
+    "bulkhead",
+    "bulkheads",
     "classify",
     "correlation_id",
     "deadline",
@@ -55,6 +62,7 @@ __all__ = [
     "fallback",
     "fallback_status",
     "get_breaker",
+    "get_bulkhead",
     "get_clock",
     "get_fallback_cache",
     "record_error",

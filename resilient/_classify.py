@@ -18,7 +18,7 @@ from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from time import time as _wall_time
 
-from ._exceptions import CircuitOpenError, RiskLimitError
+from ._exceptions import BulkheadFullError, CircuitOpenError, RiskLimitError
 from ._exceptions import TimeoutError as ResilientTimeoutError
 
 __all__ = [
@@ -47,6 +47,7 @@ class ErrorCategory(StrEnum):
     DATABASE = "database"
     CIRCUIT_OPEN = "circuit_open"
     RISK_LIMIT = "risk_limit"
+    BULKHEAD_FULL = "bulkhead_full"
     INTERNAL = "internal"
 
     def __str__(self) -> str:
@@ -225,6 +226,8 @@ def _compute_by_type(cls: type[BaseException]) -> ErrorCategory:
         return ErrorCategory.CIRCUIT_OPEN
     if issubclass(cls, RiskLimitError):
         return ErrorCategory.RISK_LIMIT
+    if issubclass(cls, BulkheadFullError):
+        return ErrorCategory.BULKHEAD_FULL
     if issubclass(cls, ResilientTimeoutError | TimeoutError | asyncio.TimeoutError):
         return ErrorCategory.TIMEOUT
     names = {c.__name__ for c in cls.__mro__}

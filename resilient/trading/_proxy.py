@@ -78,6 +78,18 @@ _call_started: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 )
 
 
+def _priority_bulkhead(call: Callable[..., Any], svc: ServiceSettings, kind: str) -> Any:
+    """[load] The service's bulkhead around one method, at the priority of its kind."""
+    from .._bulkhead import get_bulkhead
+
+    return get_bulkhead(
+        svc.name,
+        max_concurrent=svc.bulkhead,
+        max_queue=svc.bulkhead_max_queue,
+        queue_timeout=svc.bulkhead_queue_timeout,
+    ).decorate(call, kind)
+
+
 def _order_is_idempotent(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     state = _order_state.get()
     return state is not None and state.has_key
@@ -328,6 +340,8 @@ class ResilientService:
             breaker_options["half_open_max_calls"] = res.circuit_breaker_half_open_max_calls
             breaker_options["success_threshold"] = res.circuit_breaker_success_threshold
         call = resilient.breaker(name, **breaker_options)(call)
+        if self._settings.bulkhead:  # [load] priority bulkhead: cancel > order > other > read
+            call = _priority_bulkhead(call, self._settings, kind)
         limiter: ServiceRateLimiter | None = self._limiter
         counted = kind == "order"
         if limiter is not None or counted:
