@@ -240,7 +240,7 @@ def test_sync_threads_respect_the_limit_and_queue_by_priority() -> None:
     lock = threading.Lock()
     state = {"now": 0, "peak": 0}
     order: list[str] = []
-    release = threading.Event()
+    release, release_later = threading.Event(), threading.Event()
     resilient.get_bulkhead("sync", max_concurrent=2, max_queue=10, queue_timeout=5.0)
 
     def make(kind: str) -> Any:
@@ -250,7 +250,7 @@ def test_sync_threads_respect_the_limit_and_queue_by_priority() -> None:
                 state["now"] += 1
                 state["peak"] = max(state["peak"], state["now"])
                 order.append(tag)
-            release.wait(5)
+            (release if tag.startswith("hold") else release_later).wait(5)
             with lock:
                 state["now"] -= 1
 
@@ -272,11 +272,14 @@ def test_sync_threads_respect_the_limit_and_queue_by_priority() -> None:
     while bulkheads.get("sync").snapshot().queued < 4:
         time.sleep(0.001)
     release.set()
+    while len(order) < 4:
+        time.sleep(0.001)
+    # the two freed slots go to the cancel and the oldest read (whose threads then race)
+    assert set(order[2:4]) == {"cancel", "r0"}
+    release_later.set()
     for t in [*threads, *more, c]:
         t.join(5)
     assert state["peak"] == 2
-    # the two freed slots go to the cancel and the oldest read (the threads then race)
-    assert set(order[2:4]) == {"cancel", "r0"}
     snap = bulkheads.get("sync").snapshot()
     assert snap.active == 0 and snap.queued == 0 and snap.admitted == 6
 
