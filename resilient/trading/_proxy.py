@@ -30,7 +30,7 @@ from .._exceptions import RiskLimitError, TradingDisabledError
 from .._sanitize import sanitize
 from ._methods import guess_kind, is_async, public_methods
 from ._orders import OrderCall, OrderIntent, prepare_order_call
-from ._ratelimit import RateLimitExceeded, ServiceRateLimiter
+from ._ratelimit import RateLimitExceeded, ServiceRateLimiter, limiter_for
 from ._risk import PositionBook, RiskChecker
 from ._settings import MethodPolicy, ServiceSettings
 from ._values import (
@@ -177,18 +177,8 @@ class ResilientService:
                 getattr(target, "paper", None) is True or getattr(target, "is_paper", None) is True
             )
         self.__dict__["_is_paper"] = paper
-        limiter = None
-        if settings.rate_limit and settings.resilience_enabled:
-            redis = context.config.redis
-            limiter = ServiceRateLimiter(
-                name,
-                settings.rate_limit,
-                max_wait=settings.rate_limit_max_wait,
-                redis_url=redis.url,
-                key_prefix=redis.key_prefix,
-                timeout=max(redis.timeout, 0.05),
-            )
-        self.__dict__["_limiter"] = limiter
+        # [load] weighted, linked limits with the venue's feedback (services.<name>.methods.*)
+        self.__dict__["_limiter"] = limiter_for(name, settings, context.config.redis)
         default_kind = "read" if role == "market_data" else "other"
         for method_name, bound in public_methods(target).items():
             policy = settings.for_method(method_name)
@@ -344,8 +334,10 @@ class ResilientService:
             call = _priority_bulkhead(call, self._settings, kind)
         limiter: ServiceRateLimiter | None = self._limiter
         counted = kind == "order"
+        if limiter is not None:  # [load] 429/418 and usage headers feed the limiter
+            call = limiter.watch(call, asynchronous, self._target)
         if limiter is not None or counted:
-            call = self._limited(call, limiter, counted, asynchronous)
+            call = self._limited(call, limiter, counted, asynchronous, policy.weight, method)
         if kind == "other":
             return functools.wraps(fn)(call)
         options: dict[str, Any] = {
@@ -366,12 +358,14 @@ class ResilientService:
         limiter: ServiceRateLimiter | None,
         counted: bool,
         asynchronous: bool,
+        weight: int = 1,  # [load] the method's cost and its own linked limit
+        method: str | None = None,
     ) -> Callable[..., Any]:
         if asynchronous:
 
             async def alimited(*args: Any, **kwargs: Any) -> Any:
                 if limiter is not None:
-                    await limiter.acquire()
+                    await limiter.acquire(weight, method)
                 if counted:
                     state = _order_state.get()
                     if state is not None:
@@ -382,7 +376,7 @@ class ResilientService:
 
         def limited(*args: Any, **kwargs: Any) -> Any:
             if limiter is not None:
-                limiter.acquire_sync()
+                limiter.acquire_sync(weight, method)
             if counted:
                 state = _order_state.get()
                 if state is not None:
