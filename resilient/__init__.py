@@ -19,6 +19,7 @@ from ._exceptions import (
     TradingDisabledError,
 )
 from ._fallback import FallbackStatus, fallback, fallback_status
+from ._hedge import HedgeStats, hedge, hedge_stats
 from ._hooks import EventKind, PolicyEvent, PolicyHook, add_hook, remove_hook
 from ._logging import disable_logging, enable_logging
 from ._retry import retry
@@ -42,6 +43,7 @@ __all__ = [
     "FakeClock",
     "FallbackCache",
     "FallbackStatus",
+    "HedgeStats",
     "PolicyEvent",
     "PolicyHook",
     "ResilientError",
@@ -65,6 +67,8 @@ __all__ = [
     "get_bulkhead",
     "get_clock",
     "get_fallback_cache",
+    "hedge",
+    "hedge_stats",
     "record_error",
     "remove_hook",
     "resilient",

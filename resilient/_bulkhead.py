@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar, cast
 
+from . import _hooks
 from ._compose import Layer, is_async_callable, wrap
 from ._deadline import seconds_of
 from ._exceptions import BulkheadFullError
@@ -311,7 +312,10 @@ class Bulkhead:
             self.rejected += 1
             self._rejected_by[priority] = self._rejected_by.get(priority, 0) + 1
             self._last_rejected = time.monotonic()
-        return BulkheadFullError(self.name, self.limit, self.max_queue, priority, reason)
+        exc = BulkheadFullError(self.name, self.limit, self.max_queue, priority, reason)
+        if _hooks.hooks:
+            _hooks.event(_hooks.EventKind.BULKHEAD_REJECTED, self.name, exc)
+        return exc
 
     # --- entering and leaving ---------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from .._cache import cache_key, get_fallback_cache
 from .._classify import ErrorCategory, classify, is_transient
 from .._clock import get_clock
 from .._exceptions import RiskLimitError, TradingDisabledError
+from .._hedge import hedged
 from .._sanitize import sanitize
 from ._methods import guess_kind, is_async, public_methods
 from ._orders import OrderCall, OrderIntent, prepare_order_call
@@ -338,6 +339,8 @@ class ResilientService:
             call = limiter.watch(call, asynchronous, self._target)
         if limiter is not None or counted:
             call = self._limited(call, limiter, counted, asynchronous, policy.weight, method)
+        if policy.hedge_after:  # [load] hedged reads; any other kind is refused here
+            call = hedged(call, f"{name}.{method}", kind, policy.hedge_after)
         if kind == "other":
             return functools.wraps(fn)(call)
         options: dict[str, Any] = {

@@ -31,6 +31,7 @@ from limits import RateLimitItem, parse_many
 from limits import storage as sync_storage
 from limits import strategies as sync_strategies
 
+from .. import _hooks
 from .._classify import _header, http_status, retry_after
 from .._exceptions import ResilientError
 from .._logging import logger
@@ -324,7 +325,15 @@ class ServiceRateLimiter:
         self.refused += 1
         blocked = self._blocked_wait()
         limit = f"blocked by the venue for {blocked:.1f}s" if blocked else self.spec
-        return RateLimitExceeded(self.name, limit, wait)
+        exc = RateLimitExceeded(self.name, limit, wait)
+        if _hooks.hooks:
+            _hooks.event(_hooks.EventKind.RATE_LIMITED, self.name, exc, wait=wait)
+        return exc
+
+    def _throttled(self, wait: float) -> None:
+        self.waited += wait
+        if _hooks.hooks:
+            _hooks.event(_hooks.EventKind.RATE_LIMITED, self.name, wait=wait)
 
     def _check_cost(self, cost: int) -> None:
         for item in self.items:
@@ -355,7 +364,7 @@ class ServiceRateLimiter:
             if waited + wait > self.max_wait:
                 raise self._refuse(wait)
             waited += wait
-            self.waited += wait
+            self._throttled(wait)
             # real time: the window is counted on the wall clock by the limits library
             await asyncio.sleep(wait)
 
@@ -374,7 +383,7 @@ class ServiceRateLimiter:
             if waited + wait > self.max_wait:
                 raise self._refuse(wait)
             waited += wait
-            self.waited += wait
+            self._throttled(wait)
             time.sleep(wait)
 
     # --- feedback from the venue ------------------------------------------------------------
