@@ -110,6 +110,15 @@ EXPORTS: dict[str, list[str]] = {
     "resilient.integration": [
         "ResilienceFactory",
     ],
+    "resilient.otel": [
+        "Telemetry",
+        "attempts",
+        "install",
+        "installed",
+        "instrument",
+        "traced",
+        "uninstall",
+    ],
     "resilient.testing": [
         "FAULT_KINDS",
         "Call",
