@@ -465,6 +465,9 @@ async def test_trading_proxy_serves_cancels_then_orders_then_reads() -> None:
     gate.set()
     await asyncio.gather(hold, *reads, order, cancel)
     assert started == ["read HOLD", "cancel", "order", "read A", "read B"]
+    health = await factory.service("bk")._health()
+    assert health["bulkhead"]["max_concurrent"] == 1
+    assert health["bulkhead"]["admitted"] == 5 and health["bulkhead"]["queued_total"] == 4
     await factory.shutdown()
 
 

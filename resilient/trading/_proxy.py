@@ -91,6 +91,13 @@ def _priority_bulkhead(call: Callable[..., Any], svc: ServiceSettings, kind: str
     ).decorate(call, kind)
 
 
+def _priority_bulkhead_data(name: str) -> dict[str, Any]:
+    """[load] The service bulkhead's snapshot for its health component."""
+    from .._bulkhead import bulkheads
+
+    return bulkheads.get(name).snapshot().to_dict() if name in bulkheads else {}
+
+
 def _order_is_idempotent(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     state = _order_state.get()
     return state is not None and state.has_key
@@ -810,6 +817,8 @@ class ResilientService:
         limiter: ServiceRateLimiter | None = self._limiter
         if limiter is not None:
             data["api_usage"] = await limiter.usage()
+        if self._settings.bulkhead:  # [load] the bulkhead's limits, queue and refusals
+            data["bulkhead"] = _priority_bulkhead_data(self._name)
         status, detail = "healthy", ""
         if state == "open":
             status = "unhealthy"
