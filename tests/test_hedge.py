@@ -196,13 +196,13 @@ async def test_proxy_hedges_reads_and_refuses_hedge_after_on_orders() -> None:
 
 @pytest.fixture
 async def tail_server() -> AsyncIterator[tuple[str, list[int]]]:
-    """An HTTP server on 127.0.0.1 answering in 2 ms, but in 200 ms for 5 % of requests."""
+    """An HTTP server on 127.0.0.1 answering in 2 ms, but in 200 ms for 3 % of requests."""
     rng = random.Random(17)
     served = [0]
 
     async def handle(request: web.Request) -> web.Response:
         served[0] += 1
-        await asyncio.sleep(0.2 if rng.random() < 0.05 else 0.002)
+        await asyncio.sleep(0.2 if rng.random() < 0.03 else 0.002)
         return web.Response(text="ok")
 
     app = web.Application()
@@ -218,7 +218,7 @@ async def tail_server() -> AsyncIterator[tuple[str, list[int]]]:
         await runner.cleanup()
 
 
-async def measure_tail(url: str, served: list[int], hedged: bool, calls: int = 300) -> Any:
+async def measure_tail(url: str, served: list[int], hedged: bool, calls: int = 400) -> Any:
     """(p50, p99, requests per call) of ``calls`` reads, four at a time."""
     async with aiohttp.ClientSession() as session:
 
@@ -249,5 +249,5 @@ async def test_hedging_cuts_the_p99_of_a_heavy_tail(tail_server: tuple[str, list
     assert plain_p99 > 0.15  # the tail is there
     assert hedged_p99 < plain_p99 / 2
     assert plain_load == 1.0
-    assert hedged_load < 1.2  # about 5 % more requests, not double
+    assert hedged_load < 1.2  # a few % more requests, not double
     assert resilient.hedge_stats("tail-True")[0].hedges > 0
