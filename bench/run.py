@@ -188,6 +188,7 @@ def success_path(b: Bench) -> None:
             resilient.resilient("bench-s-full", value=0)(raw),
         ),
         ("resilient @timeout (worker thread)", resilient.timeout(5)(raw)),
+        ("resilient @bulkhead", resilient.bulkhead("bench-s-bh", max_concurrent=8)(raw)),
     ]
     for name, fn in cases:
         b.add("success", "sync", name, b.sync(fn, base=raw))
@@ -216,6 +217,7 @@ def success_path(b: Bench) -> None:
         ("resilient @retry", resilient.retry(name="bench-a-r")(araw)),
         ("resilient @fallback", resilient.fallback(value=0)(araw)),
         ("resilient @timeout", resilient.timeout(5)(araw)),
+        ("resilient @bulkhead", resilient.bulkhead("bench-a-bh", max_concurrent=8)(araw)),
         ("resilient retry ∘ breaker", resilient.retry()(resilient.breaker("bench-a-rb")(araw))),
         (
             "resilient @resilient (fb ∘ retry ∘ breaker)",
@@ -467,6 +469,234 @@ def fails_twice(b: Bench) -> None:
             b.add("fails-twice", "async", name, b.aio(afn, base=abase))
 
 
+def otel_overhead(b: Bench) -> None:
+    """The full stack's success and fails-twice paths with OpenTelemetry installed and not,
+    and the cost of the opt-in spans."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from resilient import otel
+
+    print("OpenTelemetry: ns per call, ns added over the raw call (success) / hand loop (fails)")
+
+    async def araw() -> int:
+        return 1
+
+    stack = resilient.resilient("bench-otel", value=0)(araw)
+    zero = {"initial_delay": 0, "max_delay": 0, "budget": False}
+    failing = resilient.retry(max_attempts=3, **zero)(
+        resilient.breaker("bench-otel-f", failure_threshold=10**9)(_as_async(counter_fails_twice()))
+    )
+    spans = otel.instrument("bench-otel-s", value=0)(araw)
+
+    def install() -> None:
+        otel.install(MeterProvider(metric_readers=[InMemoryMetricReader()]), TracerProvider())
+
+    for label, on in (("otel off", False), ("otel installed", True)):
+        if on:
+            install()
+        b.add("otel", "async", f"@resilient success, {label}", b.aio(stack, base=araw))
+        b.add("otel", "async", f"retry ∘ breaker fails twice, {label}", b.aio(failing))
+        if on:
+            b.add("otel", "async", "otel.instrument (2 spans per call)", b.aio(spans, base=araw))
+            otel.uninstall()
+
+
+def _as_async(body: Callable[[], int]) -> Callable[[], Awaitable[int]]:
+    async def fn() -> int:
+        return body()
+
+    return fn
+
+
+async def _local_server(handler: Callable[..., Awaitable[Any]]) -> tuple[Any, str]:
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}/"
+
+
+async def _bulkhead_orders(priorities: bool) -> list[float]:
+    name = f"bench-burst-{priorities}"
+    resilient.get_bulkhead(
+        name, max_concurrent=4, max_queue=400, queue_timeout=10.0, priorities=priorities
+    )
+    stop = False
+
+    @resilient.bulkhead(name, priority="read")
+    async def read() -> None:
+        await asyncio.sleep(0.01)
+
+    @resilient.bulkhead(name, priority="order")
+    async def order() -> None:
+        await asyncio.sleep(0.001)
+
+    async def reader() -> None:
+        while not stop:
+            await read()
+
+    workers = [asyncio.ensure_future(reader()) for _ in range(100)]
+    await asyncio.sleep(0.05)
+    latencies = []
+    for _ in range(20):
+        started = time.perf_counter()
+        await order()
+        latencies.append(time.perf_counter() - started)
+    stop = True
+    await asyncio.gather(*workers)
+    return latencies
+
+
+async def _rate_limit_run(feedback: str, neighbour: int, seconds: float = 3.0) -> dict[str, Any]:
+    """Four workers with weights 1..6 under "60/second" against a venue counting 60 per 1 s
+    window, while a neighbour (another program on the key) spends ``neighbour`` at the start
+    of each window. ``feedback``: "none", "429" (block on 429 only) or "429+usage"."""
+    import random
+
+    import aiohttp
+    from aiohttp import web
+
+    from resilient.trading import RateLimitExceeded, ServiceRateLimiter
+
+    venue = {"start": time.monotonic(), "used": 0, "peak": 0, "too_many": 0, "counted": 0}
+
+    async def handle(request: web.Request) -> web.Response:
+        now = time.monotonic()
+        if now - venue["start"] >= 1.0:
+            venue["start"] += 1.0 * int((now - venue["start"]) // 1.0)
+            venue["used"] = 0
+        weight = int(request.query.get("w", "1"))
+        reset = 1.0 - (now - venue["start"])
+        if venue["used"] + weight > 60:
+            venue["too_many"] += 1
+            return web.Response(status=429, headers={"Retry-After": f"{reset:.3f}"})
+        venue["used"] += weight
+        venue["peak"] = max(venue["peak"], venue["used"])
+        if request.query.get("mine"):
+            venue["counted"] += weight
+        return web.Response(text="ok", headers={"X-MBX-USED-WEIGHT-1M": str(venue["used"])})
+
+    runner, url = await _local_server(handle)
+    rng = random.Random(3)
+    limiter = ServiceRateLimiter(
+        f"bench-rl-{feedback}-{neighbour}",
+        "60/second",
+        max_wait=2.0,
+        used_header="X-MBX-USED-WEIGHT-1M" if feedback == "429+usage" else "",
+        remaining_header="",
+    )
+    sent = {"weight": 0, "refused": 0}
+    stop = time.monotonic() + seconds
+    async with aiohttp.ClientSession() as session:
+
+        class Client:
+            last_response_headers: Any = None
+
+            async def call(self, weight: int) -> None:
+                params = {"w": str(weight), "mine": "1"}
+                async with session.get(url, params=params) as response:
+                    self.last_response_headers = response.headers
+                    response.raise_for_status()
+
+        client = Client()
+        call = client.call if feedback == "none" else limiter.watch(client.call, True, client)
+
+        async def worker() -> None:
+            while time.monotonic() < stop:
+                weight = rng.randint(1, 6)
+                try:
+                    await limiter.acquire(weight)
+                    await call(weight)
+                    sent["weight"] += weight
+                except (RateLimitExceeded, aiohttp.ClientResponseError):
+                    sent["refused"] += 1
+
+        async def other() -> None:
+            while neighbour and time.monotonic() < stop:
+                async with session.get(url, params={"w": str(neighbour)}):
+                    pass
+                next_window = venue["start"] + 1.0 + 0.005
+                await asyncio.sleep(max(0.0, next_window - time.monotonic()))
+
+        await asyncio.gather(*(worker() for _ in range(4)), other())
+    await runner.cleanup()
+    return {**venue, "sent": sent["weight"], "limit_per_window": 60}
+
+
+async def _hedge_run(hedged: bool, calls: int = 400) -> tuple[float, float, float]:
+    import random
+
+    import aiohttp
+    from aiohttp import web
+
+    rng = random.Random(17)
+    served = [0]
+
+    async def handle(request: web.Request) -> web.Response:
+        served[0] += 1
+        await asyncio.sleep(0.2 if rng.random() < 0.05 else 0.002)
+        return web.Response(text="ok")
+
+    runner, url = await _local_server(handle)
+    async with aiohttp.ClientSession() as session:
+
+        async def get_quote() -> str:
+            async with session.get(url) as response:
+                return await response.text()
+
+        name = f"bench-hedge-{hedged}-{time.monotonic()}"
+        fn = resilient.hedge("p95", name=name)(get_quote) if hedged else get_quote
+        from resilient._retry import get_retry_budget
+
+        get_retry_budget(name).min_per_second = 1000.0
+        latencies: list[float] = []
+
+        async def worker(n: int) -> None:
+            for _ in range(n):
+                started = time.perf_counter()
+                await fn()
+                latencies.append(time.perf_counter() - started)
+
+        await asyncio.gather(*(worker(calls // 4) for _ in range(4)))
+        await asyncio.sleep(0.3)
+    await runner.cleanup()
+    ordered = sorted(latencies)
+    p50 = ordered[len(ordered) // 2]
+    p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+    return p50, p99, served[0] / calls
+
+
+def load_control() -> None:
+    """Priorities under a read burst, rate-limit accuracy and hedging, on local sockets."""
+    print("load control (real sockets on 127.0.0.1)")
+    for priorities in (False, True):
+        lat = asyncio.run(_bulkhead_orders(priorities))
+        print(
+            f"  bulkhead   order latency under 100 readers, 4 slots, priorities={priorities!s:<5}"
+            f" p50 {statistics.median(lat) * 1000:7.1f} ms  max {max(lat) * 1000:7.1f} ms"
+        )
+    for feedback, neighbour in (("429+usage", 0), ("none", 30), ("429", 30), ("429+usage", 30)):
+        r = asyncio.run(_rate_limit_run(feedback, neighbour))
+        print(
+            f"  ratelimit  feedback={feedback:<9} neighbour={neighbour:>2}/window: limiter let "
+            f"out {r['sent']} weight, venue counted {r['counted']} of it; venue 429s "
+            f"{r['too_many']}; busiest window {r['peak']}/{r['limit_per_window']}"
+        )
+    for hedged in (False, True):
+        p50, p99, load = asyncio.run(_hedge_run(hedged))
+        print(
+            f"  hedging    hedged={hedged!s:<5} (p95 delay) p50 {p50 * 1000:6.1f} ms  p99 "
+            f"{p99 * 1000:6.1f} ms  requests per call {load:.3f}"
+        )
+
+
 def rss_bytes() -> int:
     with open(f"/proc/{os.getpid()}/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -558,7 +788,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=None, help="samples per case")
     parser.add_argument(
         "--only",
-        choices=("success", "rejection", "cache", "fails-twice", "memory"),
+        choices=("success", "rejection", "cache", "fails-twice", "memory", "otel", "load"),
         help="run one scenario (no target summary)",
     )
     args = parser.parse_args(argv)
@@ -584,6 +814,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.only == "fails-twice":
             b.calls = max(2_000, calls // 5)
             fails_twice(b)
+        elif args.only == "otel":
+            b.calls = max(2_000, calls // 5)
+            otel_overhead(b)
+        elif args.only == "load":
+            load_control()
         else:
             memory_growth(mem_calls)
         b.close()
@@ -593,10 +828,12 @@ def main(argv: list[str] | None = None) -> int:
     cache_path(b)
     b_fail = Bench(max(2_000, calls // 5), samples)
     fails_twice(b_fail)
+    otel_overhead(b_fail)
     b_fail.close()
     b.close()
     b.rows.extend(b_fail.rows)
     grown = memory_growth(mem_calls)
+    load_control()
     summary(b.rows, grown, mem_calls)
     return 0
 

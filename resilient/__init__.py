@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._breaker import Breaker, BreakerSnapshot, breaker, breakers, get_breaker
+from ._bulkhead import Bulkhead, BulkheadSnapshot, bulkhead, bulkheads, get_bulkhead
 from ._cache import CachedValue, FallbackCache, get_fallback_cache, set_fallback_cache
 from ._cache_codec import register_cache_type
 from ._clock import FakeClock, get_clock, set_clock, use_clock
@@ -10,6 +11,7 @@ from ._compose import resilient
 from ._context import correlation_id
 from ._deadline import deadline
 from ._exceptions import (
+    BulkheadFullError,
     CircuitOpenError,
     ConfigError,
     ResilientError,
@@ -18,6 +20,7 @@ from ._exceptions import (
     TradingDisabledError,
 )
 from ._fallback import FallbackStatus, fallback, fallback_status
+from ._hedge import HedgeStats, hedge, hedge_stats
 from ._hooks import EventKind, PolicyEvent, PolicyHook, add_hook, remove_hook
 from ._logging import disable_logging, enable_logging
 from ._retry import retry
@@ -30,6 +33,9 @@ __version__ = "0.1.0"
 __all__ = [
     "Breaker",
     "BreakerSnapshot",
+    "Bulkhead",
+    "BulkheadFullError",
+    "BulkheadSnapshot",
     "CachedValue",
     "CircuitOpenError",
     "ConfigError",
@@ -38,6 +44,7 @@ __all__ = [
     "FakeClock",
     "FallbackCache",
     "FallbackStatus",
+    "HedgeStats",
     "PolicyEvent",
     "PolicyHook",
     "ResilientError",
@@ -48,6 +55,8 @@ __all__ = [
     "add_hook",
     "breaker",
     "breakers",
+    "bulkhead",
+    "bulkheads",
     "classify",
     "correlation_id",
     "deadline",
@@ -56,8 +65,11 @@ __all__ = [
     "fallback",
     "fallback_status",
     "get_breaker",
+    "get_bulkhead",
     "get_clock",
     "get_fallback_cache",
+    "hedge",
+    "hedge_stats",
     "record_error",
     "register_cache_type",
     "remove_hook",

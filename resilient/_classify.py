@@ -21,7 +21,7 @@ from enum import StrEnum
 from fractions import Fraction
 
 from . import _clock
-from ._exceptions import CircuitOpenError, RiskLimitError
+from ._exceptions import BulkheadFullError, CircuitOpenError, RiskLimitError
 from ._exceptions import TimeoutError as ResilientTimeoutError
 
 __all__ = [
@@ -51,6 +51,7 @@ class ErrorCategory(StrEnum):
     DATABASE = "database"
     CIRCUIT_OPEN = "circuit_open"
     RISK_LIMIT = "risk_limit"
+    BULKHEAD_FULL = "bulkhead_full"
     INTERNAL = "internal"
 
     def __str__(self) -> str:
@@ -340,6 +341,8 @@ def _compute_by_type(cls: type[BaseException]) -> ErrorCategory:
         return ErrorCategory.CIRCUIT_OPEN
     if issubclass(cls, RiskLimitError):
         return ErrorCategory.RISK_LIMIT
+    if issubclass(cls, BulkheadFullError):
+        return ErrorCategory.BULKHEAD_FULL
     if issubclass(cls, ResilientTimeoutError | TimeoutError | asyncio.TimeoutError):
         return ErrorCategory.TIMEOUT
     names = {c.__name__ for c in cls.__mro__}

@@ -3,6 +3,7 @@
 ResilientError
 ├── ConfigError (also ValueError)         invalid configuration, raised at load
 ├── CircuitOpenError (also pybreaker.CircuitBreakerError)   a breaker refused the call
+├── BulkheadFullError                     a bulkhead had no slot and no queue place
 ├── TimeoutError (also builtins.TimeoutError)
 └── RiskLimitError                        an order was refused before reaching the broker
     └── TradingDisabledError              live/paper trading switched off for this order
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 import pybreaker
 
 __all__ = [
+    "BulkheadFullError",
     "CircuitOpenError",
     "ConfigError",
     "ConfigProblem",
@@ -122,3 +124,39 @@ class RiskLimitError(ResilientError):
 
 class TradingDisabledError(RiskLimitError):
     """Orders of this kind (live or paper) are switched off by a feature flag."""
+
+
+class BulkheadFullError(ResilientError):
+    """A bulkhead refused the call: every slot busy and the queue full, the wait in the queue
+    longer than ``queue_timeout``, or the queue place taken by a call of higher priority.
+    The function was not called (``request_sent`` is ``False``).
+
+    Attributes:
+        name: the bulkhead's name.
+        max_concurrent: its concurrent-call limit.
+        max_queue: its queue length.
+        priority: the refused call's priority class (``"cancel"``, ``"order"``, ``"read"``…).
+        reason: ``"queue full"``, ``"queue timeout"`` or ``"displaced"``.
+    """
+
+    request_sent = False
+
+    def __init__(
+        self, name: str, max_concurrent: int, max_queue: int, priority: str, reason: str
+    ) -> None:
+        self.name = name
+        self.max_concurrent = max_concurrent
+        self.max_queue = max_queue
+        self.priority = priority
+        self.reason = reason
+        super().__init__(
+            f"bulkhead {name!r} refused a {priority} call ({reason}; {max_concurrent} "
+            f"concurrent, queue {max_queue}) — raise max_concurrent/max_queue or "
+            "bulkhead_queue_timeout if the dependency can take more"
+        )
+
+    def __reduce__(self) -> tuple[type[BulkheadFullError], tuple[str, int, int, str, str]]:
+        return (
+            type(self),
+            (self.name, self.max_concurrent, self.max_queue, self.priority, self.reason),
+        )

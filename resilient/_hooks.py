@@ -55,6 +55,13 @@ class EventKind(StrEnum):
     """A fallback was returned instead of raising ``exception``."""
     FALLBACK_RECOVERED = "fallback_recovered"
     """The first successful call after fallbacks were served."""
+    # load control
+    BULKHEAD_REJECTED = "bulkhead_rejected"
+    """A bulkhead refused a call (``exception`` is the :class:`BulkheadFullError`)."""
+    RATE_LIMITED = "rate_limited"
+    """A client-side rate limit made a call wait ``wait`` seconds (or refused it: ``exception``)."""
+    HEDGE = "hedge"
+    """A hedged read sent request number ``attempt`` (2 = the first hedge) after ``elapsed``."""
 
 
 class PolicyEvent(NamedTuple):

@@ -17,6 +17,10 @@ The names follow Resilience4j's micrometer names and stamina's retry counter, un
 ``resilient_ratelimit_usage_ratio{name}``                   used / limit in the current window
 ``resilient_stream_last_message_age_seconds{stream}``       seconds since a stream's last message
 ``resilient_stream_reconnects_total{reason,stream}``        reconnections of a stream, by reason
+``resilient_bulkhead_calls_total{name,kind}``               kind: admitted, rejected
+``resilient_bulkhead_concurrent_calls{name}``               calls holding a slot now
+``resilient_bulkhead_queue_depth{name}``                    calls waiting for a slot now
+``resilient_bulkhead_max_concurrent_calls{name}``           the limit
 ``resilient_<name>_total{...}``                             counters added with :func:`inc`
 ==========================================================  =====================================
 
@@ -210,7 +214,14 @@ def snapshot() -> dict[str, Any]:
                 n: {"used": u, "limit": lim, "usage": (u / lim) if lim else 0.0}
                 for n, (u, lim) in _ratelimits.items()
             },
+            "bulkheads": {b.name: b.to_dict() for b in _bulkheads()},
         }
+
+
+def _bulkheads() -> list[Any]:
+    from .health._sources import bulkhead_snapshots
+
+    return bulkhead_snapshots()
 
 
 def _counter(
@@ -334,6 +345,7 @@ class _Collector:
             if value is not None:
                 ages.add_metric([stream], value)
         yield ages
+        yield from _bulkhead_families()
 
         by_name: dict[str, list[tuple[tuple[tuple[str, str], ...], float]]] = {}
         for (base, items), total in custom.items():
@@ -349,6 +361,28 @@ class _Collector:
                 values = dict(items)
                 fam.add_metric([values.get(k, "") for k in label_names], amount)
             yield fam
+
+
+def _bulkhead_families() -> Iterator[Metric]:
+    from prometheus_client.core import GaugeMetricFamily
+
+    snaps = _bulkheads()
+    yield _counter(
+        "bulkhead_calls",
+        "Calls seen by a bulkhead by outcome (admitted, rejected).",
+        ["name", "kind"],
+        [((b.name, "admitted"), b.admitted) for b in snaps]
+        + [((b.name, "rejected"), b.rejected) for b in snaps],
+    )
+    for metric, doc, attr in (
+        ("concurrent_calls", "Calls holding a bulkhead slot now.", "active"),
+        ("queue_depth", "Calls waiting for a bulkhead slot now.", "queued"),
+        ("max_concurrent_calls", "The bulkhead's concurrent-call limit.", "max_concurrent"),
+    ):
+        fam = GaugeMetricFamily(f"{PREFIX}_bulkhead_{metric}", doc, labels=["name"])
+        for b in snaps:
+            fam.add_metric([b.name], float(getattr(b, attr)))
+        yield fam
 
 
 def _health_families() -> Iterator[Metric]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from ._model import CheckResult, HealthStatus
 
-__all__ = ["breaker_snapshots", "fallback_statuses", "policy_components"]
+__all__ = ["breaker_snapshots", "bulkhead_snapshots", "fallback_statuses", "policy_components"]
 
 _STATE_STATUS = {
     "closed": HealthStatus.HEALTHY,
@@ -32,6 +32,14 @@ def breaker_snapshots() -> list[Any]:
         return list(registry.snapshots())
     except Exception:
         return []
+
+
+def bulkhead_snapshots() -> list[Any]:
+    """Every bulkhead's snapshot (empty when none was ever made)."""
+    import sys
+
+    module = sys.modules.get("resilient._bulkhead")
+    return list(module.bulkheads.snapshots()) if module is not None else []
 
 
 def fallback_statuses() -> Mapping[str, Any]:
@@ -92,4 +100,15 @@ def policy_components() -> dict[str, CheckResult]:
             data = dict(current.data)
             data["fallbacks_served"] = served
             out[name] = CheckResult(HealthStatus.DEGRADED, detail, data)
+    for bh in bulkhead_snapshots():  # load control: a refusal in the last minute degrades
+        current = out.get(bh.name) or CheckResult(HealthStatus.HEALTHY, "", {"kind": "bulkhead"})
+        data = dict(current.data)
+        data["bulkhead"] = bh.to_dict()
+        status, detail = current.status, current.detail
+        if bh.last_rejected_age is not None and bh.last_rejected_age < 60.0:
+            status = (
+                status if _RANK[status] > _RANK[HealthStatus.DEGRADED] else HealthStatus.DEGRADED
+            )
+            detail = "; ".join(filter(None, (detail, f"bulkhead refused {bh.rejected} call(s)")))
+        out[bh.name] = CheckResult(status, detail, data)
     return out

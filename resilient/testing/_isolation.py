@@ -39,6 +39,10 @@ def reset_state(*, forget_breakers: bool = False) -> None:
             cb.reset()
         if forget_breakers:
             breaker.breakers.clear()
+    if (bulkhead := _loaded("resilient._bulkhead")) is not None:
+        bulkhead.bulkheads.clear()
+    if (hedge := _loaded("resilient._hedge")) is not None:
+        hedge._hedgers.clear()
     if (retry := _loaded("resilient._retry")) is not None:
         for snapshot in retry.retry_budgets():
             retry.get_retry_budget(snapshot.name).reset()

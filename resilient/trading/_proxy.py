@@ -34,11 +34,12 @@ from .._classify import (
 )
 from .._clock import get_clock
 from .._exceptions import CircuitOpenError, RiskLimitError, TradingDisabledError
+from .._hedge import hedged
 from .._sanitize import sanitize
 from ._freshness import with_max_age  # stale-price guard: max_age= on reads
 from ._methods import guess_kind, is_async, public_methods
 from ._orders import OrderCall, OrderIntent, prepare_order_call
-from ._ratelimit import RateLimitExceeded, ServiceRateLimiter
+from ._ratelimit import RateLimitExceeded, ServiceRateLimiter, limiter_for
 from ._risk import PositionBook, RiskChecker, check_trading_state
 from ._sdk import (
     ccxt_id_key,
@@ -114,6 +115,25 @@ def _ambiguous(exc: BaseException) -> bool:
 _call_started: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "resilient_proxy_call_started", default=None
 )
+
+
+def _priority_bulkhead(call: Callable[..., Any], svc: ServiceSettings, kind: str) -> Any:
+    """[load] The service's bulkhead around one method, at the priority of its kind."""
+    from .._bulkhead import get_bulkhead
+
+    return get_bulkhead(
+        svc.name,
+        max_concurrent=svc.bulkhead,
+        max_queue=svc.bulkhead_max_queue,
+        queue_timeout=svc.bulkhead_queue_timeout,
+    ).decorate(call, kind)
+
+
+def _priority_bulkhead_data(name: str) -> dict[str, Any]:
+    """[load] The service bulkhead's snapshot for its health component."""
+    from .._bulkhead import bulkheads
+
+    return bulkheads.get(name).snapshot().to_dict() if name in bulkheads else {}
 
 
 def _order_is_idempotent(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
@@ -221,18 +241,8 @@ class ResilientService:
         self.__dict__["_undeclared"] = frozenset()
         self.__dict__["_exclusions"] = parse_exclude(settings.exclude)
         self.__dict__["_business"] = self._is_business
-        limiter = None
-        if settings.rate_limit and settings.resilience_enabled:
-            redis = context.config.redis
-            limiter = ServiceRateLimiter(
-                name,
-                settings.rate_limit,
-                max_wait=settings.rate_limit_max_wait,
-                redis_url=redis.url,
-                key_prefix=redis.key_prefix,
-                timeout=max(redis.timeout, 0.05),
-            )
-        self.__dict__["_limiter"] = limiter
+        # [load] weighted, linked limits with the venue's feedback (services.<name>.methods.*)
+        self.__dict__["_limiter"] = limiter_for(name, settings, context.config.redis)
         # Fail closed: a broker method nobody declared is guarded like an order by the trading
         # switches; a market-data method is a read.
         default_kind = "read" if role == "market_data" else None
@@ -470,10 +480,16 @@ class ResilientService:
         follow = self._context.follows_process_config
         if kind != "order":  # an order's breaker wraps the whole order, lookups included
             call = self._breaker()(call)
+        if self._settings.bulkhead:  # [load] priority bulkhead: cancel > order > other > read
+            call = _priority_bulkhead(call, self._settings, kind)
         limiter: ServiceRateLimiter | None = self._limiter
         counted = kind == "order"
+        if limiter is not None:  # [load] 429/418 and usage headers feed the limiter
+            call = limiter.watch(call, asynchronous, self._target)
         if limiter is not None or counted:
-            call = self._limited(call, limiter, counted, asynchronous)
+            call = self._limited(call, limiter, counted, asynchronous, policy.weight, method)
+        if policy.hedge_after:  # [load] hedged reads; any other kind is refused here
+            call = hedged(call, f"{name}.{method}", kind, policy.hedge_after)
         if kind == "other":
             return functools.wraps(fn)(call)
         options: dict[str, Any] = {
@@ -494,12 +510,14 @@ class ResilientService:
         limiter: ServiceRateLimiter | None,
         counted: bool,
         asynchronous: bool,
+        weight: int = 1,  # [load] the method's cost and its own linked limit
+        method: str | None = None,
     ) -> Callable[..., Any]:
         if asynchronous:
 
             async def alimited(*args: Any, **kwargs: Any) -> Any:
                 if limiter is not None:
-                    await limiter.acquire()
+                    await limiter.acquire(weight, method)
                 state = _order_state.get() if counted else None
                 if state is None:
                     return await call(*args, **kwargs)
@@ -514,7 +532,7 @@ class ResilientService:
 
         def limited(*args: Any, **kwargs: Any) -> Any:
             if limiter is not None:
-                limiter.acquire_sync()
+                limiter.acquire_sync(weight, method)
             state = _order_state.get() if counted else None
             if state is None:
                 return call(*args, **kwargs)
@@ -1200,6 +1218,8 @@ class ResilientService:
         limiter: ServiceRateLimiter | None = self._limiter
         if limiter is not None:
             data["api_usage"] = await limiter.usage()
+        if self._settings.bulkhead:  # [load] the bulkhead's limits, queue and refusals
+            data["bulkhead"] = _priority_bulkhead_data(self._name)
         status, detail = "healthy", ""
         if state == "open":
             status = "unhealthy"

@@ -50,6 +50,11 @@ class MethodPolicy:
     max_delay: float = 30.0
     cache_ttl: float = 300.0
     kind: str | None = None  # None: guessed from the method's name
+    # load control: the method's cost in the service's rate limit, its own (endpoint) limit
+    # linked to the service's, and hedging (reads only): "" off, "p95", or seconds
+    weight: int = 1
+    rate_limit: str = ""
+    hedge_after: str = ""
     # Keys set in the services section; the others follow the resilience section, reloads
     # included, through the decorators' own defaults.
     explicit: frozenset[str] = frozenset()
@@ -67,6 +72,13 @@ class ServiceSettings:
     # Added to / removed from (``"-404"``, ``"-validation"``) DEFAULT_EXCLUDE: errors that are
     # business outcomes, not failures of the service's breaker.
     exclude: tuple[str | int, ...] = ()
+    # load control: priority bulkhead (0: none) and the venue's rate-limit headers
+    bulkhead: int = 0
+    bulkhead_max_queue: int = 100
+    bulkhead_queue_timeout: float = 5.0
+    rate_limit_used_header: str = "X-MBX-USED-WEIGHT-1M"
+    rate_limit_remaining_header: str = "X-RateLimit-Remaining"
+    rate_limit_reset_header: str = "X-RateLimit-Reset"
     policy: MethodPolicy = field(default_factory=MethodPolicy)
     methods: Mapping[str, MethodPolicy] = field(default_factory=dict)
 
@@ -81,6 +93,12 @@ _SERVICE_KEYS: dict[str, type] = {
     "rate_limit_max_wait": float,
     "paper": bool,
     "exclude": tuple,
+    "bulkhead": int,
+    "bulkhead_max_queue": int,
+    "bulkhead_queue_timeout": float,
+    "rate_limit_used_header": str,
+    "rate_limit_remaining_header": str,
+    "rate_limit_reset_header": str,
 }
 # Business outcomes that do not count against a service's breaker by default.
 DEFAULT_EXCLUDE = ("broker_rejection", "validation", "data_unavailable", "risk_limit")
@@ -131,7 +149,9 @@ _POLICY_KEYS: dict[str, type] = {
     "max_delay": float,
     "cache_ttl": float,
     "kind": str,
+    "hedge_after": str,
 }
+_METHOD_KEYS: dict[str, type] = {"weight": int, "rate_limit": str}  # per method only
 _POSITIVE = {
     "timeout",
     "order_timeout",
@@ -140,6 +160,16 @@ _POSITIVE = {
     "failure_threshold",
     "max_attempts",
 }
+
+
+def _hedge_after_ok(raw: str) -> bool:
+    text = raw.strip().lower()
+    if text.startswith("p") and text[1:].isdigit():
+        return 1 <= int(text[1:]) <= 99
+    try:
+        return math.isfinite(float(text)) and float(text) > 0
+    except ValueError:
+        return False
 
 
 def _lower(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -172,6 +202,14 @@ class _Checker:
                     key,
                     f"must be one of {', '.join(METHOD_KINDS)}",
                     "pick the kind that describes the method",
+                )
+                return None
+            if name == "hedge_after" and raw and not _hedge_after_ok(raw):
+                self.problem(
+                    key,
+                    "is not a hedge delay",
+                    'write "p95" (or p50…p99: the observed latency percentile) or seconds '
+                    'such as "0.05" (empty for none)',
                 )
                 return None
             if name == "rate_limit" and raw:
@@ -260,12 +298,18 @@ def _apply(
     *,
     allow_service_keys: bool,
 ) -> None:
-    known = set(_POLICY_KEYS) | ({"methods"} | set(_SERVICE_KEYS) if allow_service_keys else set())
+    known = set(_POLICY_KEYS) | (
+        {"methods"} | set(_SERVICE_KEYS) if allow_service_keys else set(_METHOD_KEYS)
+    )
     for key, value in _lower(raw).items():
         dotted = f"{prefix}.{key}"
         if key == "methods" and allow_service_keys:
             continue
-        if key in _POLICY_KEYS:
+        if not allow_service_keys and key in _METHOD_KEYS:
+            checked = checker.value(dotted, _METHOD_KEYS[key], value)
+            if checked is not None:
+                policy[key] = checked
+        elif key in _POLICY_KEYS:
             checked = checker.value(dotted, _POLICY_KEYS[key], value)
             if checked is not None:
                 policy[key] = checked
