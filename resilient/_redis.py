@@ -26,20 +26,25 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ReadOnlyError
 
 from . import _clock
 from ._cache import CachedValue, MemoryCache, set_fallback_cache
 from ._logging import logger
+from ._redis_url import parse_redis_url
 from ._sanitize import mask_url, sanitize
 
 __all__ = [
     "CacheEntry",
     "RedisCache",
+    "RedisClient",
     "RedisGuard",
     "RedisUnavailable",
     "RedisWorker",
+    "describe_error",
     "enable_redis_cache",
     "get_redis_cache",
     "get_worker",
@@ -54,22 +59,85 @@ class RedisUnavailable(Exception):
     """Redis was skipped or failed; internal, never raised to users of the cache."""
 
 
-def make_redis_client(url: str, *, timeout: float = 0.1, **kwargs: Any) -> aioredis.Redis:
-    """An asyncio Redis client whose every command is bounded by ``timeout``.
+RedisClient = aioredis.Redis | RedisCluster
+"""A client for any ``redis.url`` form: one server (also Sentinel's master) or a cluster."""
 
+
+def make_redis_client(url: str, *, timeout: float = 0.1, **kwargs: Any) -> RedisClient:
+    """An asyncio Redis client for any ``redis.url`` form, every command bounded by ``timeout``.
+
+    ``redis+cluster://`` gives a :class:`~redis.asyncio.cluster.RedisCluster` (slots followed
+    on MOVED and after a node fails); ``redis+sentinel://`` gives the service's master as the
+    Sentinels name it (a demoted master's connections are dropped and the new one looked up).
     No retries inside redis-py (its default hides seconds of retrying on a dead server and
     re-sends non-idempotent commands); resilience is the caller's decision.
+
+    Raises:
+        ValueError: the URL is malformed (the message says how to write it).
     """
+    target = parse_redis_url(url)
     options: dict[str, Any] = {
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
         "retry": Retry(NoBackoff(), 0),
-        "retry_on_timeout": False,
         "health_check_interval": 0,
         "max_connections": 64,
     }
     options.update(kwargs)
+    if target.kind == "cluster":
+        from redis.asyncio.cluster import ClusterNode
+
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in target.hosts],
+            username=target.username,
+            password=target.password,
+            ssl=target.tls,
+            **options,
+        )
+    if target.kind == "sentinel":
+        from redis.asyncio.sentinel import Sentinel
+
+        probe = {
+            "socket_timeout": options["socket_timeout"] or timeout,
+            "socket_connect_timeout": timeout,
+        }
+        sentinel = Sentinel(list(target.hosts), sentinel_kwargs=probe, **probe)  # type: ignore[no-untyped-call]
+        master: aioredis.Redis = sentinel.master_for(
+            target.service,
+            db=target.db,
+            username=target.username,
+            password=target.password,
+            ssl=target.tls,
+            retry_on_timeout=False,
+            **options,
+        )
+        _sentinels[id(master)] = sentinel
+        return master
+    options["retry_on_timeout"] = False
     return aioredis.Redis.from_url(url, **options)
+
+
+_sentinels: dict[int, Any] = {}  # Sentinel managers by client id, closed with their client
+
+
+async def close_client(client: RedisClient) -> None:
+    """Close ``client`` and, for a Sentinel master, the connections to the Sentinels."""
+    sentinel = _sentinels.pop(id(client), None)
+    with contextlib.suppress(Exception):
+        await client.aclose()
+    for node in getattr(sentinel, "sentinels", ()):
+        with contextlib.suppress(Exception):
+            await node.aclose()
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: message`` with secrets masked; a read-only replica is named as such."""
+    if isinstance(exc, ReadOnlyError):
+        return (
+            "Redis answered as a read-only replica (writes refused): point redis.url at the "
+            "master, or use redis+sentinel:// so failovers are followed"
+        )
+    return f"{type(exc).__name__}: {sanitize(exc)}"[:300]
 
 
 class RedisGuard:
@@ -84,6 +152,7 @@ class RedisGuard:
         "open_until",
         "probe_interval",
         "probing",
+        "read_only",
     )
 
     def __init__(self, *, failure_threshold: int = 2, probe_interval: float = 1.0) -> None:
@@ -93,6 +162,7 @@ class RedisGuard:
         self.open_until = 0.0
         self.probing = False
         self.last_error = ""
+        self.read_only = False
         self._lock = threading.Lock()
 
     @property
@@ -122,6 +192,7 @@ class RedisGuard:
             with self._lock:
                 self.failures = 0
                 self.probing = False
+                self.read_only = False
             if was_open:
                 logger.info("Redis reachable again; leaving the in-process fallback")
 
@@ -129,7 +200,8 @@ class RedisGuard:
         with self._lock:
             self.failures += 1
             self.probing = False
-            self.last_error = f"{type(exc).__name__}: {sanitize(exc)}"[:300]
+            self.last_error = describe_error(exc)
+            self.read_only = isinstance(exc, ReadOnlyError)
             if self.failures >= self.failure_threshold:
                 opened = self.failures == self.failure_threshold
                 self.open_until = _clock._current.monotonic() + self.probe_interval
@@ -137,7 +209,9 @@ class RedisGuard:
                 opened = False
         if opened:
             logger.warning(
-                "Redis unreachable ({}); using in-process state until it answers", self.last_error
+                "Redis {} ({}); using in-process state until it answers",
+                "refuses writes" if self.read_only else "unreachable",
+                self.last_error,
             )
 
 
@@ -150,7 +224,7 @@ class RedisWorker:
         self.guard = RedisGuard(probe_interval=probe_interval)
         self.round_trips = 0
         self._loop = asyncio.new_event_loop()
-        self._client: aioredis.Redis | None = None
+        self._client: RedisClient | None = None
         self._pending: dict[str, tuple[bytes, float]] = {}
         self._pending_lock = threading.Lock()
         self._flush_scheduled = False
@@ -172,13 +246,13 @@ class RedisWorker:
         self._loop.run_forever()
 
     @property
-    def client(self) -> aioredis.Redis:
+    def client(self) -> RedisClient:
         """The client; only use it from coroutines running on :attr:`loop`."""
         if self._client is None:
             self._client = make_redis_client(self.url, timeout=self.timeout)
         return self._client
 
-    async def _guarded(self, fn: Callable[[aioredis.Redis], Awaitable[T]], limit: float) -> T:
+    async def _guarded(self, fn: Callable[[RedisClient], Awaitable[T]], limit: float) -> T:
         self.round_trips += 1
         try:
             async with asyncio.timeout(limit):
@@ -190,7 +264,7 @@ class RedisWorker:
         return result
 
     def submit(
-        self, fn: Callable[[aioredis.Redis], Awaitable[T]], timeout: float | None = None
+        self, fn: Callable[[RedisClient], Awaitable[T]], timeout: float | None = None
     ) -> concurrent.futures.Future[T]:
         """Schedule ``fn(client)`` on the worker loop; raises RedisUnavailable when skipped."""
         if self._closed or not self.guard.allow():
@@ -199,7 +273,7 @@ class RedisWorker:
         return asyncio.run_coroutine_threadsafe(self._guarded(fn, limit), self._loop)
 
     async def call(
-        self, fn: Callable[[aioredis.Redis], Awaitable[T]], limit: float | None = None
+        self, fn: Callable[[RedisClient], Awaitable[T]], limit: float | None = None
     ) -> T:
         """Run ``fn(client)`` from any event loop, bounded by ``limit`` (default: timeout).
 
@@ -217,7 +291,7 @@ class RedisWorker:
             raise RedisUnavailable(f"{type(exc).__name__}: {sanitize(exc)}") from exc
 
     def call_sync(
-        self, fn: Callable[[aioredis.Redis], Awaitable[T]], timeout: float | None = None
+        self, fn: Callable[[RedisClient], Awaitable[T]], timeout: float | None = None
     ) -> T:
         """Blocking variant of :meth:`call` (never from the worker thread itself)."""
         limit = self.timeout if timeout is None else timeout
@@ -263,7 +337,7 @@ class RedisWorker:
         if not batch or not self.guard.allow():
             return
 
-        async def write(client: aioredis.Redis) -> None:
+        async def write(client: RedisClient) -> None:
             async with client.pipeline(transaction=False) as pipe:
                 for key, (payload, ttl) in batch.items():
                     pipe.set(key, payload, px=max(1, int(ttl * 1000)))
@@ -292,8 +366,7 @@ class RedisWorker:
 
         async def shutdown() -> None:
             if self._client is not None:
-                with contextlib.suppress(Exception):
-                    await self._client.aclose()
+                await close_client(self._client)
             tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
             for task in tasks:
                 task.cancel()
@@ -518,13 +591,16 @@ class RedisCache:
         if self._worker is None:
             return {"status": "healthy", "detail": "in-process cache (redis.url unset)", **data}
         started = _clock._current.monotonic()
+        probe = self.prefix + "__health__"
         try:
-            await self._worker.call(lambda r: r.ping())
+            # a write, so that a read-only replica is found out (a PING would answer)
+            await self._worker.call(lambda r: r.set(probe, b"1", px=10_000))
         except RedisUnavailable:
+            guard = self._worker.guard
+            what = "Redis is a read-only replica" if guard.read_only else "Redis unreachable"
             return {
                 "status": "degraded",
-                "detail": "Redis unreachable; serving the in-process cache "
-                f"({self._worker.guard.last_error})",
+                "detail": f"{what}; serving the in-process cache ({guard.last_error})",
                 **data,
             }
         latency = _clock._current.monotonic() - started

@@ -16,8 +16,10 @@ Design, for a call path that never waits on Redis:
 - Redis unreachable: publishing is skipped, permits answer ``None`` (the breaker falls back to
   its local permits), health reports the ``shared_state`` component degraded.
 
-Keys: ``<prefix>:breaker:<name>`` (hash), ``<prefix>:breaker:<name>:permits`` (counter);
-channel ``<prefix>:breaker:events``.
+Keys: ``<prefix>:breaker:{<name>}`` (hash), ``<prefix>:breaker:{<name>}:permits`` (counter):
+the hash tag keeps both in one Redis Cluster slot (a name holding ``{`` or ``}`` is tagged by a
+digest instead, see :func:`resilient._redis_url.breaker_tag`); channel
+``<prefix>:breaker:events``. Works on one server, a Redis Cluster and behind Sentinel.
 """
 
 from __future__ import annotations
@@ -32,12 +34,20 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from . import _clock
 from ._breaker_storage import ORIGIN, CircuitRecord, set_shared_backend
 from ._logging import logger
-from ._redis import RedisUnavailable, RedisWorker, get_worker, make_redis_client
+from ._redis import (
+    RedisClient,
+    RedisUnavailable,
+    RedisWorker,
+    close_client,
+    get_worker,
+    make_redis_client,
+)
+from ._redis_url import breaker_tag
 from ._sanitize import mask_url, sanitize
 
 __all__ = [
@@ -74,7 +84,7 @@ end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 redis.call('HSET', KEYS[1], 'state', ARGV[1], 'opened_at', ARGV[2], 'version', ARGV[3],
-           'origin', ARGV[4], 'forced', ARGV[5], 'changed_srv', tostring(now))
+           'origin', ARGV[4], 'forced', ARGV[5], 'changed_srv', tostring(now), 'name', ARGV[7])
 if ARGV[1] == 'open' then
   redis.call('HSET', KEYS[1], 'opened_srv', tostring(now))
 end
@@ -124,7 +134,7 @@ local v = string.format('%.0f', tonumber(redis.call('HGET', KEYS[1], 'version') 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 redis.call('HSET', KEYS[1], 'state', ARGV[1], 'opened_at', ARGV[2], 'version', v,
-           'origin', ARGV[3], 'forced', ARGV[4], 'changed_srv', tostring(now))
+           'origin', ARGV[3], 'forced', ARGV[4], 'changed_srv', tostring(now), 'name', ARGV[6])
 if ARGV[1] == 'open' then
   redis.call('HSET', KEYS[1], 'opened_srv', tostring(now))
 end
@@ -167,8 +177,8 @@ def _pairs(flat: Any) -> dict[str, str]:
     return dict(zip(items[::2], items[1::2], strict=False))
 
 
-def _eval(script: str, keys: list[str], args: list[str]) -> Callable[[aioredis.Redis], Any]:
-    async def run(client: aioredis.Redis) -> Any:
+def _eval(script: str, keys: list[str], args: list[str]) -> Callable[[RedisClient], Any]:
+    async def run(client: RedisClient) -> Any:
         return await client.eval(script, len(keys), *keys, *args)
 
     return run
@@ -214,10 +224,11 @@ class RedisSharedState:
         return f"RedisSharedState({mask_url(self.url)!r}, prefix={self.prefix!r})"
 
     def _key(self, name: str) -> str:
-        return f"{self.prefix}:breaker:{name}"
+        # the hash tag puts the record and its permits in one cluster slot (one script)
+        return f"{self.prefix}:breaker:{{{breaker_tag(name)}}}"
 
     def _permits(self, name: str) -> str:
-        return f"{self.prefix}:breaker:{name}:permits"
+        return f"{self._key(name)}:permits"
 
     # -- delivering records -------------------------------------------------------------
 
@@ -327,7 +338,7 @@ class RedisSharedState:
             _held.set(tuple(t for t in _held.get() if t != token))
         return granted
 
-    def _acquire_fn(self, name: str, limit: int, ttl: float) -> Callable[[aioredis.Redis], Any]:
+    def _acquire_fn(self, name: str, limit: int, ttl: float) -> Callable[[RedisClient], Any]:
         keys = [self._key(name), self._permits(name)]
         ttl_ms = str(max(1, int(ttl * 1000)))
         return _eval(_ACQUIRE, keys, [str(limit), ttl_ms])
@@ -381,17 +392,17 @@ class RedisSharedState:
     async def records(self) -> dict[str, dict[str, Any]]:
         """Every breaker stored under the prefix: name → fields (state, version, ...)."""
 
-        async def run(client: aioredis.Redis) -> dict[str, dict[str, Any]]:
+        async def run(client: RedisClient) -> dict[str, dict[str, Any]]:
             found: dict[str, dict[str, Any]] = {}
             base = f"{self.prefix}:breaker:"
             async for raw in client.scan_iter(match=base + "*", count=500):
                 key = _text(raw)
-                if key.endswith(":permits") or key == self.channel:
+                if not key.endswith("}"):  # permits, counters, the channel
                     continue
                 data = _pairs(await client.hgetall(key))
                 permits = await client.get(key + ":permits")
                 data["permits_in_use"] = _text(permits) if permits is not None else "0"
-                found[key[len(base) :]] = data
+                found[data.pop("name", "") or key[len(base) + 1 : -1]] = data
             return found
 
         return await self.worker.call(run, max(self.timeout, 2.0))
@@ -400,7 +411,7 @@ class RedisSharedState:
         """The stored record for ``name`` (``None`` when absent)."""
         key = self._key(name)
 
-        async def run(client: aioredis.Redis) -> Any:
+        async def run(client: RedisClient) -> Any:
             return await client.hgetall(key)
 
         flat = await self.worker.call(run)
@@ -464,7 +475,7 @@ class RedisSharedState:
             await self.worker._guarded(lambda r: r.ping(), self.timeout)
             return
 
-        async def run(client: aioredis.Redis) -> list[Any]:
+        async def run(client: RedisClient) -> list[Any]:
             async with client.pipeline(transaction=False) as pipe:
                 for name in names:
                     pipe.hgetall(self._key(name))
@@ -492,9 +503,12 @@ class RedisSharedState:
         backoff = 0.05
         while not self._closed:
             sub = make_redis_client(self.url, timeout=self.timeout, socket_timeout=None)
-            pubsub = sub.pubsub()
+            pubsub: Any = None
             try:
                 async with asyncio.timeout(self.timeout * 5):
+                    if isinstance(sub, RedisCluster):  # the slot map first (any node serves)
+                        await sub.initialize()
+                    pubsub = sub.pubsub()
                     await pubsub.subscribe(self.channel)
                 await self._resync()
                 await self._flush_all()
@@ -531,8 +545,9 @@ class RedisSharedState:
                 backoff = min(1.0, backoff * 2)
             finally:
                 try:
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
-                    await sub.aclose()
+                    if pubsub is not None:
+                        await pubsub.aclose()
+                    await close_client(sub)
                 except Exception:
                     pass
 
@@ -545,6 +560,14 @@ class RedisSharedState:
         data = {"backend": "redis", "breakers_watched": watched, "messages": self.messages}
         if self._listener is None:
             return {"status": "healthy", "detail": "no shared breaker yet", **data}
+        guard = self.worker.guard
+        if guard.read_only:  # answers, but refuses the writes (a replica)
+            return {
+                "status": "degraded",
+                "detail": f"Redis is a read-only replica; breakers use local state "
+                f"({guard.last_error})",
+                **data,
+            }
         if self.healthy:
             return {"status": "healthy", "detail": "", **data}
         return {
@@ -562,9 +585,10 @@ class RedisSharedState:
         self._closed = True
         listener = self._listener
         if listener is not None:
-            self.worker.loop.call_soon_threadsafe(listener.cancel)
-            with contextlib.suppress(BaseException):
-                listener.result(2.0)
+            with contextlib.suppress(RuntimeError):  # the worker already stopped
+                self.worker.loop.call_soon_threadsafe(listener.cancel)
+                with contextlib.suppress(BaseException):
+                    listener.result(2.0)
             self._listener = None
 
 

@@ -21,6 +21,7 @@ from limits import strategies as sync_strategies
 
 from .._exceptions import ResilientError
 from .._logging import logger
+from .._redis_url import limits_storage
 from .._sanitize import sanitize
 
 __all__ = ["RateLimitExceeded", "ServiceRateLimiter"]
@@ -127,16 +128,17 @@ class ServiceRateLimiter:
 
     def _aio_limiter(self) -> Any:
         if self._aio is None:
-            from limits.aio import storage as aio_storage
             from limits.aio import strategies as aio_strategies
 
             assert self._redis_url is not None
-            self._aio_storage = aio_storage.RedisStorage(
-                "async+" + self._redis_url,
+            uri, extra = limits_storage(self._redis_url)  # cluster / Sentinel forms too
+            self._aio_storage = sync_storage.storage_from_string(
+                "async+" + uri,
                 implementation="redispy",
                 key_prefix=self._key_prefix,
                 socket_timeout=self._timeout,
                 socket_connect_timeout=self._timeout,
+                **extra,
             )
             self._aio = aio_strategies.MovingWindowRateLimiter(self._aio_storage)
         return self._aio
@@ -144,11 +146,13 @@ class ServiceRateLimiter:
     def _sync_limiter(self) -> Any:
         if self._sync is None:
             assert self._redis_url is not None
-            store = sync_storage.RedisStorage(
-                self._redis_url,
+            uri, extra = limits_storage(self._redis_url)  # cluster / Sentinel forms too
+            store = sync_storage.storage_from_string(
+                uri,
                 key_prefix=self._key_prefix,
                 socket_timeout=self._timeout,
                 socket_connect_timeout=self._timeout,
+                **extra,
             )
             self._sync = sync_strategies.MovingWindowRateLimiter(store)
         return self._sync
@@ -281,14 +285,23 @@ class ServiceRateLimiter:
         """Close the Redis connections (if any were opened)."""
         storage, self._aio, self._aio_storage = self._aio_storage, None, None
         if storage is not None:
-            client = getattr(getattr(storage, "bridge", None), "storage", None)
-            if client is not None:
+            for client in _clients(getattr(storage, "bridge", None), "storage_replica"):
                 with contextlib.suppress(Exception):
                     await client.aclose()
         sync, self._sync = self._sync, None
         if sync is not None:
-            client = getattr(getattr(sync, "storage", None), "storage", None)
-            close = getattr(client, "close", None)
-            if callable(close):
-                with contextlib.suppress(Exception):
-                    close()
+            for client in _clients(getattr(sync, "storage", None), "storage_slave"):
+                close = getattr(client, "close", None)
+                if callable(close):
+                    with contextlib.suppress(Exception):
+                        close()
+
+
+def _clients(holder: Any, replica: str) -> list[Any]:
+    """Every Redis client a ``limits`` storage opened: the data client, a Sentinel setup's
+    replica client and its Sentinel connections."""
+    if holder is None:
+        return []
+    found = [getattr(holder, "storage", None), getattr(holder, replica, None)]
+    found += list(getattr(getattr(holder, "sentinel", None), "sentinels", []))
+    return [c for c in found if c is not None]

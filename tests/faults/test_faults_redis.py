@@ -189,7 +189,7 @@ async def test_shared_breaker_survives_a_redis_restart(
                 return False
             client = aioredis.Redis.from_url(redis_srv.url, decode_responses=True)
             try:
-                state = await client.hget(f"{shared.prefix}:breaker:{name}", "state")
+                state = await client.hget(shared._key(name), "state")
             finally:
                 await client.aclose()
             return state == "open"
