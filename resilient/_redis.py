@@ -97,10 +97,7 @@ def make_redis_client(url: str, *, timeout: float = 0.1, **kwargs: Any) -> Redis
     if target.kind == "sentinel":
         from redis.asyncio.sentinel import Sentinel
 
-        probe = {
-            "socket_timeout": options["socket_timeout"] or timeout,
-            "socket_connect_timeout": timeout,
-        }
+        probe = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
         sentinel = Sentinel(list(target.hosts), sentinel_kwargs=probe, **probe)  # type: ignore[no-untyped-call]
         master: aioredis.Redis = sentinel.master_for(
             target.service,
@@ -249,7 +246,12 @@ class RedisWorker:
     def client(self) -> RedisClient:
         """The client; only use it from coroutines running on :attr:`loop`."""
         if self._client is None:
-            self._client = make_redis_client(self.url, timeout=self.timeout)
+            # each command is bounded by asyncio.timeout in _guarded (redis.timeout, or a
+            # longer bound a caller asks for, such as a half-open permit's); the socket
+            # timeout only catches what that would miss
+            self._client = make_redis_client(
+                self.url, timeout=self.timeout, socket_timeout=max(self.timeout, 5.0)
+            )
         return self._client
 
     async def _guarded(self, fn: Callable[[RedisClient], Awaitable[T]], limit: float) -> T:
@@ -264,16 +266,25 @@ class RedisWorker:
         return result
 
     def submit(
-        self, fn: Callable[[RedisClient], Awaitable[T]], timeout: float | None = None
+        self,
+        fn: Callable[[RedisClient], Awaitable[T]],
+        timeout: float | None = None,
+        *,
+        force: bool = False,
     ) -> concurrent.futures.Future[T]:
-        """Schedule ``fn(client)`` on the worker loop; raises RedisUnavailable when skipped."""
-        if self._closed or not self.guard.allow():
+        """Schedule ``fn(client)`` on the worker loop; raises RedisUnavailable when skipped
+        (``force``: ask Redis even while the guard skips it, e.g. a half-open permit)."""
+        if self._closed or not (force or self.guard.allow()):
             raise RedisUnavailable(self.guard.last_error or "Redis worker closed")
         limit = self.timeout if timeout is None else timeout
         return asyncio.run_coroutine_threadsafe(self._guarded(fn, limit), self._loop)
 
     async def call(
-        self, fn: Callable[[RedisClient], Awaitable[T]], limit: float | None = None
+        self,
+        fn: Callable[[RedisClient], Awaitable[T]],
+        limit: float | None = None,
+        *,
+        force: bool = False,
     ) -> T:
         """Run ``fn(client)`` from any event loop, bounded by ``limit`` (default: timeout).
 
@@ -281,7 +292,7 @@ class RedisWorker:
             RedisUnavailable: skipped (Redis is down), timed out or failed.
         """
         limit = self.timeout if limit is None else limit
-        future = self.submit(fn, limit)
+        future = self.submit(fn, limit, force=force)
         try:
             async with asyncio.timeout(limit):
                 return await asyncio.wrap_future(future)
@@ -291,11 +302,15 @@ class RedisWorker:
             raise RedisUnavailable(f"{type(exc).__name__}: {sanitize(exc)}") from exc
 
     def call_sync(
-        self, fn: Callable[[RedisClient], Awaitable[T]], timeout: float | None = None
+        self,
+        fn: Callable[[RedisClient], Awaitable[T]],
+        timeout: float | None = None,
+        *,
+        force: bool = False,
     ) -> T:
         """Blocking variant of :meth:`call` (never from the worker thread itself)."""
         limit = self.timeout if timeout is None else timeout
-        future = self.submit(fn, limit)
+        future = self.submit(fn, limit, force=force)
         try:
             return future.result(limit)
         except concurrent.futures.TimeoutError as exc:

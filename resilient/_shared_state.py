@@ -8,18 +8,26 @@ Design, for a call path that never waits on Redis:
 - Writes are compare-and-set Lua scripts keyed by the record ``version``, so concurrent
   transitions from several processes resolve atomically: a stale writer gets the winning
   record back and adopts it.
-- Half-open trial permits are counted in Redis by one Lua script that also checks, on the
-  Redis server's own clock, that the open period has elapsed; permits expire after
-  ``reset_timeout`` so a crashed process cannot hold one for ever.
-- Lost messages (a reconnect) are healed by a resync of every watched breaker on reconnect
-  and every ``resync_interval`` seconds (one pipelined round trip for all breakers).
+- Half-open trial permits are held in Redis by one Lua script that also checks, on the
+  Redis server's own clock, that the open period has elapsed; each permit is its holder's
+  token with an expiry of ``reset_timeout``, so a crashed process cannot hold one for ever and
+  a release frees exactly the holder's permit. A permit answer is waited for up to
+  ``permit_timeout`` (longer than ``redis.timeout``): a slow Redis delays the trial, it never
+  turns it into a local one. Refused processes ask again after a jittered pause.
+- Scales with changes, not names: every write also stamps the name in a change index (a
+  sorted set, name → time of the last change). Once per ``resync_interval`` a process asks
+  for the names changed since its last look (one small script, whatever the number of
+  names) and reads only those it watches. Names are read in full once when first watched and
+  after a reconnect, in batches of ``BATCH`` between messages. Idle cost: one round trip per
+  ``resync_interval``.
 - Redis unreachable: publishing is skipped, permits answer ``None`` (the breaker falls back to
   its local permits), health reports the ``shared_state`` component degraded.
 
-Keys: ``<prefix>:breaker:{<name>}`` (hash), ``<prefix>:breaker:{<name>}:permits`` (counter):
+Keys: ``<prefix>:breaker:{<name>}`` (hash), ``<prefix>:breaker:{<name>}:permits`` (set):
 the hash tag keeps both in one Redis Cluster slot (a name holding ``{`` or ``}`` is tagged by a
 digest instead, see :func:`resilient._redis_url.breaker_tag`); channel
-``<prefix>:breaker:events``. Works on one server, a Redis Cluster and behind Sentinel.
+``<prefix>:breaker:events``; change index ``<prefix>:breakers:index``. Works on one server, a
+Redis Cluster and behind Sentinel.
 """
 
 from __future__ import annotations
@@ -30,7 +38,9 @@ import concurrent.futures
 import contextlib
 import contextvars
 import json
+import random
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -97,36 +107,54 @@ return {1}
 """
 
 _ACQUIRE = """
--- 1: granted; 0: every permit taken; -ms: open (forced or not yet expired) for ms more
+-- 1: granted; 0: every permit taken; -ms: open (forced or not yet expired) for ms more.
+-- Permits are members of a sorted set (holder token -> expiry ms on the server's clock), so
+-- a release gives back exactly the holder's permit, even one whose grant it never heard of.
 local st = redis.call('HMGET', KEYS[1], 'state', 'opened_srv', 'forced')
 if st[3] == '1' then
   return -tonumber(ARGV[2])
 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if st[1] == 'open' and st[2] then
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-  local left = tonumber(st[2]) + tonumber(ARGV[2]) / 1000 - now
+  local left = tonumber(st[2]) * 1000 + tonumber(ARGV[2]) - now
   if left > 0 then
-    return -math.max(1, math.floor(left * 1000))
+    return -math.max(1, math.floor(left))
   end
 end
-local n = redis.call('INCR', KEYS[2])
-if n == 1 then
-  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+if redis.call('ZSCORE', KEYS[2], ARGV[3]) then
+  return 1
 end
-if n > tonumber(ARGV[1]) then
-  redis.call('DECR', KEYS[2])
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[1]) then
   return 0
 end
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return 1
 """
 
 _RELEASE = """
-local n = tonumber(redis.call('GET', KEYS[1]) or '0')
-if n > 0 then
-  return redis.call('DECR', KEYS[1])
-end
-return 0
+return redis.call('ZREM', KEYS[1], ARGV[1])
+"""
+
+_TOUCH = """
+-- the change index: name -> last change (ms, this key's server clock); old entries pruned
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+return now
+"""
+
+_POLL = """
+-- {now ms, name, score, ...}: names changed at or after ARGV[1], at most ARGV[2] of them
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local found = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf', 'WITHSCORES', 'LIMIT', 0,
+                         tonumber(ARGV[2]))
+table.insert(found, 1, now)
+return found
 """
 
 _RESET = """
@@ -145,10 +173,16 @@ return v
 """
 
 
-# permits granted to the current task/thread: (backend id, breaker name)
-_held: contextvars.ContextVar[tuple[tuple[int, str], ...]] = contextvars.ContextVar(
+# permits granted to the current task/thread: (backend id, breaker name, holder token)
+_held: contextvars.ContextVar[tuple[tuple[int, str, str], ...]] = contextvars.ContextVar(
     "resilient_shared_permits", default=()
 )
+
+BATCH = 256  # names read per round trip (first watch, reconnect, changes)
+POLL_LIMIT = 1000  # changed names per index poll (more: the next poll goes on at once)
+OVERLAP_MS = 1000  # each poll looks this far behind the previous one (clock steps, races)
+INDEX_HORIZON_MS = 3_600_000  # index entries older than this are pruned
+REASK = 0.05  # mean pause before a refused process asks for a permit again (jittered ±50 %)
 
 
 def _text(value: Any) -> str:
@@ -196,23 +230,35 @@ class RedisSharedState:
         resync_interval: float = 1.0,
         worker: RedisWorker | None = None,
         origin: str = ORIGIN,
+        permit_timeout: float | None = None,
     ) -> None:
         self.url = url
         self.origin = origin
         self.timeout = timeout
         self.prefix = prefix
         self.channel = f"{prefix}:breaker:events"
+        self.index = f"{prefix}:breakers:index"
         self.resync_interval = resync_interval
+        # a permit answer may take longer than redis.timeout before it counts as unreachable
+        self.permit_timeout = max(0.5, 5 * timeout) if permit_timeout is None else permit_timeout
+        # background work (never on a call path) gets a looser bound than calls
+        self.background_timeout = max(0.5, 5 * timeout)
         self.worker = worker or get_worker(url, timeout)
         self.healthy = False
         self.last_error = ""
         self.messages = 0
+        self.records_read = 0
         self._watchers: dict[str, list[Callable[[CircuitRecord], None]]] = {}
+        self._fresh: set[str] = set()  # watched names to read in full (new, or reconnected)
+        self._applied: dict[str, int] = {}  # index score of the last change read, per name
+        self._since: int | None = None  # index time of the next poll (ms)
+        self._polled_at = time.monotonic()
+        self._tokens = 0
         self._seen: dict[str, int] = {}
         self._deny_until: dict[str, float] = {}
         # publishes and permit releases, in call order: a failed trial's "open" must reach Redis
         # before its permit is given back, or another process could start a second trial
-        self._ops: collections.deque[tuple[str, CircuitRecord | None]] = collections.deque()
+        self._ops: collections.deque[tuple[str, CircuitRecord | str]] = collections.deque()
         self._lock = threading.Lock()
         self._listener: concurrent.futures.Future[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -298,50 +344,69 @@ class RedisSharedState:
             self._flushing = False
 
     async def acquire_permit(self, name: str, limit: int, ttl: float) -> bool | None:
-        """One of ``limit`` cluster-wide half-open permits; ``None`` if Redis is unreachable."""
+        """One of ``limit`` cluster-wide half-open permits, waited for up to
+        ``permit_timeout``; ``None`` only when Redis gave no answer in that time."""
         if self._refused(name):
-            return self._granted(name, 0, ttl, cached=True)
+            return self._granted(name, 0, ttl, "", cached=True)
+        token = self._token()
         try:
-            reply = await self.worker.call(self._acquire_fn(name, limit, ttl))
+            reply = await self.worker.call(
+                self._acquire_fn(name, limit, ttl, token), self.permit_timeout, force=True
+            )
         except RedisUnavailable:
+            self._give_back(name, token)  # a grant that lands after we gave up
             return None
-        return self._granted(name, int(reply), ttl)
+        return self._granted(name, int(reply), ttl, token)
 
     def acquire_permit_sync(self, name: str, limit: int, ttl: float) -> bool | None:
-        """Blocking :meth:`acquire_permit` (at most ``timeout``)."""
+        """Blocking :meth:`acquire_permit` (at most ``permit_timeout``)."""
         if self._refused(name):
-            return self._granted(name, 0, ttl, cached=True)
+            return self._granted(name, 0, ttl, "", cached=True)
+        token = self._token()
         try:
-            reply = self.worker.call_sync(self._acquire_fn(name, limit, ttl))
+            reply = self.worker.call_sync(
+                self._acquire_fn(name, limit, ttl, token), self.permit_timeout, force=True
+            )
         except RedisUnavailable:
+            self._give_back(name, token)
             return None
-        return self._granted(name, int(reply), ttl)
+        return self._granted(name, int(reply), ttl, token)
+
+    def _token(self) -> str:
+        self._tokens += 1
+        return f"{self.origin}:{self._tokens}"
 
     def _refused(self, name: str) -> bool:
         until = self._deny_until.get(name)
         return until is not None and _clock._current.monotonic() < until
 
-    def _granted(self, name: str, reply: int, ttl: float, cached: bool = False) -> bool:
+    def _granted(self, name: str, reply: int, ttl: float, token: str, cached: bool = False) -> bool:
         # A refusal is remembered briefly (the rest of the open period, or while a trial runs)
         # so a half-open process does not ask Redis on every call; any newer record clears it.
+        # The pauses are jittered: processes that reach half-open together do not ask again
+        # together.
         granted = reply > 0
+        now = _clock._current.monotonic()
         if reply < 0:
-            self._deny_until[name] = _clock._current.monotonic() + -reply / 1000
+            left = -reply / 1000
+            self._deny_until[name] = now + left + random.uniform(0.0, min(0.05, left / 10))
         elif reply == 0 and not cached:
-            self._deny_until[name] = _clock._current.monotonic() + min(0.05, ttl)
-        token = (id(self), name)
+            self._deny_until[name] = now + random.uniform(0.5, 1.5) * min(REASK, ttl)
+        held = _held.get()
         if granted:
-            _held.set((*_held.get(), token))
-        else:
+            _held.set((*held, (id(self), name, token)))
+        elif any(h[0] == id(self) and h[1] == name for h in held):
             # the release that follows a refusal must not give back an older, unreleased
             # grant of this task (that one expires with its TTL)
-            _held.set(tuple(t for t in _held.get() if t != token))
+            _held.set(tuple(h for h in held if not (h[0] == id(self) and h[1] == name)))
         return granted
 
-    def _acquire_fn(self, name: str, limit: int, ttl: float) -> Callable[[RedisClient], Any]:
+    def _acquire_fn(
+        self, name: str, limit: int, ttl: float, token: str
+    ) -> Callable[[RedisClient], Any]:
         keys = [self._key(name), self._permits(name)]
         ttl_ms = str(max(1, int(ttl * 1000)))
-        return _eval(_ACQUIRE, keys, [str(limit), ttl_ms])
+        return _eval(_ACQUIRE, keys, [str(limit), ttl_ms, token])
 
     def release_permit(self, name: str) -> None:
         """Give a permit back in the background, after this process's earlier publishes
@@ -351,14 +416,17 @@ class RedisSharedState:
         # only a permit this call was granted goes back: a caller that was refused (or never
         # reached Redis) must not free somebody else's trial permit
         held = _held.get()
-        token = (id(self), name)
-        if token not in held:
+        for i in range(len(held) - 1, -1, -1):
+            if held[i][0] == id(self) and held[i][1] == name:
+                _held.set(held[:i] + held[i + 1 :])
+                self._give_back(name, held[i][2])
+                return
+
+    def _give_back(self, name: str, token: str) -> None:
+        if self._closed:
             return
-        rest = list(held)
-        rest.remove(token)
-        _held.set(tuple(rest))
         with self._lock:
-            self._ops.append((name, None))
+            self._ops.append((name, token))
         with contextlib.suppress(RuntimeError):  # worker stopped at shutdown
             self.worker.loop.call_soon_threadsafe(self._kick)
 
@@ -367,6 +435,7 @@ class RedisSharedState:
         thread), starting with the current one."""
         with self._lock:
             self._watchers.setdefault(name, []).append(callback)
+            self._fresh.add(name)
         self._ensure_listener()
 
     # -- explicit operations (CLI, tests) -----------------------------------------------
@@ -381,7 +450,9 @@ class RedisSharedState:
         keys = [self._key(name), self._permits(name)]
         opened = "" if state != "open" else repr(_clock._current.time())
         args = [state, opened, self.origin, "1" if forced else "0", self.channel, name]
-        version = int(await self.worker.call(_eval(_RESET, keys, args), max(self.timeout, 1.0)))
+        limit = max(self.timeout, 1.0)
+        version = int(await self.worker.call(_eval(_RESET, keys, args), limit))
+        await self.worker.call(_eval(_TOUCH, [self.index], [name, str(INDEX_HORIZON_MS)]), limit)
         self._deliver(
             name,
             CircuitRecord(state, float(opened) if opened else None, version, self.origin, forced),
@@ -400,8 +471,9 @@ class RedisSharedState:
                 if not key.endswith("}"):  # permits, counters, the channel
                     continue
                 data = _pairs(await client.hgetall(key))
-                permits = await client.get(key + ":permits")
-                data["permits_in_use"] = _text(permits) if permits is not None else "0"
+                now_ms = int(_clock._current.time() * 1000)
+                held = await client.zcount(key + ":permits", now_ms, "+inf")
+                data["permits_in_use"] = str(held)
                 found[data.pop("name", "") or key[len(base) + 1 : -1]] = data
             return found
 
@@ -428,27 +500,26 @@ class RedisSharedState:
             self._listener = asyncio.run_coroutine_threadsafe(self._listen(), self.worker.loop)
 
     async def _flush(self) -> None:
+        limit = self.background_timeout
         while True:
             with self._lock:
                 if not self._ops:
                     return
-                name, record = self._ops[0]
+                name, op = self._ops[0]
             try:
-                if record is None:
-                    await self.worker._guarded(
-                        _eval(_RELEASE, [self._permits(name)], []), self.timeout
-                    )
+                if isinstance(op, str):  # a permit going back: exactly this holder's
+                    await self.worker._guarded(_eval(_RELEASE, [self._permits(name)], [op]), limit)
                 else:
-                    await self._publish_now(name, record)
+                    await self._publish_now(name, op)
             except Exception as exc:
                 with self._lock:
                     # keep transitions for the next attempt; a lost release only ends early
                     # what the permit's TTL ends anyway
-                    kept = [op for op in self._ops if op[1] is not None]
+                    kept = [o for o in self._ops if not isinstance(o[1], str)]
                     self._ops = collections.deque(kept)
                 raise RedisUnavailable(type(exc).__name__) from exc
             with self._lock:
-                if self._ops and self._ops[0] == (name, record):
+                if self._ops and self._ops[0] == (name, op):
                     self._ops.popleft()
 
     async def _publish_now(self, name: str, record: CircuitRecord) -> None:
@@ -462,17 +533,20 @@ class RedisSharedState:
             name,
         ]
         keys = [self._key(name), self._permits(name)]
-        reply = await self.worker._guarded(_eval(_PUBLISH, keys, args), self.timeout)
+        limit = self.background_timeout
+        reply = await self.worker._guarded(_eval(_PUBLISH, keys, args), limit)
         if reply and int(reply[0]) == 0:  # a newer record won: adopt it
             current = _record_from(_pairs(list(reply[1:])))
             if current is not None:
                 self._deliver(name, current, force=True)
+            return
+        # the change index tells processes that missed the message what to read
+        touch = _eval(_TOUCH, [self.index], [name, str(INDEX_HORIZON_MS)])
+        await self.worker._guarded(touch, limit)
 
-    async def _resync(self) -> None:
-        with self._lock:
-            names = list(self._watchers)
+    async def _read(self, names: list[str]) -> None:
+        """Read ``names``' records (one pipelined round trip) and deliver them."""
         if not names:
-            await self.worker._guarded(lambda r: r.ping(), self.timeout)
             return
 
         async def run(client: RedisClient) -> list[Any]:
@@ -482,11 +556,55 @@ class RedisSharedState:
                 result: list[Any] = await pipe.execute()
                 return result
 
-        replies = await self.worker._guarded(run, self.timeout)
+        replies = await self.worker._guarded(run, self.background_timeout)
+        self.records_read += len(names)
         for name, flat in zip(names, replies, strict=True):
             record = _record_from(_pairs(flat)) if flat else None
             if record is not None:
                 self._deliver(name, record)
+
+    async def _read_fresh(self) -> None:
+        """Read one batch of newly watched (or reconnected) names."""
+        with self._lock:
+            batch = [self._fresh.pop() for _ in range(min(BATCH, len(self._fresh)))]
+        try:
+            await self._read(batch)
+        except Exception:
+            with self._lock:
+                self._fresh.update(batch)
+            raise
+
+    async def _poll(self) -> bool:
+        """Read what changed since the last poll; ``True`` when more changes are waiting.
+
+        One small script whatever the number of names; only changed names that this
+        process watches are read."""
+        since = self._since
+        # never looked: every watched name is being read in full, so only "now" is needed
+        args = ["+inf" if since is None else str(since), str(POLL_LIMIT)]
+        reply = await self.worker._guarded(
+            _eval(_POLL, [self.index], args), self.background_timeout
+        )
+        now = int(reply[0])
+        entries = [_text(x) for x in reply[1:]]
+        pairs = list(zip(entries[::2], (int(float(x)) for x in entries[1::2]), strict=False))
+        changed: list[str] = []
+        with self._lock:
+            for name, score in pairs:
+                if name in self._watchers and score > self._applied.get(name, -1):
+                    self._applied[name] = score
+                    if name not in self._fresh:
+                        changed.append(name)
+        for i in range(0, len(changed), BATCH):
+            await self._read(changed[i : i + BATCH])
+        self._polled_at = time.monotonic()
+        if len(pairs) >= POLL_LIMIT:  # truncated: go on from the last one at once
+            self._since = pairs[-1][1]
+            return True
+        # first look: every watched name is read in full after this, so changes stamped
+        # before ``now`` are in what it reads; later ones: look back OVERLAP_MS each time
+        self._since = now if since is None else max(since, now - OVERLAP_MS)
+        return False
 
     def _on_message(self, data: Any) -> None:
         self.messages += 1
@@ -505,12 +623,20 @@ class RedisSharedState:
             sub = make_redis_client(self.url, timeout=self.timeout, socket_timeout=None)
             pubsub: Any = None
             try:
-                async with asyncio.timeout(self.timeout * 5):
+                async with asyncio.timeout(self.background_timeout * 2):
                     if isinstance(sub, RedisCluster):  # the slot map first (any node serves)
                         await sub.initialize()
                     pubsub = sub.pubsub()
                     await pubsub.subscribe(self.channel)
-                await self._resync()
+                # subscribed: from here no message is lost. What happened before is read
+                # again: the index since the last look (or every watched name when the
+                # process never looked, or looked too long ago for the index to tell).
+                with self._lock:
+                    horizon = INDEX_HORIZON_MS - 60_000
+                    if self._since is None or self._since_age_ms() > horizon:
+                        self._fresh.update(self._watchers)
+                        self._since = None
+                await self._poll()
                 await self._flush_all()
                 if not self.healthy:
                     if self.last_error:
@@ -520,15 +646,18 @@ class RedisSharedState:
                 loop = asyncio.get_running_loop()
                 next_sync = loop.time() + self.resync_interval
                 while not self._closed:
-                    wait = max(0.0, min(0.5, next_sync - loop.time()))
+                    busy = bool(self._fresh)
+                    wait = 0.0 if busy else max(0.0, min(0.5, next_sync - loop.time()))
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=wait)
                     if message is not None and message.get("type") == "message":
                         self._on_message(message["data"])
+                    if busy:
+                        await self._read_fresh()
                     if loop.time() >= next_sync:
-                        await self._resync()
+                        more = await self._poll()
                         if self._ops:
                             await self._flush_all()
-                        next_sync = loop.time() + self.resync_interval
+                        next_sync = loop.time() + (0.0 if more else self.resync_interval)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -550,6 +679,10 @@ class RedisSharedState:
                     await close_client(sub)
                 except Exception:
                     pass
+
+    def _since_age_ms(self) -> float:
+        """How long ago (ms) the last successful poll ran."""
+        return (time.monotonic() - self._polled_at) * 1000
 
     # -- health and lifecycle -----------------------------------------------------------
 
