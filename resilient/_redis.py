@@ -249,8 +249,9 @@ class RedisWorker:
             # each command is bounded by asyncio.timeout in _guarded (redis.timeout, or a
             # longer bound a caller asks for, such as a half-open permit's); the socket
             # timeout only catches what that would miss
+            slack = max(self.timeout, 5.0)
             self._client = make_redis_client(
-                self.url, timeout=self.timeout, socket_timeout=max(self.timeout, 5.0)
+                self.url, timeout=self.timeout, socket_timeout=slack, socket_connect_timeout=slack
             )
         return self._client
 

@@ -45,6 +45,7 @@ from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import _clock
 from ._breaker_storage import ORIGIN, CircuitRecord, set_shared_backend
@@ -182,7 +183,19 @@ BATCH = 256  # names read per round trip (first watch, reconnect, changes)
 POLL_LIMIT = 1000  # changed names per index poll (more: the next poll goes on at once)
 OVERLAP_MS = 1000  # each poll looks this far behind the previous one (clock steps, races)
 INDEX_HORIZON_MS = 3_600_000  # index entries older than this are pruned
+PERMIT_RETRY = 0.01  # pause before asking again after a slow (timed-out) permit request
 REASK = 0.05  # mean pause before a refused process asks for a permit again (jittered ±50 %)
+
+
+def _slow(exc: BaseException) -> bool:
+    """Whether a failed Redis call timed out (slow: connect or reply) rather than being
+    refused."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, TimeoutError | RedisTimeoutError):
+            return True
+        seen = seen.__cause__
+    return False
 
 
 def _text(value: Any) -> str:
@@ -345,17 +358,22 @@ class RedisSharedState:
 
     async def acquire_permit(self, name: str, limit: int, ttl: float) -> bool | None:
         """One of ``limit`` cluster-wide half-open permits, waited for up to
-        ``permit_timeout``; ``None`` only when Redis gave no answer in that time."""
+        ``permit_timeout``; ``None`` only when Redis refused the connection or gave no
+        answer in that time (a slow connect or reply is asked again within the bound)."""
         if self._refused(name):
             return self._granted(name, 0, ttl, "", cached=True)
         token = self._token()
-        try:
-            reply = await self.worker.call(
-                self._acquire_fn(name, limit, ttl, token), self.permit_timeout, force=True
-            )
-        except RedisUnavailable:
-            self._give_back(name, token)  # a grant that lands after we gave up
-            return None
+        fn = self._acquire_fn(name, limit, ttl, token)
+        end = time.monotonic() + self.permit_timeout
+        while True:
+            try:
+                reply = await self.worker.call(fn, end - time.monotonic(), force=True)
+                break
+            except RedisUnavailable as exc:
+                if not (_slow(exc) and end - time.monotonic() > PERMIT_RETRY):
+                    self._give_back(name, token)  # a grant that lands after we gave up
+                    return None
+                await asyncio.sleep(PERMIT_RETRY)
         return self._granted(name, int(reply), ttl, token)
 
     def acquire_permit_sync(self, name: str, limit: int, ttl: float) -> bool | None:
@@ -363,13 +381,17 @@ class RedisSharedState:
         if self._refused(name):
             return self._granted(name, 0, ttl, "", cached=True)
         token = self._token()
-        try:
-            reply = self.worker.call_sync(
-                self._acquire_fn(name, limit, ttl, token), self.permit_timeout, force=True
-            )
-        except RedisUnavailable:
-            self._give_back(name, token)
-            return None
+        fn = self._acquire_fn(name, limit, ttl, token)
+        end = time.monotonic() + self.permit_timeout
+        while True:
+            try:
+                reply = self.worker.call_sync(fn, end - time.monotonic(), force=True)
+                break
+            except RedisUnavailable as exc:
+                if not (_slow(exc) and end - time.monotonic() > PERMIT_RETRY):
+                    self._give_back(name, token)
+                    return None
+                time.sleep(PERMIT_RETRY)
         return self._granted(name, int(reply), ttl, token)
 
     def _token(self) -> str:

@@ -459,8 +459,17 @@ class RedisSentinelServer:
             _redis_cli(self.sentinels[0].port, "sentinel", "failover", self.service)
 
         def moved() -> bool:
-            port = self.master_port()
-            return port != old and "role:master" in _redis_cli(port, "info", "replication")
+            # every Sentinel names the new master and sees it healthy (clients ask any one)
+            ports = set()
+            for sentinel in self.sentinels:
+                info = _redis_cli(sentinel.port, "sentinel", "master", self.service).split()
+                fields = dict(zip(info[::2], info[1::2], strict=False))
+                if fields.get("flags") != "master":
+                    return False
+                ports.add(int(fields.get("port", "0")))
+            if len(ports) != 1 or old in ports:
+                return False
+            return "role:master" in _redis_cli(ports.pop(), "info", "replication")
 
         _until(moved, timeout, "the Sentinels to promote the replica")
         return self.master_port()
