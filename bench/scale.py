@@ -370,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
                 workers = 8 if names == 10000 else 1
                 r = idle(rs.url, rs.port, names, workers, seconds)
                 print(
-                    f"idle, {names:6d} names × {workers} proc   CPU {r['cpu_pct']:5.2f} % / process   "
+                    f"idle, {names:6d} names × {workers} proc   "
+                    f"CPU {r['cpu_pct']:5.2f} % / process   "
                     f"Redis {r['commands_per_s']:6.1f} commands/s / process   "
                     f"healthy {r['healthy']:5.1f} % of samples"
                 )
