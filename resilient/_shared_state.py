@@ -358,8 +358,9 @@ class RedisSharedState:
 
     async def acquire_permit(self, name: str, limit: int, ttl: float) -> bool | None:
         """One of ``limit`` cluster-wide half-open permits, waited for up to
-        ``permit_timeout``; ``None`` only when Redis refused the connection or gave no
-        answer in that time (a slow connect or reply is asked again within the bound)."""
+        ``permit_timeout`` (a slow connect or reply is asked again within the bound).
+        Without an answer: ``False`` while the listener still reaches Redis (slow, not
+        gone), ``None`` once it has lost Redis too (the local permits decide)."""
         if self._refused(name):
             return self._granted(name, 0, ttl, "", cached=True)
         token = self._token()
@@ -372,7 +373,7 @@ class RedisSharedState:
             except RedisUnavailable as exc:
                 if not (_slow(exc) and end - time.monotonic() > PERMIT_RETRY):
                     self._give_back(name, token)  # a grant that lands after we gave up
-                    return None
+                    return self._unanswered(name, ttl)
                 await asyncio.sleep(PERMIT_RETRY)
         return self._granted(name, int(reply), ttl, token)
 
@@ -390,9 +391,17 @@ class RedisSharedState:
             except RedisUnavailable as exc:
                 if not (_slow(exc) and end - time.monotonic() > PERMIT_RETRY):
                     self._give_back(name, token)
-                    return None
+                    return self._unanswered(name, ttl)
                 time.sleep(PERMIT_RETRY)
         return self._granted(name, int(reply), ttl, token)
+
+    def _unanswered(self, name: str, ttl: float) -> bool | None:
+        """No permit answer within the bound. While the listener still reaches Redis, Redis
+        is slow, not gone: refuse (no local trial; ask again after a jittered pause).
+        Once the listener has lost Redis too: ``None``, the local permits decide."""
+        if self.healthy and self._listener is not None:
+            return self._granted(name, 0, ttl, "")
+        return None
 
     def _token(self) -> str:
         self._tokens += 1
