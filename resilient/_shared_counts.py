@@ -22,10 +22,11 @@ How exact:
   failure reaches it within about 50 ms; a success elsewhere up to 1 s late, so a trip may come
   up to one flush interval early. The process whose report reaches the threshold trips the
   breaker and publishes it; the counter restarts at 0, so one trip per threshold.
-- Retry budget: the allowance is ``ratio`` × (cluster calls in the last two 5 s buckets +
-  calls not yet sent) + ``min_per_second`` × 10 s, against cluster retries + retries not yet
-  sent. Other processes' retries are seen up to one flush late: the cluster overshoots by at
-  most ``RETRY_FLUSH`` retries per process per flush.
+- Retry budget: the cluster's allowance is ``ratio`` × its calls in the last two 5 s buckets +
+  ``min_per_second`` × 10 s; what is left of it after the cluster's retries is shared evenly
+  by the processes counting in that window, and between flushes a process spends only its
+  share plus ``ratio`` × its own new calls. Other processes' counts arrive up to one flush
+  late, so the cluster can overshoot by about what its processes' calls earned in that time.
 - Redis unreachable: the counts stay local (the breaker's own rule and the local budget
   decide) until it answers again.
 """
@@ -38,6 +39,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from ._breaker_storage import ORIGIN
 from ._logging import logger
 from ._redis_url import breaker_tag
 
@@ -55,13 +57,17 @@ TICK = 0.05
 
 _COUNT = """
 -- KEYS: failure counter, this budget bucket, the previous bucket
--- ARGV: calls, retries, failures, successes, failures after the last success, threshold, ttl ms
+-- ARGV: calls, retries, failures, successes, failures after the last success, threshold, ttl ms,
+--       the reporting process
 local calls, retries = tonumber(ARGV[1]), tonumber(ARGV[2])
 if calls > 0 or retries > 0 then
   redis.call('HINCRBY', KEYS[2], 'calls', calls)
   redis.call('HINCRBY', KEYS[2], 'retries', retries)
+  redis.call('HSET', KEYS[2], 'p:' .. ARGV[8], 1)
   redis.call('PEXPIRE', KEYS[2], ARGV[7])
 end
+-- processes counting in the window: the fields beyond calls and retries
+local peers = math.max(redis.call('HLEN', KEYS[2]), redis.call('HLEN', KEYS[3])) - 2
 local cur = redis.call('HMGET', KEYS[2], 'calls', 'retries')
 local prev = redis.call('HMGET', KEYS[3], 'calls', 'retries')
 local total_calls = (tonumber(cur[1]) or 0) + (tonumber(prev[1]) or 0)
@@ -82,7 +88,7 @@ if threshold > 0 then
   redis.call('HSET', KEYS[1], 'fails', fails)
   redis.call('PEXPIRE', KEYS[1], ARGV[7])
 end
-return {total_calls, total_retries, fails, tripped}
+return {total_calls, total_retries, fails, tripped, math.max(peers, 1)}
 """
 
 
@@ -94,6 +100,7 @@ class SharedBudget:
         "cluster_calls",
         "cluster_retries",
         "owner",
+        "peers",
         "refused",
         "retries",
         "seen_calls",
@@ -108,6 +115,7 @@ class SharedBudget:
         self.retries = 0
         self.cluster_calls = 0  # as of the last flush (this process's sent counts included)
         self.cluster_retries = 0
+        self.peers = 1  # processes counting this budget in the window
         self.refused = 0
 
     def sample(self) -> None:
@@ -126,10 +134,15 @@ class SharedBudget:
             return bool(owner.try_spend())
         with self.tally.lock:
             self.sample()
-            allowed = (
-                owner.ratio * (self.cluster_calls + self.calls) + owner.min_per_second * BUDGET_TTL
+            # until the next flush this process may use its share of the cluster's headroom
+            # (each of the ``peers`` processes the same), plus the ratio of its own new calls
+            headroom = (
+                owner.ratio * self.cluster_calls
+                + owner.min_per_second * BUDGET_TTL
+                - self.cluster_retries
             )
-            if self.cluster_retries + self.retries + 1 > allowed:
+            allowed = headroom / self.peers + owner.ratio * self.calls
+            if self.retries + 1 > allowed:
                 owner.refused += 1
                 self.refused += 1
                 return False
@@ -212,16 +225,17 @@ class _Tally:
         bucket = int(time.time() // BUCKET)
         keys = [self.fails_key, f"{self.bucket_base}{bucket}", f"{self.bucket_base}{bucket - 1}"]
         ttl = str(int(BUCKET * 3 * 1000))
-        args = [calls, retries, failures, successes, trailing, threshold, ttl]
+        args = [calls, retries, failures, successes, trailing, threshold, ttl, ORIGIN]
         return keys, [str(a) for a in args]
 
     def answer(self, reply: Any) -> None:
         """Apply the cluster totals of a flush; trip the breaker when it reached its rule."""
-        calls, retries, fails, tripped = (int(x) for x in reply)
+        calls, retries, fails, tripped, peers = (int(x) for x in reply)
         with self.lock:
             budget = self.budget
             if budget is not None:
                 budget.cluster_calls, budget.cluster_retries = calls, retries
+                budget.peers = max(1, peers)
             self.cluster_fails = fails
         cb = self.breaker
         if tripped and cb is not None and cb._hot == "closed":
