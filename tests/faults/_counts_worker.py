@@ -23,6 +23,11 @@ def count_worker(
     try:
         asyncio.run(_main(idx, name, scenario, go, results))
         code = 0
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        raise
     finally:
         from resilient._redis import close_workers
 
@@ -33,7 +38,7 @@ def count_worker(
 
 
 async def _main(idx: int, name: str, scenario: str, go: Any, results: Any) -> None:
-    from resilient import breaker, breakers, retry
+    from resilient import CircuitOpenError, breaker, breakers, retry
     from resilient._shared_counts import share_budget
     from resilient._shared_state import install_shared_backend
 
@@ -50,8 +55,8 @@ async def _main(idx: int, name: str, scenario: str, go: Any, results: Any) -> No
             await asyncio.sleep(0.01)
         results.put(("ready", idx))
         await asyncio.to_thread(go.wait)
-        for _ in range(2):
-            with contextlib.suppress(ConnectionError):
+        for _ in range(2):  # the second may already be refused: the cluster tripped it
+            with contextlib.suppress(ConnectionError, CircuitOpenError):
                 await svc()
         deadline = time.monotonic() + 3.0
         while time.monotonic() < deadline:  # until the cluster count opens it here too

@@ -9,16 +9,32 @@ opened after 50 s (pre-ping + query + ``connect_timeout`` on every reconnect, pe
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 import uuid
+from typing import Any
 
 import pytest
 
 from resilient import breaker, breakers, deadline
-from resilient.db import DB_BUDGET_FACTOR
+from resilient.config import current_config
+from resilient.db import DB_BUDGET_FACTOR, Database
 from resilient.testing.faults import FaultProxy
 from resilient.testing.servers import PostgresServer
-from tests.faults.test_faults_postgres import open_db
+
+
+def open_db(url: str, **overrides: Any) -> Database:
+    """A database on ``url`` with the fault tests' pool and the given settings."""
+    base = current_config()
+    db = {k: v for k, v in overrides.items() if hasattr(base.database, k)}
+    res = {k: v for k, v in overrides.items() if hasattr(base.resilience, k)}
+    config = dataclasses.replace(
+        base,
+        database=dataclasses.replace(base.database, **{"min_pool_size": 5, **db}),
+        resilience=dataclasses.replace(base.resilience, **res),
+    )
+    return Database.from_config(config, url=url, application_name=f"budget-{uuid.uuid4().hex[:8]}")
+
 
 SLACK = 0.5  # scheduling noise and connection teardown on a loaded 2-core machine
 

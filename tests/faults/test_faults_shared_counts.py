@@ -50,7 +50,16 @@ def _run(redis_srv: RedisServer, scenario: str, workers: int) -> list[Any]:
                 assert not dead, f"workers died before starting: {dead}"
                 assert time.monotonic() < deadline, "workers did not start within 60 s"
         go.set()
-        return [out.get(timeout=60) for _ in range(workers)]
+        found: list[Any] = []
+        deadline = time.monotonic() + 60
+        while len(found) < workers:
+            try:
+                found.append(out.get(timeout=0.5))
+            except queue.Empty:
+                dead = [(i, p.exitcode) for i, p in enumerate(procs) if p.exitcode not in (None, 0)]
+                assert not dead, f"workers died: {dead}"
+                assert time.monotonic() < deadline, f"workers did not report: {found}"
+        return found
     finally:
         for p in procs:
             p.join(10)
