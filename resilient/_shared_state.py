@@ -37,6 +37,7 @@ import collections
 import concurrent.futures
 import contextlib
 import contextvars
+import itertools
 import json
 import random
 import threading
@@ -266,7 +267,7 @@ class RedisSharedState:
         self._applied: dict[str, int] = {}  # index score of the last change read, per name
         self._since: int | None = None  # index time of the next poll (ms)
         self._polled_at = time.monotonic()
-        self._tokens = 0
+        self._tokens = itertools.count(1)
         self._seen: dict[str, int] = {}
         self._deny_until: dict[str, float] = {}
         # publishes and permit releases, in call order: a failed trial's "open" must reach Redis
@@ -404,8 +405,7 @@ class RedisSharedState:
         return None
 
     def _token(self) -> str:
-        self._tokens += 1
-        return f"{self.origin}:{self._tokens}"
+        return f"{self.origin}:{next(self._tokens)}"  # next() on a count is atomic
 
     def _refused(self, name: str) -> bool:
         until = self._deny_until.get(name)

@@ -559,9 +559,13 @@ async def _bounded(work: Awaitable[T], seconds: float, name: str) -> T:
     """``await work``, but at most ``seconds``: then it is cancelled and left to clean up
     on its own (a cancelled query on a dead link can take seconds to unwind), and the caller
     gets :class:`TimeoutError` at once."""
+    if seconds <= 0:  # nothing may start once the budget is spent
+        if asyncio.iscoroutine(work):
+            work.close()
+        raise TimeoutError(f"{name}: the call's time budget (or the deadline) is spent")
     task = asyncio.ensure_future(work)
     try:
-        done, _ = await asyncio.wait((task,), timeout=max(0.0, seconds))
+        done, _ = await asyncio.wait((task,), timeout=seconds)
     except asyncio.CancelledError:
         task.cancel()
         task.add_done_callback(_abandoned)

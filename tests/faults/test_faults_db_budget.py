@@ -109,3 +109,22 @@ async def test_the_ambient_deadline_bounds_a_call_when_shorter(
             proxy.heal()
             proxy.reset_all()
             await db.close()
+
+
+async def test_a_spent_deadline_starts_nothing(pg_server: PostgresServer) -> None:
+    """A call whose deadline has already passed raises at once and sends nothing."""
+    if not pg_server.running:
+        pg_server.start()
+    db = open_db(pg_server.url, command_timeout=2.0)
+    await db.start(register_health=False)
+    table = f"spent_{uuid.uuid4().hex[:8]}"
+    try:
+        await db.execute(f"CREATE TABLE {table} (id int)")
+        with deadline(0.001):
+            await asyncio.sleep(0.01)
+            with pytest.raises(TimeoutError):
+                await db.execute(f"INSERT INTO {table} VALUES (1)", idempotent=False)
+        assert await db.scalar(f"SELECT count(*) FROM {table}") == 0
+    finally:
+        await db.execute(f"DROP TABLE IF EXISTS {table}")
+        await db.close()
