@@ -29,7 +29,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ReadOnlyError
+from redis.exceptions import AskError, ClusterCrossSlotError, MovedError, ReadOnlyError
 
 from . import _clock
 from ._cache import CachedValue, MemoryCache, set_fallback_cache
@@ -133,6 +133,13 @@ def describe_error(exc: BaseException) -> str:
         return (
             "Redis answered as a read-only replica (writes refused): point redis.url at the "
             "master, or use redis+sentinel:// so failovers are followed"
+        )
+    if isinstance(exc, MovedError | AskError | ClusterCrossSlotError) or (
+        "cluster support disabled" not in str(exc) and "MOVED" in str(exc)
+    ):
+        return (
+            f"{type(exc).__name__}: Redis answered as one node of a Redis Cluster: write "
+            "redis.url as redis+cluster://host:port[,host:port...]"
         )
     return f"{type(exc).__name__}: {sanitize(exc)}"[:300]
 

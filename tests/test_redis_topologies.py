@@ -302,3 +302,20 @@ async def test_read_only_replica_is_reported_as_such(sentinel: RedisSentinelServ
     finally:
         state.close()
         replica.destroy()
+
+
+async def test_a_single_server_url_on_a_cluster_node_names_the_fix(
+    cluster: RedisClusterServer,
+) -> None:
+    """Before: the cache was still called healthy while nothing reached Redis."""
+    url = f"redis://127.0.0.1:{cluster.ports[0]}/0"
+    found = False
+    for i in range(20):  # some keys hash to this node's slots: find one that does not
+        cache = RedisCache(url, prefix=f"node{i}-{uuid.uuid4().hex[:4]}", timeout=0.5)
+        health = await cache.health_check()
+        if health["status"] == "degraded":
+            assert "redis+cluster://" in health["detail"], health["detail"]
+            found = True
+            break
+        close_workers()
+    assert found

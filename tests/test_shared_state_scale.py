@@ -147,3 +147,27 @@ async def test_newly_watched_names_are_read_in_batches(redis_url: str, prefix: s
         assert seen[0].state == "open"
     finally:
         state.close()
+
+
+async def test_refused_permit_requests_ask_again_at_jittered_times(
+    redis_url: str, prefix: str
+) -> None:
+    """Before: every refused process asked again exactly 50 ms later, all together."""
+    from resilient import _clock
+
+    worker = RedisWorker(redis_url, timeout=0.5)
+    states = [
+        RedisSharedState(redis_url, prefix=prefix, origin=f"p{i}", worker=worker) for i in range(20)
+    ]
+    try:
+        assert await states[0].acquire_permit("j", 1, 5.0) is True
+        pauses = []
+        for st in states[1:]:
+            assert await st.acquire_permit("j", 1, 5.0) is False
+            pauses.append(st._deny_until["j"] - _clock._current.monotonic())
+        assert all(0.0 < p <= 0.08 for p in pauses), pauses
+        assert max(pauses) - min(pauses) > 0.02, pauses  # spread, not in lockstep
+    finally:
+        for st in states:
+            st.close()
+        worker.close()
