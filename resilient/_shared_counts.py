@@ -304,6 +304,9 @@ class SharedCounts:
                     continue  # counted locally meanwhile; the deltas are not resent
                 except Exception as exc:  # one broken tally must not stop the others
                     logger.error("shared counts of {} failed: {}", tally.name, repr(exc))
+        with _lock:  # the backend closed: forget its tallies
+            if _counts.get(id(self.state)) is self:
+                del _counts[id(self.state)]
 
 
 _counts: dict[int, SharedCounts] = {}

@@ -721,7 +721,12 @@ class RedisSharedState:
         """The ``shared_state`` component: healthy while Redis is reachable and subscribed."""
         with self._lock:
             watched = len(self._watchers)
-        data = {"backend": "redis", "breakers_watched": watched, "messages": self.messages}
+        data = {
+            "backend": "redis",
+            "breakers_watched": watched,
+            "messages": self.messages,
+            "records_read": self.records_read,
+        }
         if self._listener is None:
             return {"status": "healthy", "detail": "no shared breaker yet", **data}
         guard = self.worker.guard
