@@ -423,13 +423,8 @@ class RedisSharedState:
             self._deny_until[name] = now + left + random.uniform(0.0, min(0.05, left / 10))
         elif reply == 0 and not cached:
             self._deny_until[name] = now + random.uniform(0.5, 1.5) * min(REASK, ttl)
-        held = _held.get()
-        if granted:
-            _held.set((*held, (id(self), name, token)))
-        elif any(h[0] == id(self) and h[1] == name for h in held):
-            # the release that follows a refusal must not give back an older, unreleased
-            # grant of this task (that one expires with its TTL)
-            _held.set(tuple(h for h in held if not (h[0] == id(self) and h[1] == name)))
+        if granted:  # a release gives back exactly this holder token, never another's
+            _held.set((*_held.get(), (id(self), name, token)))
         return granted
 
     def _acquire_fn(

@@ -10,6 +10,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio as aioredis
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from resilient._breaker_storage import CircuitRecord
 from resilient._redis import RedisWorker, close_workers
@@ -171,3 +174,51 @@ async def test_refused_permit_requests_ask_again_at_jittered_times(
         for st in states:
             st.close()
         worker.close()
+
+
+@hsettings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    limit=st.integers(1, 3),
+    ops=st.lists(st.tuples(st.integers(0, 3), st.booleans()), min_size=1, max_size=14),
+)
+def test_permits_are_exact_under_any_interleaving(
+    redis_url: str, limit: int, ops: list[tuple[int, bool]]
+) -> None:
+    """Any sequence of acquires (True) and releases (False) by four processes: a grant only
+    while fewer than ``limit`` are held, never a refusal while one is free, and a release
+    frees exactly its holder's permit."""
+    prefix = f"ex-{uuid.uuid4().hex[:8]}"
+
+    async def run() -> None:
+        worker = RedisWorker(redis_url, timeout=0.5)
+        states = [
+            RedisSharedState(redis_url, prefix=prefix, origin=f"p{i}", worker=worker)
+            for i in range(4)
+        ]
+        held = [0, 0, 0, 0]
+        try:
+            for who, acquire in ops:
+                state = states[who]
+                if acquire:
+                    state._deny_until.clear()  # no remembered refusal: ask Redis each time
+                    got = await state.acquire_permit("x", limit, 30.0)
+                    assert got is (sum(held) < limit), (held, got)
+                    held[who] += bool(got)
+                elif held[who]:
+                    state.release_permit("x")
+                    held[who] -= 1
+                    await until(lambda s=state: not s._ops, 2.0)  # written in the background
+                    await asyncio.sleep(0.002)
+        finally:
+            for state in states:
+                state.close()
+            worker.close()
+            client = aioredis.Redis.from_url(redis_url)
+            keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
+            if keys:
+                await client.delete(*keys)
+            await client.aclose()
+
+    asyncio.run(run())
