@@ -43,6 +43,7 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".[dev]")
     session.run("python", "bench/run.py", *session.posargs)
     session.run("python", "bench/data.py", *session.posargs)
+    session.run("python", "bench/scale.py", *session.posargs)
 
 
 @nox.session(python=PY)

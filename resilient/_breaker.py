@@ -286,6 +286,7 @@ class Breaker(pybreaker.CircuitBreaker):
         self._remote = False
         self._version = 0
         self._backend: SharedStateBackend | None = None
+        self._shared_tally: Any = None  # cluster-wide failure counts (_shared_counts)
         self._window: Window | None = None
         self._pending_slow = False
         self.half_open_max_calls = 1
@@ -613,6 +614,8 @@ class Breaker(pybreaker.CircuitBreaker):
                 if self.is_system_error(exc):
                     self._failures += 1
                     self._dirty = True
+                    if self._shared_tally is not None:  # cluster-wide counts (_shared_counts)
+                        self._shared_tally.kick()
                     self._last_failure_category = category
                     self._last_failure_at = clock.time()
                 else:
@@ -772,6 +775,9 @@ class Breaker(pybreaker.CircuitBreaker):
             self._backend = backend
         if backend is not None:
             backend.watch(self._key, self._apply_remote)
+            from ._shared_counts import attach_breaker  # cluster-wide counts and budget
+
+            attach_breaker(self, backend)
 
     def _publish(self) -> None:
         backend = self._backend

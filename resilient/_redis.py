@@ -21,24 +21,28 @@ import contextlib
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from . import _clock
 from ._cache import CachedValue, MemoryCache, set_fallback_cache
 from ._cache_codec import decode_entry, encode_entry
 from ._extras import missing_extra, require
 from ._logging import logger
+from ._redis_url import parse_redis_url
 from ._sanitize import mask_url, sanitize
 
 if TYPE_CHECKING:  # redis-py is the `redis` extra: imported only when a URL is used
     import redis.asyncio as aioredis
+    from redis.asyncio.cluster import RedisCluster
 
 __all__ = [
     "CacheEntry",
     "RedisCache",
+    "RedisClient",
     "RedisGuard",
     "RedisUnavailable",
     "RedisWorker",
+    "describe_error",
     "enable_redis_cache",
     "get_redis_cache",
     "get_worker",
@@ -53,32 +57,142 @@ class RedisUnavailable(Exception):
     """Redis was skipped or failed; internal, never raised to users of the cache."""
 
 
-def make_redis_client(url: str, *, timeout: float = 0.1, **kwargs: Any) -> aioredis.Redis:
-    """An asyncio Redis client whose every command is bounded by ``timeout``.
+# A client for any ``redis.url`` form: one server (also Sentinel's master) or a cluster.
+if TYPE_CHECKING:
+    RedisClient: TypeAlias = "aioredis.Redis | RedisCluster"
+else:
+    RedisClient = Any
 
+
+def make_redis_client(url: str, *, timeout: float = 0.1, **kwargs: Any) -> RedisClient:
+    """An asyncio Redis client for any ``redis.url`` form, every command bounded by ``timeout``.
+
+    ``redis+cluster://`` gives a :class:`~redis.asyncio.cluster.RedisCluster` (slots followed
+    on MOVED and after a node fails); ``redis+sentinel://`` gives the service's master as the
+    Sentinels name it (a demoted master's connections are dropped and the new one looked up).
     No retries inside redis-py (its default hides seconds of retrying on a dead server and
     re-sends non-idempotent commands); resilience is the caller's decision.
 
     Raises:
         ModuleNotFoundError: redis-py is not installed (``pip install "resilient[redis]"``).
+        ValueError: the URL is malformed (the message says how to write it).
     """
     try:
         import redis.asyncio as aioredis
+        from redis.asyncio.cluster import RedisCluster
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
     except ModuleNotFoundError as exc:
         raise missing_extra(exc, "redis.url (the Redis cache, shared state and limits)") from None
 
+    target = parse_redis_url(url)
     options: dict[str, Any] = {
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
         "retry": Retry(NoBackoff(), 0),
-        "retry_on_timeout": False,
         "health_check_interval": 0,
         "max_connections": 64,
     }
     options.update(kwargs)
+    if target.kind == "cluster":
+        from redis.asyncio.cluster import ClusterNode
+
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in target.hosts],
+            username=target.username,
+            password=target.password,
+            ssl=target.tls,
+            **options,
+        )
+    if target.kind == "sentinel":
+        from redis.asyncio.sentinel import Sentinel
+
+        probe = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+        sentinel = Sentinel(list(target.hosts), sentinel_kwargs=probe, **probe)  # type: ignore[no-untyped-call]
+        master: aioredis.Redis = sentinel.master_for(
+            target.service,
+            db=target.db,
+            username=target.username,
+            password=target.password,
+            ssl=target.tls,
+            retry_on_timeout=False,
+            **options,
+        )
+        _sentinels[id(master)] = sentinel
+        return master
+    options["retry_on_timeout"] = False
     return aioredis.Redis.from_url(url, **options)
+
+
+_sentinels: dict[int, Any] = {}  # Sentinel managers by client id, closed with their client
+
+
+def make_sync_redis_client(url: str, *, timeout: float = 0.1) -> Any:
+    """A blocking redis-py client for any ``redis.url`` form (see :func:`make_redis_client`).
+
+    Raises:
+        ModuleNotFoundError: redis-py is not installed (``pip install "resilient[redis]"``).
+        ValueError: the URL is malformed.
+    """
+    try:
+        import redis
+        from redis.cluster import ClusterNode, RedisCluster
+        from redis.sentinel import Sentinel
+    except ModuleNotFoundError as exc:
+        raise missing_extra(exc, "redis.url (the Redis cache, shared state and limits)") from None
+
+    target = parse_redis_url(url)
+    options: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    if target.kind == "cluster":
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in target.hosts],  # type: ignore[no-untyped-call]
+            username=target.username,
+            password=target.password,
+            ssl=target.tls,
+            **options,
+        )
+    if target.kind == "sentinel":
+        sentinel = Sentinel(list(target.hosts), sentinel_kwargs=options, **options)  # type: ignore[no-untyped-call]
+        return sentinel.master_for(  # type: ignore[no-untyped-call]
+            target.service,
+            db=target.db,
+            username=target.username,
+            password=target.password,
+            ssl=target.tls,
+        )
+    return redis.Redis.from_url(url, **options)
+
+
+async def close_client(client: RedisClient) -> None:
+    """Close ``client`` and, for a Sentinel master, the connections to the Sentinels."""
+    sentinel = _sentinels.pop(id(client), None)
+    with contextlib.suppress(Exception):
+        await client.aclose()
+    for node in getattr(sentinel, "sentinels", ()):
+        with contextlib.suppress(Exception):
+            await node.aclose()
+
+
+def _is_read_only(exc: BaseException) -> bool:
+    """A write refused by a read-only replica (redis-py's ``ReadOnlyError``)."""
+    return type(exc).__name__ == "ReadOnlyError" and type(exc).__module__.startswith("redis")
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: message`` with secrets masked; a read-only replica is named as such."""
+    if _is_read_only(exc):
+        return (
+            "Redis answered as a read-only replica (writes refused): point redis.url at the "
+            "master, or use redis+sentinel:// so failovers are followed"
+        )
+    if type(exc).__name__ in ("MovedError", "AskError", "ClusterCrossSlotError") or (
+        "cluster support disabled" not in str(exc) and "MOVED" in str(exc)
+    ):
+        return (
+            f"{type(exc).__name__}: Redis answered as one node of a Redis Cluster: write "
+            "redis.url as redis+cluster://host:port[,host:port...]"
+        )
+    return f"{type(exc).__name__}: {sanitize(exc)}"[:300]
 
 
 class RedisGuard:
@@ -93,6 +207,7 @@ class RedisGuard:
         "open_until",
         "probe_interval",
         "probing",
+        "read_only",
     )
 
     def __init__(self, *, failure_threshold: int = 2, probe_interval: float = 1.0) -> None:
@@ -102,6 +217,7 @@ class RedisGuard:
         self.open_until = 0.0
         self.probing = False
         self.last_error = ""
+        self.read_only = False
         self._lock = threading.Lock()
 
     @property
@@ -131,6 +247,7 @@ class RedisGuard:
             with self._lock:
                 self.failures = 0
                 self.probing = False
+                self.read_only = False
             if was_open:
                 logger.info("Redis reachable again; leaving the in-process fallback")
 
@@ -138,7 +255,8 @@ class RedisGuard:
         with self._lock:
             self.failures += 1
             self.probing = False
-            self.last_error = f"{type(exc).__name__}: {sanitize(exc)}"[:300]
+            self.last_error = describe_error(exc)
+            self.read_only = _is_read_only(exc)
             if self.failures >= self.failure_threshold:
                 opened = self.failures == self.failure_threshold
                 self.open_until = _clock._current.monotonic() + self.probe_interval
@@ -146,7 +264,9 @@ class RedisGuard:
                 opened = False
         if opened:
             logger.warning(
-                "Redis unreachable ({}); using in-process state until it answers", self.last_error
+                "Redis {} ({}); using in-process state until it answers",
+                "refuses writes" if self.read_only else "unreachable",
+                self.last_error,
             )
 
 
@@ -159,7 +279,7 @@ class RedisWorker:
         self.guard = RedisGuard(probe_interval=probe_interval)
         self.round_trips = 0
         self._loop = asyncio.new_event_loop()
-        self._client: aioredis.Redis | None = None
+        self._client: RedisClient | None = None
         self._pending: dict[str, tuple[bytes, float]] = {}
         self._pending_lock = threading.Lock()
         self._flush_scheduled = False
@@ -181,13 +301,19 @@ class RedisWorker:
         self._loop.run_forever()
 
     @property
-    def client(self) -> aioredis.Redis:
+    def client(self) -> RedisClient:
         """The client; only use it from coroutines running on :attr:`loop`."""
         if self._client is None:
-            self._client = make_redis_client(self.url, timeout=self.timeout)
+            # each command is bounded by asyncio.timeout in _guarded (redis.timeout, or a
+            # longer bound a caller asks for, such as a half-open permit's); the socket
+            # timeout only catches what that would miss
+            slack = max(self.timeout, 5.0)
+            self._client = make_redis_client(
+                self.url, timeout=self.timeout, socket_timeout=slack, socket_connect_timeout=slack
+            )
         return self._client
 
-    async def _guarded(self, fn: Callable[[aioredis.Redis], Awaitable[T]], limit: float) -> T:
+    async def _guarded(self, fn: Callable[[RedisClient], Awaitable[T]], limit: float) -> T:
         self.round_trips += 1
         try:
             async with asyncio.timeout(limit):
@@ -199,16 +325,25 @@ class RedisWorker:
         return result
 
     def submit(
-        self, fn: Callable[[aioredis.Redis], Awaitable[T]], timeout: float | None = None
+        self,
+        fn: Callable[[RedisClient], Awaitable[T]],
+        timeout: float | None = None,
+        *,
+        force: bool = False,
     ) -> concurrent.futures.Future[T]:
-        """Schedule ``fn(client)`` on the worker loop; raises RedisUnavailable when skipped."""
-        if self._closed or not self.guard.allow():
+        """Schedule ``fn(client)`` on the worker loop; raises RedisUnavailable when skipped
+        (``force``: ask Redis even while the guard skips it, e.g. a half-open permit)."""
+        if self._closed or not (force or self.guard.allow()):
             raise RedisUnavailable(self.guard.last_error or "Redis worker closed")
         limit = self.timeout if timeout is None else timeout
         return asyncio.run_coroutine_threadsafe(self._guarded(fn, limit), self._loop)
 
     async def call(
-        self, fn: Callable[[aioredis.Redis], Awaitable[T]], limit: float | None = None
+        self,
+        fn: Callable[[RedisClient], Awaitable[T]],
+        limit: float | None = None,
+        *,
+        force: bool = False,
     ) -> T:
         """Run ``fn(client)`` from any event loop, bounded by ``limit`` (default: timeout).
 
@@ -216,7 +351,7 @@ class RedisWorker:
             RedisUnavailable: skipped (Redis is down), timed out or failed.
         """
         limit = self.timeout if limit is None else limit
-        future = self.submit(fn, limit)
+        future = self.submit(fn, limit, force=force)
         try:
             async with asyncio.timeout(limit):
                 return await asyncio.wrap_future(future)
@@ -226,11 +361,15 @@ class RedisWorker:
             raise RedisUnavailable(f"{type(exc).__name__}: {sanitize(exc)}") from exc
 
     def call_sync(
-        self, fn: Callable[[aioredis.Redis], Awaitable[T]], timeout: float | None = None
+        self,
+        fn: Callable[[RedisClient], Awaitable[T]],
+        timeout: float | None = None,
+        *,
+        force: bool = False,
     ) -> T:
         """Blocking variant of :meth:`call` (never from the worker thread itself)."""
         limit = self.timeout if timeout is None else timeout
-        future = self.submit(fn, limit)
+        future = self.submit(fn, limit, force=force)
         try:
             return future.result(limit)
         except concurrent.futures.TimeoutError as exc:
@@ -272,7 +411,7 @@ class RedisWorker:
         if not batch or not self.guard.allow():
             return
 
-        async def write(client: aioredis.Redis) -> None:
+        async def write(client: RedisClient) -> None:
             async with client.pipeline(transaction=False) as pipe:
                 for key, (payload, ttl) in batch.items():
                     pipe.set(key, payload, px=max(1, int(ttl * 1000)))
@@ -301,8 +440,7 @@ class RedisWorker:
 
         async def shutdown() -> None:
             if self._client is not None:
-                with contextlib.suppress(Exception):
-                    await self._client.aclose()
+                await close_client(self._client)
             tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
             for task in tasks:
                 task.cancel()
@@ -516,13 +654,16 @@ class RedisCache:
         if self._worker is None:
             return {"status": "healthy", "detail": "in-process cache (redis.url unset)", **data}
         started = _clock._current.monotonic()
+        probe = self.prefix + "__health__"
         try:
-            await self._worker.call(lambda r: r.ping())
+            # a write, so that a read-only replica is found out (a PING would answer)
+            await self._worker.call(lambda r: r.set(probe, b"1", px=10_000))
         except RedisUnavailable:
+            guard = self._worker.guard
+            what = "Redis is a read-only replica" if guard.read_only else "Redis unreachable"
             return {
                 "status": "degraded",
-                "detail": "Redis unreachable; serving the in-process cache "
-                f"({self._worker.guard.last_error})",
+                "detail": f"{what}; serving the in-process cache ({guard.last_error})",
                 **data,
             }
         latency = _clock._current.monotonic() - started

@@ -109,6 +109,7 @@ class RetryBudget:
         "name",
         "ratio",
         "refused",
+        "shared",
     )
 
     def __init__(self, name: str, ratio: float, min_per_second: float) -> None:
@@ -122,6 +123,7 @@ class RetryBudget:
         self._prev_retries = 0
         self._period_start: float | None = None
         self._lock = threading.Lock()
+        self.shared: Any = None  # a cluster-wide budget (_shared_counts.SharedBudget)
 
     def _rotate(self, now: float) -> None:
         start = self._period_start
@@ -138,6 +140,8 @@ class RetryBudget:
 
     def try_spend(self) -> bool:
         """Take one retry from the budget; ``False`` (and counted) when it is spent."""
+        if self.shared is not None:  # cluster-wide budget (_shared_counts)
+            return bool(self.shared.try_spend(self))
         now = _clock._current.monotonic()
         with self._lock:
             self._rotate(now)

@@ -39,23 +39,28 @@ from tenacity import (
     AsyncRetrying,
     RetryCallState,
     retry_if_exception,
-    stop_after_attempt,
     wait_exponential_jitter,
     wait_none,
 )
 
-from . import _clock
+from . import _clock, _deadline
 from ._classify import classify, is_transient, proves_not_sent
 from ._extras import missing_extra
 from ._logging import logger
 from ._sanitize import mask_url, sanitize
 from .config import Config, current_config, subscribe, switches
 
-__all__ = ["Database", "PoolStats", "get_database", "register_health_checks"]
+__all__ = ["DB_BUDGET_FACTOR", "Database", "PoolStats", "get_database", "register_health_checks"]
 
 T = TypeVar("T")
 Statement = str | Executable
 Params = Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
+
+DB_BUDGET_FACTOR = 2.0
+"""A database call (pool wait, pre-ping, reconnects, every attempt and the waits between them)
+takes at most ``DB_BUDGET_FACTOR × database.command_timeout``, or the ambient deadline when that
+is shorter; then it raises :class:`TimeoutError`. A breaker in front of it therefore opens
+within ``failure_threshold × DB_BUDGET_FACTOR × command_timeout``."""
 
 _STATEMENT_LOG_LIMIT = 2000
 _START_KEY = "resilient_query_start"
@@ -179,6 +184,7 @@ class Database:
         self._config = config
         self._slow = config.database.slow_query_threshold
         self._log_all = config.resilience.enable_query_logging
+        self._budget = DB_BUDGET_FACTOR * config.database.command_timeout
 
     @property
     def is_sqlite(self) -> bool:
@@ -372,9 +378,16 @@ class Database:
 
     # -- retries ------------------------------------------------------------------------
 
-    def _retrying(self, *, idempotent: bool) -> AsyncRetrying:
+    def _retrying(self, *, idempotent: bool, end: float) -> AsyncRetrying:
         res = self._config.resilience
         attempts = res.retry_max_attempts if switches.retry_enabled else 1
+
+        def stop(state: RetryCallState) -> bool:
+            # no attempt after the last, and no wait the call's budget cannot cover
+            if state.attempt_number >= attempts:
+                return True
+            wait = state.upcoming_sleep or 0.0
+            return _clock._current.monotonic() + wait >= end
 
         def retryable(exc: BaseException) -> bool:
             if not is_transient(exc):
@@ -396,7 +409,7 @@ class Database:
             await _clock._current.asleep(seconds)
 
         return AsyncRetrying(
-            stop=stop_after_attempt(attempts),
+            stop=stop,
             wait=wait_exponential_jitter(
                 multiplier=res.retry_initial_delay,
                 max=res.retry_max_delay,
@@ -411,20 +424,26 @@ class Database:
         )
 
     async def _with_retry(self, fn: Callable[[], Awaitable[T]], *, idempotent: bool) -> T:
-        # The first attempt runs without tenacity (nothing extra on the success path); only a
-        # failure builds the retry loop, which replays that failure as its first attempt.
+        # One budget for the whole call (see DB_BUDGET_FACTOR), the ambient deadline when it
+        # is shorter. The first attempt runs without tenacity; only a failure builds the
+        # retry loop, which replays that failure as its first attempt.
+        budget = self._budget
+        left = _deadline.remaining()
+        if left is not None and left < budget:
+            budget = max(0.0, left)
+        end = _clock._current.monotonic() + budget
         try:
-            return await fn()
+            return await _bounded(fn(), budget, self.name)
         except Exception as exc:
             first: list[BaseException] = [exc]
 
         async def attempt() -> T:
             if first:
                 raise first.pop()
-            return await fn()
+            return await _bounded(fn(), end - _clock._current.monotonic(), self.name)
 
         try:
-            async for retrying in self._retrying(idempotent=idempotent):
+            async for retrying in self._retrying(idempotent=idempotent, end=end):
                 with retrying:
                     return await attempt()
         except BaseException as exc:
@@ -581,6 +600,36 @@ class Database:
             "latency_ms": round(latency * 1000, 2),
             "pool": stats.to_dict(),
         }
+
+
+async def _bounded(work: Awaitable[T], seconds: float, name: str) -> T:
+    """``await work``, but at most ``seconds``: then it is cancelled and left to clean up
+    on its own (a cancelled query on a dead link can take seconds to unwind), and the caller
+    gets :class:`TimeoutError` at once."""
+    if seconds <= 0:  # nothing may start once the budget is spent
+        if asyncio.iscoroutine(work):
+            work.close()
+        raise TimeoutError(f"{name}: the call's time budget (or the deadline) is spent")
+    task = asyncio.ensure_future(work)
+    try:
+        done, _ = await asyncio.wait((task,), timeout=seconds)
+    except asyncio.CancelledError:
+        task.cancel()
+        task.add_done_callback(_abandoned)
+        raise
+    if done:
+        return task.result()
+    task.cancel()
+    task.add_done_callback(_abandoned)
+    raise TimeoutError(
+        f"{name}: the call ran out of its time budget "
+        f"({DB_BUDGET_FACTOR} × database.command_timeout, or the deadline)"
+    )
+
+
+def _abandoned(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: an abandoned attempt's error is not "never retrieved"
 
 
 def _note_failure(name: str, exc: BaseException) -> None:

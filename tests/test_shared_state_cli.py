@@ -64,7 +64,7 @@ def test_list_and_reset_cluster_wide(
     assert main(["breakers", "reset", "alpaca"]) == 0
     assert "reset to closed cluster-wide" in capsys.readouterr().out
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    assert client.hget(f"{redis_env}:breaker:alpaca", "state") == "closed"
+    assert client.hget(f"{redis_env}:breaker:{{alpaca}}", "state") == "closed"
     client.close()
 
 

@@ -9,6 +9,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, get_type_hints
 
 from .._exceptions import ConfigError, ConfigProblem
+from .._redis_url import FORMS, parse_redis_url
 from .._sanitize import MASK, is_secret_key, mask_url, sanitize, url_secret_parts
 from ._bounds import ATTEMPTS, COUNT, DELAY, DURATION, NOTIONAL, POOL, RATE, TTL, Bound
 from ._price_age import PriceAgeLimits
@@ -143,7 +144,9 @@ class RedisSettings:
     """``redis.*``: the shared cache and circuit state (unset ``url``: in-process)."""
 
     url: str | None = _rule(
-        secret=True, doc="redis:// URL; unset means in-process cache", default=None
+        secret=True,
+        doc="redis://, redis+cluster:// or redis+sentinel:// URL; unset means in-process cache",
+        default=None,
     )
     timeout: float = _rule(
         gt=0, le=5, doc="Socket timeout for every Redis call (seconds)", default=0.1
@@ -475,16 +478,12 @@ def validate(
             "paper and live trading cannot both be enabled",
             "set features.paper_trading_enabled or features.live_trading_enabled to false",
         )
-    if (
-        redis
-        and redis.url is not None
-        and not redis.url.startswith(("redis://", "rediss://", "unix://"))
-    ):
-        problem(
-            "redis.url",
-            "must start with redis://, rediss:// or unix://",
-            "write the URL as redis://host:6379/0",
-        )
+    if redis and redis.url is not None:
+        try:
+            parse_redis_url(redis.url)  # single server, cluster and Sentinel forms
+        except ValueError as exc:
+            what, _, fix = str(exc).partition("; ")
+            problem("redis.url", what.partition(": ")[2] or what, fix or FORMS)
     if res and res.circuit_breaker_shared and redis and not redis.url:
         problem(
             "resilience.circuit_breaker_shared",

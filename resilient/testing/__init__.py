@@ -36,7 +36,17 @@ from .invariants import (
 
 if TYPE_CHECKING:
     from .faults import FaultProxy
-    from .servers import PostgresServer, RedisServer, free_port, postgres_server, redis_server
+    from .servers import (
+        PostgresServer,
+        RedisClusterServer,
+        RedisSentinelServer,
+        RedisServer,
+        free_port,
+        postgres_server,
+        redis_cluster,
+        redis_sentinel,
+        redis_server,
+    )
     from .strategies import (
         fault_schedules,
         faults,
@@ -50,8 +60,12 @@ _LAZY = {
     "FaultProxy": ".faults",
     "PostgresServer": ".servers",
     "RedisServer": ".servers",
+    "RedisClusterServer": ".servers",
+    "RedisSentinelServer": ".servers",
     "free_port": ".servers",
     "postgres_server": ".servers",
+    "redis_cluster": ".servers",
+    "redis_sentinel": ".servers",
     "redis_server": ".servers",
     "fault_schedules": ".strategies",
     "faults": ".strategies",
@@ -85,6 +99,8 @@ __all__ = [
     "Outcome",
     "PostgresServer",
     "RateLimited",
+    "RedisClusterServer",
+    "RedisSentinelServer",
     "RedisServer",
     "Success",
     "assert_fallback_iff_failed",
@@ -99,6 +115,8 @@ __all__ = [
     "outcomes",
     "permanent_faults",
     "postgres_server",
+    "redis_cluster",
+    "redis_sentinel",
     "redis_server",
     "reset_state",
     "transient_faults",

@@ -35,6 +35,7 @@ from .. import _hooks
 from .._classify import _header, http_status, retry_after
 from .._exceptions import ResilientError
 from .._logging import logger
+from .._redis_url import limits_storage
 from .._sanitize import sanitize
 
 __all__ = ["RateLimitExceeded", "ServiceRateLimiter", "limiter_for"]
@@ -181,16 +182,17 @@ class ServiceRateLimiter:
 
     def _aio_limiter(self) -> Any:
         if self._aio is None:
-            from limits.aio import storage as aio_storage
             from limits.aio import strategies as aio_strategies
 
             assert self._redis_url is not None
-            self._aio_storage = aio_storage.RedisStorage(
-                "async+" + self._redis_url,
+            uri, extra = limits_storage(self._redis_url)  # cluster / Sentinel forms too
+            self._aio_storage = sync_storage.storage_from_string(
+                "async+" + uri,
                 implementation="redispy",
                 key_prefix=self._key_prefix,
                 socket_timeout=self._timeout,
                 socket_connect_timeout=self._timeout,
+                **extra,
             )
             self._aio = aio_strategies.MovingWindowRateLimiter(self._aio_storage)
         return self._aio
@@ -198,35 +200,29 @@ class ServiceRateLimiter:
     def _sync_limiter(self) -> Any:
         if self._sync is None:
             assert self._redis_url is not None
-            store = sync_storage.RedisStorage(
-                self._redis_url,
+            uri, extra = limits_storage(self._redis_url)  # cluster / Sentinel forms too
+            store = sync_storage.storage_from_string(
+                uri,
                 key_prefix=self._key_prefix,
                 socket_timeout=self._timeout,
                 socket_connect_timeout=self._timeout,
+                **extra,
             )
             self._sync = sync_strategies.MovingWindowRateLimiter(store)
         return self._sync
 
     def _aio_redis(self) -> Any:
         if self._aio_client is None:
-            import redis.asyncio as aioredis
+            from .._redis import make_redis_client  # every redis.url form
 
-            self._aio_client = aioredis.Redis.from_url(
-                self._redis_url or "",
-                socket_timeout=self._timeout,
-                socket_connect_timeout=self._timeout,
-            )
+            self._aio_client = make_redis_client(self._redis_url or "", timeout=self._timeout)
         return self._aio_client
 
     def _sync_redis(self) -> Any:
         if self._sync_client is None:
-            import redis
+            from .._redis import make_sync_redis_client  # every redis.url form
 
-            self._sync_client = redis.Redis.from_url(
-                self._redis_url or "",
-                socket_timeout=self._timeout,
-                socket_connect_timeout=self._timeout,
-            )
+            self._sync_client = make_sync_redis_client(self._redis_url or "", timeout=self._timeout)
         return self._sync_client
 
     def _wait_for(self, stats_reset: float) -> float:
@@ -590,17 +586,17 @@ class ServiceRateLimiter:
         """Close the Redis connections (if any were opened)."""
         storage, self._aio, self._aio_storage = self._aio_storage, None, None
         if storage is not None:
-            client = getattr(getattr(storage, "bridge", None), "storage", None)
-            if client is not None:
+            for client in _clients(getattr(storage, "bridge", None), "storage_replica"):
                 with contextlib.suppress(Exception):
                     await client.aclose()
         sync, self._sync = self._sync, None
         if sync is not None:
-            client = getattr(getattr(sync, "storage", None), "storage", None)
-            close = getattr(client, "close", None)
-            if callable(close):
-                with contextlib.suppress(Exception):
-                    close()
+            for client in _clients(getattr(sync, "storage", None), "storage_slave"):
+                close = getattr(client, "close", None)
+                if callable(close):
+                    with contextlib.suppress(Exception):
+                        close()
+
         aio_client, self._aio_client = self._aio_client, None
         if aio_client is not None:
             with contextlib.suppress(Exception):
@@ -656,3 +652,13 @@ def limiter_for(name: str, settings: Any, redis: Any) -> ServiceRateLimiter | No
         remaining_header=settings.rate_limit_remaining_header,
         reset_header=settings.rate_limit_reset_header,
     )
+
+
+def _clients(holder: Any, replica: str) -> list[Any]:
+    """Every Redis client a ``limits`` storage opened: the data client, a Sentinel setup's
+    replica client and its Sentinel connections."""
+    if holder is None:
+        return []
+    found = [getattr(holder, "storage", None), getattr(holder, replica, None)]
+    found += list(getattr(getattr(holder, "sentinel", None), "sentinels", []))
+    return [c for c in found if c is not None]

@@ -46,10 +46,10 @@ async def _main(idx: int, name: str, mode: Any, stop: Any, ready: Any, results: 
 
         tag = "local t = redis.call('TIME') local log = '{0} ' .. t[1] .. '.' .. t[2] "
         _shared_state._ACQUIRE = _shared_state._ACQUIRE.replace(
-            "local n = redis.call('INCR', KEYS[2])",
-            "local n = redis.call('INCR', KEYS[2]) "
+            "redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[3])",
+            "redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[3]) "
             + tag.format(idx)
-            + " redis.call('RPUSH', 'tracelog', log .. ' incr ' .. n)",
+            + " redis.call('RPUSH', 'tracelog', log .. ' grant ' .. ARGV[3])",
         )
         _shared_state._RELEASE = (
             tag.format(idx)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from resilient import breaker, breakers, fallback
+from resilient import CircuitOpenError, breaker, breakers, fallback
 from resilient._breaker_storage import get_shared_backend, set_shared_backend
 from resilient._cache import cache_key, get_fallback_cache, set_fallback_cache
 from resilient._redis import RedisCache
@@ -23,6 +23,7 @@ from resilient.testing.servers import RedisServer
 
 TIMEOUT = 0.1
 SLACK = 0.05  # scheduling noise on a loaded 2-core machine
+PERMIT = 0.3  # how long a half-open permit answer is waited for
 
 
 async def until(predicate: Any, limit: float) -> float:
@@ -189,7 +190,7 @@ async def test_shared_breaker_survives_a_redis_restart(
                 return False
             client = aioredis.Redis.from_url(redis_srv.url, decode_responses=True)
             try:
-                state = await client.hget(f"{shared.prefix}:breaker:{name}", "state")
+                state = await client.hget(shared._key(name), "state")
             finally:
                 await client.aclose()
             return state == "open"
@@ -205,7 +206,7 @@ async def test_blackholed_redis_never_slows_a_shared_breaker(
     redis_srv: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Silent Redis: closed calls cost nothing extra, a half-open permit costs at most the
-    timeout (then local permits), and health reports the shared state degraded."""
+    permit bound (then local permits), and health reports the shared state degraded."""
     if not redis_srv.running:
         redis_srv.start()
     from resilient.config import reload_config
@@ -215,7 +216,9 @@ async def test_blackholed_redis_never_slows_a_shared_breaker(
         monkeypatch.setenv("AI_TRADER_REDIS__URL", url)
         reload_config()
         previous = get_shared_backend()
-        state = RedisSharedState(url, timeout=TIMEOUT, prefix=f"q-{uuid.uuid4().hex[:6]}")
+        state = RedisSharedState(
+            url, timeout=TIMEOUT, prefix=f"q-{uuid.uuid4().hex[:6]}", permit_timeout=PERMIT
+        )
         set_shared_backend(state)
         name = f"bhb-{uuid.uuid4().hex[:6]}"
         try:
@@ -242,9 +245,22 @@ async def test_blackholed_redis_never_slows_a_shared_breaker(
                 await svc(True)
             assert breakers.get(name).state == "open"
             await asyncio.sleep(0.25)
-            started = time.perf_counter()
-            assert await svc(False) == "ok"  # trial on a local permit after ≤ TIMEOUT
-            assert time.perf_counter() - started < TIMEOUT + SLACK
+            # half-open: each call waits at most the permit bound. While the listener still
+            # counts Redis as reachable the call is refused (Redis may only be slow); once it
+            # has lost Redis too, the trial runs on a local permit
+            deadline = time.perf_counter() + 5.0
+            while True:
+                started = time.perf_counter()
+                try:
+                    result = await svc(False)
+                except CircuitOpenError:
+                    result = None
+                assert time.perf_counter() - started < PERMIT + SLACK
+                if result == "ok":
+                    break
+                assert time.perf_counter() < deadline, "no local trial once Redis was lost"
+                await asyncio.sleep(0.05)
+            assert not state.healthy  # only after the listener lost Redis
             assert breakers.get(name).state == "closed"
 
             async def degraded() -> bool:
@@ -258,3 +274,41 @@ async def test_blackholed_redis_never_slows_a_shared_breaker(
             state.close()
             monkeypatch.delenv("AI_TRADER_REDIS__URL")
             reload_config()
+
+
+async def test_slow_redis_never_turns_a_permit_into_a_local_trial(
+    redis_srv: RedisServer,
+) -> None:
+    """Redis answers, slower than redis.timeout: every process waits for its permit answer and
+    exactly ``limit`` trials are granted cluster-wide (before: a slow answer was taken as
+    "unreachable" and each process ran its own trial)."""
+    if not redis_srv.running:
+        redis_srv.start()
+    prefix = f"slow-{uuid.uuid4().hex[:6]}"
+    async with FaultProxy("127.0.0.1", redis_srv.port) as proxy:
+        url = f"redis://127.0.0.1:{proxy.port}/0"
+        direct = RedisSharedState(redis_srv.url, prefix=prefix, origin="operator")
+        # 12 "processes": each its own backend and worker thread (its own connection)
+        from resilient._redis import RedisWorker
+
+        workers = [RedisWorker(url, timeout=TIMEOUT) for _ in range(12)]
+        states = [
+            RedisSharedState(url, timeout=TIMEOUT, prefix=prefix, origin=f"p{i}", worker=w)
+            for i, w in enumerate(workers)
+        ]
+        try:
+            await direct.reset("svc", state="open")
+            for w in workers:  # connect first, then make every answer slow
+                await w.call(lambda r: r.ping(), 1.0)
+            proxy.latency = 0.09  # a round trip takes ~0.18 s > redis.timeout (0.1 s)
+            await asyncio.sleep(0.05)
+            answers = await asyncio.gather(*(st.acquire_permit("svc", 1, 0.01) for st in states))
+            assert answers.count(True) == 1, answers
+            assert None not in answers, answers  # nobody took a local trial
+        finally:
+            proxy.heal()
+            for st in states:
+                st.close()
+            for w in workers:
+                w.close()
+            direct.close()
