@@ -37,7 +37,19 @@ DEFAULT_INTERVAL = 30.0
 STOP_GRACE = 0.1
 
 
+class _RaisedInThread(Exception):
+    """Carries what a sync check raised in its thread that a future cannot hold
+    (``StopIteration``) or that must not reach the loop (``SystemExit``,
+    ``KeyboardInterrupt``: in a thread they end only that thread)."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__()
+        self.original = original
+
+
 def _exception_detail(exc: BaseException) -> tuple[str, dict[str, Any]]:
+    if isinstance(exc, _RaisedInThread):
+        exc = exc.original
     text = sanitize(exc)
     detail = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     data: dict[str, Any] = {"error_type": type(exc).__name__}
@@ -119,6 +131,8 @@ def _in_daemon_thread(fn: Callable[[], Any], done: threading.Event) -> asyncio.F
             result: Any = fn()
             ok = True
         except BaseException as exc:  # handed to the awaiting coroutine
+            if isinstance(exc, StopIteration | SystemExit | KeyboardInterrupt):
+                exc = _RaisedInThread(exc)
             result, ok = exc, False
         finally:
             done.set()
