@@ -140,8 +140,15 @@ def url_secret_parts(url: str) -> list[str]:
 
 
 def sanitize(text: object) -> str:
-    """Return ``text`` as a string with every known or recognisable secret masked."""
-    s = text if isinstance(text, str) else str(text)
+    """Return ``text`` as a string with every known or recognisable secret masked (an object
+    whose ``str()`` raises is shown as ``<unprintable TypeName>``)."""
+    if isinstance(text, str):
+        s = text
+    else:
+        try:
+            s = str(text)
+        except Exception:
+            return f"<unprintable {type(text).__name__}>"
     pattern = _secret_re
     if pattern is not None:
         s = pattern.sub(MASK, s)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
+from resilient import breaker, disable_logging, enable_logging, fallback, retry, sanitize
 from resilient.health import HealthRegistry, HealthStatus
 
 
@@ -60,3 +61,111 @@ async def test_async_check_raising_its_own_cancelled_error_is_reported() -> None
     reg.register("self_cancel", check, timeout=1.0)
     report = await reg.check_all()
     assert report.components["self_cancel"].status is HealthStatus.UNHEALTHY
+
+
+class Unprintable(Exception):
+    """An exception whose ``str()`` and ``repr()`` raise."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("str of an unprintable exception")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("repr of an unprintable exception")
+
+
+def _raises_unprintable(exc: BaseException) -> bool:
+    raise Unprintable
+
+
+def _fresh_predicate() -> Callable[[BaseException], bool]:
+    # each policy logs a failing callback once per callback: a new one per case
+    return lambda exc: _raises_unprintable(exc)
+
+
+def _breaker_exclude() -> Callable[[], object]:
+    @breaker("hostile_extra_unprintable", failure_threshold=1, exclude=_fresh_predicate())
+    def call() -> object:
+        raise ConnectionError("refused")
+
+    return call
+
+
+def _retry_on() -> Callable[[], object]:
+    @retry(max_attempts=2, initial_delay=0, retry_on=_fresh_predicate())
+    def call() -> object:
+        raise ConnectionError("refused")
+
+    return call
+
+
+def _retry_idempotent() -> Callable[[], object]:
+    @retry(max_attempts=2, initial_delay=0, idempotent=_fresh_predicate())
+    def call() -> object:
+        raise ConnectionError("refused")
+
+    return call
+
+
+def _fallback_on() -> Callable[[], object]:
+    @fallback(value="served", on=_fresh_predicate())
+    def call() -> object:
+        raise ConnectionError("refused")
+
+    return call
+
+
+@pytest.mark.parametrize("make", [_breaker_exclude, _retry_on, _retry_idempotent, _fallback_on])
+def test_callback_raising_an_unprintable_exception_keeps_the_callers_error(
+    make: Callable[[], Callable[[], object]],
+) -> None:
+    """The one-time log line of a failing callback cannot itself fail: the caller still gets
+    its own error (the callback counts as no match)."""
+    call = make()
+    with pytest.raises(ConnectionError, match="refused"):
+        call()
+
+
+def test_sanitize_of_an_unprintable_object_names_its_type() -> None:
+    text = sanitize(Unprintable())
+    assert "Unprintable" in text
+
+
+async def test_check_raising_an_unprintable_exception_is_unhealthy() -> None:
+    async def async_check() -> bool:
+        raise Unprintable
+
+    def sync_check() -> bool:
+        raise Unprintable
+
+    reg = HealthRegistry()
+    reg.register("async_unprintable", async_check, timeout=1.0)
+    reg.register("sync_unprintable", sync_check, timeout=1.0)
+    report = await reg.check_all()
+    for name in ("async_unprintable", "sync_unprintable"):
+        component = report.components[name]
+        assert component.status is HealthStatus.UNHEALTHY
+        assert component.detail.startswith("Unprintable"), component.detail
+
+
+async def test_listener_and_provider_raising_unprintable_exceptions_keep_the_report() -> None:
+    """The log line of a failing report listener or provider cannot break check_all()."""
+    lines: list[str] = []
+    enable_logging("DEBUG", json_lines=False, sink=lines.append)
+    try:
+
+        def listener(report: object) -> None:
+            raise Unprintable
+
+        def provider() -> dict[str, object]:
+            raise Unprintable
+
+        reg = HealthRegistry()
+        reg.register("ok", lambda: True, timeout=1.0)
+        reg.on_report(listener)
+        reg.add_provider(provider)  # type: ignore[arg-type]
+        report = await reg.check_all()
+    finally:
+        disable_logging()
+    assert report.components["ok"].status is HealthStatus.HEALTHY
+    assert any("health report listener failed: Unprintable" in line for line in lines), lines
+    assert any("health provider failed" in line for line in lines), lines

@@ -439,7 +439,7 @@ class HealthRegistry:
                 try:
                     provided = provider()
                 except Exception as exc:
-                    logger.opt(exception=exc).warning("a health provider failed: {}", exc)
+                    logger.opt(exception=exc).warning("a health provider failed: {}", sanitize(exc))
                     continue
                 for name, result in provided.items():
                     if name not in components:
@@ -461,7 +461,9 @@ class HealthRegistry:
                 if inspect.isawaitable(outcome):
                     await outcome
             except Exception as exc:
-                logger.warning("a health report listener failed: {}: {}", type(exc).__name__, exc)
+                logger.warning(
+                    "a health report listener failed: {}: {}", type(exc).__name__, sanitize(exc)
+                )
 
     def check_all_sync(self) -> HealthReport:
         """Run :meth:`check_all` from synchronous code (not from inside a running loop).
@@ -513,7 +515,7 @@ class HealthRegistry:
             try:
                 await self.check_all()
             except Exception as exc:  # one bad cycle must not end monitoring
-                logger.error("health cycle failed: {}: {}", type(exc).__name__, exc)
+                logger.error("health cycle failed: {}: {}", type(exc).__name__, sanitize(exc))
             await self._clock_now().asleep(interval)
 
     async def stop_monitor(self) -> None:
