@@ -39,7 +39,14 @@ from ._breaker_storage import (
     on_backend_change,
 )
 from ._breaker_window import CountWindow, TimeWindow, Window
-from ._compose import Layer, exception_matcher, is_async_callable, policy_name, wrap
+from ._compose import (
+    Layer,
+    check_target,
+    exception_matcher,
+    is_async_callable,
+    policy_name,
+    wrap,
+)
 from ._deadline import seconds_of
 from ._exceptions import CircuitOpenError, ConfigError, ConfigProblem
 from .config import current_config, switches
@@ -1217,6 +1224,8 @@ def breaker(
         "minimum_calls": minimum_calls,
         "shared": shared,
     }
+    if isinstance(name, classmethod | staticmethod | property):
+        check_target(name, "@breaker")
     if callable(name) and not isinstance(name, str):  # bare @breaker
         fn = name
         return get_breaker(policy_name(fn), **options).decorate(fn)
@@ -1226,6 +1235,7 @@ def breaker(
     )
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        check_target(fn, f"@breaker({name!r})")
         return cb.decorate(fn, excluded)
 
     return decorate

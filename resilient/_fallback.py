@@ -16,7 +16,15 @@ from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar, cast
 
 from . import _cache, _clock, _hooks
-from ._compose import UNSET, Layer, exception_matcher, is_async_callable, policy_name, wrap
+from ._compose import (
+    UNSET,
+    Layer,
+    check_target,
+    exception_matcher,
+    is_async_callable,
+    policy_name,
+    wrap,
+)
 from ._deadline import seconds_of
 from ._exceptions import CircuitOpenError, RiskLimitError
 from .config import current_config, switches
@@ -186,6 +194,7 @@ def fallback(
         return isinstance(exc, CircuitOpenError) or matcher(exc)
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        check_target(fn, "@fallback(...)")
         pname = name or policy_name(fn)
         layer = Layer("fallback", pname)
         episode = _episode(pname)

@@ -33,7 +33,14 @@ from ._classify import (
     proves_not_sent,
     retry_after,
 )
-from ._compose import Layer, exception_matcher, is_async_callable, policy_name, wrap
+from ._compose import (
+    Layer,
+    check_target,
+    exception_matcher,
+    is_async_callable,
+    policy_name,
+    wrap,
+)
 from ._deadline import seconds_of
 from ._exceptions import CircuitOpenError, RiskLimitError
 from .config import current_config, switches
@@ -579,8 +586,7 @@ def retry(
         raise TypeError("idempotent must be a bool or a predicate (args, kwargs) -> bool")
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
-        if not callable(fn):
-            raise TypeError(f"@retry decorates a callable, got {fn!r}")
+        check_target(fn, "@retry")
         policy = _RetryPolicy(
             name or policy_name(fn),
             explicit,

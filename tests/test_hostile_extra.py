@@ -5,10 +5,20 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
-from resilient import breaker, disable_logging, enable_logging, fallback, retry, sanitize
+from resilient import (
+    breaker,
+    disable_logging,
+    enable_logging,
+    fallback,
+    resilient,
+    retry,
+    sanitize,
+    timeout,
+)
 from resilient.health import HealthRegistry, HealthStatus
 
 
@@ -169,3 +179,33 @@ async def test_listener_and_provider_raising_unprintable_exceptions_keep_the_rep
     assert report.components["ok"].status is HealthStatus.HEALTHY
     assert any("health report listener failed: Unprintable" in line for line in lines), lines
     assert any("health provider failed" in line for line in lines), lines
+
+
+_DECORATORS: dict[str, Callable[[Any], Any]] = {
+    "@breaker": lambda fn: breaker(fn),
+    "@breaker(name)": lambda fn: breaker("hostile_extra_descriptor")(fn),
+    "@retry": lambda fn: retry(fn),
+    "@retry()": lambda fn: retry()(fn),
+    "@fallback(value=)": lambda fn: fallback(value=0)(fn),
+    "@timeout(1)": lambda fn: timeout(1)(fn),
+    "@resilient()": lambda fn: resilient("hostile_extra_composed", value=0)(fn),
+}
+
+
+@pytest.mark.parametrize("wrapper", [classmethod, staticmethod, property])
+@pytest.mark.parametrize("decorator", sorted(_DECORATORS))
+def test_decorator_above_a_descriptor_fails_at_decoration_with_the_right_order(
+    decorator: str, wrapper: Callable[[Any], Any]
+) -> None:
+    """``@breaker`` written above ``@classmethod`` (or staticmethod, property) would wrap the
+    descriptor: every call then fails (and a fallback hides it for ever), or the property
+    turns into a method. Refused at decoration, with the order that works."""
+
+    def method(*args: Any) -> int:
+        return 1
+
+    with pytest.raises(TypeError) as info:
+        _DECORATORS[decorator](wrapper(method))
+    message = str(info.value)
+    assert f"@{wrapper.__name__}" in message
+    assert "above" in message
