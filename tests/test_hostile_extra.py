@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from resilient import (
     breaker,
@@ -18,6 +21,16 @@ from resilient import (
     retry,
     sanitize,
     timeout,
+)
+from resilient._classify import http_status
+from resilient.errors import (
+    ErrorCategory,
+    classify,
+    is_transient,
+    proves_not_sent,
+    record_error,
+    retry_after,
+    tracker,
 )
 from resilient.health import HealthRegistry, HealthStatus
 
@@ -209,3 +222,83 @@ def test_decorator_above_a_descriptor_fails_at_decoration_with_the_right_order(
     message = str(info.value)
     assert f"@{wrapper.__name__}" in message
     assert "above" in message
+
+
+_READ_ATTRIBUTES = [
+    "status_code",
+    "status",
+    "http_status",
+    "code",
+    "response",
+    "headers",
+    "retry_after",
+    "request_sent",
+    "connection_invalidated",
+    "sqlstate",
+    "orig",
+    "__resilient_error_recorded__",
+]
+_ATTRIBUTE_ERRORS = [RuntimeError, KeyError, AttributeError, TypeError, ValueError, Unprintable]
+
+
+def _hostile(base: type[Exception], raising: frozenset[str], error: type[Exception]) -> Exception:
+    """An exception of ``base`` whose attributes in ``raising`` raise ``error`` when read
+    (as a lazy HTTP response or a broken driver error may)."""
+
+    def __getattribute__(self: Exception, attr: str) -> object:
+        if attr in raising:
+            raise error(attr)
+        return Exception.__getattribute__(self, attr)
+
+    cls = type("Hostile" + base.__name__, (base,), {"__getattribute__": __getattribute__})
+    return cls("hostile attribute")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    base=st.sampled_from([ConnectionError, TimeoutError, ValueError, OSError, Exception]),
+    raising=st.frozensets(st.sampled_from(_READ_ATTRIBUTES), min_size=1),
+    error=st.sampled_from(_ATTRIBUTE_ERRORS),
+)
+def test_classification_and_accounting_survive_attributes_that_raise(
+    base: type[Exception], raising: frozenset[str], error: type[Exception]
+) -> None:
+    """classify(), is_transient(), proves_not_sent(), retry_after(), http_status() answer, and
+    record_error() counts and returns its record, whatever attribute of the exception raises
+    when read."""
+    exc = _hostile(base, raising, error)
+    assert isinstance(classify(exc), ErrorCategory)
+    assert isinstance(is_transient(exc), bool)
+    assert isinstance(proves_not_sent(exc), bool)
+    wait = retry_after(exc)
+    assert wait is None or wait >= 0
+    status = http_status(exc)
+    assert status is None or 100 <= status <= 599
+    before = tracker.total_errors
+    record = record_error(exc)
+    assert record is not None
+    assert record.error_type == type(exc).__name__
+    assert tracker.total_errors == before + 1
+    assert record_error(exc) is None  # counted once
+    assert tracker.total_errors == before + 1
+
+
+@dataclasses.dataclass(frozen=True)
+class FrozenError(Exception):
+    """An exception that refuses new attributes (setting one raises FrozenInstanceError)."""
+
+    code: str
+
+
+def test_exceptions_refusing_attributes_are_each_counted_once() -> None:
+    """Exceptions that cannot carry the counted mark were remembered by id, and a freed one's
+    id is reused by the next: 99 of 100 such errors went uncounted."""
+    before = tracker.total_errors
+    recorded = again = 0
+    for _ in range(100):
+        exc = FrozenError("E1")  # each freed before the next is made: ids are reused
+        recorded += record_error(exc) is not None
+        again += record_error(exc) is not None  # the same object: once
+        del exc
+    assert (recorded, again) == (100, 0)
+    assert tracker.total_errors == before + 100
