@@ -301,6 +301,8 @@ class Breaker(pybreaker.CircuitBreaker):
         self.slow_call_rate_threshold: float | None = None
         self.minimum_calls = 1
         self.shared = False
+        # values given through pybreaker's setters (fail_max, ...): kept across reloads
+        self._overrides: dict[str, Any] = {}
         super().__init__(
             name=name,
             state_storage=LocalCircuitStorage(),
@@ -314,11 +316,11 @@ class Breaker(pybreaker.CircuitBreaker):
         """(Re)compute thresholds: explicit options win, the rest come from settings."""
         config = current_config()
         res = config.resilience
-        opts = self._explicit
+        opts = {**self._explicit, **self._overrides}
         self._generation = switches.generation
-        self.fail_max = opts.get("failure_threshold") or res.circuit_breaker_failure_threshold
-        self.reset_timeout = opts.get("reset_timeout", res.circuit_breaker_timeout)
-        self.success_threshold = (
+        self._fail_max = opts.get("failure_threshold") or res.circuit_breaker_failure_threshold
+        self._reset_timeout = opts.get("reset_timeout", res.circuit_breaker_timeout)
+        self._success_threshold = (
             opts.get("success_threshold") or res.circuit_breaker_success_threshold
         )
         self.half_open_max_calls = (
@@ -373,6 +375,40 @@ class Breaker(pybreaker.CircuitBreaker):
         else:
             self._window = None
         self._refresh_fast()
+
+    # pybreaker's setters, checked as the options are and kept across a settings reload
+    def _set_option(self, key: str, value: object) -> Any:
+        checked = _check_options(self._key, {key: value})[key]
+        with self._lock:
+            self._overrides[key] = checked
+        return checked
+
+    @property
+    def fail_max(self) -> int:
+        """Failures that open the circuit (pybreaker's name for ``failure_threshold``)."""
+        return self._fail_max
+
+    @fail_max.setter
+    def fail_max(self, number: int) -> None:
+        self._fail_max = self._set_option("failure_threshold", number)
+
+    @property
+    def reset_timeout(self) -> float:
+        """Seconds the circuit stays open before a trial call."""
+        return self._reset_timeout
+
+    @reset_timeout.setter
+    def reset_timeout(self, timeout: float | timedelta) -> None:
+        self._reset_timeout = self._set_option("reset_timeout", timeout)
+
+    @property
+    def success_threshold(self) -> int:
+        """Trial successes that close a half-open circuit."""
+        return self._success_threshold
+
+    @success_threshold.setter
+    def success_threshold(self, threshold: int) -> None:
+        self._success_threshold = self._set_option("success_threshold", threshold)
 
     def _refresh(self) -> None:
         if self._generation != switches.generation:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -17,6 +19,7 @@ from resilient import (
     disable_logging,
     enable_logging,
     fallback,
+    get_breaker,
     resilient,
     retry,
     sanitize,
@@ -302,3 +305,38 @@ def test_exceptions_refusing_attributes_are_each_counted_once() -> None:
         del exc
     assert (recorded, again) == (100, 0)
     assert tracker.total_errors == before + 100
+
+
+@pytest.mark.parametrize(
+    ("attribute", "value"),
+    [
+        ("reset_timeout", math.inf),
+        ("reset_timeout", math.nan),
+        ("reset_timeout", -1),
+        ("reset_timeout", 0),
+        ("reset_timeout", 1e308),
+        ("fail_max", 0),
+        ("fail_max", -1),
+        ("fail_max", math.inf),
+        ("fail_max", True),
+        ("success_threshold", 0),
+        ("success_threshold", 2.5),
+    ],
+)
+def test_pybreaker_setters_refuse_what_the_decorator_refuses(attribute: str, value: object) -> None:
+    """``cb.reset_timeout = inf`` kept the circuit open for ever, ``-1`` or NaN never kept it
+    open: the pybreaker setters check what the options check."""
+    cb = get_breaker("hostile_extra_setters")
+    before = getattr(cb, attribute)
+    with pytest.raises(ValueError, match="hostile_extra_setters"):
+        setattr(cb, attribute, value)
+    assert getattr(cb, attribute) == before
+
+
+def test_pybreaker_setters_keep_their_value_across_a_settings_reload() -> None:
+    cb = get_breaker("hostile_extra_setters_kept")
+    cb.fail_max = 7
+    cb.reset_timeout = timedelta(seconds=12)
+    cb.success_threshold = 3
+    cb._apply_settings()  # what a configuration reload does
+    assert (cb.fail_max, cb.reset_timeout, cb.success_threshold) == (7, 12.0, 3)
