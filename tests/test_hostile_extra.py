@@ -8,6 +8,7 @@ import math
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from resilient import (
+    ConfigError,
     breaker,
     disable_logging,
     enable_logging,
@@ -26,6 +28,7 @@ from resilient import (
     timeout,
 )
 from resilient._classify import http_status
+from resilient.config import ConfigManager
 from resilient.errors import (
     ErrorCategory,
     classify,
@@ -340,3 +343,17 @@ def test_pybreaker_setters_keep_their_value_across_a_settings_reload() -> None:
     cb.success_threshold = 3
     cb._apply_settings()  # what a configuration reload does
     assert (cb.fail_max, cb.reset_timeout, cb.success_threshold) == (7, 12.0, 3)
+
+
+@pytest.mark.parametrize("text", ["inf", "-inf", "nan", "1e400", "-1e400"])
+def test_a_non_finite_number_is_named_as_such(text: str, tmp_path: Path) -> None:
+    """``1e400`` or ``nan`` for a duration: the error says the value is not finite and shows
+    it (it said "must be a number (got float)", which a float is)."""
+    environ = {"AI_TRADER_TRADING__DEFAULT_ORDER_TIMEOUT": text}
+    with pytest.raises(ConfigError) as info:
+        ConfigManager(cwd=tmp_path, environ=environ).load_config()
+    message = str(info.value)
+    assert "trading.default_order_timeout" in message
+    assert "finite" in message
+    assert "(got float)" not in message
+    assert "a plain a" not in message

@@ -282,8 +282,12 @@ def _check_value(
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         if ok and typ is int and isinstance(value, float):
             ok = value.is_integer()
-        if not ok or not math.isfinite(_as_float(value)):
-            problem(key, f"must be {expected}{shown}", f"write {key} as a plain {expected}")
+        if not ok:
+            problem(key, f"must be {expected}{shown}", f"write {key} as a plain number")
+            return MISSING
+        if not math.isfinite(_as_float(value)):
+            got = "" if meta.get("secret") else f" (got {value!r})"
+            problem(key, f"must be a finite number{got}", f"write {key} as a plain number")
             return MISSING
         number = _as_float(value)
         for bound, op, words in (
