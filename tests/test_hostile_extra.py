@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import pytest
 from hypothesis import given, settings
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 
 from resilient import (
     ConfigError,
+    _sanitize,
     breaker,
     disable_logging,
     enable_logging,
@@ -28,6 +30,7 @@ from resilient import (
     timeout,
 )
 from resilient._classify import http_status
+from resilient._sanitize import register_secret
 from resilient.config import ConfigManager
 from resilient.errors import (
     ErrorCategory,
@@ -357,3 +360,25 @@ def test_a_non_finite_number_is_named_as_such(text: str, tmp_path: Path) -> None
     assert "finite" in message
     assert "(got float)" not in message
     assert "a plain a" not in message
+
+
+_PASSWORD_CHARS = st.sampled_from("abcXYZ019@/:%!+ ?#&=$'\"é")
+
+
+@settings(max_examples=200, deadline=None)
+@given(password=st.text(_PASSWORD_CHARS, min_size=6, max_size=24).map(lambda s: f"Qz{s}@9"))
+def test_percent_encoded_forms_of_a_secret_are_masked(password: str) -> None:
+    """A registered secret is masked in the forms a URL or form encoder gives it
+    (``p%40ss%2Fw0rd``), as written in an error message or a log line."""
+    saved = (set(_sanitize._secrets), _sanitize._secret_re)
+    try:
+        register_secret(password)
+        for encoded in {quote(password, safe=""), quote(password), quote_plus(password)}:
+            shown = sanitize(f"request failed for {encoded} (retrying)")
+            assert encoded not in shown, (encoded, shown)
+            assert shown == "request failed for *** (retrying)", (encoded, shown)
+    finally:  # the registry is process-wide: leave no random value in it
+        with _sanitize._lock:
+            _sanitize._secrets.clear()
+            _sanitize._secrets.update(saved[0])
+            _sanitize._secret_re = saved[1]
