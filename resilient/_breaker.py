@@ -685,6 +685,16 @@ class Breaker(pybreaker.CircuitBreaker):
                 if permit or cluster:
                     self._release(permit, cluster)
 
+    def _before_call(self, permit: int, cluster: bool, *args: Any, **kwargs: Any) -> None:
+        """pybreaker's ``before_call`` notification; a listener raising a BaseException (which
+        :meth:`_notify` lets through) gives the call's permits back."""
+        try:
+            self._notify("before_call", *args, **kwargs)
+        except BaseException:
+            with self._lock:
+                self._release(permit, cluster)
+            raise
+
     def _clear_failures(self) -> None:
         with self._lock:
             self._state_storage.reset_counter()
@@ -715,7 +725,7 @@ class Breaker(pybreaker.CircuitBreaker):
                     raise self._reject(_clock._current.monotonic())
             cluster = granted is True  # None: store unreachable, the local permit decides
         if self._listeners:
-            self._notify("before_call", fn, *args, **kwargs)
+            self._before_call(permit, cluster, fn, *args, **kwargs)
         start = _clock._current.monotonic() if self._window is not None else 0.0
         try:
             result = fn(*args, **kwargs)
@@ -794,7 +804,7 @@ class Breaker(pybreaker.CircuitBreaker):
                     raise self._reject(_clock._current.monotonic())
             cluster = granted is True  # None: store unreachable, the local permit decides
         if self._listeners:
-            self._notify("before_call", fn, *args, **kwargs)
+            self._before_call(permit, cluster, fn, *args, **kwargs)
         start = _clock._current.monotonic() if self._window is not None else 0.0
         try:
             result = await fn(*args, **kwargs)
@@ -914,7 +924,7 @@ class Breaker(pybreaker.CircuitBreaker):
             return
         permit = self._admit()
         if self._listeners:
-            self._notify("before_call", self.calling)
+            self._before_call(permit, False, self.calling)
         try:
             yield
         except Exception as exc:

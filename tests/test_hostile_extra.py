@@ -12,12 +12,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
 
+import pybreaker
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from resilient import (
+    Breaker,
     ConfigError,
+    FakeClock,
     _sanitize,
     breaker,
     disable_logging,
@@ -28,6 +31,7 @@ from resilient import (
     retry,
     sanitize,
     timeout,
+    use_clock,
 )
 from resilient._classify import http_status
 from resilient._sanitize import register_secret
@@ -382,3 +386,62 @@ def test_percent_encoded_forms_of_a_secret_are_masked(password: str) -> None:
             _sanitize._secrets.clear()
             _sanitize._secrets.update(saved[0])
             _sanitize._secret_re = saved[1]
+
+
+class _StopRequested(BaseException):
+    """A BaseException of the application's own (not an Exception)."""
+
+
+class _RaisingBeforeCall(pybreaker.CircuitBreakerListener):  # type: ignore[misc]
+    def __init__(self) -> None:
+        self.armed = True
+
+    def before_call(self, cb: object, func: object, *args: object, **kwargs: object) -> None:
+        if self.armed:
+            raise _StopRequested
+
+
+def _entry_sync(cb: Breaker, fn: Callable[[], str]) -> str:
+    return cb.call(fn)
+
+
+def _entry_calling(cb: Breaker, fn: Callable[[], str]) -> str:
+    with cb.calling():
+        return fn()
+
+
+def _entry_decorated(cb: Breaker, fn: Callable[[], str]) -> str:
+    return breaker(cb.name)(fn)()
+
+
+def _entry_async(cb: Breaker, fn: Callable[[], str]) -> str:
+    async def afn() -> str:
+        return fn()
+
+    return asyncio.run(cb.call_async(afn))
+
+
+@pytest.mark.parametrize("entry", [_entry_sync, _entry_calling, _entry_decorated, _entry_async])
+def test_before_call_listener_raising_a_base_exception_gives_the_trial_permit_back(
+    entry: Callable[[Breaker, Callable[[], str]], str],
+) -> None:
+    """A ``before_call`` listener raising a BaseException in half-open kept the trial permit:
+    the circuit then rejected every call for ever, healthy service or not."""
+    with use_clock(FakeClock()) as clock:
+        cb = get_breaker(f"hostile_extra_before_call_{entry.__name__}", failure_threshold=1)
+        listener = _RaisingBeforeCall()
+        listener.armed = False
+        cb.add_listener(listener)
+
+        def down() -> str:
+            raise ConnectionError("refused")
+
+        with pytest.raises(ConnectionError):
+            entry(cb, down)
+        clock.advance(cb.reset_timeout + 1)
+        listener.armed = True
+        with pytest.raises(_StopRequested):
+            entry(cb, lambda: "ok")  # the half-open trial: its listener raises
+        listener.armed = False
+        assert entry(cb, lambda: "ok") == "ok"
+        assert cb.current_state == "closed"
