@@ -236,7 +236,9 @@ def _check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
             f"breaker {name!r}: window_type must be 'count' or 'time', got {out['window_type']!r}"
         )
     size = out.get("window_size")
-    if size is not None and not (isinstance(size, int | float) and size >= 1):
+    if size is not None and (
+        isinstance(size, bool) or not (isinstance(size, int | float) and size >= 1)
+    ):
         raise ValueError(f"breaker {name!r}: window_size must be ≥ 1, got {size!r}")
     check_arguments("breaker", out, f"breaker {name!r}")  # upper bounds (config._bounds)
     if "slow_call_rate_threshold" in out and "slow_call_duration" not in out:

@@ -28,6 +28,7 @@ from ._compose import (
 from ._deadline import seconds_of
 from ._exceptions import CircuitOpenError, RiskLimitError
 from .config import current_config, switches
+from .config._bounds import check_arguments
 
 __all__ = ["FallbackStatus", "fallback", "fallback_status", "reset_fallback_status"]
 
@@ -186,6 +187,7 @@ def fallback(
     ttl_explicit = seconds_of(cache_ttl, "cache_ttl") if cache_ttl is not None else None
     if ttl_explicit == 0:
         raise ValueError("cache_ttl must be > 0 seconds")
+    check_arguments("fallback", {"cache_ttl": ttl_explicit}, "fallback")  # 30 days at most
     func_is_async = func is not None and is_async_callable(func)
 
     def may_replace(exc: BaseException) -> bool:

@@ -445,3 +445,47 @@ def test_before_call_listener_raising_a_base_exception_gives_the_trial_permit_ba
         listener.armed = False
         assert entry(cb, lambda: "ok") == "ok"
         assert cb.current_state == "closed"
+
+
+@pytest.mark.parametrize(
+    "ttl",
+    [math.inf, 1e308, timedelta.max, timedelta(days=31), 10**400, -1.0, math.nan],
+    ids=["inf", "1e308", "timedelta.max", "31 days", "10**400", "-1", "nan"],
+)
+def test_fallback_cache_ttl_is_bounded_at_decoration(ttl: object) -> None:
+    """``cache_ttl`` has the bound of ``resilience.fallback_cache_ttl`` (30 days), checked
+    when decorating as every other duration argument is."""
+    with pytest.raises(ValueError, match="cache_ttl"):
+        fallback(cache=True, cache_ttl=ttl)  # type: ignore[arg-type]
+
+
+def test_a_boolean_is_not_a_window_size() -> None:
+    with pytest.raises(ValueError, match="window_size"):
+        breaker(
+            "hostile_extra_bool_window",
+            window_size=True,
+            window_type="time",
+            failure_rate_threshold=0.5,
+        )
+
+
+_HUGE = 10**400  # an int beyond float range
+
+
+@pytest.mark.parametrize(
+    "decorate",
+    [
+        lambda: retry(initial_delay=_HUGE),
+        lambda: retry(max_delay=_HUGE),
+        lambda: retry(deadline=_HUGE),
+        lambda: timeout(_HUGE),
+        lambda: breaker("hostile_extra_huge", reset_timeout=_HUGE),
+        lambda: fallback(cache=True, cache_ttl=-_HUGE),
+    ],
+    ids=["initial_delay", "max_delay", "deadline", "timeout", "reset_timeout", "-cache_ttl"],
+)
+def test_an_int_beyond_float_range_is_a_clear_value_error(decorate: Callable[[], object]) -> None:
+    """``10**400`` seconds raised OverflowError from the duration conversion; it is refused
+    with the argument's name as any other out-of-range value."""
+    with pytest.raises(ValueError, match="must be"):
+        decorate()
