@@ -44,7 +44,7 @@ from ._compose import (
 from ._deadline import seconds_of
 from ._exceptions import CircuitOpenError, RiskLimitError
 from .config import current_config, switches
-from .config._bounds import check_arguments
+from .config._bounds import DELAY, check_arguments
 
 __all__ = [
     "BudgetSnapshot",
@@ -409,6 +409,8 @@ class _RetryPolicy:
             wait = 0.0
         else:
             wait = 0.0 if self.no_backoff else max(0.0, float(self._wait(state)))
+            if not wait <= DELAY.high:  # a strategy's inf or 1e308: never started, as a
+                return None  # Retry-After over its cap (the bound of waits, 3600 s)
             if server_wait is not None and server_wait > wait:
                 wait = server_wait
             limit = _deadline._deadline.get()

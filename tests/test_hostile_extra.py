@@ -489,3 +489,38 @@ def test_an_int_beyond_float_range_is_a_clear_value_error(decorate: Callable[[],
     with the argument's name as any other out-of-range value."""
     with pytest.raises(ValueError, match="must be"):
         decorate()
+
+
+_ENDLESS_WAITS = [math.inf, 1e308, 3600.5]
+
+
+@pytest.mark.parametrize("wait", _ENDLESS_WAITS, ids=["inf", "1e308", "3600.5"])
+def test_a_wait_strategy_asking_for_an_endless_wait_gives_up_with_the_error(
+    wait: float,
+) -> None:
+    """A ``wait=`` strategy answering ``inf`` raised OverflowError (sync) or slept for ever
+    (async). A wait beyond the bound of waits (3600 s) is never started: the original error
+    is raised at once, as for an over-long Retry-After."""
+    attempts = 0
+
+    @retry(max_attempts=3, wait=lambda state: wait)
+    def call() -> None:
+        nonlocal attempts
+        attempts += 1
+        raise ConnectionError("refused")
+
+    started = time.perf_counter()
+    with pytest.raises(ConnectionError, match="refused"):
+        call()
+    assert attempts == 1
+    assert time.perf_counter() - started < 1.0
+
+
+@pytest.mark.parametrize("wait", _ENDLESS_WAITS, ids=["inf", "1e308", "3600.5"])
+async def test_an_async_wait_strategy_asking_for_an_endless_wait_gives_up(wait: float) -> None:
+    @retry(max_attempts=3, wait=lambda state: wait)
+    async def call() -> None:
+        raise ConnectionError("refused")
+
+    with pytest.raises(ConnectionError, match="refused"):
+        await asyncio.wait_for(call(), 2.0)
