@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import math
 import time
 from collections.abc import Callable
 from datetime import timedelta
+from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus
@@ -21,6 +24,7 @@ from resilient import (
     Breaker,
     ConfigError,
     FakeClock,
+    RiskLimitError,
     _sanitize,
     breaker,
     disable_logging,
@@ -35,7 +39,7 @@ from resilient import (
 )
 from resilient._classify import http_status
 from resilient._sanitize import register_secret
-from resilient.config import ConfigManager
+from resilient.config import ConfigManager, current_config
 from resilient.errors import (
     ErrorCategory,
     classify,
@@ -46,6 +50,8 @@ from resilient.errors import (
     tracker,
 )
 from resilient.health import HealthRegistry, HealthStatus
+from resilient.trading import OrderIntent, RiskChecker
+from resilient.trading._orders import prepare_order_call
 
 
 def _stop_iteration() -> bool:
@@ -524,3 +530,79 @@ async def test_an_async_wait_strategy_asking_for_an_endless_wait_gives_up(wait: 
 
     with pytest.raises(ConnectionError, match="refused"):
         await asyncio.wait_for(call(), 2.0)
+
+
+def _risk_checker() -> RiskChecker:
+    config = current_config()
+    trading = dataclasses.replace(
+        config.trading,
+        risk_check_enabled=True,
+        max_order_size=10_000.0,
+        max_position_size=100_000.0,
+    )
+    return RiskChecker(trading, dataclasses.replace(config.features, risk_limits_enforced=True))
+
+
+def _place_order(
+    symbol: str, qty: object, side: str, limit_price: object = None, client_order_id: object = None
+) -> None:
+    """A broker method taking the order's fields as arguments."""
+
+
+def _intent(qty: object, limit_price: object = None) -> OrderIntent:
+    call = prepare_order_call(
+        inspect.signature(_place_order), ("AAPL", qty, "buy"), {"limit_price": limit_price}
+    )
+    return call.intent
+
+
+@pytest.mark.parametrize(
+    ("qty", "price"),
+    [
+        (Decimal("1000"), Decimal("100")),
+        (Fraction(1000), Fraction(100)),
+        (Decimal("1000"), 100.0),
+        (1000, Decimal("100")),
+    ],
+    ids=["Decimal", "Fraction", "Decimal qty", "Decimal price"],
+)
+def test_decimal_quantities_and_prices_given_as_arguments_are_checked(
+    qty: object, price: object
+) -> None:
+    """A Decimal (or any other number type) passed as the quantity or price argument was not
+    read at all: the order went out with no risk check. 1,000 × 100 is above the 10,000
+    limit."""
+    intent = _intent(qty, price)
+    assert intent.quantity == 1000.0
+    assert intent.price == 100.0
+    with pytest.raises(RiskLimitError, match="max_order_size"):
+        _risk_checker().check(intent, market_price=None, position=0.0)
+
+
+@pytest.mark.parametrize(
+    "qty",
+    [math.nan, "NaN", "abc", Decimal("NaN"), Decimal("sNaN"), [1000], complex(1000, 0)],
+    ids=["nan", "'NaN'", "'abc'", "Decimal NaN", "Decimal sNaN", "list", "complex"],
+)
+def test_an_unreadable_quantity_refuses_the_order(qty: object) -> None:
+    """A quantity that is given but is no number cannot be valued: refused (it used to skip
+    every risk check)."""
+    intent = _intent(qty, 100.0)
+    assert intent.quantity is None
+    with pytest.raises(RiskLimitError, match="quantity is not a number"):
+        _risk_checker().check(intent, market_price=100.0, position=0.0)
+
+
+def test_an_int_quantity_beyond_float_range_is_refused_not_an_overflow() -> None:
+    intent = _intent(10**400, 100.0)
+    with pytest.raises(RiskLimitError, match="max_order_size"):
+        _risk_checker().check(intent, market_price=None, position=0.0)
+
+
+@pytest.mark.parametrize("market", [0.0, -1.0, math.nan, math.inf, -math.inf])
+def test_a_market_price_that_values_nothing_refuses_the_order(market: float) -> None:
+    """A market order valued at a 0, negative or NaN tick had a notional of 0 (or NaN) and
+    passed every limit, whatever its size; such a price is no price."""
+    intent = _intent(1_000_000)
+    with pytest.raises(RiskLimitError, match="cannot value AAPL"):
+        _risk_checker().check(intent, market_price=market, position=0.0)

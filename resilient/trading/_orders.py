@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
+import numbers
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -46,7 +48,10 @@ CLIENT_ID_FIELDS = (
     "orderref",
     "client_order_ref",
 )
-_SCALARS = (str, bytes, int, float, bool, type(None), Enum)
+_SCALARS = (str, bytes, numbers.Number, bool, type(None), Enum)  # Decimal, numpy scalars too
+# Arguments read as numbers whatever their type (a list or complex quantity is unreadable,
+# which refuses the order, rather than absent, which would skip the risk check).
+_NUMERIC_FIELDS = frozenset((*QUANTITY_FIELDS, *NOTIONAL_FIELDS, *PRICE_FIELDS))
 
 
 def new_client_order_id() -> str:
@@ -64,6 +69,8 @@ class OrderIntent:
     price: float | None  # limit/stop price when the order has one
     notional: float | None  # a notional amount given instead of a quantity
     client_order_id: str | None
+    # a quantity was given but is not a number (NaN, "abc", a list): the order cannot be valued
+    quantity_unreadable: bool = False
 
 
 def _norm(name: str) -> str:
@@ -107,6 +114,8 @@ def _number(value: Any) -> float | None:
         number = float(value)
     except (TypeError, ValueError):
         return None
+    except OverflowError:  # an int beyond float range is an infinite size, not an error
+        return math.inf if value > 0 else -math.inf
     return number if number == number else None  # NaN is no number
 
 
@@ -209,7 +218,7 @@ def prepare_order_call(
                 if field in inner and container is None:
                     container = (name, field)
     for name, value in arguments.items():
-        if isinstance(value, _SCALARS):
+        if isinstance(value, _SCALARS) or (name in _NUMERIC_FIELDS and _fields_of(value) is None):
             data[name] = value if value is not None else data.get(name)
 
     client_id = _first(data, CLIENT_ID_FIELDS)
@@ -232,7 +241,8 @@ def prepare_order_call(
             if _first(_fields_of(bound.arguments[original]) or {}, CLIENT_ID_FIELDS) != client_id:
                 client_id = None  # the object refused the id: no idempotency key after all
 
-    quantity = _number(_first(data, QUANTITY_FIELDS))
+    raw_quantity = _first(data, QUANTITY_FIELDS)
+    quantity = _number(raw_quantity)
     intent = OrderIntent(
         symbol=str(_first(data, SYMBOL_FIELDS))
         if _first(data, SYMBOL_FIELDS) is not None
@@ -243,6 +253,7 @@ def prepare_order_call(
         price=_number(_first(data, PRICE_FIELDS)),
         notional=_number(_first(data, NOTIONAL_FIELDS)),
         client_order_id=str(client_id) if client_id is not None else None,
+        quantity_unreadable=quantity is None and raw_quantity is not None,
     )
     return OrderCall(out_args, out_kwargs, intent, client_id is not None)
 

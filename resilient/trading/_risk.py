@@ -7,6 +7,7 @@ fallback, so nothing can route around them.
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 
@@ -95,8 +96,20 @@ class RiskChecker:
         if not self.enabled:
             return RiskDecision(None, None)
         warnings: list[str] = []
+        if market_price is not None and not 0 < market_price < math.inf:
+            market_price = None  # a 0, negative or NaN tick values nothing
         price = intent.price if intent.price is not None and intent.price > 0 else market_price
         what = intent.symbol or "the order"
+
+        if intent.quantity_unreadable and intent.notional is None:
+            message = (
+                f"cannot value {what}: its quantity is not a number; pass the quantity as an "
+                "int, float, Decimal or numeric string"
+            )
+            self._breach(
+                "trading.max_order_size", self.trading.max_order_size, None, message, warnings
+            )
+            return RiskDecision(None, None, tuple(warnings))
 
         if intent.quantity is not None and price is None and intent.notional is None:
             message = (
