@@ -606,3 +606,26 @@ def test_a_market_price_that_values_nothing_refuses_the_order(market: float) -> 
     intent = _intent(1_000_000)
     with pytest.raises(RiskLimitError, match="cannot value AAPL"):
         _risk_checker().check(intent, market_price=market, position=0.0)
+
+
+_ENDLESS = [math.inf, 1e308, 10**400, 86_400.5]
+_ENDLESS_IDS = ["inf", "1e308", "10**400", "one day + 0.5 s"]
+
+
+@pytest.mark.parametrize("limit", _ENDLESS, ids=_ENDLESS_IDS)
+def test_a_health_check_timeout_is_bounded(limit: float) -> None:
+    """``timeout=inf`` let a hanging check hold check_all() (and /health) for ever; 10**400
+    broke the run with OverflowError. Refused at registration, as every duration is."""
+    reg = HealthRegistry()
+    with pytest.raises(ValueError, match="timeout for health check 'x'"):
+        reg.register("x", lambda: True, timeout=limit)
+    assert "x" not in reg.names()
+
+
+@pytest.mark.parametrize("interval", _ENDLESS, ids=_ENDLESS_IDS)
+async def test_the_health_monitor_interval_is_bounded(interval: float) -> None:
+    """An endless interval never ran a second cycle (10**400 killed the monitor task)."""
+    reg = HealthRegistry()
+    with pytest.raises(ValueError, match="health monitor interval"):
+        reg.start_monitor(interval=interval)
+    assert not reg.monitoring

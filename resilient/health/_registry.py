@@ -47,6 +47,18 @@ class _RaisedInThread(Exception):
         self.original = original
 
 
+def _duration(value: float, what: str) -> float:
+    """``value`` in seconds, > 0 and within the bound of durations (one day): an endless
+    timeout would let one check hold every report, an endless interval stop the monitor."""
+    from .._deadline import seconds_of
+    from ..config._bounds import DURATION, check_bound
+
+    seconds = seconds_of(value, what)
+    if not seconds > 0:
+        raise ValueError(f"{what} must be > 0 seconds")
+    return check_bound(what, seconds, DURATION)
+
+
 def _exception_detail(exc: BaseException) -> tuple[str, dict[str, Any]]:
     if isinstance(exc, _RaisedInThread):
         exc = exc.original
@@ -238,8 +250,8 @@ class HealthRegistry:
             raise TypeError(f"health check for {name!r} must be callable, got {type(check)!r}")
         if not name:
             raise ValueError("a health check needs a non-empty component name")
-        if timeout is not None and not timeout > 0:
-            raise ValueError(f"timeout for health check {name!r} must be > 0 seconds")
+        if timeout is not None:
+            timeout = _duration(timeout, f"timeout for health check {name!r}")
         with self._lock:
             self._checks[name] = _Check(name, check, is_async_callable(check), critical, timeout)
             self._failures.pop(name, None)
@@ -503,8 +515,7 @@ class HealthRegistry:
                 interval = float(current_config().resilience.health_check_interval)
             except Exception:
                 interval = DEFAULT_INTERVAL
-        if not interval > 0:
-            raise ValueError("the health monitor interval must be > 0 seconds")
+        interval = _duration(interval, "the health monitor interval")
         self._monitor = asyncio.get_running_loop().create_task(
             self._monitor_loop(interval), name="resilient-health-monitor"
         )
