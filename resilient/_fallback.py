@@ -188,6 +188,18 @@ def fallback(
     if ttl_explicit == 0:
         raise ValueError("cache_ttl must be > 0 seconds")
     check_arguments("fallback", {"cache_ttl": ttl_explicit}, "fallback")  # 30 days at most
+    # A mutable built-in value is served as a fresh copy each time, so that a caller changing
+    # what it got cannot change later fallbacks; other objects keep their identity (sentinels).
+    value_snapshot: tuple[int, Any] | None = None
+    if type(value) in (list, dict, set, bytearray):
+        try:
+            value_snapshot = _cache._snapshot(value)
+        except Exception:  # neither picklable nor copyable: served as it is
+            value_snapshot = None
+
+    def fallback_value() -> Any:
+        return value if value_snapshot is None else _cache._restore(*value_snapshot)
+
     func_is_async = func is not None and is_async_callable(func)
 
     def may_replace(exc: BaseException) -> bool:
@@ -236,7 +248,7 @@ def fallback(
                     return result
                 if value is not UNSET:
                     episode.served_one(exc, "value", None)
-                    return value
+                    return fallback_value()
                 unreplaced(exc)
                 raise exc
 
@@ -278,7 +290,7 @@ def fallback(
                 return result
             if value is not UNSET:
                 episode.served_one(exc, "value", None)
-                return value
+                return fallback_value()
             unreplaced(exc)
             raise exc
 

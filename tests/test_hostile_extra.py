@@ -629,3 +629,53 @@ async def test_the_health_monitor_interval_is_bounded(interval: float) -> None:
     with pytest.raises(ValueError, match="health monitor interval"):
         reg.start_monitor(interval=interval)
     assert not reg.monitoring
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: {"positions": [], "cash": 0},
+        lambda: [{"symbol": "AAPL"}],
+        lambda: {("AAPL", "buy")},
+        lambda: bytearray(b"quote"),
+    ],
+    ids=["dict", "list", "set", "bytearray"],
+)
+def test_a_mutable_fallback_value_is_served_as_a_fresh_copy(make: Callable[[], Any]) -> None:
+    """``fallback(value={"positions": []})`` served one shared object: a caller adding to it
+    changed what every later fallback returned (the mutable default argument trap)."""
+
+    @fallback(value=make())
+    def read() -> Any:
+        raise ConnectionError("down")
+
+    first = read()
+    assert first == make()
+    if isinstance(first, dict):
+        first["positions"].append("AAPL")
+    elif isinstance(first, list):
+        first.append({"symbol": "MSFT"})
+    elif isinstance(first, set):
+        first.add(("MSFT", "sell"))
+    else:
+        first.extend(b" changed")
+    assert read() == make()
+
+
+async def test_a_mutable_fallback_value_is_a_fresh_copy_for_async_functions() -> None:
+    @fallback(value={"positions": []})
+    async def read() -> dict[str, list[str]]:
+        raise ConnectionError("down")
+
+    (await read())["positions"].append("AAPL")
+    assert await read() == {"positions": []}
+
+
+def test_a_sentinel_fallback_value_keeps_its_identity() -> None:
+    missing = object()
+
+    @fallback(value=missing)
+    def read() -> object:
+        raise ConnectionError("down")
+
+    assert read() is missing
