@@ -638,6 +638,8 @@ class Breaker(pybreaker.CircuitBreaker):
             excluded = exclude is not None and exclude(exc)
             if not excluded and self._generation != switches.generation:
                 self._refresh()
+            # user classification rules run here: what they raise gives the permits back too
+            category = "" if excluded else _hooks.category_of(exc)
         except BaseException:
             with self._lock:
                 self._release(permit, cluster)
@@ -645,7 +647,6 @@ class Breaker(pybreaker.CircuitBreaker):
         if excluded:
             self._succeeded(start, permit, cluster)
             return
-        category = _hooks.category_of(exc)
         clock = _clock._current
         with self._lock:
             try:

@@ -46,6 +46,7 @@ from resilient.errors import (
     is_transient,
     proves_not_sent,
     record_error,
+    register_classifier,
     retry_after,
     tracker,
 )
@@ -679,3 +680,42 @@ def test_a_sentinel_fallback_value_keeps_its_identity() -> None:
         raise ConnectionError("down")
 
     assert read() is missing
+
+
+class _ClassifiedLater(Exception):
+    """An error type no built-in rule knows, so the user rules are asked."""
+
+
+@pytest.mark.parametrize("entry", [_entry_sync, _entry_calling, _entry_decorated, _entry_async])
+def test_classifier_rule_raising_a_base_exception_gives_the_trial_permit_back(
+    entry: Callable[[Breaker, Callable[[], str]], str],
+) -> None:
+    """A ``register_classifier`` predicate raising a BaseException while a half-open trial
+    failed kept the trial permit: the circuit stayed half-open, rejecting every call."""
+    armed = False
+
+    def rule(exc: BaseException) -> bool:
+        if armed:
+            raise _StopRequested
+        return False
+
+    remove = register_classifier(rule, ErrorCategory.NETWORK)
+    try:
+        with use_clock(FakeClock()) as clock:
+            cb = get_breaker(f"hostile_extra_rule_{entry.__name__}", failure_threshold=1)
+
+            def down() -> str:
+                raise _ClassifiedLater("refused")
+
+            with pytest.raises(_ClassifiedLater):
+                entry(cb, down)
+            clock.advance(cb.reset_timeout + 1)
+            armed = True
+            with pytest.raises(_StopRequested):
+                entry(cb, down)  # the half-open trial fails; classifying it raises
+            armed = False
+            clock.advance(cb.reset_timeout + 1)
+            assert entry(cb, lambda: "ok") == "ok"
+            assert cb.current_state == "closed"
+    finally:
+        remove()
