@@ -719,3 +719,15 @@ def test_classifier_rule_raising_a_base_exception_gives_the_trial_permit_back(
             assert cb.current_state == "closed"
     finally:
         remove()
+
+
+@pytest.mark.parametrize("section", ["SERVICES", "ALERTS"])
+@pytest.mark.parametrize("value", ["abc", "@json [1]", "@json 5", "true"])
+def test_an_open_section_that_is_not_a_table_is_an_error(
+    section: str, value: str, tmp_path: Path
+) -> None:
+    """``AI_TRADER_SERVICES=abc`` replaced the whole section and every service's settings were
+    silently dropped (validation and the factory both said "valid")."""
+    with pytest.raises(ConfigError) as info:
+        ConfigManager(cwd=tmp_path, environ={f"AI_TRADER_{section}": value}).load_config()
+    assert f"{section.lower()} — must be a table of settings" in str(info.value)

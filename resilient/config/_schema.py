@@ -379,6 +379,10 @@ def validate(
 
     lowered = {str(k).lower(): v for k, v in data.items()}
     built: dict[str, Any] = {}
+    for section in OPEN_SECTIONS:  # a scalar would silently drop every setting under it
+        raw = lowered.get(section)
+        if raw is not None and raw != "" and not isinstance(raw, Mapping):
+            problem(section, "must be a table of settings", f"write [{section}] as a table")
     for section, cls in SECTIONS.items():
         raw = lowered.get(section) or {}
         if not isinstance(raw, Mapping):
