@@ -39,7 +39,14 @@ from ._breaker_storage import (
     on_backend_change,
 )
 from ._breaker_window import CountWindow, TimeWindow, Window
-from ._compose import Layer, exception_matcher, is_async_callable, policy_name, wrap
+from ._compose import (
+    Layer,
+    check_target,
+    exception_matcher,
+    is_async_callable,
+    policy_name,
+    wrap,
+)
 from ._deadline import seconds_of
 from ._exceptions import CircuitOpenError, ConfigError, ConfigProblem
 from .config import current_config, switches
@@ -229,7 +236,9 @@ def _check_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
             f"breaker {name!r}: window_type must be 'count' or 'time', got {out['window_type']!r}"
         )
     size = out.get("window_size")
-    if size is not None and not (isinstance(size, int | float) and size >= 1):
+    if size is not None and (
+        isinstance(size, bool) or not (isinstance(size, int | float) and size >= 1)
+    ):
         raise ValueError(f"breaker {name!r}: window_size must be ≥ 1, got {size!r}")
     check_arguments("breaker", out, f"breaker {name!r}")  # upper bounds (config._bounds)
     if "slow_call_rate_threshold" in out and "slow_call_duration" not in out:
@@ -295,6 +304,8 @@ class Breaker(pybreaker.CircuitBreaker):
         self.slow_call_rate_threshold: float | None = None
         self.minimum_calls = 1
         self.shared = False
+        # values given through pybreaker's setters (fail_max, ...): kept across reloads
+        self._overrides: dict[str, Any] = {}
         super().__init__(
             name=name,
             state_storage=LocalCircuitStorage(),
@@ -308,11 +319,11 @@ class Breaker(pybreaker.CircuitBreaker):
         """(Re)compute thresholds: explicit options win, the rest come from settings."""
         config = current_config()
         res = config.resilience
-        opts = self._explicit
+        opts = {**self._explicit, **self._overrides}
         self._generation = switches.generation
-        self.fail_max = opts.get("failure_threshold") or res.circuit_breaker_failure_threshold
-        self.reset_timeout = opts.get("reset_timeout", res.circuit_breaker_timeout)
-        self.success_threshold = (
+        self._fail_max = opts.get("failure_threshold") or res.circuit_breaker_failure_threshold
+        self._reset_timeout = opts.get("reset_timeout", res.circuit_breaker_timeout)
+        self._success_threshold = (
             opts.get("success_threshold") or res.circuit_breaker_success_threshold
         )
         self.half_open_max_calls = (
@@ -367,6 +378,40 @@ class Breaker(pybreaker.CircuitBreaker):
         else:
             self._window = None
         self._refresh_fast()
+
+    # pybreaker's setters, checked as the options are and kept across a settings reload
+    def _set_option(self, key: str, value: object) -> Any:
+        checked = _check_options(self._key, {key: value})[key]
+        with self._lock:
+            self._overrides[key] = checked
+        return checked
+
+    @property
+    def fail_max(self) -> int:
+        """Failures that open the circuit (pybreaker's name for ``failure_threshold``)."""
+        return self._fail_max
+
+    @fail_max.setter
+    def fail_max(self, number: int) -> None:
+        self._fail_max = self._set_option("failure_threshold", number)
+
+    @property
+    def reset_timeout(self) -> float:
+        """Seconds the circuit stays open before a trial call."""
+        return self._reset_timeout
+
+    @reset_timeout.setter
+    def reset_timeout(self, timeout: float | timedelta) -> None:
+        self._reset_timeout = self._set_option("reset_timeout", timeout)
+
+    @property
+    def success_threshold(self) -> int:
+        """Trial successes that close a half-open circuit."""
+        return self._success_threshold
+
+    @success_threshold.setter
+    def success_threshold(self, threshold: int) -> None:
+        self._success_threshold = self._set_option("success_threshold", threshold)
 
     def _refresh(self) -> None:
         if self._generation != switches.generation:
@@ -594,6 +639,8 @@ class Breaker(pybreaker.CircuitBreaker):
             excluded = exclude is not None and exclude(exc)
             if not excluded and self._generation != switches.generation:
                 self._refresh()
+            # user classification rules run here: what they raise gives the permits back too
+            category = "" if excluded else _hooks.category_of(exc)
         except BaseException:
             with self._lock:
                 self._release(permit, cluster)
@@ -601,7 +648,6 @@ class Breaker(pybreaker.CircuitBreaker):
         if excluded:
             self._succeeded(start, permit, cluster)
             return
-        category = _hooks.category_of(exc)
         clock = _clock._current
         with self._lock:
             try:
@@ -645,6 +691,16 @@ class Breaker(pybreaker.CircuitBreaker):
                 if permit or cluster:
                     self._release(permit, cluster)
 
+    def _before_call(self, permit: int, cluster: bool, *args: Any, **kwargs: Any) -> None:
+        """pybreaker's ``before_call`` notification; a listener raising a BaseException (which
+        :meth:`_notify` lets through) gives the call's permits back."""
+        try:
+            self._notify("before_call", *args, **kwargs)
+        except BaseException:
+            with self._lock:
+                self._release(permit, cluster)
+            raise
+
     def _clear_failures(self) -> None:
         with self._lock:
             self._state_storage.reset_counter()
@@ -675,7 +731,7 @@ class Breaker(pybreaker.CircuitBreaker):
                     raise self._reject(_clock._current.monotonic())
             cluster = granted is True  # None: store unreachable, the local permit decides
         if self._listeners:
-            self._notify("before_call", fn, *args, **kwargs)
+            self._before_call(permit, cluster, fn, *args, **kwargs)
         start = _clock._current.monotonic() if self._window is not None else 0.0
         try:
             result = fn(*args, **kwargs)
@@ -754,7 +810,7 @@ class Breaker(pybreaker.CircuitBreaker):
                     raise self._reject(_clock._current.monotonic())
             cluster = granted is True  # None: store unreachable, the local permit decides
         if self._listeners:
-            self._notify("before_call", fn, *args, **kwargs)
+            self._before_call(permit, cluster, fn, *args, **kwargs)
         start = _clock._current.monotonic() if self._window is not None else 0.0
         try:
             result = await fn(*args, **kwargs)
@@ -877,7 +933,7 @@ class Breaker(pybreaker.CircuitBreaker):
             return
         permit = self._admit()
         if self._listeners:
-            self._notify("before_call", self.calling)
+            self._before_call(permit, False, self.calling)
         try:
             yield
         except Exception as exc:
@@ -1223,6 +1279,8 @@ def breaker(
         "minimum_calls": minimum_calls,
         "shared": shared,
     }
+    if isinstance(name, classmethod | staticmethod | property):
+        check_target(name, "@breaker")
     if callable(name) and not isinstance(name, str):  # bare @breaker
         fn = name
         return get_breaker(policy_name(fn), **options).decorate(fn)
@@ -1232,6 +1290,7 @@ def breaker(
     )
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        check_target(fn, f"@breaker({name!r})")
         return cb.decorate(fn, excluded)
 
     return decorate

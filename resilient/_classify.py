@@ -172,18 +172,24 @@ def _user_rule(exc: BaseException) -> _Rule | None:
     return None
 
 
+def _read(obj: object, name: str, default: object = None) -> object:
+    """``getattr(obj, name, default)``, with ``default`` also when reading it raises (a lazy
+    response or a broken driver error must not turn its classification into a new error)."""
+    try:
+        return getattr(obj, name, default)
+    except Exception:
+        return default
+
+
 def _get(obj: object, name: str) -> object:
     """``getattr(obj, name, None)`` that survives SDK properties raising (alpaca-py's
     ``APIError.code`` parses its body as JSON on every read)."""
-    try:
-        return getattr(obj, name, None)
-    except Exception:
-        return None
+    return _read(obj, name)
 
 
 def _attr(obj: object, *names: str) -> object:
     for name in names:
-        value = _get(obj, name)
+        value = _read(obj, name)
         if value is not None:
             return value
     return None
@@ -192,15 +198,15 @@ def _attr(obj: object, *names: str) -> object:
 def http_status(exc: BaseException) -> int | None:
     """The HTTP status an exception carries (``status_code``/``status``/``code`` or on
     ``.response``), or ``None``."""
-    for holder in (exc, _get(exc, "response")):
+    for holder in (exc, _read(exc, "response")):
         if holder is None:
             continue
         value = _attr(holder, "status_code", "status", "http_status")
         if value is None and holder is not exc:
-            value = _get(holder, "code")
+            value = _read(holder, "code")
         if isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599:
             return value
-    code = _get(exc, "code")
+    code = _read(exc, "code")
     if isinstance(code, int) and not isinstance(code, bool) and 400 <= code <= 599:
         return code
     return None
@@ -426,7 +432,7 @@ def classify(exc: BaseException) -> ErrorCategory:
         by_status = _by_status(status)
         if by_status is not None:
             return by_status
-    if _get(exc, "retry_after") is not None:
+    if _read(exc, "retry_after") is not None:
         return ErrorCategory.RATE_LIMIT
     category = _by_type(type(exc))
     if category is ErrorCategory.INTERNAL:
@@ -454,7 +460,7 @@ def _classify_link(exc: BaseException) -> ErrorCategory:
         by_status = _by_status(status)
         if by_status is not None:
             return by_status
-    if getattr(exc, "retry_after", None) is not None:
+    if _read(exc, "retry_after") is not None:
         return ErrorCategory.RATE_LIMIT
     return _by_type(type(exc))
 
@@ -484,14 +490,14 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 
 
 def _database_transient(exc: BaseException) -> bool:
-    if getattr(exc, "connection_invalidated", False):
+    if _read(exc, "connection_invalidated", False):
         return True
     for current in _chain(exc):
         if any(c.__name__ in _TRANSIENT_DB_NAMES for c in type(current).__mro__):
             return True
         if isinstance(current, OSError | TimeoutError):
             return True
-        sqlstate = getattr(current, "sqlstate", None)
+        sqlstate = _read(current, "sqlstate")
         if isinstance(sqlstate, str) and sqlstate[:2] in ("08", "53", "57", "40"):
             return True
     return False
@@ -560,7 +566,7 @@ def proves_not_sent(exc: BaseException) -> bool:
         rule = _user_rule(exc)
         if rule is not None and rule.not_sent is not None:
             return rule.not_sent
-    flag = getattr(exc, "request_sent", None)
+    flag = _read(exc, "request_sent")
     if isinstance(flag, bool):
         return not flag
     if isinstance(exc, ConnectionRefusedError | socket.gaierror | CircuitOpenError):

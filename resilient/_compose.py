@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 __all__ = [
     "UNSET",
     "Layer",
+    "check_target",
     "exception_matcher",
     "is_async_callable",
     "policy_name",
@@ -55,6 +56,20 @@ def is_async_callable(call: object) -> bool:
         return True
     dunder = getattr(call, "__call__", None)  # noqa: B004 - the method itself is inspected
     return inspect.iscoroutinefunction(dunder)
+
+
+def check_target(fn: object, decorator: str) -> None:
+    """Refuse, at decoration, a target a policy cannot wrap: a ``classmethod``,
+    ``staticmethod`` or ``property`` object (the policy decorator was written above it) or
+    anything not callable."""
+    if isinstance(fn, classmethod | staticmethod | property):
+        kind = type(fn).__name__
+        raise TypeError(
+            f"{decorator} was written above @{kind}: it would wrap the {kind} object, not the "
+            f"function. Put @{kind} above it:\n    @{kind}\n    {decorator}\n    def ..."
+        )
+    if not callable(fn):
+        raise TypeError(f"{decorator} decorates a function or another callable, got {fn!r}")
 
 
 def policy_name(fn: object) -> str:
@@ -216,6 +231,7 @@ def resilient(
         )
 
     def decorate(fn: F) -> F:
+        check_target(fn, f"@resilient({name!r})")
         wrapped: Any = fn
         for layer in layers:
             wrapped = layer(wrapped)

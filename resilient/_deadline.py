@@ -8,6 +8,7 @@ call (a context-variable get, no set).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -25,7 +26,10 @@ def seconds_of(value: float | timedelta, what: str) -> float:
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int beyond float range: the bounds checks refuse inf
+            seconds = math.inf if value > 0 else -math.inf
     else:
         raise TypeError(f"{what} must be seconds (a number) or a timedelta, got {value!r}")
     if not seconds >= 0:

@@ -16,10 +16,19 @@ from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar, cast
 
 from . import _cache, _clock, _hooks
-from ._compose import UNSET, Layer, exception_matcher, is_async_callable, policy_name, wrap
+from ._compose import (
+    UNSET,
+    Layer,
+    check_target,
+    exception_matcher,
+    is_async_callable,
+    policy_name,
+    wrap,
+)
 from ._deadline import seconds_of
 from ._exceptions import CircuitOpenError, RiskLimitError
 from .config import current_config, switches
+from .config._bounds import check_arguments
 
 __all__ = ["FallbackStatus", "fallback", "fallback_status", "reset_fallback_status"]
 
@@ -178,6 +187,19 @@ def fallback(
     ttl_explicit = seconds_of(cache_ttl, "cache_ttl") if cache_ttl is not None else None
     if ttl_explicit == 0:
         raise ValueError("cache_ttl must be > 0 seconds")
+    check_arguments("fallback", {"cache_ttl": ttl_explicit}, "fallback")  # 30 days at most
+    # A mutable built-in value is served as a fresh copy each time, so that a caller changing
+    # what it got cannot change later fallbacks; other objects keep their identity (sentinels).
+    value_snapshot: tuple[int, Any] | None = None
+    if type(value) in (list, dict, set, bytearray):
+        try:
+            value_snapshot = _cache._snapshot(value)
+        except Exception:  # neither picklable nor copyable: served as it is
+            value_snapshot = None
+
+    def fallback_value() -> Any:
+        return value if value_snapshot is None else _cache._restore(*value_snapshot)
+
     func_is_async = func is not None and is_async_callable(func)
 
     def may_replace(exc: BaseException) -> bool:
@@ -186,6 +208,7 @@ def fallback(
         return isinstance(exc, CircuitOpenError) or matcher(exc)
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        check_target(fn, "@fallback(...)")
         pname = name or policy_name(fn)
         layer = Layer("fallback", pname)
         episode = _episode(pname)
@@ -225,7 +248,7 @@ def fallback(
                     return result
                 if value is not UNSET:
                     episode.served_one(exc, "value", None)
-                    return value
+                    return fallback_value()
                 unreplaced(exc)
                 raise exc
 
@@ -267,7 +290,7 @@ def fallback(
                 return result
             if value is not UNSET:
                 episode.served_one(exc, "value", None)
-                return value
+                return fallback_value()
             unreplaced(exc)
             raise exc
 

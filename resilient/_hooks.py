@@ -103,7 +103,7 @@ _failed_once: set[int] = set()
 def _describe(exc: BaseException | None) -> str:
     if exc is None:
         return "-"
-    return f"{type(exc).__name__}: {sanitize(str(exc))}"
+    return f"{type(exc).__name__}: {sanitize(exc)}"
 
 
 class _Described:

@@ -33,11 +33,18 @@ from ._classify import (
     proves_not_sent,
     retry_after,
 )
-from ._compose import Layer, exception_matcher, is_async_callable, policy_name, wrap
+from ._compose import (
+    Layer,
+    check_target,
+    exception_matcher,
+    is_async_callable,
+    policy_name,
+    wrap,
+)
 from ._deadline import seconds_of
 from ._exceptions import CircuitOpenError, RiskLimitError
 from .config import current_config, switches
-from .config._bounds import check_arguments
+from .config._bounds import DELAY, check_arguments
 
 __all__ = [
     "BudgetSnapshot",
@@ -406,6 +413,8 @@ class _RetryPolicy:
             wait = 0.0
         else:
             wait = 0.0 if self.no_backoff else max(0.0, float(self._wait(state)))
+            if not wait <= DELAY.high:  # a strategy's inf or 1e308: never started, as a
+                return None  # Retry-After over its cap (the bound of waits, 3600 s)
             if server_wait is not None and server_wait > wait:
                 wait = server_wait
             limit = _deadline._deadline.get()
@@ -583,8 +592,7 @@ def retry(
         raise TypeError("idempotent must be a bool or a predicate (args, kwargs) -> bool")
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
-        if not callable(fn):
-            raise TypeError(f"@retry decorates a callable, got {fn!r}")
+        check_target(fn, "@retry")
         policy = _RetryPolicy(
             name or policy_name(fn),
             explicit,

@@ -11,7 +11,7 @@ import re
 import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 __all__ = [
     "MASK",
@@ -59,7 +59,7 @@ def register_secret(value: object) -> None:
 
 
 def register_secrets(values: Iterable[object]) -> None:
-    """Register several secret values at once."""
+    """Register several secret values at once (each also in its percent-encoded forms)."""
     global _secret_re
     with _lock:
         added = False
@@ -67,9 +67,13 @@ def register_secrets(values: Iterable[object]) -> None:
             if value is None:
                 continue
             text = str(value)
-            if len(text) >= MIN_SECRET_LENGTH and text not in _secrets:
-                _secrets.add(text)
-                added = True
+            if len(text) < MIN_SECRET_LENGTH:
+                continue
+            # and the forms URL and form encoders give it (p@ss/w0rd → p%40ss%2Fw0rd)
+            for form in (text, quote(text, safe=""), quote(text), quote_plus(text)):
+                if form not in _secrets:
+                    _secrets.add(form)
+                    added = True
         if added:
             ordered = sorted(_secrets, key=len, reverse=True)
             _secret_re = re.compile("|".join(re.escape(s) for s in ordered))
@@ -140,8 +144,15 @@ def url_secret_parts(url: str) -> list[str]:
 
 
 def sanitize(text: object) -> str:
-    """Return ``text`` as a string with every known or recognisable secret masked."""
-    s = text if isinstance(text, str) else str(text)
+    """Return ``text`` as a string with every known or recognisable secret masked (an object
+    whose ``str()`` raises is shown as ``<unprintable TypeName>``)."""
+    if isinstance(text, str):
+        s = text
+    else:
+        try:
+            s = str(text)
+        except Exception:
+            return f"<unprintable {type(text).__name__}>"
     pattern = _secret_re
     if pattern is not None:
         s = pattern.sub(MASK, s)

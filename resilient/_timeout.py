@@ -26,7 +26,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 from . import _clock, _deadline
 from ._blocking import warn_if_on_loop
-from ._compose import Layer, is_async_callable, policy_name, wrap
+from ._compose import Layer, check_target, is_async_callable, policy_name, wrap
 from ._deadline import seconds_of
 from ._exceptions import TimeoutError as ResilientTimeout
 from .config._bounds import check_arguments
@@ -152,6 +152,7 @@ def timeout(
     check_arguments("timeout", {"seconds": limit_s}, "timeout")  # inf, 1e308: refused
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        check_target(fn, f"@timeout({seconds!r})")
         pname = name or policy_name(fn)
         layer = Layer("timeout", pname)
 

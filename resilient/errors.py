@@ -45,9 +45,11 @@ __all__ = [
 _MARK = "__resilient_error_recorded__"
 DEFAULT_WINDOW = 60.0
 _RECENT = 50
-# Exceptions that refuse attributes (``__slots__`` without ``__dict__``) are remembered by id;
-# bounded so a flood of them cannot grow memory, at the price of a rare double count.
-_ID_MEMORY = 4096
+# Exceptions that refuse attributes (a frozen dataclass, a ``__setattr__`` that raises) are
+# remembered themselves, not by id: a freed exception's id is soon reused by the next one, which
+# would then never be counted. Bounded (the layers of one call see the same exception within a
+# few steps), so a flood of them holds at most this many alive.
+_ID_MEMORY = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +103,7 @@ class ErrorTracker:
         self._clock = clock
         self.window = window
         self._call_counter = call_counter if call_counter is not None else _sum_breaker_calls
-        self._seen_ids: deque[int] = deque(maxlen=_ID_MEMORY)
+        self._seen: deque[BaseException] = deque(maxlen=_ID_MEMORY)
         self.reset()
 
     def reset(self) -> None:
@@ -122,21 +124,23 @@ class ErrorTracker:
             # (monotonic, cumulative operations) samples within the window
             # The baseline: cumulative counters start at zero, so "since the start" is exact.
             self._samples: deque[tuple[float, int]] = deque([(float("-inf"), 0)])
-            self._seen_ids.clear()
+            self._seen.clear()
 
     def _now(self) -> _clock.Clock:
         return self._clock if self._clock is not None else _clock._current
 
     def _first_sighting(self, exc: BaseException) -> bool:
-        if getattr(exc, _MARK, None) is self._token:
-            return False
         try:
-            setattr(exc, _MARK, self._token)
-        except (AttributeError, TypeError):
-            key = id(exc)
-            if key in self._seen_ids:
+            if getattr(exc, _MARK, None) is self._token:
                 return False
-            self._seen_ids.append(key)
+            setattr(exc, _MARK, self._token)
+            if getattr(exc, _MARK, None) is self._token:
+                return True
+        except Exception:  # slots, or attribute access that raises
+            pass
+        if any(seen is exc for seen in self._seen):  # the mark cannot be kept on this object
+            return False
+        self._seen.append(exc)
         return True
 
     def record(

@@ -84,6 +84,7 @@ POLICY_ARGUMENTS: Mapping[str, Mapping[str, Bound]] = {
         "max_delay": DELAY,
         "deadline": DURATION,
     },
+    "fallback": {"cache_ttl": TTL},
 }
 
 

@@ -316,8 +316,12 @@ def _check_value(
         ok = isinstance(value, int | float) and not isinstance(value, bool)
         if ok and typ is int and isinstance(value, float):
             ok = value.is_integer()
-        if not ok or not math.isfinite(_as_float(value)):
-            problem(key, f"must be {expected}{shown}", f"write {key} as a plain {expected}")
+        if not ok:
+            problem(key, f"must be {expected}{shown}", f"write {key} as a plain number")
+            return MISSING
+        if not math.isfinite(_as_float(value)):
+            got = "" if meta.get("secret") else f" (got {value!r})"
+            problem(key, f"must be a finite number{got}", f"write {key} as a plain number")
             return MISSING
         number = _as_float(value)
         for bound, op, words in (
@@ -409,6 +413,10 @@ def validate(
 
     lowered = {str(k).lower(): v for k, v in data.items()}
     built: dict[str, Any] = {}
+    for section in OPEN_SECTIONS:  # a scalar would silently drop every setting under it
+        raw = lowered.get(section)
+        if raw is not None and raw != "" and not isinstance(raw, Mapping):
+            problem(section, "must be a table of settings", f"write [{section}] as a table")
     for section, cls in SECTIONS.items():
         raw = lowered.get(section) or {}
         if not isinstance(raw, Mapping):

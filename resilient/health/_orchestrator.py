@@ -133,7 +133,7 @@ class HealthOrchestrator:
                 config.section("alerts") or DEFAULT_RULES, env=config.env
             )
         except ConfigError as exc:
-            logger.error("alert rules not reloaded, keeping the running ones: {}", exc)
+            logger.error("alert rules not reloaded, keeping the running ones: {}", sanitize(exc))
             return
         self.alerts.replace_rules(rules, options)
         self.tracker.window = float(options.get("error_rate_window", self.tracker.window))
@@ -167,7 +167,7 @@ class HealthOrchestrator:
             try:
                 await self.run_cycle()
             except Exception as exc:  # one bad cycle must not end monitoring
-                logger.error("health cycle failed: {}: {}", type(exc).__name__, exc)
+                logger.error("health cycle failed: {}: {}", type(exc).__name__, sanitize(exc))
 
     async def stop(self) -> None:
         """Stop the monitor and wait for its task. Idempotent."""

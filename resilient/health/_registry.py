@@ -37,7 +37,31 @@ DEFAULT_INTERVAL = 30.0
 STOP_GRACE = 0.1
 
 
+class _RaisedInThread(Exception):
+    """Carries what a sync check raised in its thread that a future cannot hold
+    (``StopIteration``) or that must not reach the loop (``SystemExit``,
+    ``KeyboardInterrupt``: in a thread they end only that thread)."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__()
+        self.original = original
+
+
+def _duration(value: float, what: str) -> float:
+    """``value`` in seconds, > 0 and within the bound of durations (one day): an endless
+    timeout would let one check hold every report, an endless interval stop the monitor."""
+    from .._deadline import seconds_of
+    from ..config._bounds import DURATION, check_bound
+
+    seconds = seconds_of(value, what)
+    if not seconds > 0:
+        raise ValueError(f"{what} must be > 0 seconds")
+    return check_bound(what, seconds, DURATION)
+
+
 def _exception_detail(exc: BaseException) -> tuple[str, dict[str, Any]]:
+    if isinstance(exc, _RaisedInThread):
+        exc = exc.original
     text = sanitize(exc)
     detail = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     data: dict[str, Any] = {"error_type": type(exc).__name__}
@@ -119,6 +143,8 @@ def _in_daemon_thread(fn: Callable[[], Any], done: threading.Event) -> asyncio.F
             result: Any = fn()
             ok = True
         except BaseException as exc:  # handed to the awaiting coroutine
+            if isinstance(exc, StopIteration | SystemExit | KeyboardInterrupt):
+                exc = _RaisedInThread(exc)
             result, ok = exc, False
         finally:
             done.set()
@@ -224,8 +250,8 @@ class HealthRegistry:
             raise TypeError(f"health check for {name!r} must be callable, got {type(check)!r}")
         if not name:
             raise ValueError("a health check needs a non-empty component name")
-        if timeout is not None and not timeout > 0:
-            raise ValueError(f"timeout for health check {name!r} must be > 0 seconds")
+        if timeout is not None:
+            timeout = _duration(timeout, f"timeout for health check {name!r}")
         with self._lock:
             self._checks[name] = _Check(name, check, is_async_callable(check), critical, timeout)
             self._failures.pop(name, None)
@@ -425,7 +451,7 @@ class HealthRegistry:
                 try:
                     provided = provider()
                 except Exception as exc:
-                    logger.opt(exception=exc).warning("a health provider failed: {}", exc)
+                    logger.opt(exception=exc).warning("a health provider failed: {}", sanitize(exc))
                     continue
                 for name, result in provided.items():
                     if name not in components:
@@ -447,7 +473,9 @@ class HealthRegistry:
                 if inspect.isawaitable(outcome):
                     await outcome
             except Exception as exc:
-                logger.warning("a health report listener failed: {}: {}", type(exc).__name__, exc)
+                logger.warning(
+                    "a health report listener failed: {}: {}", type(exc).__name__, sanitize(exc)
+                )
 
     def check_all_sync(self) -> HealthReport:
         """Run :meth:`check_all` from synchronous code (not from inside a running loop).
@@ -487,8 +515,7 @@ class HealthRegistry:
                 interval = float(current_config().resilience.health_check_interval)
             except Exception:
                 interval = DEFAULT_INTERVAL
-        if not interval > 0:
-            raise ValueError("the health monitor interval must be > 0 seconds")
+        interval = _duration(interval, "the health monitor interval")
         self._monitor = asyncio.get_running_loop().create_task(
             self._monitor_loop(interval), name="resilient-health-monitor"
         )
@@ -499,7 +526,7 @@ class HealthRegistry:
             try:
                 await self.check_all()
             except Exception as exc:  # one bad cycle must not end monitoring
-                logger.error("health cycle failed: {}: {}", type(exc).__name__, exc)
+                logger.error("health cycle failed: {}: {}", type(exc).__name__, sanitize(exc))
             await self._clock_now().asleep(interval)
 
     async def stop_monitor(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import inspect
 import math
+import numbers
 import re
 import uuid
 from collections.abc import Mapping
@@ -98,7 +99,10 @@ CLIENT_ID_FIELDS = (
     "orderref",
     "client_order_ref",
 )
-_SCALARS = (str, bytes, int, float, bool, type(None), Enum)
+_SCALARS = (str, bytes, numbers.Number, bool, type(None), Enum)  # Decimal, numpy scalars too
+# Arguments read as numbers whatever their type (a list or complex quantity is unreadable,
+# which refuses the order, rather than absent, which would skip the risk check).
+_NUMERIC_FIELDS = frozenset((*QUANTITY_FIELDS, *NOTIONAL_FIELDS, *PRICE_FIELDS))
 
 
 def new_client_order_id() -> str:
@@ -336,7 +340,7 @@ def prepare_order_call(
                 if field in inner and container is None and not name.startswith("*"):
                     container = (name, field)
     for name, value in arguments.items():
-        if isinstance(value, _SCALARS):
+        if isinstance(value, _SCALARS) or (name in _NUMERIC_FIELDS and _fields_of(value) is None):
             data[name] = value if value is not None else data.get(name)
 
     client_id = _first_id(data)
