@@ -8,6 +8,7 @@ logged once and swallowed, so observability can never break the call it observes
 from __future__ import annotations
 
 import threading
+import weakref
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -97,7 +98,31 @@ class PolicyHook(Protocol):
 
 
 _lock = threading.Lock()
-_failed_once: set[int] = set()
+
+
+class _Once:
+    """Callbacks already reported: held weakly, so a new callback that happens to reuse a
+    freed one's ``id`` is still reported; objects that refuse weak references are kept."""
+
+    def __init__(self) -> None:
+        self._weak: weakref.WeakSet[object] = weakref.WeakSet()
+        self._strong: deque[object] = deque(maxlen=256)
+
+    def first(self, callback: object) -> bool:
+        """Whether ``callback`` is reported for the first time (and remember it)."""
+        try:
+            if callback in self._weak:
+                return False
+            self._weak.add(callback)
+            return True
+        except TypeError:  # not weakly referenceable (or unhashable)
+            if any(held is callback for held in self._strong):
+                return False
+            self._strong.append(callback)
+            return True
+
+
+_failed_once = _Once()
 
 
 def _describe(exc: BaseException | None) -> str:
@@ -254,9 +279,7 @@ def _run(table: tuple[PolicyHook, ...], event: PolicyEvent) -> None:
         try:
             hook(event)
         except Exception as exc:
-            key = id(hook)
-            if key not in _failed_once:
-                _failed_once.add(key)
+            if _failed_once.first(hook):
                 logger.error(
                     "policy hook {!r} failed on a {} event and is ignored: {}",
                     getattr(hook, "__qualname__", type(hook).__name__),
@@ -275,10 +298,8 @@ def _callback_name(callback: object) -> str:
 def report_callback_failure(what: str, callback: object, exc: BaseException) -> None:
     """Log, once per callback, that a user callback (a predicate, a listener, a strategy)
     raised and was ignored; the message is the exception's class and sanitized text."""
-    key = id(callback)
-    if key in _failed_once:
+    if not _failed_once.first(callback):
         return
-    _failed_once.add(key)
     logger.error(
         "{} {} raised and is treated as no match: {}",
         what,

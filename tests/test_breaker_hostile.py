@@ -4,6 +4,7 @@ exact boundaries, and the pybreaker semantics a ``Breaker`` promises."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import uuid
 from collections.abc import Iterator
@@ -405,3 +406,26 @@ async def test_bare_breaker_is_named_after_the_function(mode: str) -> None:
     expected = f"{quote.__module__}.{quote.__qualname__}"
     assert quote.breaker is get_breaker(expected)  # type: ignore[attr-defined]
     assert get_breaker(expected).snapshot().success_count == 1
+
+
+def test_a_new_callback_reusing_a_freed_ones_id_is_reported_too(name: str) -> None:
+    """ "Logged once" is per callback object, not per ``id``: callbacks made and dropped one after
+    another (the same id, often) are each reported."""
+    sink = io.StringIO()
+    enable_logging("DEBUG", json_lines=False, sink=sink)
+    try:
+        for i in range(5):
+
+            def broken(exc: BaseException) -> bool:
+                raise KeyError("bug")
+
+            fn = breaker(f"{name}-{i}", failure_threshold=100, exclude=broken)(
+                make("sync", Script(ConnectionError("x")))
+            )
+            with pytest.raises(ConnectionError):
+                fn()
+            del fn, broken
+            gc.collect()
+    finally:
+        disable_logging()
+    assert sink.getvalue().count("KeyError") == 5
