@@ -272,7 +272,7 @@ def test_every_numeric_key_is_bounded_at_load(case: tuple[str, str, type, float]
     var = f"AI_TRADER_{section.upper()}__{name.upper()}"
     text = repr(value) if math.isfinite(value) else str(value)
     if typ is int and math.isfinite(value):
-        text = str(int(value))
+        text = str(math.floor(value))  # -1e-9 is -1, not 0 (0 is valid where ge=0)
     with pytest.raises(ConfigError) as info:
         load("staging", **{var: text}).load_config()
     assert f"{section}.{name}" in str(info.value)

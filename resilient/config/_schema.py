@@ -96,12 +96,20 @@ class ResilienceSettings:
     health_check_timeout: float = _rule(bound=DURATION, doc="Per-check timeout (seconds)")
     enable_query_logging: bool = _rule(doc="Log every SQL statement (no parameter values)")
     # -- load control: bulkheads and hedged reads (defaults here too: older files lack them)
-    bulkhead_max_concurrent: int = _rule(ge=1, doc="Calls of one bulkhead at once", default=25)
-    bulkhead_max_queue: int = _rule(ge=0, doc="Calls waiting for a bulkhead slot", default=100)
-    bulkhead_queue_timeout: float = _rule(ge=0, doc="Longest wait for a slot (s)", default=5.0)
+    bulkhead_max_concurrent: int = _rule(
+        bound=COUNT, doc="Calls of one bulkhead at once", default=25
+    )
+    bulkhead_max_queue: int = _rule(
+        ge=0, le=1_000_000, doc="Calls waiting for a bulkhead slot", default=100
+    )
+    bulkhead_queue_timeout: float = _rule(
+        bound=DELAY, doc="Longest wait for a slot (s)", default=5.0
+    )
     bulkhead_priorities: bool = _rule(doc="Serve the queue cancel>order>read", default=True)
     hedge_max_hedges: int = _rule(ge=1, le=5, doc="Extra requests per hedged read", default=1)
-    hedge_min_delay: float = _rule(ge=0, doc="Shortest hedge delay (s) for p95", default=0.005)
+    hedge_min_delay: float = _rule(
+        bound=DELAY, doc="Shortest hedge delay (s) for p95", default=0.005
+    )
 
 
 @dataclass(frozen=True, slots=True)
