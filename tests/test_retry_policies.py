@@ -359,3 +359,249 @@ def test_retry_after_parsing_never_overflows(value: object, as_header: bool) -> 
         exc = RateLimited(value)
     got = retry_after(exc)
     assert got is None or (got >= 0 and not math.isnan(got))
+
+
+# --- decisions the mutation run asked about ----------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_user_strategies_see_outcome_attempt_and_idle_time(
+    mode: str, name: str, clock: FakeClock
+) -> None:
+    """A user stop= sees a failed outcome (its exception, result() re-raising it), the
+    attempt number and the seconds idled so far; wait= sees the same state."""
+    seen: list[tuple[int, float, bool, str]] = []
+
+    def stop(state: Any) -> bool:
+        outcome = state.outcome
+        assert outcome.failed and outcome.attempt_number == state.attempt_number
+        with pytest.raises(ConnectionError):
+            outcome.result()
+        seen.append(
+            (state.attempt_number, state.idle_for, outcome.failed, str(outcome.exception()))
+        )
+        return bool(state.idle_for >= 3)
+
+    script = Script(*[ConnectionError(f"e{i}") for i in range(9)])
+    fn = retry(wait=tenacity.wait_fixed(1.5), stop=stop, name=name)(make(mode, script))
+    with pytest.raises(ConnectionError):
+        await invoke(fn)
+    assert seen == [(1, 0.0, True, "e0"), (2, 1.5, True, "e1"), (3, 3.0, True, "e2")]
+    assert script.calls == 3
+    assert [s for s in clock.sleeps if s > 0] == [1.5, 1.5]
+
+
+async def test_seconds_since_start_reads_the_failure_time(name: str, clock: FakeClock) -> None:
+    """seconds_since_start is the time from the call's start to the failed attempt's end."""
+    got: list[float | None] = []
+
+    def slow() -> None:
+        clock.advance(0.25)
+        raise ConnectionError("x")
+
+    def stop(state: Any) -> bool:
+        got.append(state.seconds_since_start)
+        return True
+
+    fn = retry(stop=stop, wait=tenacity.wait_fixed(1), name=name)(slow)
+    with pytest.raises(ConnectionError):
+        fn()
+    assert got == [pytest.approx(0.25)]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_attempts": 0}, "max_attempts"),
+        ({"max_attempts": True}, "max_attempts"),
+        ({"max_attempts": 2.0}, "max_attempts"),
+        ({"initial_delay": 2, "max_delay": 1}, "max_delay"),
+        ({"retry_on": ()}, "retry_on is empty"),
+        ({"idempotent": "yes"}, "idempotent"),
+    ],
+)
+def test_bad_arguments_are_refused(kwargs: dict[str, Any], message: str) -> None:
+    """Invalid retry arguments fail when decorating, naming the argument."""
+    with pytest.raises((ValueError, TypeError), match=message):
+        retry(**kwargs)
+
+
+def test_max_attempts_one_and_equal_delays_are_allowed(name: str) -> None:
+    """max_attempts=1 (no retry) and max_delay == initial_delay are valid."""
+    script = Script(ConnectionError("x"), "ok")
+    fn = retry(max_attempts=1, initial_delay=1, max_delay=1, name=name)(script)
+    with pytest.raises(ConnectionError):
+        fn()
+    assert script.calls == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_zero_max_delay_never_sleeps(mode: str, name: str, clock: FakeClock) -> None:
+    """max_delay=0 clamps every backoff to zero: no sleep at all."""
+    script = Script(ConnectionError("a"), ConnectionError("b"), "ok")
+    fn = retry(max_attempts=3, initial_delay=0, max_delay=0, name=name)(make(mode, script))
+    assert await invoke(fn) == "ok"
+    assert [s for s in clock.sleeps if s > 0] == []
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_backoff_without_jitter_is_exact(mode: str, name: str, clock: FakeClock) -> None:
+    """jitter=False: waits are exactly initial × 2ⁿ, capped at max_delay."""
+    script = Script(*[ConnectionError("x")] * 4, "ok")
+    fn = retry(max_attempts=5, initial_delay=1, max_delay=3, jitter=False, name=name)(
+        make(mode, script)
+    )
+    assert await invoke(fn) == "ok"
+    assert [s for s in clock.sleeps if s > 0] == [1, 2, 3, 3]
+
+
+def test_zero_wait_caps_attempts(name: str, clock: FakeClock) -> None:
+    """zero_wait_retries(max_attempts=2) caps every retry at two attempts, without sleeping."""
+    from resilient.testing import zero_wait_retries
+
+    script = Script(*[ConnectionError("x")] * 5)
+    fn = retry(max_attempts=5, name=name)(script)
+    with zero_wait_retries(max_attempts=2), pytest.raises(ConnectionError):
+        fn()
+    assert script.calls == 2
+    assert clock.sleeps == []
+
+
+def test_retry_and_failure_events_carry_attempt_wait_and_elapsed(
+    name: str, clock: FakeClock
+) -> None:
+    """Each retry event names the failed attempt, the wait and the elapsed time (from the
+    first failure); the final failure is reported once with the last attempt."""
+    from resilient import EventKind
+    from resilient.testing import capture_events
+
+    def fail() -> None:
+        clock.advance(0.5)
+        raise ConnectionError("x")
+
+    fn = retry(max_attempts=3, initial_delay=1, max_delay=1, jitter=False, name=name)(fail)
+    with capture_events() as events, pytest.raises(ConnectionError):
+        fn()
+    retries = [(e.attempt, e.wait, e.elapsed) for e in events if e.kind is EventKind.RETRY]
+    # elapsed counts from the first failure (the default success path reads no clock)
+    assert retries == [(1, 1.0, 0.0), (2, 1.0, pytest.approx(1.5))]
+    failed = [(e.attempt, e.elapsed) for e in events if e.kind is EventKind.CALL_FAILED]
+    assert failed == [(3, pytest.approx(3.0))]
+
+
+def test_first_attempt_failure_event_and_never_retried_errors(name: str) -> None:
+    """A permanent error fails at attempt 1 with elapsed 0; an open circuit or a risk refusal
+    is never retried, even when retry_on says Exception, and an open circuit is not reported
+    as a call failure."""
+    from resilient import CircuitOpenError, EventKind, RiskLimitError
+    from resilient.testing import capture_events
+
+    with capture_events() as events:
+        fn = retry(max_attempts=3, name=name)(Script(ValueError("bad")))
+        with pytest.raises(ValueError):
+            fn()
+        for err in (CircuitOpenError("c"), RiskLimitError("r")):
+            script = Script(err, "ok")
+            with pytest.raises(type(err)):
+                retry(max_attempts=3, retry_on=Exception, name=name)(script)()
+            assert script.calls == 1
+    failed = [(type(e.exception), e.attempt, e.elapsed) for e in events]
+    assert (ValueError, 1, 0.0) in failed and (RiskLimitError, 1, 0.0) in failed
+    assert all(e.kind is EventKind.CALL_FAILED for e in events)
+    assert not any(isinstance(e.exception, CircuitOpenError) for e in events)
+
+
+def test_budget_exhaustion_is_reported(name: str, clock: FakeClock) -> None:
+    """When the retry budget is spent the error is raised at once with an event."""
+    from resilient import EventKind
+    from resilient._retry import get_retry_budget
+    from resilient.testing import capture_events
+
+    budget = get_retry_budget(name)
+    budget.ratio, budget.min_per_second = 0.0, 0.0
+    fn = retry(max_attempts=3, initial_delay=0, max_delay=0, name=name)(
+        Script(ConnectionError("x"), "ok")
+    )
+    budget.ratio, budget.min_per_second = 0.0, 0.0
+    with capture_events() as events, pytest.raises(ConnectionError):
+        fn()
+    kinds = [e.kind for e in events]
+    assert EventKind.RETRY_BUDGET_EXHAUSTED in kinds and EventKind.RETRY not in kinds
+    exhausted = next(e for e in events if e.kind is EventKind.RETRY_BUDGET_EXHAUSTED)
+    assert exhausted.attempt == 1
+    assert budget.snapshot().refused == 1
+
+
+def test_retries_are_counted_by_attempt_and_class(name: str) -> None:
+    """Every retry is counted under its name, failed attempt and exception class."""
+    from resilient._hooks import retry_counts
+
+    fn = retry(max_attempts=3, initial_delay=0, max_delay=0, name=name)(
+        Script(ConnectionError("a"), TimeoutError("b"), "ok")
+    )
+    assert fn() == "ok"
+    counts = {k: v for k, v in retry_counts().items() if k[0] == name}
+    assert counts == {(name, 1, ConnectionError): 1, (name, 2, TimeoutError): 1}
+
+
+def test_retry_switch_gives_up_at_once(name: str, reload_with: Callable[..., None]) -> None:
+    """resilience.retry_enabled = false: the first failure is raised."""
+    script = Script(ConnectionError("x"), "ok")
+    fn = retry(max_attempts=3, name=name)(script)
+    reload_with(AI_TRADER_RESILIENCE__RETRY_ENABLED="false")
+    with pytest.raises(ConnectionError):
+        fn()
+    assert script.calls == 1
+
+
+def test_budget_settings_follow_a_reload(name: str, reload_with: Callable[..., None]) -> None:
+    """The budget's ratio and minimum are re-read from settings on reload."""
+    from resilient._retry import get_retry_budget
+
+    fn = retry(max_attempts=2, initial_delay=0, max_delay=0, name=name)(Script("ok"))
+    reload_with(
+        AI_TRADER_RESILIENCE__RETRY_BUDGET_RATIO="0.5",
+        AI_TRADER_RESILIENCE__RETRY_BUDGET_MIN_PER_SECOND="0",
+    )
+    fn2 = retry(max_attempts=2, initial_delay=0, max_delay=0, name=name)(
+        Script(ConnectionError("x"), "ok")
+    )
+    assert fn() == "ok"
+    assert fn2() == "ok"
+    budget = get_retry_budget(name)
+    assert (budget.ratio, budget.min_per_second) == (0.5, 0.0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_non_idempotent_call_retries_only_proven_unsent(mode: str, name: str) -> None:
+    """idempotent=False: request_sent=False is proof of "never sent" (retried); a read
+    timeout is not (raised at once)."""
+
+    class Unsent(Exception):
+        request_sent = False
+
+        def __init__(self) -> None:
+            super().__init__("connect failed")
+            self.status_code = 503
+
+    sent = Script(Unsent(), "ok")
+    fn = retry(max_attempts=3, initial_delay=0, max_delay=0, idempotent=False, name=name)(
+        make(mode, sent)
+    )
+    assert await invoke(fn) == "ok"
+    timeout = Script(TimeoutError("read"), "ok")
+    fn2 = retry(max_attempts=3, initial_delay=0, max_delay=0, idempotent=False, name=name)(
+        make(mode, timeout)
+    )
+    with pytest.raises(TimeoutError):
+        await invoke(fn2)
+    assert timeout.calls == 1
+    pred = Script(TimeoutError("read"), "ok")
+    fn3 = retry(
+        max_attempts=3,
+        initial_delay=0,
+        max_delay=0,
+        idempotent=lambda args, kwargs: kwargs.get("key") is not None,
+        name=name,
+    )(make(mode, pred))
+    assert await invoke(fn3, key="k1") == "ok"
