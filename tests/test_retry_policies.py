@@ -291,7 +291,9 @@ def test_budget_rotates_half_windows_and_forgets_idle_time(clock: FakeClock) -> 
     assert budget.try_spend() and budget.try_spend()
     assert not budget.try_spend()  # 2 retries of 0.5 × 4 calls
     assert budget.snapshot().refused == 1
-    clock.advance(BUDGET_TTL / 2)
+    clock.advance(4.999)  # the half window is 5 s (BUDGET_TTL 10 s): not yet rotated
+    assert budget.snapshot().calls == 4 and not budget.try_spend()
+    clock.advance(0.001)
     snap = budget.snapshot()
     assert (snap.calls, snap.retries) == (4, 2)  # the previous half still counts
     assert not budget.try_spend()
@@ -300,7 +302,7 @@ def test_budget_rotates_half_windows_and_forgets_idle_time(clock: FakeClock) -> 
     assert not budget.try_spend()
     clock.advance(BUDGET_TTL / 2 - 0.001)
     assert budget.snapshot().retries == 3
-    clock.advance(BUDGET_TTL)  # a whole idle window: both halves forgotten
+    clock.advance(10.0)  # a whole idle window: both halves forgotten
     snap = budget.snapshot()
     assert (snap.calls, snap.retries) == (0, 0)
 
@@ -605,3 +607,85 @@ async def test_non_idempotent_call_retries_only_proven_unsent(mode: str, name: s
         name=name,
     )(make(mode, pred))
     assert await invoke(fn3, key="k1") == "ok"
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_retry_on_type_retries_plain_builtins_too(mode: str, name: str) -> None:
+    """retry_on=ValueError retries a plain ValueError (the type shortcut is only for the
+    default rule)."""
+    script = Script(ValueError("flaky parse"), "ok")
+    fn = retry(max_attempts=2, initial_delay=0, max_delay=0, retry_on=ValueError, name=name)(
+        make(mode, script)
+    )
+    assert await invoke(fn) == "ok"
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_user_wait_is_kept_with_zero_max_delay(
+    mode: str, name: str, clock: FakeClock
+) -> None:
+    """A user wait= strategy is used even when max_delay is 0 (that clamps only the built-in
+    backoff)."""
+    script = Script(ConnectionError("x"), "ok")
+    fn = retry(max_attempts=2, max_delay=0, wait=tenacity.wait_fixed(2), name=name)(
+        make(mode, script)
+    )
+    assert await invoke(fn) == "ok"
+    assert [s for s in clock.sleeps if s > 0] == [2]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_own_deadline_counts_from_the_first_attempt(
+    mode: str, name: str, clock: FakeClock
+) -> None:
+    """deadline= counts from before the first attempt; a wait ending exactly at it is not
+    started, one ending before it is."""
+    calls: list[float] = []
+
+    def fail() -> None:
+        calls.append(clock.monotonic())
+        raise ConnectionError("x")
+
+    fn = retry(max_attempts=5, initial_delay=1, max_delay=1, jitter=False, deadline=2, name=name)(
+        make(mode, fail)
+    )
+    with pytest.raises(ConnectionError):
+        await invoke(fn)
+    assert len(calls) == 2  # t=0, t=1; a wait to t=2 would end at the deadline
+
+    calls.clear()
+
+    def slow_first() -> None:
+        calls.append(clock.monotonic())
+        clock.advance(1.5 if len(calls) == 1 else 0)
+        raise ConnectionError("x")
+
+    fn2 = retry(max_attempts=5, initial_delay=1, max_delay=1, jitter=False, deadline=2, name=name)(
+        make(mode, slow_first)
+    )
+    with pytest.raises(ConnectionError):
+        await invoke(fn2)
+    assert len(calls) == 1  # failed at 1.5 s: a 1 s wait would pass the 2 s deadline
+
+
+async def test_default_backoff_has_jitter(name: str, clock: FakeClock) -> None:
+    """By default waits carry jitter: they are not the bare exponential series."""
+    script = Script(*[ConnectionError("x")] * 3, "ok")
+    fn = retry(max_attempts=4, initial_delay=1, max_delay=100, name=name)(script)
+    assert fn() == "ok"
+    waits = [s for s in clock.sleeps if s > 0]
+    assert len(waits) == 3 and waits != [1, 2, 4]
+    assert all(base <= w <= base + 1 for base, w in zip([1, 2, 4], waits, strict=True))
+
+
+def test_nested_retries_report_one_final_failure(name: str) -> None:
+    """Only the outermost policy reports the call's failure."""
+    from resilient import EventKind
+    from resilient.testing import capture_events
+
+    inner = retry(max_attempts=1, name=name + "-inner")(Script(ValueError("bad")))
+    outer = retry(max_attempts=1, name=name)(inner)
+    with capture_events() as events, pytest.raises(ValueError):
+        outer()
+    failed = [e.name for e in events if e.kind is EventKind.CALL_FAILED]
+    assert failed == [name]
