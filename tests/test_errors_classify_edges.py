@@ -440,3 +440,14 @@ def test_retry_after_http_date(clock: FakeClock) -> None:
     past = datetime.fromtimestamp(clock.time() - 42, UTC)
     assert retry_after(Status(headers={"Retry-After": format_datetime(past, usegmt=True)})) == 0
     assert retry_after(Status(headers={"Retry-After": "Mon, 99 Foo 2024 25:61:00 GMT"})) is None
+
+
+def test_wrapped_package_errors_keep_their_category() -> None:
+    """An unknown wrapper around an open circuit or a risk refusal is classified as those."""
+    for inner, category in (
+        (CircuitOpenError("n"), C.CIRCUIT_OPEN),
+        (RiskLimitError("r"), C.RISK_LIMIT),
+    ):
+        wrapper = RuntimeError("wrapper")
+        wrapper.__cause__ = inner
+        assert classify(wrapper) is category
