@@ -330,6 +330,10 @@ def _classify_link(exc: BaseException) -> ErrorCategory:
         rule = _user_rule(exc)
         if rule is not None:
             return rule.category
+    if isinstance(exc, CircuitOpenError):  # it carries a retry_after of its own
+        return ErrorCategory.CIRCUIT_OPEN
+    if isinstance(exc, RiskLimitError):
+        return ErrorCategory.RISK_LIMIT
     status = http_status(exc)
     if status is not None:
         by_status = _by_status(status)
