@@ -291,25 +291,7 @@ def classify(exc: BaseException) -> ErrorCategory:
     the exception's type (with knowledge of the database, Redis and HTTP client libraries),
     then the cause of an otherwise unknown wrapper exception.
     """
-    plain = plain_category(exc)
-    if plain is not None:
-        return plain
-    if _rules:
-        rule = _user_rule(exc)
-        if rule is not None:
-            return rule.category
-    if isinstance(exc, CircuitOpenError):
-        return ErrorCategory.CIRCUIT_OPEN
-    if isinstance(exc, RiskLimitError):
-        return ErrorCategory.RISK_LIMIT
-    status = http_status(exc)
-    if status is not None:
-        by_status = _by_status(status)
-        if by_status is not None:
-            return by_status
-    if getattr(exc, "retry_after", None) is not None:
-        return ErrorCategory.RATE_LIMIT
-    category = _by_type(type(exc))
+    category = _classify_link(exc)
     if category is ErrorCategory.INTERNAL:
         # An unknown wrapper: the first wrapped exception with a known category decides
         # (walked iteratively, so a cyclic or very deep chain cannot recurse).
@@ -322,7 +304,7 @@ def classify(exc: BaseException) -> ErrorCategory:
 
 
 def _classify_link(exc: BaseException) -> ErrorCategory:
-    """:func:`classify` of one link of a chain, without following its own chain."""
+    """:func:`classify` of one exception, without following its chain."""
     plain = plain_category(exc)
     if plain is not None:
         return plain
