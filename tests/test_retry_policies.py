@@ -531,6 +531,7 @@ def test_budget_exhaustion_is_reported(name: str, clock: FakeClock) -> None:
     assert EventKind.RETRY_BUDGET_EXHAUSTED in kinds and EventKind.RETRY not in kinds
     exhausted = next(e for e in events if e.kind is EventKind.RETRY_BUDGET_EXHAUSTED)
     assert exhausted.attempt == 1
+    assert exhausted.elapsed == 0.0  # counted from the first failure, which just happened
     assert budget.snapshot().refused == 1
 
 
@@ -689,3 +690,58 @@ def test_nested_retries_report_one_final_failure(name: str) -> None:
         outer()
     failed = [e.name for e in events if e.kind is EventKind.CALL_FAILED]
     assert failed == [name]
+
+
+def test_budget_halves_rotate_exactly_every_five_seconds(clock: FakeClock) -> None:
+    """The window is two 5 s halves: at exactly 5 s the counts move to the previous half, at
+    exactly 10 s of silence everything is forgotten."""
+    budget = RetryBudget("halves", ratio=0.5, min_per_second=0)
+    budget.calls = 4
+    assert budget.try_spend() and budget.try_spend()
+    clock.advance(5.0)
+    assert (budget.snapshot().calls, budget.snapshot().retries) == (4, 2)
+    budget.calls += 2
+    assert budget.try_spend()
+    clock.advance(5.0)  # the second half becomes the previous one; the first is dropped
+    snap = budget.snapshot()
+    assert (snap.calls, snap.retries) == (2, 1)
+    clock.advance(10.0)
+    snap = budget.snapshot()
+    assert (snap.calls, snap.retries) == (0, 0)
+
+
+def test_first_decoration_reads_settings_before_any_load(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retry decorated before configuration was ever (re)loaded still takes its attempts
+    from settings."""
+    from resilient.config import switches
+    from resilient.testing import zero_wait_retries
+
+    monkeypatch.setattr(switches, "generation", 0)
+    script = Script(ConnectionError("a"), ConnectionError("b"), "ok")
+    fn = retry(name=name)(script)
+    with zero_wait_retries():
+        assert fn() == "ok"
+    assert script.calls == 3
+
+
+def test_innermost_zero_wait_cap_wins(name: str) -> None:
+    """Nested zero_wait_retries blocks: the innermost cap applies."""
+    from resilient.testing import zero_wait_retries
+
+    script = Script(*[ConnectionError("x")] * 5)
+    fn = retry(max_attempts=5, name=name)(script)
+    with (
+        zero_wait_retries(max_attempts=4),
+        zero_wait_retries(max_attempts=2),
+        pytest.raises(ConnectionError),
+    ):
+        fn()
+    assert script.calls == 2
+
+
+def test_retry_refuses_a_non_callable() -> None:
+    """retry()(42) fails at decoration."""
+    with pytest.raises(TypeError, match="callable"):
+        retry()(42)  # type: ignore[arg-type]
