@@ -376,9 +376,10 @@ def test_rules_decide_not_sent() -> None:
     remove = register_classifier(ConnectionRefusedError, "network", proves_not_sent=False)
     remove2 = register_classifier(KeyError, "network", proves_not_sent=True)
     try:
-        assert not proves_not_sent(ConnectionRefusedError("x"))
-        assert proves_not_sent(KeyError("k"))
-        assert not proves_not_sent(IndexError("i"))
+        assert proves_not_sent(ConnectionRefusedError("x")) is False
+        assert proves_not_sent(KeyError("k")) is True
+        assert proves_not_sent(IndexError("i")) is False  # the rule has no say: built-ins
+        assert proves_not_sent(socket.gaierror("dns")) is True  # no rule matches
     finally:
         remove()
         remove2()
@@ -451,3 +452,17 @@ def test_wrapped_package_errors_keep_their_category() -> None:
         wrapper = RuntimeError("wrapper")
         wrapper.__cause__ = inner
         assert classify(wrapper) is category
+
+
+def test_newest_of_three_rules_wins() -> None:
+    """With several rules installed, the newest matching one decides."""
+    removes = [
+        register_classifier(KeyError, "validation"),
+        register_classifier(KeyError, "data_unavailable"),
+        register_classifier(KeyError, "broker_rejection"),
+    ]
+    try:
+        assert classify(KeyError("k")) is C.BROKER_REJECTION
+    finally:
+        for remove in removes:
+            remove()
