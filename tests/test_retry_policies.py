@@ -705,7 +705,9 @@ def test_budget_halves_rotate_exactly_every_five_seconds(clock: FakeClock) -> No
     clock.advance(5.0)  # the second half becomes the previous one; the first is dropped
     snap = budget.snapshot()
     assert (snap.calls, snap.retries) == (2, 1)
-    clock.advance(10.0)
+    budget.calls += 2
+    assert budget.try_spend()
+    clock.advance(10.0)  # exactly a whole window since the last rotation: both halves go
     snap = budget.snapshot()
     assert (snap.calls, snap.retries) == (0, 0)
 
