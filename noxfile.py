@@ -58,4 +58,4 @@ def mutation(session: nox.Session) -> None:
     """Mutation testing of the safety-critical modules, each against its own tests
     (``tools/mutate.py``; equivalent mutants are listed in tools/mutation_equivalent.toml)."""
     session.install("-e", ".[dev]")
-    session.run("python", "tools/mutate.py", "--fail-under", "0.9", *session.posargs)
+    session.run("python", "tools/mutate.py", "--fork", "--fail-under", "0.9", *session.posargs)

@@ -414,27 +414,7 @@ def classify(exc: BaseException) -> ErrorCategory:
     the exception's type (with knowledge of the database, Redis and HTTP client libraries),
     then the cause of an otherwise unknown wrapper exception.
     """
-    plain = plain_category(exc)
-    if plain is not None:
-        return plain
-    if _rules:
-        rule = _user_rule(exc)
-        if rule is not None:
-            return rule.category
-    if isinstance(exc, CircuitOpenError):
-        return ErrorCategory.CIRCUIT_OPEN
-    if isinstance(exc, RiskLimitError):
-        return ErrorCategory.RISK_LIMIT
-    status = http_status(exc)
-    if status is not None:
-        if status == 403 and broker_refused(exc):
-            return ErrorCategory.BROKER_REJECTION
-        by_status = _by_status(status)
-        if by_status is not None:
-            return by_status
-    if _read(exc, "retry_after") is not None:
-        return ErrorCategory.RATE_LIMIT
-    category = _by_type(type(exc))
+    category = _classify_link(exc)
     if category is ErrorCategory.INTERNAL:
         # An unknown wrapper: the first wrapped exception with a known category decides
         # (walked iteratively, so a cyclic or very deep chain cannot recurse).
@@ -447,7 +427,7 @@ def classify(exc: BaseException) -> ErrorCategory:
 
 
 def _classify_link(exc: BaseException) -> ErrorCategory:
-    """:func:`classify` of one link of a chain, without following its own chain."""
+    """:func:`classify` of one exception, without following its chain."""
     plain = plain_category(exc)
     if plain is not None:
         return plain
@@ -455,8 +435,14 @@ def _classify_link(exc: BaseException) -> ErrorCategory:
         rule = _user_rule(exc)
         if rule is not None:
             return rule.category
+    if isinstance(exc, CircuitOpenError):  # it carries a retry_after of its own
+        return ErrorCategory.CIRCUIT_OPEN
+    if isinstance(exc, RiskLimitError):
+        return ErrorCategory.RISK_LIMIT
     status = http_status(exc)
     if status is not None:
+        if status == 403 and broker_refused(exc):
+            return ErrorCategory.BROKER_REJECTION
         by_status = _by_status(status)
         if by_status is not None:
             return by_status

@@ -187,3 +187,17 @@ async def test_slow_failure_is_counted_once(name: str, clock: FakeClock) -> None
     snap = get_breaker(name)._window
     assert snap is not None and snap.counts(clock.monotonic()) == (5, 2, 2)
     assert get_breaker(name).state == "closed"
+
+
+def test_time_window_near_clock_zero_starts_and_resets_empty() -> None:
+    """Right after the clock's origin every bucket is inside the window: a fresh or reset
+    window must still count nothing."""
+    window = TimeWindow(5)
+    assert window.counts(0.0) == (0, 0, 0)
+    window.record(True, True, 0.5)
+    window.record(False, False, 1.5)
+    assert window.counts(1.5) == (2, 1, 1)
+    window.reset()
+    assert window.counts(1.5) == (0, 0, 0)
+    window.record(False, True, 2.0)
+    assert window.counts(2.0) == (1, 0, 1)

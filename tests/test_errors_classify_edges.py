@@ -376,9 +376,10 @@ def test_rules_decide_not_sent() -> None:
     remove = register_classifier(ConnectionRefusedError, "network", proves_not_sent=False)
     remove2 = register_classifier(KeyError, "network", proves_not_sent=True)
     try:
-        assert not proves_not_sent(ConnectionRefusedError("x"))
-        assert proves_not_sent(KeyError("k"))
-        assert not proves_not_sent(IndexError("i"))
+        assert proves_not_sent(ConnectionRefusedError("x")) is False
+        assert proves_not_sent(KeyError("k")) is True
+        assert proves_not_sent(IndexError("i")) is False  # the rule has no say: built-ins
+        assert proves_not_sent(socket.gaierror("dns")) is True  # no rule matches
     finally:
         remove()
         remove2()
@@ -440,3 +441,28 @@ def test_retry_after_http_date(clock: FakeClock) -> None:
     past = datetime.fromtimestamp(clock.time() - 42, UTC)
     assert retry_after(Status(headers={"Retry-After": format_datetime(past, usegmt=True)})) == 0
     assert retry_after(Status(headers={"Retry-After": "Mon, 99 Foo 2024 25:61:00 GMT"})) is None
+
+
+def test_wrapped_package_errors_keep_their_category() -> None:
+    """An unknown wrapper around an open circuit or a risk refusal is classified as those."""
+    for inner, category in (
+        (CircuitOpenError("n"), C.CIRCUIT_OPEN),
+        (RiskLimitError("r"), C.RISK_LIMIT),
+    ):
+        wrapper = RuntimeError("wrapper")
+        wrapper.__cause__ = inner
+        assert classify(wrapper) is category
+
+
+def test_newest_of_three_rules_wins() -> None:
+    """With several rules installed, the newest matching one decides."""
+    removes = [
+        register_classifier(KeyError, "validation"),
+        register_classifier(KeyError, "data_unavailable"),
+        register_classifier(KeyError, "broker_rejection"),
+    ]
+    try:
+        assert classify(KeyError("k")) is C.BROKER_REJECTION
+    finally:
+        for remove in removes:
+            remove()

@@ -291,7 +291,9 @@ def test_budget_rotates_half_windows_and_forgets_idle_time(clock: FakeClock) -> 
     assert budget.try_spend() and budget.try_spend()
     assert not budget.try_spend()  # 2 retries of 0.5 × 4 calls
     assert budget.snapshot().refused == 1
-    clock.advance(BUDGET_TTL / 2)
+    clock.advance(4.999)  # the half window is 5 s (BUDGET_TTL 10 s): not yet rotated
+    assert budget.snapshot().calls == 4 and not budget.try_spend()
+    clock.advance(0.001)
     snap = budget.snapshot()
     assert (snap.calls, snap.retries) == (4, 2)  # the previous half still counts
     assert not budget.try_spend()
@@ -300,7 +302,7 @@ def test_budget_rotates_half_windows_and_forgets_idle_time(clock: FakeClock) -> 
     assert not budget.try_spend()
     clock.advance(BUDGET_TTL / 2 - 0.001)
     assert budget.snapshot().retries == 3
-    clock.advance(BUDGET_TTL)  # a whole idle window: both halves forgotten
+    clock.advance(10.0)  # a whole idle window: both halves forgotten
     snap = budget.snapshot()
     assert (snap.calls, snap.retries) == (0, 0)
 
@@ -359,3 +361,389 @@ def test_retry_after_parsing_never_overflows(value: object, as_header: bool) -> 
         exc = RateLimited(value)
     got = retry_after(exc)
     assert got is None or (got >= 0 and not math.isnan(got))
+
+
+# --- decisions the mutation run asked about ----------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_user_strategies_see_outcome_attempt_and_idle_time(
+    mode: str, name: str, clock: FakeClock
+) -> None:
+    """A user stop= sees a failed outcome (its exception, result() re-raising it), the
+    attempt number and the seconds idled so far; wait= sees the same state."""
+    seen: list[tuple[int, float, bool, str]] = []
+
+    def stop(state: Any) -> bool:
+        outcome = state.outcome
+        assert outcome.failed and outcome.attempt_number == state.attempt_number
+        with pytest.raises(ConnectionError):
+            outcome.result()
+        seen.append(
+            (state.attempt_number, state.idle_for, outcome.failed, str(outcome.exception()))
+        )
+        return bool(state.idle_for >= 3)
+
+    script = Script(*[ConnectionError(f"e{i}") for i in range(9)])
+    fn = retry(wait=tenacity.wait_fixed(1.5), stop=stop, name=name)(make(mode, script))
+    with pytest.raises(ConnectionError):
+        await invoke(fn)
+    assert seen == [(1, 0.0, True, "e0"), (2, 1.5, True, "e1"), (3, 3.0, True, "e2")]
+    assert script.calls == 3
+    assert [s for s in clock.sleeps if s > 0] == [1.5, 1.5]
+
+
+async def test_seconds_since_start_reads_the_failure_time(name: str, clock: FakeClock) -> None:
+    """seconds_since_start is the time from the call's start to the failed attempt's end."""
+    got: list[float | None] = []
+
+    def slow() -> None:
+        clock.advance(0.25)
+        raise ConnectionError("x")
+
+    def stop(state: Any) -> bool:
+        got.append(state.seconds_since_start)
+        return True
+
+    fn = retry(stop=stop, wait=tenacity.wait_fixed(1), name=name)(slow)
+    with pytest.raises(ConnectionError):
+        fn()
+    assert got == [pytest.approx(0.25)]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_attempts": 0}, "max_attempts"),
+        ({"max_attempts": True}, "max_attempts"),
+        ({"max_attempts": 2.0}, "max_attempts"),
+        ({"initial_delay": 2, "max_delay": 1}, "max_delay"),
+        ({"retry_on": ()}, "retry_on is empty"),
+        ({"idempotent": "yes"}, "idempotent"),
+    ],
+)
+def test_bad_arguments_are_refused(kwargs: dict[str, Any], message: str) -> None:
+    """Invalid retry arguments fail when decorating, naming the argument."""
+    with pytest.raises((ValueError, TypeError), match=message):
+        retry(**kwargs)
+
+
+def test_max_attempts_one_and_equal_delays_are_allowed(name: str) -> None:
+    """max_attempts=1 (no retry) and max_delay == initial_delay are valid."""
+    script = Script(ConnectionError("x"), "ok")
+    fn = retry(max_attempts=1, initial_delay=1, max_delay=1, name=name)(script)
+    with pytest.raises(ConnectionError):
+        fn()
+    assert script.calls == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_zero_max_delay_never_sleeps(mode: str, name: str, clock: FakeClock) -> None:
+    """max_delay=0 clamps every backoff to zero: no sleep at all."""
+    script = Script(ConnectionError("a"), ConnectionError("b"), "ok")
+    fn = retry(max_attempts=3, initial_delay=0, max_delay=0, name=name)(make(mode, script))
+    assert await invoke(fn) == "ok"
+    assert [s for s in clock.sleeps if s > 0] == []
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_backoff_without_jitter_is_exact(mode: str, name: str, clock: FakeClock) -> None:
+    """jitter=False: waits are exactly initial × 2ⁿ, capped at max_delay."""
+    script = Script(*[ConnectionError("x")] * 4, "ok")
+    fn = retry(max_attempts=5, initial_delay=1, max_delay=3, jitter=False, name=name)(
+        make(mode, script)
+    )
+    assert await invoke(fn) == "ok"
+    assert [s for s in clock.sleeps if s > 0] == [1, 2, 3, 3]
+
+
+def test_zero_wait_caps_attempts(name: str, clock: FakeClock) -> None:
+    """zero_wait_retries(max_attempts=2) caps every retry at two attempts, without sleeping."""
+    from resilient.testing import zero_wait_retries
+
+    script = Script(*[ConnectionError("x")] * 5)
+    fn = retry(max_attempts=5, name=name)(script)
+    with zero_wait_retries(max_attempts=2), pytest.raises(ConnectionError):
+        fn()
+    assert script.calls == 2
+    assert clock.sleeps == []
+
+
+def test_retry_and_failure_events_carry_attempt_wait_and_elapsed(
+    name: str, clock: FakeClock
+) -> None:
+    """Each retry event names the failed attempt, the wait and the elapsed time (from the
+    first failure); the final failure is reported once with the last attempt."""
+    from resilient import EventKind
+    from resilient.testing import capture_events
+
+    def fail() -> None:
+        clock.advance(0.5)
+        raise ConnectionError("x")
+
+    fn = retry(max_attempts=3, initial_delay=1, max_delay=1, jitter=False, name=name)(fail)
+    with capture_events() as events, pytest.raises(ConnectionError):
+        fn()
+    retries = [(e.attempt, e.wait, e.elapsed) for e in events if e.kind is EventKind.RETRY]
+    # elapsed counts from the first failure (the default success path reads no clock)
+    assert retries == [(1, 1.0, 0.0), (2, 1.0, pytest.approx(1.5))]
+    failed = [(e.attempt, e.elapsed) for e in events if e.kind is EventKind.CALL_FAILED]
+    assert failed == [(3, pytest.approx(3.0))]
+
+
+def test_first_attempt_failure_event_and_never_retried_errors(name: str) -> None:
+    """A permanent error fails at attempt 1 with elapsed 0; an open circuit or a risk refusal
+    is never retried, even when retry_on says Exception, and an open circuit is not reported
+    as a call failure."""
+    from resilient import CircuitOpenError, EventKind, RiskLimitError
+    from resilient.testing import capture_events
+
+    with capture_events() as events:
+        fn = retry(max_attempts=3, name=name)(Script(ValueError("bad")))
+        with pytest.raises(ValueError):
+            fn()
+        for err in (CircuitOpenError("c"), RiskLimitError("r")):
+            script = Script(err, "ok")
+            with pytest.raises(type(err)):
+                retry(max_attempts=3, retry_on=Exception, name=name)(script)()
+            assert script.calls == 1
+    failed = [(type(e.exception), e.attempt, e.elapsed) for e in events]
+    assert (ValueError, 1, 0.0) in failed and (RiskLimitError, 1, 0.0) in failed
+    assert all(e.kind is EventKind.CALL_FAILED for e in events)
+    assert not any(isinstance(e.exception, CircuitOpenError) for e in events)
+
+
+def test_budget_exhaustion_is_reported(name: str, clock: FakeClock) -> None:
+    """When the retry budget is spent the error is raised at once with an event."""
+    from resilient import EventKind
+    from resilient._retry import get_retry_budget
+    from resilient.testing import capture_events
+
+    budget = get_retry_budget(name)
+    budget.ratio, budget.min_per_second = 0.0, 0.0
+    fn = retry(max_attempts=3, initial_delay=0, max_delay=0, name=name)(
+        Script(ConnectionError("x"), "ok")
+    )
+    budget.ratio, budget.min_per_second = 0.0, 0.0
+    with capture_events() as events, pytest.raises(ConnectionError):
+        fn()
+    kinds = [e.kind for e in events]
+    assert EventKind.RETRY_BUDGET_EXHAUSTED in kinds and EventKind.RETRY not in kinds
+    exhausted = next(e for e in events if e.kind is EventKind.RETRY_BUDGET_EXHAUSTED)
+    assert exhausted.attempt == 1
+    assert exhausted.elapsed == 0.0  # counted from the first failure, which just happened
+    assert budget.snapshot().refused == 1
+
+
+def test_retries_are_counted_by_attempt_and_class(name: str) -> None:
+    """Every retry is counted under its name, failed attempt and exception class."""
+    from resilient._hooks import retry_counts
+
+    fn = retry(max_attempts=3, initial_delay=0, max_delay=0, name=name)(
+        Script(ConnectionError("a"), TimeoutError("b"), "ok")
+    )
+    assert fn() == "ok"
+    counts = {k: v for k, v in retry_counts().items() if k[0] == name}
+    assert counts == {(name, 1, ConnectionError): 1, (name, 2, TimeoutError): 1}
+
+
+def test_retry_switch_gives_up_at_once(name: str, reload_with: Callable[..., None]) -> None:
+    """resilience.retry_enabled = false: the first failure is raised."""
+    script = Script(ConnectionError("x"), "ok")
+    fn = retry(max_attempts=3, name=name)(script)
+    reload_with(AI_TRADER_RESILIENCE__RETRY_ENABLED="false")
+    with pytest.raises(ConnectionError):
+        fn()
+    assert script.calls == 1
+
+
+def test_budget_settings_follow_a_reload(name: str, reload_with: Callable[..., None]) -> None:
+    """The budget's ratio and minimum are re-read from settings on reload."""
+    from resilient._retry import get_retry_budget
+
+    fn = retry(max_attempts=2, initial_delay=0, max_delay=0, name=name)(Script("ok"))
+    reload_with(
+        AI_TRADER_RESILIENCE__RETRY_BUDGET_RATIO="0.5",
+        AI_TRADER_RESILIENCE__RETRY_BUDGET_MIN_PER_SECOND="0",
+    )
+    fn2 = retry(max_attempts=2, initial_delay=0, max_delay=0, name=name)(
+        Script(ConnectionError("x"), "ok")
+    )
+    assert fn() == "ok"
+    assert fn2() == "ok"
+    budget = get_retry_budget(name)
+    assert (budget.ratio, budget.min_per_second) == (0.5, 0.0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_non_idempotent_call_retries_only_proven_unsent(mode: str, name: str) -> None:
+    """idempotent=False: request_sent=False is proof of "never sent" (retried); a read
+    timeout is not (raised at once)."""
+
+    class Unsent(Exception):
+        request_sent = False
+
+        def __init__(self) -> None:
+            super().__init__("connect failed")
+            self.status_code = 503
+
+    sent = Script(Unsent(), "ok")
+    fn = retry(max_attempts=3, initial_delay=0, max_delay=0, idempotent=False, name=name)(
+        make(mode, sent)
+    )
+    assert await invoke(fn) == "ok"
+    timeout = Script(TimeoutError("read"), "ok")
+    fn2 = retry(max_attempts=3, initial_delay=0, max_delay=0, idempotent=False, name=name)(
+        make(mode, timeout)
+    )
+    with pytest.raises(TimeoutError):
+        await invoke(fn2)
+    assert timeout.calls == 1
+    pred = Script(TimeoutError("read"), "ok")
+    fn3 = retry(
+        max_attempts=3,
+        initial_delay=0,
+        max_delay=0,
+        idempotent=lambda args, kwargs: kwargs.get("key") is not None,
+        name=name,
+    )(make(mode, pred))
+    assert await invoke(fn3, key="k1") == "ok"
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_retry_on_type_retries_plain_builtins_too(mode: str, name: str) -> None:
+    """retry_on=ValueError retries a plain ValueError (the type shortcut is only for the
+    default rule)."""
+    script = Script(ValueError("flaky parse"), "ok")
+    fn = retry(max_attempts=2, initial_delay=0, max_delay=0, retry_on=ValueError, name=name)(
+        make(mode, script)
+    )
+    assert await invoke(fn) == "ok"
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_user_wait_is_kept_with_zero_max_delay(
+    mode: str, name: str, clock: FakeClock
+) -> None:
+    """A user wait= strategy is used even when max_delay is 0 (that clamps only the built-in
+    backoff)."""
+    script = Script(ConnectionError("x"), "ok")
+    fn = retry(max_attempts=2, max_delay=0, wait=tenacity.wait_fixed(2), name=name)(
+        make(mode, script)
+    )
+    assert await invoke(fn) == "ok"
+    assert [s for s in clock.sleeps if s > 0] == [2]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_own_deadline_counts_from_the_first_attempt(
+    mode: str, name: str, clock: FakeClock
+) -> None:
+    """deadline= counts from before the first attempt; a wait ending exactly at it is not
+    started, one ending before it is."""
+    calls: list[float] = []
+
+    def fail() -> None:
+        calls.append(clock.monotonic())
+        raise ConnectionError("x")
+
+    fn = retry(max_attempts=5, initial_delay=1, max_delay=1, jitter=False, deadline=2, name=name)(
+        make(mode, fail)
+    )
+    with pytest.raises(ConnectionError):
+        await invoke(fn)
+    assert len(calls) == 2  # t=0, t=1; a wait to t=2 would end at the deadline
+
+    calls.clear()
+
+    def slow_first() -> None:
+        calls.append(clock.monotonic())
+        clock.advance(1.5 if len(calls) == 1 else 0)
+        raise ConnectionError("x")
+
+    fn2 = retry(max_attempts=5, initial_delay=1, max_delay=1, jitter=False, deadline=2, name=name)(
+        make(mode, slow_first)
+    )
+    with pytest.raises(ConnectionError):
+        await invoke(fn2)
+    assert len(calls) == 1  # failed at 1.5 s: a 1 s wait would pass the 2 s deadline
+
+
+async def test_default_backoff_has_jitter(name: str, clock: FakeClock) -> None:
+    """By default waits carry jitter: they are not the bare exponential series."""
+    script = Script(*[ConnectionError("x")] * 3, "ok")
+    fn = retry(max_attempts=4, initial_delay=1, max_delay=100, name=name)(script)
+    assert fn() == "ok"
+    waits = [s for s in clock.sleeps if s > 0]
+    assert len(waits) == 3 and waits != [1, 2, 4]
+    assert all(base <= w <= base + 1 for base, w in zip([1, 2, 4], waits, strict=True))
+
+
+def test_nested_retries_report_one_final_failure(name: str) -> None:
+    """Only the outermost policy reports the call's failure."""
+    from resilient import EventKind
+    from resilient.testing import capture_events
+
+    inner = retry(max_attempts=1, name=name + "-inner")(Script(ValueError("bad")))
+    outer = retry(max_attempts=1, name=name)(inner)
+    with capture_events() as events, pytest.raises(ValueError):
+        outer()
+    failed = [e.name for e in events if e.kind is EventKind.CALL_FAILED]
+    assert failed == [name]
+
+
+def test_budget_halves_rotate_exactly_every_five_seconds(clock: FakeClock) -> None:
+    """The window is two 5 s halves: at exactly 5 s the counts move to the previous half, at
+    exactly 10 s of silence everything is forgotten."""
+    budget = RetryBudget("halves", ratio=0.5, min_per_second=0)
+    budget.calls = 4
+    assert budget.try_spend() and budget.try_spend()
+    clock.advance(5.0)
+    assert (budget.snapshot().calls, budget.snapshot().retries) == (4, 2)
+    budget.calls += 2
+    assert budget.try_spend()
+    clock.advance(5.0)  # the second half becomes the previous one; the first is dropped
+    snap = budget.snapshot()
+    assert (snap.calls, snap.retries) == (2, 1)
+    budget.calls += 2
+    assert budget.try_spend()
+    clock.advance(10.0)  # exactly a whole window since the last rotation: both halves go
+    snap = budget.snapshot()
+    assert (snap.calls, snap.retries) == (0, 0)
+
+
+def test_first_decoration_reads_settings_before_any_load(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retry decorated before configuration was ever (re)loaded still takes its attempts
+    from settings."""
+    from resilient.config import switches
+    from resilient.testing import zero_wait_retries
+
+    monkeypatch.setattr(switches, "generation", 0)
+    script = Script(ConnectionError("a"), ConnectionError("b"), "ok")
+    fn = retry(name=name)(script)
+    with zero_wait_retries():
+        assert fn() == "ok"
+    assert script.calls == 3
+
+
+def test_innermost_zero_wait_cap_wins(name: str) -> None:
+    """Nested zero_wait_retries blocks: the innermost cap applies."""
+    from resilient.testing import zero_wait_retries
+
+    script = Script(*[ConnectionError("x")] * 5)
+    fn = retry(max_attempts=5, name=name)(script)
+    with (
+        zero_wait_retries(max_attempts=4),
+        zero_wait_retries(max_attempts=2),
+        pytest.raises(ConnectionError),
+    ):
+        fn()
+    assert script.calls == 2
+
+
+def test_retry_refuses_a_non_callable() -> None:
+    """retry()(42) fails at decoration."""
+    with pytest.raises(TypeError, match="callable"):
+        retry()(42)  # type: ignore[arg-type]

@@ -312,8 +312,50 @@ def test_dict_order_gets_a_client_order_id_on_a_copy() -> None:
     call = prepare_order_call(inspect.signature(_submit_order), (order,), {})
     sent = call.args[0]
     assert order["clientOrderId"] is None
+    assert call.has_idempotency_key
     assert sent["clientOrderId"] == call.intent.client_order_id
+    assert sent["symbol"] == "AAPL"
     assert call.intent.quantity == 3.0
+
+
+def test_order_without_an_id_field_gets_none() -> None:
+    """An order dict without any client-id field, sent to a method without such a parameter,
+    is sent as it is: no field is invented, no idempotency key claimed."""
+    order = {"symbol": "AAPL", "qty": 3, "side": "buy"}
+    call = prepare_order_call(inspect.signature(_submit_order), (order,), {})
+    assert not call.has_idempotency_key
+    assert call.args[0] == order and "client_order_id" not in call.args[0]
+
+
+class CamelOrder:
+    """A plain order object spelling its id in camelCase."""
+
+    def __init__(self) -> None:
+        self.symbol = "AAPL"
+        self.qty = 2
+        self.side = "buy"
+        self.clientOrderId: str | None = None
+
+
+def test_camel_case_order_object_gets_the_id_under_its_own_spelling() -> None:
+    """The id is written to a copy under the object's own attribute name."""
+    order = CamelOrder()
+    call = prepare_order_call(inspect.signature(_submit_order), (order,), {})
+    sent = call.args[0]
+    assert call.has_idempotency_key
+    assert sent.clientOrderId == call.intent.client_order_id
+    assert order.clientOrderId is None
+
+
+def _submit_kw(order: Any = None, **kwargs: Any) -> None: ...
+
+
+def test_explicit_keyword_values_win_over_the_order_object() -> None:
+    """A quantity passed as its own keyword argument overrides the order object's."""
+    call = prepare_order_call(
+        inspect.signature(_submit_kw), ({"symbol": "AAPL", "qty": 1, "side": "buy"},), {"qty": 5}
+    )
+    assert call.intent.quantity == 5.0
 
 
 @pytest.mark.parametrize("value", ["nan", None, "abc", True])

@@ -33,20 +33,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 TARGETS: dict[str, list[str]] = {
-    "resilient/trading/_risk.py": ["tests/test_risk.py", "tests/test_risk_boundaries.py"],
+    # The most targeted file first: with -x a killed mutant stops at its first failure.
+    "resilient/trading/_risk.py": ["tests/test_risk_boundaries.py", "tests/test_risk.py"],
     "resilient/trading/_orders.py": [
-        "tests/test_trading_orders.py",
         "tests/test_risk_boundaries.py",
+        "tests/test_trading_orders.py",
     ],
     "resilient/_breaker_window.py": [
+        "tests/test_breaker_window.py",
         "tests/test_breaker.py",
         "tests/test_breaker_model.py",
-        "tests/test_breaker_window.py",
     ],
-    "resilient/_retry.py": ["tests/test_retry.py", "tests/test_retry_policies.py"],
+    "resilient/_retry.py": ["tests/test_retry_policies.py", "tests/test_retry.py"],
     "resilient/_classify.py": [
-        "tests/test_errors_classify.py",
         "tests/test_errors_classify_edges.py",
+        "tests/test_errors_classify.py",
     ],
 }
 

@@ -46,6 +46,12 @@ def place(symbol: str, key: str | None = None) -> str:
     return symbol
 
 
+@breaker
+@retry
+async def bare(symbol: str) -> float:
+    return 1.0
+
+
 def on_event(event: PolicyEvent) -> None:
     assert_type(event.attempt, int)
     assert_type(event.exception, BaseException | None)
@@ -56,6 +62,7 @@ async def main() -> None:
     assert_type(await get_price("AAPL"), float)
     assert_type(sync_quote("AAPL", size=2), int)
     assert_type(place("AAPL", key="k"), str)
+    assert_type(await bare("AAPL"), float)
     snapshot = get_breaker("typing-broker").snapshot()
     assert_type(snapshot, BreakerSnapshot)
     assert_type(snapshot.success_rate, float)
