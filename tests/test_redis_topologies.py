@@ -319,3 +319,42 @@ async def test_a_single_server_url_on_a_cluster_node_names_the_fix(
             break
         close_workers()
     assert found
+
+
+@pytest.mark.parametrize("topology", ["cluster", "sentinel"])
+def test_trading_state_and_order_rate_are_shared_on_every_topology(
+    topology: str, request: pytest.FixtureRequest
+) -> None:
+    """trading.state and the order-rate throttle reach every worker through a Redis Cluster or
+    Sentinel too (they used a single-server client and stayed per process there)."""
+    from dataclasses import replace
+
+    from resilient import RiskLimitError
+    from resilient.config import current_config
+    from resilient.trading._state import TradingState
+    from resilient.trading._throttle import OrderThrottle
+
+    url = request.getfixturevalue(topology).url
+    prefix = f"t-{uuid.uuid4().hex[:8]}"
+    base = current_config()
+    config = replace(base, redis=replace(base.redis, url=url, key_prefix=prefix, timeout=0.5))
+    one, two = TradingState(config, poll_interval=0.05), TradingState(config, poll_interval=0.05)
+    one.start()
+    two.start()
+    try:
+        one.set("halted")
+        deadline = time.monotonic() + 3.0
+        while two.value != "halted" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert two.value == "halted"
+    finally:
+        one.stop()
+        two.stop()
+    a = OrderThrottle("svc", "3/minute", redis_url=url, key_prefix=prefix, timeout=0.5)
+    b = OrderThrottle("svc", "3/minute", redis_url=url, key_prefix=prefix, timeout=0.5)
+    assert not a.degraded and not b.degraded
+    a.check()
+    b.check()
+    a.check()
+    with pytest.raises(RiskLimitError):
+        b.check()  # the fourth order in the minute, counted across both

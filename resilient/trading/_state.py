@@ -60,10 +60,11 @@ def decode(raw: Any) -> dict[str, Any] | None:
 
 
 def redis_client(url: str, timeout: float) -> Any:
-    """A synchronous redis-py client for ``url``."""
-    import redis
+    """A synchronous redis-py client for ``url`` (any ``redis.url`` form: one server, a
+    Cluster, Sentinel)."""
+    from .._redis import make_sync_redis_client
 
-    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    return make_sync_redis_client(url, timeout=timeout)
 
 
 class TradingState:

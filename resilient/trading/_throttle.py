@@ -18,6 +18,7 @@ from limits import strategies as sync_strategies
 
 from .._exceptions import RiskLimitError
 from .._logging import logger
+from .._redis_url import limits_storage
 
 __all__ = ["OrderThrottle"]
 
@@ -52,11 +53,13 @@ class OrderThrottle:
         self.degraded = ""  # why the rate is counted in memory although Redis is configured
         if redis_url:
             try:
-                store = sync_storage.RedisStorage(
-                    redis_url,
+                uri, extra = limits_storage(redis_url)  # cluster / Sentinel forms too
+                store = sync_storage.storage_from_string(
+                    uri,
                     key_prefix=f"{key_prefix}:orderrate",
                     socket_timeout=max(timeout, 0.05),
                     socket_connect_timeout=max(timeout, 0.05),
+                    **extra,
                 )
                 self._redis = sync_strategies.MovingWindowRateLimiter(store)
             except Exception as exc:  # an URL form the limits library does not take
