@@ -34,10 +34,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 TARGETS: dict[str, list[str]] = {
     # The most targeted file first: with -x a killed mutant stops at its first failure.
-    "resilient/trading/_risk.py": ["tests/test_risk_boundaries.py", "tests/test_risk.py"],
+    "resilient/trading/_risk.py": [
+        "tests/test_risk_boundaries.py",
+        "tests/test_risk.py",
+        "tests/test_trading_money.py",
+    ],
     "resilient/trading/_orders.py": [
         "tests/test_risk_boundaries.py",
         "tests/test_trading_orders.py",
+        "tests/test_trading_money.py",
     ],
     "resilient/_breaker_window.py": [
         "tests/test_breaker_window.py",
