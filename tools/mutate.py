@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TARGETS: dict[str, list[str]] = {
     # The most targeted file first: with -x a killed mutant stops at its first failure.
     "resilient/trading/_risk.py": [
+        "tests/test_risk_states.py",
         "tests/test_risk_boundaries.py",
         "tests/test_risk.py",
         "tests/test_trading_money.py",
