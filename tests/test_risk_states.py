@@ -108,7 +108,7 @@ def test_refuse_unvaluable_names_the_order() -> None:
 # --- the position book -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("qty", [math.inf, -math.inf, math.nan, -5.0, 0.0])
+@pytest.mark.parametrize("qty", [math.inf, -math.inf, math.nan, -5.0, -0.5, 0.0])
 def test_the_position_book_never_takes_a_size_that_is_not_finite_and_positive(qty: float) -> None:
     book = PositionBook()
     book.apply(order(qty, 1))
