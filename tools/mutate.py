@@ -41,6 +41,7 @@ TARGETS: dict[str, list[str]] = {
         "tests/test_trading_money.py",
     ],
     "resilient/trading/_orders.py": [
+        "tests/test_orders_reading.py",
         "tests/test_risk_boundaries.py",
         "tests/test_trading_orders.py",
         "tests/test_trading_money.py",
