@@ -99,7 +99,8 @@ CLIENT_ID_FIELDS = (
     "orderref",
     "client_order_ref",
 )
-_SCALARS = (str, bytes, numbers.Number, bool, type(None), Enum)  # Decimal, numpy scalars too
+# Decimal and numpy scalars are Numbers; a UUID is a client order id a caller may pass as is.
+_SCALARS = (str, bytes, numbers.Number, bool, type(None), Enum, uuid.UUID)
 # Arguments read as numbers whatever their type (a list or complex quantity is unreadable,
 # which refuses the order, rather than absent, which would skip the risk check).
 _NUMERIC_FIELDS = frozenset((*QUANTITY_FIELDS, *NOTIONAL_FIELDS, *PRICE_FIELDS))
