@@ -77,6 +77,14 @@ _current: contextvars.ContextVar[_Call | None] = contextvars.ContextVar(
 )
 
 
+def _end_span(span: Any, exc: BaseException | None) -> None:
+    """End ``span``, marked as an error of ``exc``'s type when the call failed."""
+    if exc is not None:
+        span.set_attribute("error.type", _error_type(exc))
+        span.set_status(_trace.Status(_trace.StatusCode.ERROR, type(exc).__name__))
+    span.end()
+
+
 def _error_type(exc: BaseException | None) -> str:
     if exc is None:
         return ""
@@ -284,10 +292,7 @@ def traced(
             return telemetry, span, _clock._current.monotonic()
 
         def finish(telemetry: Any, span: Any, started: float, exc: BaseException | None) -> None:
-            if exc is not None:
-                span.set_attribute("error.type", _error_type(exc))
-                span.set_status(_trace.Status(_trace.StatusCode.ERROR, type(exc).__name__))
-            span.end()
+            _end_span(span, exc)
             if telemetry.durations:
                 seconds = _clock._current.monotonic() - started
                 telemetry.pipeline_duration.record(
@@ -361,10 +366,7 @@ def attempts(name: str | None = None) -> Callable[[Callable[P, R]], Callable[P, 
             return telemetry, span, _clock._current.monotonic()
 
         def finish(telemetry: Any, span: Any, started: float, exc: BaseException | None) -> None:
-            if exc is not None:
-                span.set_attribute("error.type", _error_type(exc))
-                span.set_status(_trace.Status(_trace.StatusCode.ERROR, type(exc).__name__))
-            span.end()
+            _end_span(span, exc)
             if telemetry.durations:
                 telemetry.attempt_duration.record(
                     _clock._current.monotonic() - started,
