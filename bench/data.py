@@ -23,8 +23,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from resilient import breaker, breakers
-from resilient._redis import RedisCache, close_workers
-from resilient._shared_state import RedisSharedState
+from resilient._backends.redis import RedisCache, close_workers
+from resilient._backends.shared_state import RedisSharedState
 from resilient.config import reload_config
 from resilient.db import Database
 
@@ -111,7 +111,7 @@ async def shared_round_trips(n: int) -> dict[str, float]:
     os.environ["AI_TRADER_REDIS__URL"] = REDIS_URL
     os.environ["AI_TRADER_REDIS__KEY_PREFIX"] = prefix
     reload_config()
-    from resilient._breaker_storage import set_shared_backend
+    from resilient._policies.breaker_storage import set_shared_backend
 
     state = RedisSharedState(REDIS_URL, prefix=prefix)
     previous = set_shared_backend(state)

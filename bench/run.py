@@ -36,7 +36,8 @@ import stamina
 import tenacity
 
 import resilient
-from resilient import _hooks, breakers
+from resilient import breakers
+from resilient._core import events as _hooks
 
 stamina.instrumentation.set_on_retry_hooks([])  # stamina logs each retry otherwise
 
@@ -653,7 +654,7 @@ async def _hedge_run(hedged: bool, calls: int = 400) -> tuple[float, float, floa
 
         name = f"bench-hedge-{hedged}-{time.monotonic()}"
         fn = resilient.hedge("p95", name=name)(get_quote) if hedged else get_quote
-        from resilient._retry import get_retry_budget
+        from resilient._policies.retry import get_retry_budget
 
         get_retry_budget(name).min_per_second = 1000.0
         latencies: list[float] = []

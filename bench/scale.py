@@ -134,7 +134,7 @@ def propagation(url: str, workers: int) -> dict[str, float]:
 
 def idle_worker(url: str, prefix: str, names: int, seconds: float, ready: Any, out: Any) -> None:
     async def main() -> None:
-        from resilient._shared_state import RedisSharedState
+        from resilient._backends.shared_state import RedisSharedState
 
         state = RedisSharedState(url, prefix=prefix)
         for i in range(names):
@@ -162,7 +162,7 @@ def idle_worker(url: str, prefix: str, names: int, seconds: float, ready: Any, o
         traceback.print_exc()
         raise
     finally:
-        from resilient._redis import close_workers
+        from resilient._backends.redis import close_workers
 
         close_workers()
         out.close()
@@ -176,7 +176,7 @@ def idle(url: str, port: int, names: int, workers: int, seconds: float) -> dict[
     prefix = f"idle-{names}-{uuid.uuid4().hex[:4]}"
     client = redis_sync.Redis(port=port)
     pipe = client.pipeline(transaction=False)
-    from resilient._shared_state import RedisSharedState
+    from resilient._backends.shared_state import RedisSharedState
 
     keys = RedisSharedState.__new__(RedisSharedState)
     keys.prefix = prefix
@@ -226,8 +226,8 @@ def budget_worker(
         import tenacity
 
         from resilient import retry
-        from resilient._shared_counts import share_budget
-        from resilient._shared_state import install_shared_backend
+        from resilient._backends.shared_counts import share_budget
+        from resilient._backends.shared_state import install_shared_backend
 
         state = install_shared_backend()
         if shared:
@@ -258,7 +258,7 @@ def budget_worker(
         traceback.print_exc()
         raise
     finally:
-        from resilient._redis import close_workers
+        from resilient._backends.redis import close_workers
 
         close_workers()
         out.close()

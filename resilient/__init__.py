@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from ._breaker import Breaker, BreakerSnapshot, breaker, breakers, get_breaker
-from ._bulkhead import Bulkhead, BulkheadSnapshot, bulkhead, bulkheads, get_bulkhead
-from ._cache import CachedValue, FallbackCache, get_fallback_cache, set_fallback_cache
-from ._cache_codec import register_cache_type
-from ._clock import FakeClock, get_clock, set_clock, use_clock
-from ._compose import resilient
-from ._context import correlation_id
-from ._deadline import deadline
-from ._exceptions import (
+from resilient._core.cache_codec import register_cache_type
+from resilient._core.clock import FakeClock, get_clock, set_clock, use_clock
+from resilient._core.context import correlation_id
+from resilient._core.deadline import deadline
+from resilient._core.events import EventKind, PolicyEvent, PolicyHook, add_hook, remove_hook
+from resilient._core.exceptions import (
     BulkheadFullError,
     CircuitOpenError,
     ConfigError,
@@ -19,14 +16,28 @@ from ._exceptions import (
     TimeoutError,
     TradingDisabledError,
 )
-from ._fallback import FallbackStatus, fallback, fallback_status
-from ._hedge import HedgeStats, hedge, hedge_stats
-from ._hooks import EventKind, PolicyEvent, PolicyHook, add_hook, remove_hook
-from ._logging import disable_logging, enable_logging
-from ._retry import retry
-from ._sanitize import sanitize
-from ._timeout import timeout
-from .errors import ErrorCategory, classify, record_error
+from resilient._core.log import disable_logging, enable_logging
+from resilient._core.sanitize import sanitize
+from resilient._core.wrapping import resilient
+from resilient._policies.breaker import Breaker, BreakerSnapshot, breaker, breakers, get_breaker
+from resilient._policies.bulkhead import (
+    Bulkhead,
+    BulkheadSnapshot,
+    bulkhead,
+    bulkheads,
+    get_bulkhead,
+)
+from resilient._policies.cache import (
+    CachedValue,
+    FallbackCache,
+    get_fallback_cache,
+    set_fallback_cache,
+)
+from resilient._policies.fallback import FallbackStatus, fallback, fallback_status
+from resilient._policies.hedge import HedgeStats, hedge, hedge_stats
+from resilient._policies.retry import retry
+from resilient._policies.timeout import timeout
+from resilient.errors import ErrorCategory, classify, record_error
 
 __version__ = "0.1.0"
 

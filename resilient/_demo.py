@@ -19,11 +19,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import _hooks
-from ._demo_services import SimulatedBroker, SimulatedFeed
-from ._exceptions import RiskLimitError
-from ._sanitize import sanitize
-from .config import Config, current_config
+from resilient._core import events as _hooks
+from resilient._core.exceptions import RiskLimitError
+from resilient._core.sanitize import sanitize
+from resilient._demo_services import SimulatedBroker, SimulatedFeed
+from resilient.config import Config, current_config
 
 __all__ = ["DemoResult", "Phase", "demo_config", "run_demo"]
 
@@ -119,7 +119,7 @@ def _demo_stream(record: Callable[..., None], factory: Any, counts: dict[str, in
     """The stream phase: a simulated crypto quote stream (no server, no websockets) that
     drops its connection after 1 s and goes silent from 2 s to 2.8 s; the supervisor
     reconnects, resubscribes and reports each gap."""
-    from .streams import Gap, StreamSupervisor
+    from resilient.streams import Gap, StreamSupervisor
 
     started = time.monotonic()
     state = {"dropped": False}
@@ -284,9 +284,8 @@ async def run_demo(
 ) -> DemoResult:
     """Run the scripted session and return what happened."""
     import resilient
-
-    from .integration import ResilienceFactory
-    from .trading import PaperBroker, last_fallback
+    from resilient.integration import ResilienceFactory
+    from resilient.trading import PaperBroker, last_fallback
 
     result = DemoResult(seed=seed)
     display = _Display(out, err, narrate=narrate, progress=progress)

@@ -43,12 +43,13 @@ from tenacity import (
     wait_none,
 )
 
-from . import _clock, _deadline
-from ._classify import classify, is_transient, proves_not_sent
-from ._extras import missing_extra
-from ._logging import logger
-from ._sanitize import mask_url, sanitize
-from .config import Config, current_config, subscribe, switches
+from resilient._core import clock as _clock
+from resilient._core import deadline as _deadline
+from resilient._core.classify import classify, is_transient, proves_not_sent
+from resilient._core.extras import missing_extra
+from resilient._core.log import logger
+from resilient._core.sanitize import mask_url, sanitize
+from resilient.config import Config, current_config, subscribe, switches
 
 __all__ = ["DB_BUDGET_FACTOR", "Database", "PoolStats", "get_database", "register_health_checks"]
 
@@ -255,7 +256,7 @@ class Database:
         _started[self._key()] = self
         if register_health and not self._registered:
             if registry is None:
-                from .health import registry
+                from resilient.health import registry
             timeout = self._config.resilience.health_check_timeout
             self._component = _free_component_name(registry, self.name, self)
             registry.register(
@@ -265,7 +266,7 @@ class Database:
             self._registry = registry
             self._registered = True
         try:
-            from . import metrics
+            from resilient import metrics
 
             metrics.add_pool_source(self.name, self._pool_usage)
         except Exception:  # pragma: no cover - metrics are optional
@@ -299,7 +300,7 @@ class Database:
                     unregister(self._component)
             self._registered = False
         try:
-            from . import metrics
+            from resilient import metrics
 
             metrics.add_pool_source(self.name, None)
         except Exception:  # pragma: no cover - metrics are optional
@@ -635,7 +636,7 @@ def _abandoned(task: asyncio.Future[Any]) -> None:
 def _note_failure(name: str, exc: BaseException) -> None:
     """Count a failed database call with the error tracker (it logs each error once)."""
     try:
-        from .errors import record_error
+        from resilient.errors import record_error
 
         record_error(exc, component=name)
     except Exception:  # pragma: no cover - tracking must never hide the real error

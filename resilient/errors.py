@@ -13,8 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import _clock
-from ._classify import (
+from resilient._core import clock as _clock
+from resilient._core.classify import (
     ErrorCategory,
     classify,
     is_transient,
@@ -22,9 +22,9 @@ from ._classify import (
     register_classifier,
     retry_after,
 )
-from ._context import correlation_id, current_correlation_id, new_correlation_id
-from ._logging import logger
-from ._sanitize import sanitize
+from resilient._core.context import correlation_id, current_correlation_id, new_correlation_id
+from resilient._core.log import logger
+from resilient._core.sanitize import sanitize
 
 __all__ = [
     "ErrorCategory",
@@ -290,7 +290,7 @@ def _sum_breaker_calls() -> int:
     # Calls that reached a function: the calls an open circuit refused are no operations of
     # the service (and no errors either; see ErrorTracker).
     try:
-        from .health._sources import breaker_snapshots
+        from resilient.health._sources import breaker_snapshots
 
         return sum(int(getattr(s, "total_calls", 0) or 0) for s in breaker_snapshots())
     except Exception:
@@ -299,7 +299,7 @@ def _sum_breaker_calls() -> int:
 
 def _export_error(category: ErrorCategory) -> None:
     try:
-        from .metrics import _count_error
+        from resilient.metrics import _count_error
 
         _count_error(category.value)
     except Exception:  # metrics are optional
@@ -316,7 +316,7 @@ def _on_policy_event(event: Any) -> None:
     """Count final errors, and feed metrics and call statistics, from policy events.
 
     Retries are not delivered here: they are counted by the policy itself
-    (:func:`resilient._hooks.count_retry`), so a retry builds no event for this hook."""
+    (:func:`resilient._core.events.count_retry`), so a retry builds no event for this hook."""
     kind = str(getattr(event, "kind", ""))
     name = str(getattr(event, "name", "") or "")
     exc = getattr(event, "exception", None)
@@ -326,17 +326,17 @@ def _on_policy_event(event: Any) -> None:
         # counted, not logged: the fallback's episode is logged once (a WARNING) by the log hook
         tracker.record(exc, component=name or None, log=False)
     if kind == "fallback_served":
-        from . import metrics
+        from resilient import metrics
 
         source = str(getattr(event, "source", None) or "value")
         metrics.record_fallback(name, source)
         elapsed = getattr(event, "elapsed", None)
         if source == "cache" and name and isinstance(elapsed, int | float):
-            from .health._stats import stats
+            from resilient._instrument.stats import stats
 
             stats(name).record_cached(float(elapsed))
     elif kind == "breaker_state":
-        from . import metrics
+        from resilient import metrics
 
         metrics.record_transition(name, str(getattr(event, "new_state", "") or ""))
 
@@ -351,7 +351,7 @@ def install_hooks() -> bool:
         if _hook_remover is not None:
             return True
         try:
-            from ._hooks import EventKind, add_hook
+            from resilient._core.events import EventKind, add_hook
         except ImportError:  # pragma: no cover - the policy layer ships with the package
             return False
         _hook_remover = add_hook(

@@ -16,7 +16,7 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
-from ._extras import missing_extra
+from resilient._core.extras import missing_extra
 
 try:
     from starlette.applications import Starlette
@@ -26,12 +26,12 @@ try:
 except ModuleNotFoundError as _exc:
     raise missing_extra(_exc, "resilient.http (the health endpoint)") from None
 
-from . import __version__
-from ._sanitize import sanitize_obj
-from .health._model import HealthReport, HealthStatus
+from resilient import __version__
+from resilient._core.sanitize import sanitize_obj
+from resilient.health._model import HealthReport, HealthStatus
 
 if TYPE_CHECKING:
-    from .health import HealthOrchestrator, HealthRegistry
+    from resilient.health import HealthOrchestrator, HealthRegistry
 
 __all__ = ["HEALTH_CONTENT_TYPE", "create_app", "health_json"]
 
@@ -111,7 +111,7 @@ def create_app(
         if orchestrator is not None:
             registry = orchestrator.registry
         else:
-            from .health import registry as default_registry
+            from resilient.health import registry as default_registry
 
             registry = default_registry
     checks = registry
@@ -157,7 +157,7 @@ def create_app(
         return _health_response(sanitize_obj(body), 200 if not not_ready else 503)
 
     async def metrics_endpoint(request: Request) -> Response:
-        from . import metrics
+        from resilient import metrics
 
         try:
             payload = metrics.generate_latest()

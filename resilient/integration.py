@@ -23,20 +23,20 @@ import itertools
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
-from ._compose import is_async_callable
-from ._exceptions import ConfigError, ConfigProblem
-from ._logging import enable_logging, logger, warn_once
-from ._sanitize import sanitize
-from .config import Config, current_config, subscribe
-from .health import HealthOrchestrator, HealthRegistry
-from .trading._context import TradingContext
-from .trading._freshness import TimedPrice
-from .trading._proxy import ResilientService
-from .trading._settings import DEFAULTS_KEY, service_settings
-from .trading._unknown import UnknownOrders
+from resilient._core.exceptions import ConfigError, ConfigProblem
+from resilient._core.log import enable_logging, logger, warn_once
+from resilient._core.sanitize import sanitize
+from resilient._core.wrapping import is_async_callable
+from resilient.config import Config, current_config, subscribe
+from resilient.health import HealthOrchestrator, HealthRegistry
+from resilient.trading._context import TradingContext
+from resilient.trading._freshness import TimedPrice
+from resilient.trading._proxy import ResilientService
+from resilient.trading._settings import DEFAULTS_KEY, service_settings
+from resilient.trading._unknown import UnknownOrders
 
 if TYPE_CHECKING:
-    from .db import Database
+    from resilient.db import Database
 
 __all__ = ["ResilienceFactory"]
 
@@ -92,7 +92,7 @@ class ResilienceFactory:
             )
         self.config = config if config is not None else current_config()
         if registry is None:
-            from .health import registry as default_registry
+            from resilient.health import registry as default_registry
 
             registry = default_registry
         self.registry: HealthRegistry = registry
@@ -174,7 +174,7 @@ class ResilienceFactory:
 
     async def _start_database(self) -> None:
         try:
-            from .db import Database
+            from resilient.db import Database
 
             database = Database.from_config(self.config)
             await database.start()
@@ -184,7 +184,7 @@ class ResilienceFactory:
 
     def _start_cache(self) -> None:
         try:
-            from . import _redis
+            from resilient._backends import redis as _redis
 
             if self.config.redis.url:
                 cache = _redis.enable_redis_cache(
@@ -202,7 +202,7 @@ class ResilienceFactory:
         if not (self.config.resilience.circuit_breaker_shared and self.config.redis.url):
             return
         try:
-            from . import _shared_state
+            from resilient._backends import shared_state as _shared_state
 
             self._shared = _shared_state.install_shared_backend(self.config.redis.url)
             _shared_state.register_health_checks(self.registry)
@@ -483,7 +483,7 @@ class ResilienceFactory:
         if "database" in self._standins:
             self.registry.unregister("database")
         if self._shared is not None:
-            from ._breaker_storage import set_shared_backend
+            from resilient._policies.breaker_storage import set_shared_backend
 
             shared, self._shared = self._shared, None
             set_shared_backend(None)
@@ -499,8 +499,8 @@ class ResilienceFactory:
             except Exception as exc:
                 logger.warning("closing the cache failed: {}", type(exc).__name__)
             if self.config.redis.url:
-                from . import _redis
-                from ._cache import set_fallback_cache
+                from resilient._backends import redis as _redis
+                from resilient._policies.cache import set_fallback_cache
 
                 _redis.close_workers()
                 _redis.forget_default_cache(cache)

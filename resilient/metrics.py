@@ -37,8 +37,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import _hooks
-from ._extras import require
+from resilient._core import events as _hooks
+from resilient._core.extras import require
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -219,7 +219,7 @@ def snapshot() -> dict[str, Any]:
 
 
 def _bulkheads() -> list[Any]:
-    from .health._sources import bulkhead_snapshots
+    from resilient.health._sources import bulkhead_snapshots
 
     return bulkhead_snapshots()
 
@@ -245,7 +245,7 @@ class _Collector:
     def collect(self) -> Iterator[Metric]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        from .health._sources import breaker_snapshots
+        from resilient.health._sources import breaker_snapshots
 
         state = GaugeMetricFamily(
             f"{PREFIX}_circuitbreaker_state",
@@ -388,7 +388,7 @@ def _bulkhead_families() -> Iterator[Metric]:
 def _health_families() -> Iterator[Metric]:
     from prometheus_client.core import GaugeMetricFamily
 
-    from .health import registry
+    from resilient.health import registry
 
     status = GaugeMetricFamily(
         f"{PREFIX}_health_status",

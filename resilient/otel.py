@@ -38,9 +38,10 @@ except ImportError as _missing:  # pragma: no cover - depends on the installatio
         "(opentelemetry-api and opentelemetry-sdk)"
     ) from _missing
 
-from . import _clock, _hooks
-from ._compose import is_async_callable, policy_name
-from ._hooks import EventKind, PolicyEvent
+from resilient._core import clock as _clock
+from resilient._core import events as _hooks
+from resilient._core.events import EventKind, PolicyEvent
+from resilient._core.wrapping import is_async_callable, policy_name
 
 __all__ = ["Telemetry", "attempts", "install", "installed", "instrument", "traced", "uninstall"]
 
@@ -200,7 +201,7 @@ class Telemetry:
 def _breaker_states(options: Any) -> Iterable[Any]:
     from opentelemetry.metrics import Observation
 
-    from .health._sources import breaker_snapshots
+    from resilient.health._sources import breaker_snapshots
 
     for snap in breaker_snapshots():
         current = str(getattr(snap, "state", ""))
@@ -412,7 +413,7 @@ def attempts(name: str | None = None) -> Callable[[Callable[P, R]], Callable[P, 
 def instrument(name: str, **options: Any) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """:func:`resilient.resilient` with spans: ``traced(resilient(attempts(fn)))``.
     ``options`` go to :func:`resilient.resilient`."""
-    from ._compose import resilient as _resilient
+    from resilient._core.wrapping import resilient as _resilient
 
     stack = _resilient(name, **options)
 

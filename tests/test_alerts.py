@@ -10,10 +10,16 @@ from typing import Any
 import pytest
 
 from resilient import ConfigError, FakeClock, disable_logging, enable_logging
-from resilient._alerts import AlertEvent, AlertManager, AlertRule, parse_duration, rules_from_config
 from resilient.config import ConfigManager, current_config
 from resilient.errors import tracker
 from resilient.health import HealthOrchestrator, HealthRegistry
+from resilient.health._alerts import (
+    AlertEvent,
+    AlertManager,
+    AlertRule,
+    parse_duration,
+    rules_from_config,
+)
 
 
 def _values(

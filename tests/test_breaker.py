@@ -16,7 +16,7 @@ from _policy_support import MODES, Script, invoke, make
 
 import resilient
 from resilient import CircuitOpenError, FakeClock, breaker, breakers, get_breaker
-from resilient._breaker_storage import ORIGIN, CircuitRecord, set_shared_backend
+from resilient._policies.breaker_storage import ORIGIN, CircuitRecord, set_shared_backend
 from resilient.config import ConfigError, reload_config, switches
 
 

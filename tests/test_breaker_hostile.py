@@ -23,7 +23,7 @@ from resilient import (
     enable_logging,
     get_breaker,
 )
-from resilient._hooks import EventKind
+from resilient._core.events import EventKind
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from resilient import FakeClock, breaker, get_breaker
-from resilient._breaker_window import CountWindow, TimeWindow
+from resilient._policies.breaker_window import CountWindow, TimeWindow
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from resilient._cli import main
-from resilient._sanitize import register_secret
+from resilient._core.sanitize import register_secret
 from resilient.health import CheckResult, HealthStatus, registry
 
 pytestmark = pytest.mark.usefixtures("isolated_registry")
@@ -102,12 +102,12 @@ def test_failed_cache_registration_is_degraded_and_unregistered(
 ) -> None:
     """A cache whose checks cannot be registered is degraded (not critical), and its stand-in
     component is unregistered afterwards."""
-    import resilient._redis
+    import resilient._backends.redis
 
     def broken(registry: object) -> None:
         raise RuntimeError("no cache")
 
-    monkeypatch.setattr(resilient._redis, "register_health_checks", broken)
+    monkeypatch.setattr(resilient._backends.redis, "register_health_checks", broken)
     assert main(["health", "--json"]) == 1
     data = json.loads(capsys.readouterr().out)
     cache = data["components"]["cache"]

@@ -24,7 +24,7 @@ from resilient import (
     timeout,
     use_clock,
 )
-from resilient._clock import SystemClock
+from resilient._core.clock import SystemClock
 from resilient.testing import capture_events, zero_wait_retries
 
 

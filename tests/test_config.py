@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from resilient import ConfigError
 from resilient._cli import main as cli_main
-from resilient._sanitize import sanitize
+from resilient._core.sanitize import sanitize
 from resilient.config import (
     DEFAULTS_FILE,
     ConfigManager,

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from resilient import ConfigError
 from resilient._cli import main as cli_main
-from resilient._sanitize import mask_url, sanitize, sanitize_obj
+from resilient._core.sanitize import mask_url, sanitize, sanitize_obj
 from resilient.config import ConfigManager, current_config, switches
 from resilient.config._schema import SECTIONS
 
@@ -374,7 +374,7 @@ def test_url_fragments_redis_and_asyncpg_derive_are_masked(password: str, user: 
 
     from redis.connection import parse_url
 
-    from resilient._sanitize import register_secrets, url_secret_parts
+    from resilient._core.sanitize import register_secrets, url_secret_parts
 
     url = f"redis://{user}:{password}@127.0.0.1:6390/0"
     register_secrets(url_secret_parts(url))

@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.exc import IntegrityError
 
-from resilient import _logging
-from resilient._classify import ErrorCategory, classify
+from resilient._core import log as _logging
+from resilient._core.classify import ErrorCategory, classify
 from resilient.config import Config, current_config
 from resilient.db import Database, get_database
 from resilient.testing.faults import FaultProxy

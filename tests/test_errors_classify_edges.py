@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from resilient import CircuitOpenError, FakeClock, RiskLimitError
-from resilient._classify import MAX_CHAIN, _chain, http_status, plain_category
+from resilient._core.classify import MAX_CHAIN, _chain, http_status, plain_category
 from resilient.errors import (
     ErrorCategory,
     classify,

@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from resilient import FakeClock, disable_logging, enable_logging, use_clock
-from resilient._context import current_correlation_id
-from resilient._hooks import EventKind, PolicyEvent, emit
-from resilient._sanitize import register_secret
+from resilient._core.context import current_correlation_id
+from resilient._core.events import EventKind, PolicyEvent, emit
+from resilient._core.sanitize import register_secret
 from resilient.errors import ErrorCategory, ErrorTracker, correlation_id, record_error, tracker
 
 

@@ -21,7 +21,7 @@ from resilient import (
     get_fallback_cache,
     set_fallback_cache,
 )
-from resilient._cache import MemoryCache, cache_key
+from resilient._policies.cache import MemoryCache, cache_key
 from resilient.testing import capture_events
 
 
@@ -243,7 +243,7 @@ def test_memory_cache_is_bounded(clock: FakeClock) -> None:
 @pytest.fixture
 def log_lines() -> Any:
     """The package's log lines while the test runs."""
-    from resilient._logging import disable_logging, enable_logging
+    from resilient._core.log import disable_logging, enable_logging
 
     lines: list[str] = []
     enable_logging("DEBUG", json_lines=False, sink=lines.append)

@@ -8,7 +8,7 @@ import pytest
 from _policy_support import MODES, Script, invoke, make
 
 from resilient import fallback
-from resilient._fallback import fallback_status
+from resilient._policies.fallback import fallback_status
 
 
 @pytest.fixture

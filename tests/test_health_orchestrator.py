@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from resilient import FakeClock, breaker, fallback, use_clock
-from resilient._sanitize import register_secret
+from resilient._core.sanitize import register_secret
+from resilient._instrument.stats import p95
 from resilient.health import CheckResult, HealthOrchestrator, HealthRegistry, HealthStatus, registry
-from resilient.health._stats import p95
 
 pytestmark = pytest.mark.usefixtures("isolated_registry")
 

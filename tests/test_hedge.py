@@ -15,7 +15,7 @@ from aiohttp import web
 
 import resilient
 from resilient import hedge, hedge_stats
-from resilient._retry import get_retry_budget
+from resilient._policies.retry import get_retry_budget
 
 
 def p99(values: list[float]) -> float:

@@ -12,7 +12,6 @@ from resilient import (
     EventKind,
     FakeClock,
     PolicyEvent,
-    _hooks,
     add_hook,
     breaker,
     breakers,
@@ -23,8 +22,9 @@ from resilient import (
     remove_hook,
     retry,
 )
-from resilient._hooks import log_hook
-from resilient._logging import logging_enabled
+from resilient._core import events as _hooks
+from resilient._core.events import log_hook
+from resilient._core.log import logging_enabled
 from resilient.testing import capture_events, zero_wait_retries
 
 
@@ -128,7 +128,7 @@ def test_fallback_episode_logged_once(name: str, log: io.StringIO) -> None:
 
 def test_remove_hook_and_default_hook_present() -> None:
     """The log hook is installed by default; remove_hook is silent for unknown hooks."""
-    from resilient import _hooks
+    from resilient._core import events as _hooks
 
     assert log_hook in _hooks.hooks
     remove_hook(lambda e: None)

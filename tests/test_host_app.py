@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from loguru import logger as host_logger
 
 import resilient
-from resilient import _logging, breaker, disable_logging, fallback, retry
+from resilient import breaker, disable_logging, fallback, retry
+from resilient._core import log as _logging
 from resilient.config import Config, current_config
 from resilient.integration import ResilienceFactory
 

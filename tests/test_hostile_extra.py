@@ -25,7 +25,6 @@ from resilient import (
     ConfigError,
     FakeClock,
     RiskLimitError,
-    _sanitize,
     breaker,
     disable_logging,
     enable_logging,
@@ -37,8 +36,9 @@ from resilient import (
     timeout,
     use_clock,
 )
-from resilient._classify import http_status
-from resilient._sanitize import register_secret
+from resilient._core import sanitize as _sanitize
+from resilient._core.classify import http_status
+from resilient._core.sanitize import register_secret
 from resilient.config import ConfigManager, current_config
 from resilient.errors import (
     ErrorCategory,

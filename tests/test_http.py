@@ -10,7 +10,7 @@ import httpx
 import pytest
 import uvicorn
 
-from resilient._sanitize import register_secret
+from resilient._core.sanitize import register_secret
 from resilient.health import CheckResult, HealthOrchestrator, HealthRegistry, HealthStatus
 from resilient.http import create_app
 

@@ -81,7 +81,7 @@ def test_import_and_health_without_extras(tmp_path: Path) -> None:
             "db",
         ),
         (
-            "from resilient._redis import enable_redis_cache; "
+            "from resilient._backends.redis import enable_redis_cache; "
             "enable_redis_cache('redis://127.0.0.1:6379/15')",
             "redis",
         ),

@@ -681,7 +681,7 @@ async def test_shared_circuit_state_and_redis_cache(
             await client.delete(*keys)
         await client.aclose()
     assert "shared_state" not in factory.registry.names()
-    from resilient._breaker_storage import get_shared_backend
+    from resilient._policies.breaker_storage import get_shared_backend
 
     assert get_shared_backend() is None
     await asyncio.sleep(0)

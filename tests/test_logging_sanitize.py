@@ -11,9 +11,9 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from resilient import correlation_id, disable_logging, enable_logging
-from resilient._context import current_correlation_id, ensure_correlation_id
-from resilient._logging import logger as _package_logger
-from resilient._sanitize import mask_url, register_secret, sanitize, sanitize_obj
+from resilient._core.context import current_correlation_id, ensure_correlation_id
+from resilient._core.log import logger as _package_logger
+from resilient._core.sanitize import mask_url, register_secret, sanitize, sanitize_obj
 
 secret_values = st.text(
     alphabet=st.characters(min_codepoint=33, max_codepoint=126, exclude_characters="\"'\\"),
@@ -194,7 +194,7 @@ def test_bytes_secret_under_secret_key_never_logged(lines: list[str]) -> None:
 
 def test_url_password_is_the_part_mask_url_masks() -> None:
     """url_password() returns exactly the part of the URL that mask_url() replaces."""
-    from resilient._sanitize import url_password
+    from resilient._core.sanitize import url_password
 
     assert url_password("redis://u:p@ss/w@host:1/0") == "p@ss/w"
     assert url_password("redis://:r3dis-pass@cache:6379/0") == "r3dis-pass"

@@ -39,7 +39,7 @@ from pybreaker import (
 )
 
 from resilient import CircuitOpenError, FakeClock, breakers, get_breaker
-from resilient._breaker import Breaker
+from resilient._policies.breaker import Breaker
 from resilient.config import current_config
 
 

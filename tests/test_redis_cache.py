@@ -23,15 +23,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from resilient import fallback, register_cache_type
-from resilient._cache import FallbackCache, get_fallback_cache, set_fallback_cache
-from resilient._clock import FakeClock, use_clock
-from resilient._redis import (
+from resilient._backends.redis import (
     RedisCache,
     close_workers,
     enable_redis_cache,
     make_redis_client,
     register_health_checks,
 )
+from resilient._core.clock import FakeClock, use_clock
+from resilient._policies.cache import FallbackCache, get_fallback_cache, set_fallback_cache
 from resilient.health import HealthRegistry
 from resilient.testing.faults import FaultProxy
 from resilient.testing.servers import free_port
@@ -46,7 +46,7 @@ def _workers() -> Iterator[None]:
 @pytest.fixture
 def log_lines() -> Iterator[list[str]]:
     """The package's log lines while the test runs."""
-    from resilient._logging import disable_logging, enable_logging
+    from resilient._core.log import disable_logging, enable_logging
 
     lines: list[str] = []
     enable_logging("DEBUG", json_lines=False, sink=lines.append)

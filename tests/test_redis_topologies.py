@@ -15,10 +15,14 @@ from collections.abc import Iterator
 import pytest
 
 from resilient import breaker, breakers
-from resilient._breaker_storage import CircuitRecord, get_shared_backend, set_shared_backend
+from resilient._backends.redis import RedisCache, RedisUnavailable, close_workers
+from resilient._backends.shared_state import RedisSharedState, install_shared_backend
 from resilient._cli import main
-from resilient._redis import RedisCache, RedisUnavailable, close_workers
-from resilient._shared_state import RedisSharedState, install_shared_backend
+from resilient._policies.breaker_storage import (
+    CircuitRecord,
+    get_shared_backend,
+    set_shared_backend,
+)
 from resilient.config import reload_config
 from resilient.testing.servers import (
     RedisClusterServer,

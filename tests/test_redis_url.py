@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from redis.cluster import key_slot
 
 from resilient import ConfigError
-from resilient._redis import make_redis_client
-from resilient._redis_url import breaker_tag, limits_storage, parse_redis_url
-from resilient._shared_state import RedisSharedState
+from resilient._backends.redis import make_redis_client
+from resilient._backends.shared_state import RedisSharedState
+from resilient._core.redis_url import breaker_tag, limits_storage, parse_redis_url
 from resilient.config import ConfigManager
 
 hosts = st.lists(

@@ -21,7 +21,7 @@ from resilient import (
     retry,
     use_clock,
 )
-from resilient._retry import get_retry_budget
+from resilient._policies.retry import get_retry_budget
 from resilient.config import reload_config, switches
 from resilient.testing import capture_events, zero_wait_retries
 
@@ -462,7 +462,7 @@ def test_custom_strategy_sees_the_failed_attempt(name: str, clock: FakeClock) ->
 
 def test_budget_snapshots_are_listed(name: str) -> None:
     """retry_budgets() reports calls, retries and refusals per name."""
-    from resilient._retry import retry_budgets
+    from resilient._policies.retry import retry_budgets
 
     script = Script(ConnectionError("x"), "ok")
     fn = retry(max_attempts=2, name=name)(script)

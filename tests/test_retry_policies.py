@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from resilient import FakeClock, disable_logging, enable_logging, retry, use_clock
-from resilient._retry import BUDGET_TTL, RetryBudget
+from resilient._policies.retry import BUDGET_TTL, RetryBudget
 from resilient.config import reload_config
 
 
@@ -352,7 +352,7 @@ _values = st.one_of(
 def test_retry_after_parsing_never_overflows(value: object, as_header: bool) -> None:
     """Any attribute or header value parses to None or a non-negative number (inf allowed),
     never raising."""
-    from resilient._classify import retry_after
+    from resilient._core.classify import retry_after
 
     if as_header:
         headers = {"Retry-After": value if isinstance(value, str | bytes) else str(value)}
@@ -516,7 +516,7 @@ def test_first_attempt_failure_event_and_never_retried_errors(name: str) -> None
 def test_budget_exhaustion_is_reported(name: str, clock: FakeClock) -> None:
     """When the retry budget is spent the error is raised at once with an event."""
     from resilient import EventKind
-    from resilient._retry import get_retry_budget
+    from resilient._policies.retry import get_retry_budget
     from resilient.testing import capture_events
 
     budget = get_retry_budget(name)
@@ -537,7 +537,7 @@ def test_budget_exhaustion_is_reported(name: str, clock: FakeClock) -> None:
 
 def test_retries_are_counted_by_attempt_and_class(name: str) -> None:
     """Every retry is counted under its name, failed attempt and exception class."""
-    from resilient._hooks import retry_counts
+    from resilient._core.events import retry_counts
 
     fn = retry(max_attempts=3, initial_delay=0, max_delay=0, name=name)(
         Script(ConnectionError("a"), TimeoutError("b"), "ok")
@@ -559,7 +559,7 @@ def test_retry_switch_gives_up_at_once(name: str, reload_with: Callable[..., Non
 
 def test_budget_settings_follow_a_reload(name: str, reload_with: Callable[..., None]) -> None:
     """The budget's ratio and minimum are re-read from settings on reload."""
-    from resilient._retry import get_retry_budget
+    from resilient._policies.retry import get_retry_budget
 
     fn = retry(max_attempts=2, initial_delay=0, max_delay=0, name=name)(Script("ok"))
     reload_with(

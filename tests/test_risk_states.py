@@ -9,8 +9,8 @@ from dataclasses import replace
 import pytest
 
 from resilient import RiskLimitError
-from resilient._clock import get_clock
-from resilient._exceptions import TradingDisabledError
+from resilient._core.clock import get_clock
+from resilient._core.exceptions import TradingDisabledError
 from resilient.config import current_config
 from resilient.trading._freshness import TimedPrice
 from resilient.trading._orders import OrderIntent

@@ -12,10 +12,10 @@ import pytest
 import tenacity
 
 from resilient import breaker, breakers, retry
-from resilient._breaker_storage import get_shared_backend, set_shared_backend
-from resilient._redis import close_workers
-from resilient._shared_counts import get_counts
-from resilient._shared_state import RedisSharedState, install_shared_backend
+from resilient._backends.redis import close_workers
+from resilient._backends.shared_counts import get_counts
+from resilient._backends.shared_state import RedisSharedState, install_shared_backend
+from resilient._policies.breaker_storage import get_shared_backend, set_shared_backend
 from resilient.config import reload_config
 
 

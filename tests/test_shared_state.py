@@ -14,9 +14,13 @@ import pytest
 import redis.asyncio as aioredis
 
 from resilient import CircuitOpenError, breaker, breakers
-from resilient._breaker_storage import CircuitRecord, get_shared_backend, set_shared_backend
-from resilient._redis import RedisUnavailable, close_workers
-from resilient._shared_state import RedisSharedState, install_shared_backend
+from resilient._backends.redis import RedisUnavailable, close_workers
+from resilient._backends.shared_state import RedisSharedState, install_shared_backend
+from resilient._policies.breaker_storage import (
+    CircuitRecord,
+    get_shared_backend,
+    set_shared_backend,
+)
 from resilient.config import ConfigError, reload_config
 from resilient.testing.servers import free_port
 

@@ -12,9 +12,9 @@ import pytest
 import redis
 
 from resilient import breaker, breakers
+from resilient._backends.redis import close_workers
+from resilient._backends.shared_state import RedisSharedState
 from resilient._cli import main
-from resilient._redis import close_workers
-from resilient._shared_state import RedisSharedState
 from resilient.config import reload_config
 from resilient.testing.servers import free_port
 

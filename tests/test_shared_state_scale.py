@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from resilient._breaker_storage import CircuitRecord
-from resilient._redis import RedisWorker, close_workers
-from resilient._shared_state import _TOUCH, INDEX_HORIZON_MS, RedisSharedState, _eval
+from resilient._backends.redis import RedisWorker, close_workers
+from resilient._backends.shared_state import _TOUCH, INDEX_HORIZON_MS, RedisSharedState, _eval
+from resilient._policies.breaker_storage import CircuitRecord
 from resilient.testing.servers import redis_server
 
 
@@ -156,7 +156,7 @@ async def test_refused_permit_requests_ask_again_at_jittered_times(
     redis_url: str, prefix: str
 ) -> None:
     """Before: every refused process asked again exactly 50 ms later, all together."""
-    from resilient import _clock
+    from resilient._core import clock as _clock
 
     worker = RedisWorker(redis_url, timeout=0.5)
     states = [

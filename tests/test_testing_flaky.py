@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from resilient import FakeClock
-from resilient._classify import classify, proves_not_sent, retry_after
+from resilient._core.classify import classify, proves_not_sent, retry_after
 from resilient.testing import (
     FAULT_KINDS,
     Fault,

@@ -175,8 +175,8 @@ def test_isolated_registry_forgets_breakers_health_and_fallbacks(
     """Breakers, health checks, fallback episodes and errors do not leak into the next test."""
     pytester.makepyfile(
         """
-        from resilient._breaker import breaker, breakers
-        from resilient._fallback import fallback, fallback_status
+        from resilient._policies.breaker import breaker, breakers
+        from resilient._policies.fallback import fallback, fallback_status
         from resilient.errors import record_error, tracker
         from resilient.health import registry
 
@@ -207,7 +207,7 @@ def test_zero_wait_fixture(pytester: pytest.Pytester) -> None:
     """Retries in a test using ``zero_wait`` make every attempt without sleeping."""
     pytester.makepyfile(
         """
-        from resilient._retry import retry
+        from resilient._policies.retry import retry
         from resilient.testing import Fault, FlakyService
 
         def test_no_sleep(zero_wait, fake_clock):
@@ -228,7 +228,7 @@ def test_isolated_registry_resets_functions_decorated_at_import(pytester: pytest
     pytester.makepyfile(
         """
         import pytest
-        from resilient._breaker import breaker, breakers
+        from resilient._policies.breaker import breaker, breakers
 
         @breaker("broker", failure_threshold=1)
         def place_order():

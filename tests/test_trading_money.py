@@ -688,7 +688,7 @@ async def test_cancel_goes_to_the_paper_broker_while_trading_on_paper() -> None:
 async def test_cancel_attempted_while_the_circuit_is_open() -> None:
     """Reads opened the circuit; a cancel is still attempted (and recorded), a read is not."""
     import resilient
-    from resilient.health._stats import stats
+    from resilient._instrument.stats import stats
 
     svc = name()
     config = make_config(live=True, paper=False, services={svc: {"failure_threshold": 2}})
@@ -828,7 +828,7 @@ def test_ccxt_exception_classes(cls: str, category: str, not_sent: bool) -> None
     request was not executed."""
     import ccxt
 
-    from resilient._classify import proves_not_sent
+    from resilient._core.classify import proves_not_sent
     from resilient.errors import classify
 
     exc = getattr(ccxt, cls)("binance {}")

@@ -46,13 +46,13 @@ TARGETS: dict[str, list[str]] = {
         "tests/test_trading_orders.py",
         "tests/test_trading_money.py",
     ],
-    "resilient/_breaker_window.py": [
+    "resilient/_policies/breaker_window.py": [
         "tests/test_breaker_window.py",
         "tests/test_breaker.py",
         "tests/test_breaker_model.py",
     ],
-    "resilient/_retry.py": ["tests/test_retry_policies.py", "tests/test_retry.py"],
-    "resilient/_classify.py": [
+    "resilient/_policies/retry.py": ["tests/test_retry_policies.py", "tests/test_retry.py"],
+    "resilient/_core/classify.py": [
         "tests/test_errors_classify_edges.py",
         "tests/test_errors_classify.py",
     ],

@@ -13,8 +13,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from resilient._exceptions import ConfigError
-from resilient._sanitize import sanitize
+from resilient._core.exceptions import ConfigError
+from resilient._core.sanitize import sanitize
 
 __all__ = ["main"]
 

@@ -15,7 +15,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from resilient._sanitize import mask_url, sanitize, sanitize_obj
+from resilient._core.sanitize import mask_url, sanitize, sanitize_obj
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +50,7 @@ def _local() -> dict[str, dict[str, Any]]:
 
 
 def _shared_state(url: str) -> Any:
-    from resilient._shared_state import RedisSharedState
+    from resilient._backends.shared_state import RedisSharedState
     from resilient.config import current_config
 
     redis = current_config().redis
@@ -101,7 +101,7 @@ def _print_table(rows: dict[str, dict[str, Any]], *, redis_read: bool) -> None:
 
 
 def _run_async(coro: Any) -> Any:
-    from resilient._redis import close_workers
+    from resilient._backends.redis import close_workers
 
     try:
         return asyncio.run(coro)
@@ -112,7 +112,7 @@ def _run_async(coro: Any) -> Any:
 def run(args: argparse.Namespace) -> int:
     """List breakers, or reset ``args.name``; exit 1 when Redis is unreachable or the name is
     unknown, 2 for usage or configuration errors."""
-    from resilient._redis import RedisUnavailable
+    from resilient._backends.redis import RedisUnavailable
     from resilient.config import current_config
 
     config = current_config()
@@ -162,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _reset(args: argparse.Namespace, url: str | None) -> int:
     from resilient import breakers
-    from resilient._redis import RedisUnavailable
+    from resilient._backends.redis import RedisUnavailable
 
     name: str = args.name
     local_names = set(breakers.names())

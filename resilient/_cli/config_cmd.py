@@ -7,8 +7,8 @@ import json
 from dataclasses import asdict, fields
 from typing import Any
 
-from resilient._exceptions import ConfigError, ConfigProblem
-from resilient._sanitize import MASK, sanitize, sanitize_obj
+from resilient._core.exceptions import ConfigError, ConfigProblem
+from resilient._core.sanitize import MASK, sanitize, sanitize_obj
 from resilient.config import ConfigManager
 from resilient.config._schema import SECTIONS, Config
 
@@ -53,7 +53,7 @@ def validate_features(config: Config) -> None:
     Raises:
         ConfigError: listing every problem of those sections.
     """
-    from resilient._alerts import DEFAULT_RULES, rules_from_config
+    from resilient.health._alerts import DEFAULT_RULES, rules_from_config
     from resilient.integration import ResilienceFactory
 
     problems: list[ConfigProblem] = []

@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; 0 when every behaviour it demonstrates was observed."""
-    from .._demo import render_health, run_demo
+    from resilient._demo import render_health, run_demo
 
     progress = not args.no_progress and sys.stderr.isatty()
     if not args.json:

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from resilient._sanitize import sanitize, sanitize_obj
+from resilient._core.sanitize import sanitize, sanitize_obj
 
 if TYPE_CHECKING:
     from resilient.health import CheckResult, HealthRegistry
@@ -78,7 +78,7 @@ async def _attach_data_layer(stack: list[Any]) -> None:
     try:
         from resilient.db import get_database
     except ImportError as exc:  # a broken install: say so rather than report nothing
-        from resilient._extras import missing_extra
+        from resilient._core.extras import missing_extra
 
         missing = (
             missing_extra(exc, "the database") if isinstance(exc, ModuleNotFoundError) else exc
@@ -98,7 +98,7 @@ async def _attach_data_layer(stack: list[Any]) -> None:
             result = CheckResult(HealthStatus.UNHEALTHY, _failure_detail(exc))
             stack.append(_Component(registry, "database", result))
     try:
-        from resilient._redis import register_health_checks
+        from resilient._backends.redis import register_health_checks
 
         register_health_checks(registry)
     except Exception as exc:

@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any
 
-from resilient._sanitize import sanitize
+from resilient._core.sanitize import sanitize
 
 STATES = ("active", "reducing", "halted")
 

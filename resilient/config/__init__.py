@@ -6,9 +6,9 @@
 
 from __future__ import annotations
 
-from .._exceptions import ConfigError, ConfigProblem
-from ._loader import DEFAULTS_FILE, ENV_PREFIX, Source, build_settings, current_env
-from ._manager import (
+from resilient._core.exceptions import ConfigError, ConfigProblem
+from resilient.config._loader import DEFAULTS_FILE, ENV_PREFIX, Source, build_settings, current_env
+from resilient.config._manager import (
     ConfigManager,
     configure,
     current_config,
@@ -16,7 +16,7 @@ from ._manager import (
     settings,
     subscribe,
 )
-from ._schema import (
+from resilient.config._schema import (
     ENVIRONMENTS,
     Config,
     DatabaseSettings,
@@ -25,7 +25,7 @@ from ._schema import (
     ResilienceSettings,
     TradingSettings,
 )
-from ._switches import switches
+from resilient.config._switches import switches
 
 __all__ = [
     "DEFAULTS_FILE",

@@ -28,9 +28,15 @@ import yaml
 from dynaconf import Dynaconf
 from dynaconf.utils.parse_conf import Lazy, converters, parse_conf_data, parse_with_toml
 
-from .._exceptions import ConfigError, ConfigProblem
-from .._sanitize import MASK, is_secret_key, register_secrets, url_password, url_secret_parts
-from ._schema import ENV_PREFIX, ENVIRONMENTS, OPEN_BOOLEANS, SECTIONS
+from resilient._core.exceptions import ConfigError, ConfigProblem
+from resilient._core.sanitize import (
+    MASK,
+    is_secret_key,
+    register_secrets,
+    url_password,
+    url_secret_parts,
+)
+from resilient.config._schema import ENV_PREFIX, ENVIRONMENTS, OPEN_BOOLEANS, SECTIONS
 
 __all__ = [
     "DEFAULTS_FILE",

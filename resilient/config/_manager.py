@@ -9,8 +9,8 @@ from typing import Any
 
 from dynaconf import Dynaconf
 
-from .._sanitize import register_secrets
-from ._loader import (
+from resilient._core.sanitize import register_secrets
+from resilient.config._loader import (
     DEFAULTS_FILE,
     Layers,
     Source,
@@ -21,8 +21,8 @@ from ._loader import (
     set_process_options,
     settings_dict,
 )
-from ._schema import Config, validate
-from ._switches import switches
+from resilient.config._schema import Config, validate
+from resilient.config._switches import switches
 
 __all__ = [
     "ConfigManager",
@@ -115,7 +115,7 @@ def reload_config() -> Config:
         settings._replace(fresh)
         _install(config)
         subscribers = list(_subscribers)
-    from .._logging import logger
+    from resilient._core.log import logger
 
     for callback in subscribers:
         try:

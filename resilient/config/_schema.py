@@ -8,11 +8,21 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, get_type_hints
 
-from .._exceptions import ConfigError, ConfigProblem
-from .._redis_url import FORMS, parse_redis_url
-from .._sanitize import MASK, is_secret_key, mask_url, sanitize, url_secret_parts
-from ._bounds import ATTEMPTS, COUNT, DELAY, DURATION, NOTIONAL, POOL, RATE, TTL, Bound
-from ._price_age import PriceAgeLimits
+from resilient._core.exceptions import ConfigError, ConfigProblem
+from resilient._core.redis_url import FORMS, parse_redis_url
+from resilient._core.sanitize import MASK, is_secret_key, mask_url, sanitize, url_secret_parts
+from resilient.config._bounds import (
+    ATTEMPTS,
+    COUNT,
+    DELAY,
+    DURATION,
+    NOTIONAL,
+    POOL,
+    RATE,
+    TTL,
+    Bound,
+)
+from resilient.config._price_age import PriceAgeLimits
 
 __all__ = [
     "ENVIRONMENTS",

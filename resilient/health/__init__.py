@@ -6,12 +6,12 @@ breakers and fallbacks), the database and the cache contribute to it automatical
 
 from __future__ import annotations
 
-from .._alerts import AlertEvent, AlertManager, AlertRule
-from ._model import CheckResult, ComponentHealth, HealthReport, HealthStatus
-from ._orchestrator import HealthOrchestrator
-from ._registry import HealthRegistry
-from ._sources import policy_components
-from ._stats import ComponentStats, stats
+from resilient._instrument.stats import ComponentStats, stats
+from resilient.health._alerts import AlertEvent, AlertManager, AlertRule
+from resilient.health._model import CheckResult, ComponentHealth, HealthReport, HealthStatus
+from resilient.health._orchestrator import HealthOrchestrator
+from resilient.health._registry import HealthRegistry
+from resilient.health._sources import policy_components
 
 __all__ = [
     "AlertEvent",

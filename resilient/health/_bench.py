@@ -10,7 +10,7 @@ import asyncio
 import sys
 import time
 
-from ._stats import p95
+from resilient._instrument.stats import p95
 
 __all__ = ["bench_system_health"]
 
@@ -20,11 +20,11 @@ async def bench_system_health(components: int = 50, rounds: int = 200) -> dict[s
 
     Uses a private registry and breaker names prefixed ``bench-``; returns p50/p95/max in ms.
     """
-    from .. import breaker, breakers
-    from ._model import CheckResult, HealthStatus
-    from ._orchestrator import HealthOrchestrator
-    from ._registry import HealthRegistry
-    from ._sources import policy_components
+    from resilient import breaker, breakers
+    from resilient.health._model import CheckResult, HealthStatus
+    from resilient.health._orchestrator import HealthOrchestrator
+    from resilient.health._registry import HealthRegistry
+    from resilient.health._sources import policy_components
 
     registry = HealthRegistry()
     registry.add_provider(policy_components)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from .._sanitize import sanitize, sanitize_obj
+from resilient._core.sanitize import sanitize, sanitize_obj
 
 __all__ = [
     "CheckResult",

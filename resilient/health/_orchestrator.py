@@ -7,19 +7,19 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .. import _clock
-from .._alerts import DEFAULT_RULES, AlertManager, rules_from_config
-from .._exceptions import ConfigError
-from .._logging import logger
-from .._sanitize import sanitize, sanitize_obj
-from ._model import HealthReport, iso_utc
-from ._registry import HealthRegistry
-from ._sources import breaker_snapshots
-from ._stats import all_stats, stats
+from resilient._core import clock as _clock
+from resilient._core.exceptions import ConfigError
+from resilient._core.log import logger
+from resilient._core.sanitize import sanitize, sanitize_obj
+from resilient._instrument.stats import all_stats, stats
+from resilient.health._alerts import DEFAULT_RULES, AlertManager, rules_from_config
+from resilient.health._model import HealthReport, iso_utc
+from resilient.health._registry import HealthRegistry
+from resilient.health._sources import breaker_snapshots
 
 if TYPE_CHECKING:
-    from ..config import Config
-    from ..errors import ErrorTracker
+    from resilient.config import Config
+    from resilient.errors import ErrorTracker
 
 __all__ = ["HealthOrchestrator"]
 
@@ -63,7 +63,7 @@ class HealthOrchestrator:
         clock: _clock.Clock | None = None,
         config: Config | None = None,
     ) -> None:
-        from ..config import current_config
+        from resilient.config import current_config
 
         process_config = current_config()
         # only the process configuration follows reloads; a standalone one stays as given
@@ -71,11 +71,11 @@ class HealthOrchestrator:
         if config is None:
             config = process_config
         if registry is None:
-            from . import registry as default_registry
+            from resilient.health import registry as default_registry
 
             registry = default_registry
         if tracker is None:
-            from ..errors import tracker as default_tracker
+            from resilient.errors import tracker as default_tracker
 
             tracker = default_tracker
         self.config = config
@@ -89,7 +89,7 @@ class HealthOrchestrator:
         self._task: asyncio.Task[None] | None = None
         self._reload_rules = alerts is None
         self._unsubscribe: Callable[[], None] | None = None
-        from ..errors import install_hooks
+        from resilient.errors import install_hooks
 
         install_hooks()
 
@@ -146,7 +146,7 @@ class HealthOrchestrator:
         """
         report = await self.run_cycle()
         if self._unsubscribe is None and self._follows_reloads:
-            from ..config import subscribe
+            from resilient.config import subscribe
 
             self._unsubscribe = subscribe(self._on_reload)
         if self.config.resilience.health_check_enabled and not self.running:

@@ -12,11 +12,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .. import _clock
-from .._compose import is_async_callable
-from .._logging import logger
-from .._sanitize import sanitize, sanitize_obj
-from ._model import (
+from resilient._core import clock as _clock
+from resilient._core.log import logger
+from resilient._core.sanitize import sanitize, sanitize_obj
+from resilient._core.wrapping import is_async_callable
+from resilient.health._model import (
     CheckResult,
     ComponentHealth,
     HealthReport,
@@ -50,8 +50,8 @@ class _RaisedInThread(Exception):
 def _duration(value: float, what: str) -> float:
     """``value`` in seconds, > 0 and within the bound of durations (one day): an endless
     timeout would let one check hold every report, an endless interval stop the monitor."""
-    from .._deadline import seconds_of
-    from ..config._bounds import DURATION, check_bound
+    from resilient._core.deadline import seconds_of
+    from resilient.config._bounds import DURATION, check_bound
 
     seconds = seconds_of(value, what)
     if not seconds > 0:
@@ -66,7 +66,7 @@ def _exception_detail(exc: BaseException) -> tuple[str, dict[str, Any]]:
     detail = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     data: dict[str, Any] = {"error_type": type(exc).__name__}
     try:
-        from ..errors import classify
+        from resilient.errors import classify
 
         data["category"] = str(classify(exc))
     except Exception:  # classification is a nicety here; never let it break a report
@@ -334,7 +334,7 @@ class HealthRegistry:
 
     def _default_timeout(self) -> float:
         try:
-            from ..config import current_config
+            from resilient.config import current_config
 
             return float(current_config().resilience.health_check_timeout)
         except Exception:  # configuration errors surface elsewhere; a report must still run
@@ -510,7 +510,7 @@ class HealthRegistry:
             return self._monitor
         if interval is None:
             try:
-                from ..config import current_config
+                from resilient.config import current_config
 
                 interval = float(current_config().resilience.health_check_interval)
             except Exception:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ._model import CheckResult, HealthStatus
+from resilient.health._model import CheckResult, HealthStatus
 
 __all__ = ["breaker_snapshots", "bulkhead_snapshots", "fallback_statuses", "policy_components"]
 
@@ -38,7 +38,7 @@ def bulkhead_snapshots() -> list[Any]:
     """Every bulkhead's snapshot (empty when none was ever made)."""
     import sys
 
-    module = sys.modules.get("resilient._bulkhead")
+    module = sys.modules.get("resilient._policies.bulkhead")
     return list(module.bulkheads.snapshots()) if module is not None else []
 
 

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._calendar import MarketCalendar
-from ._settings import StreamSettings, stream_settings
-from ._supervisor import Connect, Gap, StreamSupervisor
+from resilient.streams._calendar import MarketCalendar
+from resilient.streams._settings import StreamSettings, stream_settings
+from resilient.streams._supervisor import Connect, Gap, StreamSupervisor
 
 __all__ = [
     "Gap",

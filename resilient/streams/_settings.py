@@ -22,9 +22,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from .._exceptions import ConfigError, ConfigProblem
-from ..config import Config
-from ._calendar import MarketCalendar
+from resilient._core.exceptions import ConfigError, ConfigProblem
+from resilient.config import Config
+from resilient.streams._calendar import MarketCalendar
 
 __all__ = ["CALENDARS_KEY", "DEFAULTS_KEY", "StreamSettings", "stream_settings"]
 

@@ -18,15 +18,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .. import _clock, metrics
-from .._breaker import Breaker, breakers, get_breaker
-from .._exceptions import CircuitOpenError
-from .._logging import logger
-from .._sanitize import sanitize
-from ..config import Config, current_config
-from ..health import HealthRegistry
-from ..health import registry as default_registry
-from ._settings import StreamSettings, stream_settings
+from resilient import metrics
+from resilient._core import clock as _clock
+from resilient._core.exceptions import CircuitOpenError
+from resilient._core.log import logger
+from resilient._core.sanitize import sanitize
+from resilient._policies.breaker import Breaker, breakers, get_breaker
+from resilient.config import Config, current_config
+from resilient.health import HealthRegistry
+from resilient.health import registry as default_registry
+from resilient.streams._settings import StreamSettings, stream_settings
 
 __all__ = ["Gap", "StreamSupervisor"]
 

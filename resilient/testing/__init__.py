@@ -9,10 +9,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .._clock import FakeClock, use_clock
-from ._isolation import isolated_state, reset_state
-from ._policy import capture_events, zero_wait_retries
-from .flaky import (
+from resilient._core.clock import FakeClock, use_clock
+from resilient.testing._isolation import isolated_state, reset_state
+from resilient.testing._policy import capture_events, zero_wait_retries
+from resilient.testing.flaky import (
     FAULT_KINDS,
     Call,
     Fault,
@@ -27,7 +27,7 @@ from .flaky import (
     Success,
     use_fake_clock,
 )
-from .invariants import (
+from resilient.testing.invariants import (
     assert_fallback_iff_failed,
     assert_no_call_while_open,
     assert_no_duplicate_orders,
@@ -35,8 +35,8 @@ from .invariants import (
 )
 
 if TYPE_CHECKING:
-    from .faults import FaultProxy
-    from .servers import (
+    from resilient.testing.faults import FaultProxy
+    from resilient.testing.servers import (
         PostgresServer,
         RedisClusterServer,
         RedisSentinelServer,
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
         redis_sentinel,
         redis_server,
     )
-    from .strategies import (
+    from resilient.testing.strategies import (
         fault_schedules,
         faults,
         outcomes,

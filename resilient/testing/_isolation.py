@@ -19,7 +19,7 @@ def _loaded(name: str) -> Any:
 
 
 def _breaker_names() -> set[str]:
-    breaker = _loaded("resilient._breaker")
+    breaker = _loaded("resilient._policies.breaker")
     return set(breaker.breakers.names()) if breaker is not None else set()
 
 
@@ -34,29 +34,29 @@ def reset_state(*, forget_breakers: bool = False) -> None:
     its checks (keeping the built-in breaker and fallback provider), and the error tracker,
     component statistics and metrics start at zero.
     """
-    if (breaker := _loaded("resilient._breaker")) is not None:
+    if (breaker := _loaded("resilient._policies.breaker")) is not None:
         for cb in breaker.breakers.all():
             cb.reset()
         if forget_breakers:
             breaker.breakers.clear()
-    if (bulkhead := _loaded("resilient._bulkhead")) is not None:
+    if (bulkhead := _loaded("resilient._policies.bulkhead")) is not None:
         bulkhead.bulkheads.clear()
-    if (hedge := _loaded("resilient._hedge")) is not None:
+    if (hedge := _loaded("resilient._policies.hedge")) is not None:
         hedge._hedgers.clear()
-    if (retry := _loaded("resilient._retry")) is not None:
+    if (retry := _loaded("resilient._policies.retry")) is not None:
         for snapshot in retry.retry_budgets():
             retry.get_retry_budget(snapshot.name).reset()
-    if (fallback := _loaded("resilient._fallback")) is not None:
+    if (fallback := _loaded("resilient._policies.fallback")) is not None:
         fallback.reset_fallback_status()
-    if (redis_cache := _loaded("resilient._redis")) is not None:
+    if (redis_cache := _loaded("resilient._backends.redis")) is not None:
         redis_cache.forget_default_cache(None)  # a test's Redis cache is not the next one's
-    if (cache := _loaded("resilient._cache")) is not None:
+    if (cache := _loaded("resilient._policies.cache")) is not None:
         clear = getattr(cache.get_fallback_cache(), "clear", None)
         if callable(clear):  # the in-process cache; a shared Redis cache is left alone
             clear()
     if (health := _loaded("resilient.health")) is not None:
         health.registry.reset()
-    if (stats := _loaded("resilient.health._stats")) is not None:
+    if (stats := _loaded("resilient._instrument.stats")) is not None:
         stats.reset_stats()
     if (errors := _loaded("resilient.errors")) is not None:
         errors.tracker.reset()
@@ -78,6 +78,6 @@ def isolated_state() -> Iterator[None]:
         yield
     finally:
         reset_state(forget_breakers=False)
-        if (breaker := _loaded("resilient._breaker")) is not None:
+        if (breaker := _loaded("resilient._policies.breaker")) is not None:
             for name in _breaker_names() - before:
                 breaker.breakers.remove(name)

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from .._hooks import PolicyEvent, add_hook, remove_hook
-from .._retry import zero_wait
+from resilient._core.events import PolicyEvent, add_hook, remove_hook
+from resilient._policies.retry import zero_wait
 
 __all__ = ["capture_events", "zero_wait_retries"]
 

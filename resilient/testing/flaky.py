@@ -21,8 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final, ParamSpec, TypeAlias, TypeVar, cast
 
-from .._clock import FakeClock, get_clock, use_clock
-from .._compose import is_async_callable
+from resilient._core.clock import FakeClock, get_clock, use_clock
+from resilient._core.wrapping import is_async_callable
 
 __all__ = [
     "FAULT_KINDS",
@@ -153,7 +153,7 @@ FAULT_KINDS: Final[tuple[str, ...]] = tuple(_FAULTS)
 def _category(exc: BaseException | None) -> str | None:
     if exc is None:
         return None
-    from .._classify import classify  # imported late: only the test helpers need it
+    from resilient._core.classify import classify  # imported late: only the test helpers need it
 
     return str(classify(exc).value)
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from itertools import pairwise
 from typing import Any, Final
 
-from .flaky import Call
+from resilient.testing.flaky import Call
 
 __all__ = [
     "assert_fallback_iff_failed",
@@ -133,7 +133,7 @@ def assert_within_policy(
     Raises:
         AssertionError: naming the broken rule and the calls.
     """
-    from .._classify import is_transient, retry_after
+    from resilient._core.classify import is_transient, retry_after
 
     if max_attempts < 1:
         raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")

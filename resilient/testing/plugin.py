@@ -20,13 +20,13 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from .._clock import FakeClock
-from ._isolation import isolated_state
-from .flaky import use_fake_clock
+from resilient._core.clock import FakeClock
+from resilient.testing._isolation import isolated_state
+from resilient.testing.flaky import use_fake_clock
 
 if TYPE_CHECKING:
-    from .faults import FaultProxy
-    from .servers import PostgresServer, RedisServer
+    from resilient.testing.faults import FaultProxy
+    from resilient.testing.servers import PostgresServer, RedisServer
 
 try:  # async fixtures need pytest-asyncio (in the "testing" extra)
     import pytest_asyncio
@@ -56,13 +56,13 @@ def _endpoint(spec: str) -> tuple[str, str, int]:
     """(label, host, port) of a marker argument."""
     name = spec.strip().lower()
     if name in ("postgres", "postgresql"):
-        from ..config import current_config
+        from resilient.config import current_config
 
         db = current_config().database
         host = db.host or "127.0.0.1"
         return "PostgreSQL", host, int(db.port or _DEFAULT_PORTS[name])
     if name == "redis":
-        from ..config import current_config
+        from resilient.config import current_config
 
         url = current_config().redis.url or "redis://127.0.0.1:6379/0"
         parts = urlsplit(url)
@@ -132,7 +132,7 @@ def isolated_registry() -> Iterator[None]:
 @pytest.fixture
 def zero_wait() -> Iterator[None]:
     """Retries in the test never wait between attempts (the attempts themselves still happen)."""
-    from ._policy import zero_wait_retries
+    from resilient.testing._policy import zero_wait_retries
 
     with zero_wait_retries():
         yield
@@ -169,7 +169,7 @@ def throwaway_postgres() -> Iterator[PostgresServer]:
 
     Needs the PostgreSQL server binaries; the test is skipped without them (failed when CI=true).
     """
-    from .servers import postgres_server
+    from resilient.testing.servers import postgres_server
 
     yield from _throwaway_server("PostgreSQL", postgres_server)
 
@@ -180,7 +180,7 @@ def throwaway_redis() -> Iterator[RedisServer]:
 
     Needs ``redis-server``; the test is skipped without it (failed when CI=true).
     """
-    from .servers import redis_server
+    from resilient.testing.servers import redis_server
 
     yield from _throwaway_server("Redis", redis_server)
 
@@ -189,7 +189,7 @@ FaultProxyFactory = Callable[..., Awaitable["FaultProxy"]]
 
 
 async def _fault_proxy() -> AsyncIterator[FaultProxyFactory]:
-    from .faults import FaultProxy
+    from resilient.testing.faults import FaultProxy
 
     proxies: list[FaultProxy] = []
 

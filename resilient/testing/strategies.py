@@ -16,14 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .._extras import missing_extra
+from resilient._core.extras import missing_extra
 
 try:
     from hypothesis import strategies as st
 except ModuleNotFoundError as _exc:
     raise missing_extra(_exc, "resilient.testing.strategies") from None
 
-from .flaky import (
+from resilient.testing.flaky import (
     FAULT_KINDS,
     Fault,
     FaultSchedule,

@@ -6,15 +6,15 @@ Most users reach this through :class:`resilient.integration.ResilienceFactory`.
 
 from __future__ import annotations
 
-from ._freshness import StaleDataError, TimedPrice
-from ._orders import OrderIntent, new_client_order_id, prepare_order_call
-from ._paper import PaperBroker, PaperOrder
-from ._proxy import ResilientService
-from ._ratelimit import RateLimitExceeded, ServiceRateLimiter
-from ._risk import PositionBook, RiskChecker, RiskDecision
-from ._settings import MethodPolicy, ServiceSettings, service_settings
-from ._unknown import OrderStatusUnknown
-from ._values import FallbackInfo, StalePrice, last_fallback
+from resilient.trading._freshness import StaleDataError, TimedPrice
+from resilient.trading._orders import OrderIntent, new_client_order_id, prepare_order_call
+from resilient.trading._paper import PaperBroker, PaperOrder
+from resilient.trading._proxy import ResilientService
+from resilient.trading._ratelimit import RateLimitExceeded, ServiceRateLimiter
+from resilient.trading._risk import PositionBook, RiskChecker, RiskDecision
+from resilient.trading._settings import MethodPolicy, ServiceSettings, service_settings
+from resilient.trading._unknown import OrderStatusUnknown
+from resilient.trading._values import FallbackInfo, StalePrice, last_fallback
 
 __all__ = [
     "FallbackInfo",

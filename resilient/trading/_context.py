@@ -9,15 +9,15 @@ import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from .._clock import get_clock
-from ..config import Config, current_config
-from ._freshness import TimedPrice, stamp  # stale-price guard
-from ._methods import is_async, public_methods
-from ._risk import RiskChecker
-from ._state import TradingState
-from ._throttle import OrderThrottle
-from ._unknown import UnknownOrders
-from ._values import PRICE_METHODS, last_fallback
+from resilient._core.clock import get_clock
+from resilient.config import Config, current_config
+from resilient.trading._freshness import TimedPrice, stamp  # stale-price guard
+from resilient.trading._methods import is_async, public_methods
+from resilient.trading._risk import RiskChecker
+from resilient.trading._state import TradingState
+from resilient.trading._throttle import OrderThrottle
+from resilient.trading._unknown import UnknownOrders
+from resilient.trading._values import PRICE_METHODS, last_fallback
 
 __all__ = ["TradingContext"]
 

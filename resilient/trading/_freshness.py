@@ -20,14 +20,14 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .._clock import get_clock
-from .._exceptions import ResilientError, RiskLimitError
-from .._logging import logger
-from ._values import FallbackInfo, StalePrice, last_fallback, price_of
+from resilient._core.clock import get_clock
+from resilient._core.exceptions import ResilientError, RiskLimitError
+from resilient._core.log import logger
+from resilient.trading._values import FallbackInfo, StalePrice, last_fallback, price_of
 
 if TYPE_CHECKING:
-    from ..config import Config
-    from ._risk import RiskChecker
+    from resilient.config import Config
+    from resilient.trading._risk import RiskChecker
 
 __all__ = [
     "StaleDataError",

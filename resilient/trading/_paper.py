@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .._clock import get_clock
+from resilient._core.clock import get_clock
 
 __all__ = ["PaperBroker", "PaperOrder"]
 

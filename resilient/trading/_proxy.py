@@ -22,9 +22,8 @@ import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .. import _hooks
-from .._cache import cache_key_or_none, get_fallback_cache
-from .._classify import (
+from resilient._core import events as _hooks
+from resilient._core.classify import (
     ErrorCategory,
     classify,
     duplicate_order,
@@ -32,16 +31,17 @@ from .._classify import (
     is_transient,
     proves_not_sent,
 )
-from .._clock import get_clock
-from .._exceptions import CircuitOpenError, RiskLimitError, TradingDisabledError
-from .._hedge import hedged
-from .._sanitize import sanitize
-from ._freshness import with_max_age  # stale-price guard: max_age= on reads
-from ._methods import guess_kind, is_async, public_methods
-from ._orders import OrderCall, OrderIntent, prepare_order_call
-from ._ratelimit import RateLimitExceeded, ServiceRateLimiter, limiter_for
-from ._risk import PositionBook, RiskChecker, check_trading_state
-from ._sdk import (
+from resilient._core.clock import get_clock
+from resilient._core.exceptions import CircuitOpenError, RiskLimitError, TradingDisabledError
+from resilient._core.sanitize import sanitize
+from resilient._policies.cache import cache_key_or_none, get_fallback_cache
+from resilient._policies.hedge import hedged
+from resilient.trading._freshness import with_max_age  # stale-price guard: max_age= on reads
+from resilient.trading._methods import guess_kind, is_async, public_methods
+from resilient.trading._orders import OrderCall, OrderIntent, prepare_order_call
+from resilient.trading._ratelimit import RateLimitExceeded, ServiceRateLimiter, limiter_for
+from resilient.trading._risk import PositionBook, RiskChecker, check_trading_state
+from resilient.trading._sdk import (
     ccxt_id_key,
     ccxt_lookup,
     disable_hidden_retries,
@@ -51,9 +51,9 @@ from ._sdk import (
     quantity_of,
     with_symbol,
 )
-from ._settings import METHOD_KINDS, MethodPolicy, ServiceSettings, parse_exclude
-from ._unknown import OrderStatusUnknown, UnknownOrder
-from ._values import (
+from resilient.trading._settings import METHOD_KINDS, MethodPolicy, ServiceSettings, parse_exclude
+from resilient.trading._unknown import OrderStatusUnknown, UnknownOrder
+from resilient.trading._values import (
     PRICE_METHODS,
     FallbackInfo,
     last_fallback,
@@ -63,7 +63,7 @@ from ._values import (
 )
 
 if TYPE_CHECKING:
-    from ._context import TradingContext
+    from resilient.trading._context import TradingContext
 
 __all__ = ["ResilientService"]
 
@@ -119,7 +119,7 @@ _call_started: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 
 def _priority_bulkhead(call: Callable[..., Any], svc: ServiceSettings, kind: str) -> Any:
     """[load] The service's bulkhead around one method, at the priority of its kind."""
-    from .._bulkhead import get_bulkhead
+    from resilient._policies.bulkhead import get_bulkhead
 
     return get_bulkhead(
         svc.name,
@@ -131,7 +131,7 @@ def _priority_bulkhead(call: Callable[..., Any], svc: ServiceSettings, kind: str
 
 def _priority_bulkhead_data(name: str) -> dict[str, Any]:
     """[load] The service bulkhead's snapshot for its health component."""
-    from .._bulkhead import bulkheads
+    from resilient._policies.bulkhead import bulkheads
 
     return bulkheads.get(name).snapshot().to_dict() if name in bulkheads else {}
 
@@ -334,7 +334,7 @@ class ResilientService:
         the caller waited for it, by the fallback event :meth:`_serve` emits. An order refused
         by a risk rule is a decision, not a failure, and is not counted; a business outcome
         (``services.<name>.exclude``) counts as an answer."""
-        from ..health._stats import stats
+        from resilient._instrument.stats import stats
 
         record = stats(self._name)
         clock = get_clock
@@ -745,7 +745,7 @@ class ResilientService:
 
         def record(exc: Exception) -> None:
             try:
-                from ..errors import record_error
+                from resilient.errors import record_error
 
                 record_error(exc, component=name)
             except Exception:
@@ -993,7 +993,7 @@ class ResilientService:
             )
         )
         try:
-            from .. import metrics
+            from resilient import metrics
 
             metrics.inc("orders_unknown", {"service": self._name})
         except Exception:
@@ -1011,7 +1011,7 @@ class ResilientService:
         with self._state.lock:
             self._state.orders_refused += 1
         try:
-            from ..errors import record_error
+            from resilient.errors import record_error
 
             record_error(exc, component=self._name)
         except Exception:

@@ -31,12 +31,12 @@ from limits import RateLimitItem, parse_many
 from limits import storage as sync_storage
 from limits import strategies as sync_strategies
 
-from .. import _hooks
-from .._classify import _header, http_status, retry_after
-from .._exceptions import ResilientError
-from .._logging import logger
-from .._redis_url import limits_storage
-from .._sanitize import sanitize
+from resilient._core import events as _hooks
+from resilient._core.classify import _header, http_status, retry_after
+from resilient._core.exceptions import ResilientError
+from resilient._core.log import logger
+from resilient._core.redis_url import limits_storage
+from resilient._core.sanitize import sanitize
 
 __all__ = ["RateLimitExceeded", "ServiceRateLimiter", "limiter_for"]
 
@@ -213,14 +213,14 @@ class ServiceRateLimiter:
 
     def _aio_redis(self) -> Any:
         if self._aio_client is None:
-            from .._redis import make_redis_client  # every redis.url form
+            from resilient._backends.redis import make_redis_client  # every redis.url form
 
             self._aio_client = make_redis_client(self._redis_url or "", timeout=self._timeout)
         return self._aio_client
 
     def _sync_redis(self) -> Any:
         if self._sync_client is None:
-            from .._redis import make_sync_redis_client  # every redis.url form
+            from resilient._backends.redis import make_sync_redis_client  # every redis.url form
 
             self._sync_client = make_sync_redis_client(self._redis_url or "", timeout=self._timeout)
         return self._sync_client
@@ -573,7 +573,7 @@ class ServiceRateLimiter:
                 usage_ratio=round(used / item.amount, 4) if item.amount else 0.0,
             )
             try:
-                from .. import metrics
+                from resilient import metrics
 
                 metrics.set_rate_limit_usage(self.name, used=used, limit=float(item.amount))
             except Exception:

@@ -12,11 +12,11 @@ import math
 import threading
 from dataclasses import dataclass
 
-from .._exceptions import RiskLimitError, TradingDisabledError
-from .._logging import logger
-from ..config import FeatureSettings, TradingSettings
-from ._freshness import check_price_age  # stale-price guard
-from ._orders import OrderIntent
+from resilient._core.exceptions import RiskLimitError, TradingDisabledError
+from resilient._core.log import logger
+from resilient.config import FeatureSettings, TradingSettings
+from resilient.trading._freshness import check_price_age  # stale-price guard
+from resilient.trading._orders import OrderIntent
 
 __all__ = [
     "PositionBook",

@@ -8,9 +8,9 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .._classify import ErrorCategory, classify, http_status
-from .._logging import logger
-from ._methods import is_async
+from resilient._core.classify import ErrorCategory, classify, http_status
+from resilient._core.log import logger
+from resilient.trading._methods import is_async
 
 __all__ = [
     "CCXT_ID_KEY",

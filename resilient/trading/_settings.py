@@ -19,9 +19,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .._exceptions import ConfigError, ConfigProblem
-from ..config import Config
-from ..config._bounds import service_bound
+from resilient._core.exceptions import ConfigError, ConfigProblem
+from resilient.config import Config
+from resilient.config._bounds import service_bound
 
 __all__ = [
     "DEFAULTS_KEY",

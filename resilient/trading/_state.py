@@ -15,10 +15,10 @@ import threading
 import time
 from typing import Any
 
-from .._logging import logger
-from .._sanitize import sanitize
-from ..config import Config
-from ..config._schema import TRADING_STATES
+from resilient._core.log import logger
+from resilient._core.sanitize import sanitize
+from resilient.config import Config
+from resilient.config._schema import TRADING_STATES
 
 __all__ = ["TRADING_STATES", "TradingState", "check_state", "state_key"]
 
@@ -62,7 +62,7 @@ def decode(raw: Any) -> dict[str, Any] | None:
 def redis_client(url: str, timeout: float) -> Any:
     """A synchronous redis-py client for ``url`` (any ``redis.url`` form: one server, a
     Cluster, Sentinel)."""
-    from .._redis import make_sync_redis_client
+    from resilient._backends.redis import make_sync_redis_client
 
     return make_sync_redis_client(url, timeout=timeout)
 

@@ -16,9 +16,9 @@ from limits import RateLimitItem, parse_many
 from limits import storage as sync_storage
 from limits import strategies as sync_strategies
 
-from .._exceptions import RiskLimitError
-from .._logging import logger
-from .._redis_url import limits_storage
+from resilient._core.exceptions import RiskLimitError
+from resilient._core.log import logger
+from resilient._core.redis_url import limits_storage
 
 __all__ = ["OrderThrottle"]
 

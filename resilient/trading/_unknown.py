@@ -8,8 +8,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._clock import get_clock
-from .._exceptions import ResilientError
+from resilient._core.clock import get_clock
+from resilient._core.exceptions import ResilientError
 
 __all__ = ["OrderStatusUnknown", "UnknownOrder", "UnknownOrders"]
 

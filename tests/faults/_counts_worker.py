@@ -29,7 +29,7 @@ def count_worker(
         traceback.print_exc()
         raise
     finally:
-        from resilient._redis import close_workers
+        from resilient._backends.redis import close_workers
 
         close_workers()
         results.close()
@@ -39,8 +39,8 @@ def count_worker(
 
 async def _main(idx: int, name: str, scenario: str, go: Any, results: Any) -> None:
     from resilient import CircuitOpenError, breaker, breakers, retry
-    from resilient._shared_counts import share_budget
-    from resilient._shared_state import install_shared_backend
+    from resilient._backends.shared_counts import share_budget
+    from resilient._backends.shared_state import install_shared_backend
 
     state = install_shared_backend()
     if scenario == "fail":

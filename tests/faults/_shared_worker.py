@@ -28,7 +28,7 @@ def run_worker(
         asyncio.run(_main(idx, name, mode, stop, ready, results))
         code = 0
     finally:
-        from resilient._redis import close_workers
+        from resilient._backends.redis import close_workers
 
         close_workers()
         for q in (ready, results):
@@ -39,10 +39,10 @@ def run_worker(
 
 async def _main(idx: int, name: str, mode: Any, stop: Any, ready: Any, results: Any) -> None:
     from resilient import CircuitOpenError, breaker
-    from resilient._shared_state import install_shared_backend
+    from resilient._backends.shared_state import install_shared_backend
 
     if os.environ.get("RESILIENT_TRACE"):
-        from resilient import _shared_state
+        from resilient._backends import shared_state as _shared_state
 
         tag = "local t = redis.call('TIME') local log = '{0} ' .. t[1] .. '.' .. t[2] "
         _shared_state._ACQUIRE = _shared_state._ACQUIRE.replace(
@@ -64,7 +64,7 @@ async def _main(idx: int, name: str, mode: Any, stop: Any, ready: Any, results: 
     invoked: list[float] = []
     trace: list[tuple[float, str]] = []
     if os.environ.get("RESILIENT_TRACE"):
-        from resilient import _hooks
+        from resilient._core import events as _hooks
 
         def hook(event: Any) -> None:
             if event.kind == _hooks.EventKind.BREAKER_STATE:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from resilient._redis import close_workers
+from resilient._backends.redis import close_workers
 from resilient.testing.servers import PostgresServer, RedisServer, postgres_server, redis_server
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from resilient import CircuitOpenError, breaker, breakers, fallback
-from resilient._classify import ErrorCategory, classify, is_transient
+from resilient._core.classify import ErrorCategory, classify, is_transient
 from resilient.config import Config, current_config
 from resilient.db import Database, register_health_checks
 from resilient.health import AlertManager, HealthOrchestrator, HealthRegistry

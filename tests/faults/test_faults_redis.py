@@ -14,10 +14,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from resilient import CircuitOpenError, breaker, breakers, fallback
-from resilient._breaker_storage import get_shared_backend, set_shared_backend
-from resilient._cache import cache_key, get_fallback_cache, set_fallback_cache
-from resilient._redis import RedisCache
-from resilient._shared_state import RedisSharedState
+from resilient._backends.redis import RedisCache
+from resilient._backends.shared_state import RedisSharedState
+from resilient._policies.breaker_storage import get_shared_backend, set_shared_backend
+from resilient._policies.cache import cache_key, get_fallback_cache, set_fallback_cache
 from resilient.testing.faults import FaultProxy
 from resilient.testing.servers import RedisServer
 
@@ -289,7 +289,7 @@ async def test_slow_redis_never_turns_a_permit_into_a_local_trial(
         url = f"redis://127.0.0.1:{proxy.port}/0"
         direct = RedisSharedState(redis_srv.url, prefix=prefix, origin="operator")
         # 12 "processes": each its own backend and worker thread (its own connection)
-        from resilient._redis import RedisWorker
+        from resilient._backends.redis import RedisWorker
 
         workers = [RedisWorker(url, timeout=TIMEOUT) for _ in range(12)]
         states = [

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from resilient import CircuitOpenError, FakeClock
-from resilient._breaker import breaker, breakers
+from resilient._policies.breaker import breaker, breakers
 from resilient.testing import (
     Fault,
     FlakyService,

@@ -15,9 +15,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from resilient import CircuitOpenError, resilient
-from resilient._breaker import breakers
-from resilient._cache import UnkeyableError, cache_key, cache_key_or_none
-from resilient._fallback import fallback, fallback_status
+from resilient._policies.breaker import breakers
+from resilient._policies.cache import UnkeyableError, cache_key, cache_key_or_none
+from resilient._policies.fallback import fallback, fallback_status
 from resilient.testing import (
     FlakyService,
     Outcome,

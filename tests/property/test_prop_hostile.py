@@ -16,8 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from resilient import CircuitOpenError, add_hook, retry
-from resilient._breaker import breaker, breakers
-from resilient._classify import (
+from resilient._core.classify import (
     MAX_CHAIN,
     _chain,
     classify,
@@ -25,7 +24,8 @@ from resilient._classify import (
     proves_not_sent,
     retry_after,
 )
-from resilient._hooks import category_of
+from resilient._core.events import category_of
+from resilient._policies.breaker import breaker, breakers
 from resilient.testing import use_fake_clock, zero_wait_retries
 
 _names = itertools.count()

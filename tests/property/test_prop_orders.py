@@ -16,9 +16,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from resilient import RiskLimitError, resilient
-from resilient._breaker import breakers
-from resilient._classify import is_transient, proves_not_sent
-from resilient._retry import retry
+from resilient._core.classify import is_transient, proves_not_sent
+from resilient._policies.breaker import breakers
+from resilient._policies.retry import retry
 from resilient.config import current_config
 from resilient.testing import (
     FaultSchedule,

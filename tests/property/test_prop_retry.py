@@ -11,8 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from resilient import FakeClock
-from resilient._classify import is_transient, retry_after
-from resilient._retry import retry, zero_wait
+from resilient._core.classify import is_transient, retry_after
+from resilient._policies.retry import retry, zero_wait
 from resilient.testing import (
     Call,
     FaultSchedule,

@@ -15,11 +15,11 @@ from contextlib import contextmanager
 from enum import StrEnum
 from typing import NamedTuple, Protocol
 
-from . import _clock
-from ._classify import classify, plain_category
-from ._context import current_correlation_id
-from ._logging import logger, logging_enabled, on_level_change
-from ._sanitize import sanitize
+from resilient._core import clock as _clock
+from resilient._core.classify import classify, plain_category
+from resilient._core.context import current_correlation_id
+from resilient._core.log import logger, logging_enabled, on_level_change
+from resilient._core.sanitize import sanitize
 
 __all__ = [
     "EventKind",

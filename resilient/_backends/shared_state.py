@@ -25,7 +25,7 @@ Design, for a call path that never waits on Redis:
 
 Keys: ``<prefix>:breaker:{<name>}`` (hash), ``<prefix>:breaker:{<name>}:permits`` (set):
 the hash tag keeps both in one Redis Cluster slot (a name holding ``{`` or ``}`` is tagged by a
-digest instead, see :func:`resilient._redis_url.breaker_tag`); channel
+digest instead, see :func:`resilient._core.redis_url.breaker_tag`); channel
 ``<prefix>:breaker:events``; change index ``<prefix>:breakers:index``. Works on one server, a
 Redis Cluster and behind Sentinel.
 """
@@ -45,10 +45,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import _clock
-from ._breaker_storage import ORIGIN, CircuitRecord, set_shared_backend
-from ._logging import logger
-from ._redis import (
+from resilient._backends.redis import (
     RedisClient,
     RedisUnavailable,
     RedisWorker,
@@ -56,11 +53,14 @@ from ._redis import (
     get_worker,
     make_redis_client,
 )
-from ._redis_url import breaker_tag
+from resilient._core import clock as _clock
+from resilient._core.log import logger
+from resilient._core.redis_url import breaker_tag
+from resilient._policies.breaker_storage import ORIGIN, CircuitRecord, set_shared_backend
 
 if TYPE_CHECKING:  # the `redis` extra; make_redis_client() says so when it is missing
     pass
-from ._sanitize import mask_url, sanitize
+from resilient._core.sanitize import mask_url, sanitize
 
 __all__ = [
     "RedisSharedState",
@@ -237,7 +237,7 @@ def _eval(script: str, keys: list[str], args: list[str]) -> Callable[[RedisClien
 
 
 class RedisSharedState:
-    """The Redis implementation of :class:`resilient._breaker_storage.SharedStateBackend`."""
+    """The Redis implementation of the breakers' shared-state backend."""
 
     def __init__(
         self,
@@ -773,12 +773,12 @@ def get_shared_state(url: str | None = None) -> RedisSharedState:
         ConfigError: no Redis URL is configured.
     """
     global _state
-    from .config import current_config
+    from resilient.config import current_config
 
     config = current_config()
     target = url or config.redis.url
     if not target:
-        from ._exceptions import ConfigError, ConfigProblem
+        from resilient._core.exceptions import ConfigError, ConfigProblem
 
         raise ConfigError(
             [

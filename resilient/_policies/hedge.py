@@ -9,8 +9,8 @@ the call while another one is still running.
 Only idempotent reads may be hedged: the same request is sent twice. A function whose name is an
 order or a cancel (``submit_order``, ``cancel_order``…) is refused at decoration, and the trading
 proxies refuse ``hedge_after`` on any method that is not a read. Every extra request is taken from
-the retry budget of the same name (:func:`resilient._retry.get_retry_budget`), so hedges and
-retries together stay within the budget's share of the traffic.
+the retry budget of the same name (:func:`~resilient._policies.retry.get_retry_budget`), so
+hedges and retries together stay within the budget's share of the traffic.
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar, cast
 
-from . import _clock, _hooks
-from ._compose import Layer, is_async_callable, policy_name, wrap
-from ._deadline import seconds_of
-from .config import current_config
+from resilient._core import clock as _clock
+from resilient._core import events as _hooks
+from resilient._core.deadline import seconds_of
+from resilient._core.wrapping import Layer, is_async_callable, policy_name, wrap
+from resilient.config import current_config
 
 __all__ = ["HedgeStats", "hedge", "hedge_stats"]
 
@@ -100,7 +101,7 @@ class _Hedger:
     def __init__(
         self, name: str, fixed: float | None, percentile: float | None, max_hedges: int
     ) -> None:
-        from ._retry import get_retry_budget
+        from resilient._policies.retry import get_retry_budget
 
         res = current_config().resilience
         self.name = name
@@ -196,7 +197,7 @@ def hedge(
         raise ValueError(f"max_hedges must be an integer ≥ 1, got {max_hedges!r}")
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
-        from .trading._methods import guess_kind
+        from resilient.trading._methods import guess_kind
 
         label = name or policy_name(fn)
         refuse_unless_read(label, guess_kind(getattr(fn, "__name__", ""), default="read") or "read")

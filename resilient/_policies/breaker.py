@@ -29,17 +29,11 @@ from typing import Any, Literal, ParamSpec, TypeVar, cast, overload
 
 import pybreaker
 
-from . import _clock, _hooks
-from ._breaker_storage import (
-    ORIGIN,
-    CircuitRecord,
-    LocalCircuitStorage,
-    SharedStateBackend,
-    get_shared_backend,
-    on_backend_change,
-)
-from ._breaker_window import CountWindow, TimeWindow, Window
-from ._compose import (
+from resilient._core import clock as _clock
+from resilient._core import events as _hooks
+from resilient._core.deadline import seconds_of
+from resilient._core.exceptions import CircuitOpenError, ConfigError, ConfigProblem
+from resilient._core.wrapping import (
     Layer,
     check_target,
     exception_matcher,
@@ -47,10 +41,17 @@ from ._compose import (
     policy_name,
     wrap,
 )
-from ._deadline import seconds_of
-from ._exceptions import CircuitOpenError, ConfigError, ConfigProblem
-from .config import current_config, switches
-from .config._bounds import check_arguments
+from resilient._policies.breaker_storage import (
+    ORIGIN,
+    CircuitRecord,
+    LocalCircuitStorage,
+    SharedStateBackend,
+    get_shared_backend,
+    on_backend_change,
+)
+from resilient._policies.breaker_window import CountWindow, TimeWindow, Window
+from resilient.config import current_config, switches
+from resilient.config._bounds import check_arguments
 
 __all__ = [
     "Breaker",
@@ -349,7 +350,7 @@ class Breaker(pybreaker.CircuitBreaker):
             # At creation, or shared switched on by a reload. Without a factory having
             # installed the Redis backend yet, the first shared breaker installs it.
             if get_shared_backend() is None:
-                from ._shared_state import install_shared_backend
+                from resilient._backends.shared_state import install_shared_backend
 
                 install_shared_backend(config.redis.url)  # attaches registered shared breakers
             if self._backend is None:
@@ -831,7 +832,9 @@ class Breaker(pybreaker.CircuitBreaker):
             self._backend = backend
         if backend is not None:
             backend.watch(self._key, self._apply_remote)
-            from ._shared_counts import attach_breaker  # cluster-wide counts and budget
+            from resilient._backends.shared_counts import (
+                attach_breaker,  # cluster-wide counts and budget
+            )
 
             attach_breaker(self, backend)
 
@@ -851,7 +854,7 @@ class Breaker(pybreaker.CircuitBreaker):
         try:
             backend.publish(self._key, record)
         except Exception as exc:  # the shared store degrades; local state keeps working
-            from ._logging import logger
+            from resilient._core.log import logger
 
             logger.warning("circuit {}: publishing state failed: {}", self._key, type(exc).__name__)
 

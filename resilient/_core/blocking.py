@@ -4,7 +4,7 @@ A plain function decorated with ``retry`` sleeps between attempts, and one decor
 ``timeout`` waits for its worker thread: called from a coroutine (on the thread that runs the
 event loop), either freezes every other task of the application for that long. The call still
 proceeds — it is the application's choice — but the first time it happens for a function a
-WARNING names the function and the async alternative (see :func:`resilient._logging.warn_once`:
+WARNING names the function and the async alternative (see :func:`resilient._core.log.warn_once`:
 it is written even while the package's logging is off).
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from asyncio import _get_running_loop
 
-from ._logging import warn_once
+from resilient._core.log import warn_once
 
 __all__ = ["warn_if_on_loop"]
 

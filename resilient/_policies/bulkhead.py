@@ -28,11 +28,11 @@ from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar, cast
 
-from . import _hooks
-from ._compose import Layer, is_async_callable, wrap
-from ._deadline import seconds_of
-from ._exceptions import BulkheadFullError
-from .config import current_config, switches
+from resilient._core import events as _hooks
+from resilient._core.deadline import seconds_of
+from resilient._core.exceptions import BulkheadFullError
+from resilient._core.wrapping import Layer, is_async_callable, wrap
+from resilient.config import current_config, switches
 
 __all__ = [
     "PRIORITIES",

@@ -8,7 +8,7 @@ measured ~55 µs per failed call here (it copies itself and builds a ``concurren
 future per attempt), against the ~4 µs budget for a call that fails twice.
 
 When attempts run out the last attempt's exception is re-raised as it is, never wrapped.
-By default only transient failures are retried (:func:`resilient._classify.is_transient`).
+By default only transient failures are retried (:func:`resilient._core.classify.is_transient`).
 A Retry-After is waited out; no wait starts that cannot end before the deadline; a per-name
 retry budget caps retries to a share of calls so an outage is not amplified.
 """
@@ -24,16 +24,20 @@ from typing import Any, ParamSpec, TypeVar, cast, overload
 
 import tenacity
 
-from . import _clock, _deadline, _hooks
-from ._blocking import warn_if_on_loop
-from ._classify import (
+from resilient._core import clock as _clock
+from resilient._core import deadline as _deadline
+from resilient._core import events as _hooks
+from resilient._core.blocking import warn_if_on_loop
+from resilient._core.classify import (
     _TRANSIENT,
     is_transient,
     plain_category,
     proves_not_sent,
     retry_after,
 )
-from ._compose import (
+from resilient._core.deadline import seconds_of
+from resilient._core.exceptions import CircuitOpenError, RiskLimitError
+from resilient._core.wrapping import (
     Layer,
     check_target,
     exception_matcher,
@@ -41,10 +45,8 @@ from ._compose import (
     policy_name,
     wrap,
 )
-from ._deadline import seconds_of
-from ._exceptions import CircuitOpenError, RiskLimitError
-from .config import current_config, switches
-from .config._bounds import DELAY, check_arguments
+from resilient.config import current_config, switches
+from resilient.config._bounds import DELAY, check_arguments
 
 __all__ = [
     "BudgetSnapshot",

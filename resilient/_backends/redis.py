@@ -23,13 +23,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
-from . import _clock
-from ._cache import CachedValue, MemoryCache, set_fallback_cache
-from ._cache_codec import decode_entry, encode_entry
-from ._extras import missing_extra, require
-from ._logging import logger
-from ._redis_url import parse_redis_url
-from ._sanitize import mask_url, sanitize
+from resilient._core import clock as _clock
+from resilient._core.cache_codec import decode_entry, encode_entry
+from resilient._core.extras import missing_extra, require
+from resilient._core.log import logger
+from resilient._core.redis_url import parse_redis_url
+from resilient._core.sanitize import mask_url, sanitize
+from resilient._policies.cache import CachedValue, MemoryCache, set_fallback_cache
 
 if TYPE_CHECKING:  # redis-py is the `redis` extra: imported only when a URL is used
     import redis.asyncio as aioredis
@@ -502,11 +502,11 @@ class CacheEntry:
 class RedisCache:
     """The fallback cache on Redis, with the in-process cache as first copy and stand-in.
 
-    Follows :class:`resilient._cache.FallbackCache`. Writes go to the in-process cache at
+    Follows :class:`resilient._policies.cache.FallbackCache`. Writes go to the in-process cache at
     once and to Redis in the background (coalesced, pipelined); reads ask Redis first (bounded
     by ``timeout``) so every process serves the freshest value, then the in-process copy.
 
-    Values are stored as typed JSON (:mod:`resilient._cache_codec`) and come back equal and
+    Values are stored as typed JSON (:mod:`resilient._core.cache_codec`) and come back equal and
     of the same type; a value it cannot represent stays in-process only. Nothing read from
     Redis is ever unpickled.
     """
@@ -521,7 +521,7 @@ class RedisCache:
         serializer: str = "json",
         default_ttl: float | None = None,
     ) -> None:
-        from .config import current_config
+        from resilient.config import current_config
 
         if serializer != "json":
             raise ValueError(

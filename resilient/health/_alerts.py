@@ -26,10 +26,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import _clock
-from ._exceptions import ConfigError, ConfigProblem
-from ._logging import logger
-from ._sanitize import sanitize
+from resilient._core import clock as _clock
+from resilient._core.exceptions import ConfigError, ConfigProblem
+from resilient._core.log import logger
+from resilient._core.sanitize import sanitize
 
 __all__ = [
     "DEFAULT_RULES",
@@ -316,7 +316,7 @@ class _Tracked:
 
 
 def _iso(wall: float) -> str:
-    from .health._model import iso_utc
+    from resilient.health._model import iso_utc
 
     return iso_utc(wall)
 
@@ -350,7 +350,7 @@ class AlertManager:
             ConfigError: the section is invalid.
         """
         if config is None:
-            from .config import current_config
+            from resilient.config import current_config
 
             config = current_config()
         section = config.section("alerts")

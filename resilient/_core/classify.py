@@ -20,9 +20,9 @@ from email.utils import parsedate_to_datetime
 from enum import StrEnum
 from fractions import Fraction
 
-from . import _clock
-from ._exceptions import BulkheadFullError, CircuitOpenError, RiskLimitError
-from ._exceptions import TimeoutError as ResilientTimeoutError
+from resilient._core import clock as _clock
+from resilient._core.exceptions import BulkheadFullError, CircuitOpenError, RiskLimitError
+from resilient._core.exceptions import TimeoutError as ResilientTimeoutError
 
 __all__ = [
     "ErrorCategory",

@@ -36,8 +36,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from . import _clock
-from ._logging import logger
+from resilient._core import clock as _clock
+from resilient._core.log import logger
 
 __all__ = [
     "CachedValue",

@@ -12,7 +12,7 @@ import threading
 from collections import deque
 from typing import Any
 
-from .. import _clock
+from resilient._core import clock as _clock
 
 __all__ = ["DEFAULT_WINDOW", "ComponentStats", "all_stats", "p95", "reset_stats", "stats"]
 

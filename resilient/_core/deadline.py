@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import timedelta
 
-from . import _clock
+from resilient._core import clock as _clock
 
 __all__ = ["deadline", "remaining", "seconds_of"]
 

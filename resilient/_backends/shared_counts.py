@@ -39,13 +39,13 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from ._breaker_storage import ORIGIN
-from ._logging import logger
-from ._redis_url import breaker_tag
+from resilient._core.log import logger
+from resilient._core.redis_url import breaker_tag
+from resilient._policies.breaker_storage import ORIGIN
 
 if TYPE_CHECKING:
-    from ._retry import RetryBudget
-    from ._shared_state import RedisSharedState
+    from resilient._backends.shared_state import RedisSharedState
+    from resilient._policies.retry import RetryBudget
 
 __all__ = ["SharedBudget", "SharedCounts", "attach_breaker", "get_counts", "share_budget"]
 
@@ -93,7 +93,7 @@ return {total_calls, total_retries, fails, tripped, math.max(peers, 1)}
 
 
 class SharedBudget:
-    """The cluster-wide side of one :class:`~resilient._retry.RetryBudget` (its ``shared``)."""
+    """The cluster-wide side of one :class:`~resilient._policies.retry.RetryBudget`."""
 
     __slots__ = (
         "calls",
@@ -127,7 +127,7 @@ class SharedBudget:
 
     def try_spend(self, owner: RetryBudget) -> bool:
         """Take one retry from the cluster-wide budget; ``False`` (counted) when spent."""
-        from ._retry import BUDGET_TTL
+        from resilient._policies.retry import BUDGET_TTL
 
         if self.tally.counts.state._closed:  # its backend is gone: back to the local budget
             owner.shared = None
@@ -272,8 +272,8 @@ class SharedCounts:
                 self._task = asyncio.run_coroutine_threadsafe(self._run(), self.state.worker.loop)
 
     async def _run(self) -> None:
-        from ._redis import RedisUnavailable
-        from ._shared_state import _eval
+        from resilient._backends.redis import RedisUnavailable
+        from resilient._backends.shared_state import _eval
 
         synced = time.monotonic()
         while not self.state._closed:
@@ -325,7 +325,7 @@ def get_counts(state: RedisSharedState) -> SharedCounts:
 def attach_breaker(breaker: Any, backend: Any) -> None:
     """Count ``breaker``'s failures across the cluster and share the retry budget of the
     same name (called when a shared breaker attaches to the Redis backend)."""
-    from ._shared_state import RedisSharedState
+    from resilient._backends.shared_state import RedisSharedState
 
     if not isinstance(backend, RedisSharedState) or not breaker.shared:
         return
@@ -340,9 +340,9 @@ def attach_breaker(breaker: Any, backend: Any) -> None:
 def share_budget(name: str, backend: Any = None) -> SharedBudget | None:
     """Make the retry budget ``name`` cluster-wide (through the installed shared backend).
     Returns ``None`` when no Redis backend is installed."""
-    from ._breaker_storage import get_shared_backend
-    from ._retry import get_retry_budget
-    from ._shared_state import RedisSharedState
+    from resilient._backends.shared_state import RedisSharedState
+    from resilient._policies.breaker_storage import get_shared_backend
+    from resilient._policies.retry import get_retry_budget
 
     backend = backend or get_shared_backend()
     if not isinstance(backend, RedisSharedState):

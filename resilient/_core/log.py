@@ -24,8 +24,8 @@ from loguru import logger as _root_logger
 from loguru._logger import Core as _Core  # loguru's documented way to build a separate logger
 from loguru._logger import Logger as _Logger
 
-from ._context import current_correlation_id
-from ._sanitize import sanitize, sanitize_obj
+from resilient._core.context import current_correlation_id
+from resilient._core.sanitize import sanitize, sanitize_obj
 
 if TYPE_CHECKING:
     from loguru import Logger, Message, Record
@@ -181,7 +181,7 @@ def enable_logging(
     never written: only the exception's class and its sanitized message.
     """
     global _handler_id, _level_no
-    from .config import current_config
+    from resilient.config import current_config
 
     config = current_config()
     if level is None:

@@ -15,8 +15,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, ParamSpec, TypeVar, cast
 
-from . import _cache, _clock, _hooks
-from ._compose import (
+from resilient._core import clock as _clock
+from resilient._core import events as _hooks
+from resilient._core.deadline import seconds_of
+from resilient._core.exceptions import CircuitOpenError, RiskLimitError
+from resilient._core.wrapping import (
     UNSET,
     Layer,
     check_target,
@@ -25,10 +28,9 @@ from ._compose import (
     policy_name,
     wrap,
 )
-from ._deadline import seconds_of
-from ._exceptions import CircuitOpenError, RiskLimitError
-from .config import current_config, switches
-from .config._bounds import check_arguments
+from resilient._policies import cache as _cache
+from resilient.config import current_config, switches
+from resilient.config._bounds import check_arguments
 
 __all__ = ["FallbackStatus", "fallback", "fallback_status", "reset_fallback_status"]
 

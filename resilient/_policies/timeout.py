@@ -24,12 +24,13 @@ from datetime import timedelta
 from queue import Empty, SimpleQueue
 from typing import Any, ParamSpec, TypeVar, cast
 
-from . import _clock, _deadline
-from ._blocking import warn_if_on_loop
-from ._compose import Layer, check_target, is_async_callable, policy_name, wrap
-from ._deadline import seconds_of
-from ._exceptions import TimeoutError as ResilientTimeout
-from .config._bounds import check_arguments
+from resilient._core import clock as _clock
+from resilient._core import deadline as _deadline
+from resilient._core.blocking import warn_if_on_loop
+from resilient._core.deadline import seconds_of
+from resilient._core.exceptions import TimeoutError as ResilientTimeout
+from resilient._core.wrapping import Layer, check_target, is_async_callable, policy_name, wrap
+from resilient.config._bounds import check_arguments
 
 __all__ = ["timeout"]
 

@@ -14,8 +14,8 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 if TYPE_CHECKING:
-    from ._breaker import ExcludeSpec
-    from ._retry import Idempotent, RetryOn
+    from resilient._policies.breaker import ExcludeSpec
+    from resilient._policies.retry import Idempotent, RetryOn
 
 __all__ = [
     "UNSET",
@@ -185,10 +185,10 @@ def resilient(
         use_breaker / use_retry: leave a layer out entirely.
         Other keyword arguments go to :func:`~resilient.breaker` and :func:`~resilient.retry`.
     """
-    from ._breaker import breaker as _breaker
-    from ._fallback import fallback as _fallback
-    from ._retry import retry as _retry
-    from ._timeout import timeout as _timeout
+    from resilient._policies.breaker import breaker as _breaker
+    from resilient._policies.fallback import fallback as _fallback
+    from resilient._policies.retry import retry as _retry
+    from resilient._policies.timeout import timeout as _timeout
 
     layers: list[Callable[[Any], Any]] = []
     if timeout is not None:

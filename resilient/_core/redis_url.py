@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
 
-from ._sanitize import mask_url
+from resilient._core.sanitize import mask_url
 
 __all__ = ["RedisTarget", "breaker_tag", "limits_storage", "parse_redis_url"]
 

@@ -29,7 +29,7 @@ import uuid
 import zoneinfo
 from typing import Any, TypeVar
 
-from ._logging import logger
+from resilient._core.log import logger
 
 __all__ = ["IN_PROCESS_ONLY", "decode_entry", "encode_entry", "register_cache_type"]
 
