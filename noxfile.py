@@ -5,7 +5,7 @@ from __future__ import annotations
 import nox
 
 nox.options.default_venv_backend = "venv"
-nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.sessions = ["lint", "imports", "typecheck", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
 PY = "3.11"
@@ -35,6 +35,13 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package and the typing test file."""
     session.install("-e", ".[dev]")
     session.run("mypy", "resilient", "tests/typing")
+
+
+@nox.session(python=PY)
+def imports(session: nox.Session) -> None:
+    """The layer contracts of pyproject.toml ([tool.importlinter])."""
+    session.install("-e", ".[dev]")
+    session.run("lint-imports")
 
 
 @nox.session(python=PY)

@@ -23,7 +23,11 @@ from resilient._core import events as _hooks
 from resilient._core.exceptions import RiskLimitError
 from resilient._core.sanitize import sanitize
 from resilient._demo_services import SimulatedBroker, SimulatedFeed
+from resilient._policies.breaker import breakers
 from resilient.config import Config, current_config
+from resilient.integration import ResilienceFactory
+from resilient.streams import Gap, StreamSupervisor
+from resilient.trading import PaperBroker, last_fallback
 
 __all__ = ["DemoResult", "Phase", "demo_config", "run_demo"]
 
@@ -119,8 +123,6 @@ def _demo_stream(record: Callable[..., None], factory: Any, counts: dict[str, in
     """The stream phase: a simulated crypto quote stream (no server, no websockets) that
     drops its connection after 1 s and goes silent from 2 s to 2.8 s; the supervisor
     reconnects, resubscribes and reports each gap."""
-    from resilient.streams import Gap, StreamSupervisor
-
     started = time.monotonic()
     state = {"dropped": False}
 
@@ -283,10 +285,6 @@ async def run_demo(
     progress: bool = False,
 ) -> DemoResult:
     """Run the scripted session and return what happened."""
-    import resilient
-    from resilient.integration import ResilienceFactory
-    from resilient.trading import PaperBroker, last_fallback
-
     result = DemoResult(seed=seed)
     display = _Display(out, err, narrate=narrate, progress=progress)
     counts: dict[str, int] = dict.fromkeys(
@@ -360,7 +358,7 @@ async def run_demo(
     config = demo_config(sqlite_path=str(Path(tmp.name) / "demo.db"))
     for name in ("main_data", "main_broker"):
         with contextlib.suppress(Exception):
-            resilient.breakers.remove(name)
+            breakers.remove(name)
     factory = ResilienceFactory(config, logging=False)
     feed, broker, stream = SimulatedFeed(seed), None, None
     try:
@@ -469,7 +467,7 @@ async def run_demo(
                     shown += f" (cached, {info.age:.1f}s old)"
             except Exception as exc:
                 shown = f"{symbol} unavailable ({type(exc).__name__})"
-            state = str(resilient.breakers.get("main_data").snapshot().state)
+            state = str(breakers.get("main_data").snapshot().state)
             display.status(min(1.0, now / END), f"{name:<13} {shown} | main_data {state}")
             if now >= END:
                 recovered = state == "closed" and not orchestrator.alerts.active()
@@ -492,7 +490,7 @@ async def run_demo(
         await factory.shutdown()
         for name in ("main_data", "main_broker"):
             with contextlib.suppress(Exception):
-                resilient.breakers.remove(name)
+                breakers.remove(name)
         tmp.cleanup()
     per_intent: dict[str, int] = {}
     for order in sim_broker.orders:

@@ -15,7 +15,11 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from resilient._backends.redis import RedisUnavailable, close_workers
+from resilient._backends.shared_state import RedisSharedState
 from resilient._core.sanitize import mask_url, sanitize, sanitize_obj
+from resilient._policies.breaker import breakers
+from resilient.config import current_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,8 +38,6 @@ def _iso(epoch: Any) -> str:
 
 
 def _local() -> dict[str, dict[str, Any]]:
-    from resilient import breakers
-
     found: dict[str, dict[str, Any]] = {}
     for snap in breakers.snapshots():
         found[snap.name] = {
@@ -50,9 +52,6 @@ def _local() -> dict[str, dict[str, Any]]:
 
 
 def _shared_state(url: str) -> Any:
-    from resilient._backends.shared_state import RedisSharedState
-    from resilient.config import current_config
-
     redis = current_config().redis
     return RedisSharedState(
         url, timeout=max(redis.timeout, 0.5), prefix=redis.key_prefix, origin=f"cli-{os.getpid()}"
@@ -101,8 +100,6 @@ def _print_table(rows: dict[str, dict[str, Any]], *, redis_read: bool) -> None:
 
 
 def _run_async(coro: Any) -> Any:
-    from resilient._backends.redis import close_workers
-
     try:
         return asyncio.run(coro)
     finally:
@@ -112,9 +109,6 @@ def _run_async(coro: Any) -> Any:
 def run(args: argparse.Namespace) -> int:
     """List breakers, or reset ``args.name``; exit 1 when Redis is unreachable or the name is
     unknown, 2 for usage or configuration errors."""
-    from resilient._backends.redis import RedisUnavailable
-    from resilient.config import current_config
-
     config = current_config()
     url = config.redis.url
     if args.action is None and args.name is not None:
@@ -161,9 +155,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _reset(args: argparse.Namespace, url: str | None) -> int:
-    from resilient import breakers
-    from resilient._backends.redis import RedisUnavailable
-
     name: str = args.name
     local_names = set(breakers.names())
     if not url:

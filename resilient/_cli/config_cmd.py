@@ -11,6 +11,8 @@ from resilient._core.exceptions import ConfigError, ConfigProblem
 from resilient._core.sanitize import MASK, sanitize, sanitize_obj
 from resilient.config import ConfigManager
 from resilient.config._schema import SECTIONS, Config
+from resilient.health._alerts import DEFAULT_RULES, rules_from_config
+from resilient.integration import ResilienceFactory
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,9 +55,6 @@ def validate_features(config: Config) -> None:
     Raises:
         ConfigError: listing every problem of those sections.
     """
-    from resilient.health._alerts import DEFAULT_RULES, rules_from_config
-    from resilient.integration import ResilienceFactory
-
     problems: list[ConfigProblem] = []
     try:
         ResilienceFactory(config, logging=False, database=False)

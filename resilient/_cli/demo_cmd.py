@@ -7,6 +7,8 @@ import asyncio
 import json
 import sys
 
+from resilient._demo import render_health, run_demo
+
 HELP = (
     "Run a simulated broker and market-data feed through a seeded fault script (a 429 with "
     "Retry-After, slow answers, an outage, a lost order answer, recovery) on the embedded "
@@ -35,8 +37,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; 0 when every behaviour it demonstrates was observed."""
-    from resilient._demo import render_health, run_demo
-
     progress = not args.no_progress and sys.stderr.isatty()
     if not args.json:
         print("resilient demo: a simulated trading session through a scripted outage")

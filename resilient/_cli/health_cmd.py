@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from resilient._core.sanitize import sanitize, sanitize_obj
+from resilient.config import current_config
+from resilient.health import CheckResult, HealthOrchestrator, HealthStatus, registry
 
 if TYPE_CHECKING:
     from resilient.health import CheckResult, HealthRegistry
@@ -45,9 +47,6 @@ def _sqlite_file_result() -> CheckResult | None:
     """The database's result when it is an embedded SQLite file that does not exist yet
     (opening it would create it: a health probe must not leave one behind); ``None`` when
     the database should be probed normally."""
-    from resilient.config import current_config
-    from resilient.health import CheckResult, HealthStatus
-
     db = current_config().database
     if not db.is_sqlite or db.sqlite_path == ":memory:":
         return None
@@ -73,8 +72,6 @@ async def _attach_data_layer(stack: list[Any]) -> None:
     The database and any stand-in for a failed start go on ``stack``; their ``close()``
     unregisters them again.
     """
-    from resilient.health import CheckResult, HealthStatus, registry
-
     try:
         from resilient.db import get_database
     except ImportError as exc:  # a broken install: say so rather than report nothing
@@ -108,8 +105,6 @@ async def _attach_data_layer(stack: list[Any]) -> None:
 
 async def collect() -> dict[str, Any]:
     """Run one health cycle with the data layer attached and return the system health."""
-    from resilient.health import HealthOrchestrator
-
     stack: list[Any] = []
     try:
         await _attach_data_layer(stack)

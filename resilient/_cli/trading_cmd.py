@@ -13,6 +13,8 @@ import sys
 from typing import Any
 
 from resilient._core.sanitize import sanitize
+from resilient.config import current_config
+from resilient.trading._state import decode, encode, redis_client, state_key
 
 STATES = ("active", "reducing", "halted")
 
@@ -32,9 +34,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Show or set the trading state; 0 on success, 1 when Redis is unreachable, 2 when the
     state cannot be shared (no ``redis.url``)."""
-    from resilient.config import current_config
-    from resilient.trading._state import decode, encode, redis_client, state_key
-
     config = current_config()
     url = config.redis.url
     shown: dict[str, Any] = {"state": config.trading.state, "source": "settings (trading.state)"}

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final, ParamSpec, TypeAlias, TypeVar, cast
 
+from resilient._core.classify import classify
 from resilient._core.clock import FakeClock, get_clock, use_clock
 from resilient._core.wrapping import is_async_callable
 
@@ -153,7 +154,6 @@ FAULT_KINDS: Final[tuple[str, ...]] = tuple(_FAULTS)
 def _category(exc: BaseException | None) -> str | None:
     if exc is None:
         return None
-    from resilient._core.classify import classify  # imported late: only the test helpers need it
 
     return str(classify(exc).value)
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from itertools import pairwise
 from typing import Any, Final
 
+from resilient._core.classify import is_transient, retry_after
 from resilient.testing.flaky import Call
 
 __all__ = [
@@ -133,8 +134,6 @@ def assert_within_policy(
     Raises:
         AssertionError: naming the broken rule and the calls.
     """
-    from resilient._core.classify import is_transient, retry_after
-
     if max_attempts < 1:
         raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
     if len(calls) > max_attempts:

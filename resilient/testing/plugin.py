@@ -21,11 +21,14 @@ from urllib.parse import urlsplit
 import pytest
 
 from resilient._core.clock import FakeClock
+from resilient.config import current_config
 from resilient.testing._isolation import isolated_state
+from resilient.testing._policy import zero_wait_retries
+from resilient.testing.faults import FaultProxy
 from resilient.testing.flaky import use_fake_clock
+from resilient.testing.servers import postgres_server, redis_server
 
 if TYPE_CHECKING:
-    from resilient.testing.faults import FaultProxy
     from resilient.testing.servers import PostgresServer, RedisServer
 
 try:  # async fixtures need pytest-asyncio (in the "testing" extra)
@@ -56,14 +59,10 @@ def _endpoint(spec: str) -> tuple[str, str, int]:
     """(label, host, port) of a marker argument."""
     name = spec.strip().lower()
     if name in ("postgres", "postgresql"):
-        from resilient.config import current_config
-
         db = current_config().database
         host = db.host or "127.0.0.1"
         return "PostgreSQL", host, int(db.port or _DEFAULT_PORTS[name])
     if name == "redis":
-        from resilient.config import current_config
-
         url = current_config().redis.url or "redis://127.0.0.1:6379/0"
         parts = urlsplit(url)
         return "Redis", parts.hostname or "127.0.0.1", parts.port or 6379
@@ -132,8 +131,6 @@ def isolated_registry() -> Iterator[None]:
 @pytest.fixture
 def zero_wait() -> Iterator[None]:
     """Retries in the test never wait between attempts (the attempts themselves still happen)."""
-    from resilient.testing._policy import zero_wait_retries
-
     with zero_wait_retries():
         yield
 
@@ -169,8 +166,6 @@ def throwaway_postgres() -> Iterator[PostgresServer]:
 
     Needs the PostgreSQL server binaries; the test is skipped without them (failed when CI=true).
     """
-    from resilient.testing.servers import postgres_server
-
     yield from _throwaway_server("PostgreSQL", postgres_server)
 
 
@@ -180,8 +175,6 @@ def throwaway_redis() -> Iterator[RedisServer]:
 
     Needs ``redis-server``; the test is skipped without it (failed when CI=true).
     """
-    from resilient.testing.servers import redis_server
-
     yield from _throwaway_server("Redis", redis_server)
 
 
@@ -189,8 +182,6 @@ FaultProxyFactory = Callable[..., Awaitable["FaultProxy"]]
 
 
 async def _fault_proxy() -> AsyncIterator[FaultProxyFactory]:
-    from resilient.testing.faults import FaultProxy
-
     proxies: list[FaultProxy] = []
 
     async def start(target_host: str = "127.0.0.1", target_port: int = 0) -> FaultProxy:
