@@ -42,7 +42,7 @@ import json
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from resilient._backends.redis import (
@@ -54,6 +54,7 @@ from resilient._backends.redis import (
     make_redis_client,
 )
 from resilient._core import clock as _clock
+from resilient._core.inline import run_inline
 from resilient._core.log import logger
 from resilient._core.redis_url import breaker_tag
 from resilient._policies.breaker_storage import ORIGIN, CircuitRecord, set_shared_backend
@@ -361,11 +362,14 @@ class RedisSharedState:
         finally:
             self._flushing = False
 
-    async def acquire_permit(self, name: str, limit: int, ttl: float) -> bool | None:
-        """One of ``limit`` cluster-wide half-open permits, waited for up to
-        ``permit_timeout`` (a slow connect or reply is asked again within the bound).
-        Without an answer: ``False`` while the listener still reaches Redis (slow, not
-        gone), ``None`` once it has lost Redis too (the local permits decide)."""
+    async def _acquire(
+        self,
+        name: str,
+        limit: int,
+        ttl: float,
+        call: Callable[[Any, float], Awaitable[Any]],
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> bool | None:
         if self._refused(name):
             return self._granted(name, 0, ttl, "", cached=True)
         token = self._token()
@@ -373,32 +377,36 @@ class RedisSharedState:
         end = time.monotonic() + self.permit_timeout
         while True:
             try:
-                reply = await self.worker.call(fn, end - time.monotonic(), force=True)
+                reply = await call(fn, end - time.monotonic())
                 break
             except RedisUnavailable as exc:
                 if not (_slow(exc) and end - time.monotonic() > PERMIT_RETRY):
                     self._give_back(name, token)  # a grant that lands after we gave up
                     return self._unanswered(name, ttl)
-                await asyncio.sleep(PERMIT_RETRY)
+                await sleep(PERMIT_RETRY)
         return self._granted(name, int(reply), ttl, token)
+
+    async def acquire_permit(self, name: str, limit: int, ttl: float) -> bool | None:
+        """One of ``limit`` cluster-wide half-open permits, waited for up to
+        ``permit_timeout`` (a slow connect or reply is asked again within the bound).
+        Without an answer: ``False`` while the listener still reaches Redis (slow, not
+        gone), ``None`` once it has lost Redis too (the local permits decide)."""
+
+        async def call(fn: Any, bound: float) -> Any:
+            return await self.worker.call(fn, bound, force=True)
+
+        return await self._acquire(name, limit, ttl, call, asyncio.sleep)
 
     def acquire_permit_sync(self, name: str, limit: int, ttl: float) -> bool | None:
         """Blocking :meth:`acquire_permit` (at most ``permit_timeout``)."""
-        if self._refused(name):
-            return self._granted(name, 0, ttl, "", cached=True)
-        token = self._token()
-        fn = self._acquire_fn(name, limit, ttl, token)
-        end = time.monotonic() + self.permit_timeout
-        while True:
-            try:
-                reply = self.worker.call_sync(fn, end - time.monotonic(), force=True)
-                break
-            except RedisUnavailable as exc:
-                if not (_slow(exc) and end - time.monotonic() > PERMIT_RETRY):
-                    self._give_back(name, token)
-                    return self._unanswered(name, ttl)
-                time.sleep(PERMIT_RETRY)
-        return self._granted(name, int(reply), ttl, token)
+
+        async def call(fn: Any, bound: float) -> Any:
+            return self.worker.call_sync(fn, bound, force=True)
+
+        async def sleep(seconds: float) -> None:
+            time.sleep(seconds)  # noqa: ASYNC251 - run inline by a blocking caller, no loop
+
+        return run_inline(self._acquire(name, limit, ttl, call, sleep))
 
     def _unanswered(self, name: str, ttl: float) -> bool | None:
         """No permit answer within the bound. While the listener still reaches Redis, Redis

@@ -23,6 +23,7 @@ from typing import Any, Final, ParamSpec, TypeAlias, TypeVar, cast
 
 from resilient._core.classify import classify
 from resilient._core.clock import FakeClock, get_clock, use_clock
+from resilient._core.inline import run_inline
 from resilient._core.wrapping import is_async_callable
 
 __all__ = [
@@ -406,19 +407,25 @@ class FlakyService:
 
     # --- playing ---------------------------------------------------------------------------
 
-    def _play_sync(self, fn: Callable[..., Any] | None, args: Any, kwargs: Any) -> Any:
+    async def _play(
+        self,
+        args: Any,
+        kwargs: Any,
+        invoke: Callable[[], Awaitable[Any]] | None,
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> Any:
+        """One call: the scripted latency, the function (or ``value``), then the outcome."""
         call = self._start(args, kwargs)
         before, answer, after = self._split(call.outcome)
-        clock = get_clock()
         result: Any = None
         try:
             if before:
-                clock.sleep(before)
+                await sleep(before)
             if answer.reached:
                 call.reached = True
-                result = fn(*args, **kwargs) if fn is not None else self.value
+                result = await invoke() if invoke is not None else self.value
             if after:
-                clock.sleep(after)
+                await sleep(after)
             exc = answer.make_exception()
         except BaseException as error:
             self._finish(call, None, error)
@@ -429,30 +436,22 @@ class FlakyService:
         self._finish(call, result, None)
         return result
 
+    def _play_sync(self, fn: Callable[..., Any] | None, args: Any, kwargs: Any) -> Any:
+        clock = get_clock()
+
+        async def sleep(seconds: float) -> None:
+            clock.sleep(seconds)
+
+        async def invoke() -> Any:
+            return fn(*args, **kwargs) if fn is not None else None
+
+        return run_inline(self._play(args, kwargs, invoke if fn is not None else None, sleep))
+
     async def _play_async(
         self, fn: Callable[..., Awaitable[Any]] | None, args: Any, kwargs: Any
     ) -> Any:
-        call = self._start(args, kwargs)
-        before, answer, after = self._split(call.outcome)
-        clock = get_clock()
-        result: Any = None
-        try:
-            if before:
-                await clock.asleep(before)
-            if answer.reached:
-                call.reached = True
-                result = await fn(*args, **kwargs) if fn is not None else self.value
-            if after:
-                await clock.asleep(after)
-            exc = answer.make_exception()
-        except BaseException as error:
-            self._finish(call, None, error)
-            raise
-        if exc is not None:
-            self._finish(call, None, exc)
-            raise exc
-        self._finish(call, result, None)
-        return result
+        invoke = None if fn is None else functools.partial(fn, *args, **kwargs)
+        return await self._play(args, kwargs, invoke, get_clock().asleep)
 
     def call(self, *args: Any, **kwargs: Any) -> Any:
         """Play the next outcome synchronously with no function behind it."""
