@@ -27,8 +27,6 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, ParamSpec, TypeVar, cast, overload
 
-import pybreaker
-
 from . import _clock, _hooks
 from ._breaker_storage import (
     ORIGIN,
@@ -49,6 +47,7 @@ from ._compose import (
 )
 from ._deadline import seconds_of
 from ._exceptions import CircuitOpenError, ConfigError, ConfigProblem
+from ._pybreaker import pybreaker
 from .config import current_config, switches
 from .config._bounds import check_arguments
 

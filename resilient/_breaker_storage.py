@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-import pybreaker
+from ._pybreaker import pybreaker
 
 __all__ = [
     "ORIGIN",

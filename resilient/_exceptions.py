@@ -18,7 +18,7 @@ import builtins
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import pybreaker
+from ._pybreaker import pybreaker
 
 __all__ = [
     "BulkheadFullError",
