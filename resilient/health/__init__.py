@@ -10,7 +10,7 @@ from .._alerts import AlertEvent, AlertManager, AlertRule
 from ._model import CheckResult, ComponentHealth, HealthReport, HealthStatus
 from ._orchestrator import HealthOrchestrator
 from ._registry import HealthRegistry
-from ._sources import policy_components
+from ._sources import policy_components as _policy_components
 from ._stats import ComponentStats, stats
 
 __all__ = [
@@ -29,4 +29,4 @@ __all__ = [
 ]
 
 registry = HealthRegistry()
-registry.add_provider(policy_components)
+registry.add_provider(_policy_components)
