@@ -67,17 +67,17 @@ class _RedisWatch(MetaPathFinder):
 
     def bind(self, redis: ModuleType) -> None:
         """Give pybreaker the names its own ``from redis import ...`` would have bound."""
+        try:
+            names = {
+                "Redis": redis.Redis,
+                "Pipeline": importlib.import_module("redis.client").Pipeline,
+                "RedisError": importlib.import_module("redis.exceptions").RedisError,
+            }
+        except (ImportError, AttributeError):
+            return  # as pybreaker on a broken redis: no CircuitRedisStorage
         with self._lock:
             if self._pybreaker is None or self._done:
                 return  # pybreaker is still being imported: import_pybreaker binds
-            try:
-                names = {
-                    "Redis": redis.Redis,
-                    "Pipeline": importlib.import_module("redis.client").Pipeline,
-                    "RedisError": importlib.import_module("redis.exceptions").RedisError,
-                }
-            except (ImportError, AttributeError):
-                return  # as pybreaker on a broken redis: no CircuitRedisStorage
             vars(self._pybreaker).update(names, HAS_REDIS_SUPPORT=True)
             self._done = True
 
