@@ -17,45 +17,52 @@ caller marks idempotent, and failures that prove the statement never reached the
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import time
+import asyncio as _asyncio
+import contextlib as _contextlib
+import time as _time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
-from typing import Any, TypeVar
+from contextlib import asynccontextmanager as _asynccontextmanager
+from dataclasses import asdict as _asdict
+from dataclasses import dataclass as _dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import event, text
-from sqlalchemy.engine import URL, Row, RowMapping, make_url
-from sqlalchemy.ext.asyncio import (
-    AsyncConnection,
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
-from sqlalchemy.sql import Executable
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    wait_exponential_jitter,
-    wait_none,
-)
+from sqlalchemy import event as _event
+from sqlalchemy import text as _text
+from sqlalchemy.engine import URL as _URL
+from sqlalchemy.engine import make_url as _make_url
+from sqlalchemy.ext.asyncio import async_sessionmaker as _async_sessionmaker
+from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
+from sqlalchemy.sql import Executable as _Executable
+from tenacity import AsyncRetrying as _AsyncRetrying
+from tenacity import retry_if_exception as _retry_if_exception
+from tenacity import wait_exponential_jitter as _wait_exponential_jitter
+from tenacity import wait_none as _wait_none
 
 from resilient._core import clock as _clock
 from resilient._core import deadline as _deadline
-from resilient._core.classify import classify, is_transient, proves_not_sent
-from resilient._core.extras import missing_extra
-from resilient._core.log import logger
-from resilient._core.sanitize import mask_url, sanitize
-from resilient.config import Config, current_config, subscribe, switches
+from resilient._core.classify import classify as _classify
+from resilient._core.classify import is_transient as _is_transient
+from resilient._core.classify import proves_not_sent as _proves_not_sent
+from resilient._core.extras import missing_extra as _missing_extra
+from resilient._core.log import logger as _logger
+from resilient._core.sanitize import mask_url as _mask_url
+from resilient._core.sanitize import sanitize as _sanitize
+from resilient.config import current_config as _current_config
+from resilient.config import subscribe as _subscribe
+from resilient.config import switches as _switches
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Row, RowMapping
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+    from tenacity import RetryCallState
+
+    from resilient.config import Config
 
 __all__ = ["DB_BUDGET_FACTOR", "Database", "PoolStats", "get_database", "register_health_checks"]
 
 T = TypeVar("T")
-Statement = str | Executable
-Params = Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
+_Statement = str | _Executable
+_Params = Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
 
 DB_BUDGET_FACTOR = 2.0
 """A database call (pool wait, pre-ping, reconnects, every attempt and the waits between them)
@@ -67,7 +74,7 @@ _STATEMENT_LOG_LIMIT = 2000
 _START_KEY = "resilient_query_start"
 
 
-@dataclass(frozen=True, slots=True)
+@_dataclass(frozen=True, slots=True)
 class PoolStats:
     """Connection pool figures for health and metrics.
 
@@ -84,11 +91,11 @@ class PoolStats:
 
     def to_dict(self) -> dict[str, Any]:
         """The figures as a JSON-ready dict."""
-        return asdict(self)
+        return _asdict(self)
 
 
-def _as_statement(sql: Statement) -> Executable:
-    return text(sql) if isinstance(sql, str) else sql
+def _as_statement(sql: _Statement) -> _Executable:
+    return _text(sql) if isinstance(sql, str) else sql
 
 
 def _statement_text(statement: str) -> str:
@@ -108,22 +115,22 @@ class Database:
         self,
         config: Config,
         *,
-        url: str | URL | None = None,
+        url: str | _URL | None = None,
         name: str = "database",
         application_name: str = "resilient",
     ) -> None:
         self.name = name
         self.application_name = application_name
         self._config = config
-        self._url = make_url(url) if url is not None else self._url_from(config)
+        self._url = _make_url(url) if url is not None else self._url_from(config)
         self._engine: AsyncEngine | None = None
-        self._sessions: async_sessionmaker[AsyncSession] | None = None
+        self._sessions: _async_sessionmaker[AsyncSession] | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._registered = False
         self._registry: Any = None
         self._component = name
         self._holders = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop: _asyncio.AbstractEventLoop | None = None
         self._apply(config)
 
     @classmethod
@@ -131,7 +138,7 @@ class Database:
         cls,
         config: Config | None = None,
         *,
-        url: str | URL | None = None,
+        url: str | _URL | None = None,
         name: str = "database",
         application_name: str = "resilient",
     ) -> Database:
@@ -142,14 +149,14 @@ class Database:
         returned and shared — one pool, one ``name`` component — and it stays open and in
         health until its last user closes it.
         """
-        config = config or current_config()
-        target = make_url(url) if url is not None else cls._url_from(config)
+        config = config or _current_config()
+        target = _make_url(url) if url is not None else cls._url_from(config)
         key = (target.render_as_string(hide_password=False), name, application_name)
         shared = _started.get(key)
         # a pool belongs to the event loop that started it: share only on that loop
         if (
             shared is not None
-            and shared._loop is asyncio._get_running_loop()
+            and shared._loop is _asyncio._get_running_loop()
             and shared._config.database == config.database
         ):
             shared._holders += 1
@@ -168,11 +175,11 @@ class Database:
     # -- configuration ------------------------------------------------------------------
 
     @staticmethod
-    def _url_from(config: Config) -> URL:
+    def _url_from(config: Config) -> _URL:
         db = config.database
         if db.is_sqlite:
-            return URL.create("sqlite+aiosqlite", database=db.sqlite_path)
-        return URL.create(
+            return _URL.create("sqlite+aiosqlite", database=db.sqlite_path)
+        return _URL.create(
             "postgresql+asyncpg",
             username=db.user or None,
             password=db.password or None,
@@ -195,7 +202,7 @@ class Database:
     @property
     def url_masked(self) -> str:
         """The URL with its password masked (safe to log or show)."""
-        return mask_url(self._url.render_as_string(hide_password=True))
+        return _mask_url(self._url.render_as_string(hide_password=True))
 
     def engine_options(self) -> dict[str, Any]:
         """The keyword arguments given to ``create_async_engine`` (no secret in them)."""
@@ -238,12 +245,12 @@ class Database:
         """The SQLAlchemy engine (created on first use; no connection is opened until needed)."""
         if self._engine is None:
             try:
-                self._engine = create_async_engine(self._url, **self.engine_options())
+                self._engine = _create_async_engine(self._url, **self.engine_options())
             except ModuleNotFoundError as exc:  # the driver: asyncpg is the `db` extra
-                raise missing_extra(exc, f"the {self.url_masked} database") from None
-            self._sessions = async_sessionmaker(self._engine, expire_on_commit=False)
+                raise _missing_extra(exc, f"the {self.url_masked} database") from None
+            self._sessions = _async_sessionmaker(self._engine, expire_on_commit=False)
             self._install_events(self._engine)
-            self._unsubscribe = subscribe(self._apply)
+            self._unsubscribe = _subscribe(self._apply)
         return self._engine
 
     async def start(
@@ -252,7 +259,7 @@ class Database:
         """Create the engine (no connection is opened) and register the health component
         ``name`` on ``registry`` (default: the process health registry)."""
         _ = self.engine
-        self._loop = asyncio.get_running_loop()
+        self._loop = _asyncio.get_running_loop()
         _started[self._key()] = self
         if register_health and not self._registered:
             if registry is None:
@@ -323,22 +330,22 @@ class Database:
     def _install_events(self, engine: AsyncEngine) -> None:
         sync = engine.sync_engine
 
-        @event.listens_for(sync, "before_cursor_execute")
+        @_event.listens_for(sync, "before_cursor_execute")
         def _before(
             conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool
         ) -> None:
-            conn.info.setdefault(_START_KEY, []).append(time.perf_counter())
+            conn.info.setdefault(_START_KEY, []).append(_time.perf_counter())
 
-        @event.listens_for(sync, "after_cursor_execute")
+        @_event.listens_for(sync, "after_cursor_execute")
         def _after(
             conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool
         ) -> None:
             starts = conn.info.get(_START_KEY)
             if not starts:
                 return
-            elapsed = time.perf_counter() - starts.pop()
+            elapsed = _time.perf_counter() - starts.pop()
             if elapsed >= self._slow:
-                logger.warning(
+                _logger.warning(
                     "slow query on {} ({:.3f}s ≥ {:.3f}s): {}",
                     self.name,
                     elapsed,
@@ -346,11 +353,11 @@ class Database:
                     _statement_text(statement),
                 )
             elif self._log_all:
-                logger.info(
+                _logger.info(
                     "query on {} ({:.3f}s): {}", self.name, elapsed, _statement_text(statement)
                 )
 
-        @event.listens_for(sync, "handle_error")
+        @_event.listens_for(sync, "handle_error")
         def _error(ctx: Any) -> None:
             if isinstance(ctx.original_exception, TimeoutError):
                 # A timed-out connection is suspect (maybe a dead link): discard it instead of
@@ -362,14 +369,14 @@ class Database:
                 )
                 terminate = getattr(driver, "terminate", None)
                 if callable(terminate):
-                    with contextlib.suppress(Exception):
+                    with _contextlib.suppress(Exception):
                         terminate()
             conn = ctx.connection
             starts = conn.info.get(_START_KEY) if conn is not None else None
             if starts:
-                elapsed = time.perf_counter() - starts.pop()
+                elapsed = _time.perf_counter() - starts.pop()
                 if self._log_all or elapsed >= self._slow:
-                    logger.warning(
+                    _logger.warning(
                         "query on {} failed after {:.3f}s ({}): {}",
                         self.name,
                         elapsed,
@@ -379,9 +386,9 @@ class Database:
 
     # -- retries ------------------------------------------------------------------------
 
-    def _retrying(self, *, idempotent: bool, end: float) -> AsyncRetrying:
+    def _retrying(self, *, idempotent: bool, end: float) -> _AsyncRetrying:
         res = self._config.resilience
-        attempts = res.retry_max_attempts if switches.retry_enabled else 1
+        attempts = res.retry_max_attempts if _switches.retry_enabled else 1
 
         def stop(state: RetryCallState) -> bool:
             # no attempt after the last, and no wait the call's budget cannot cover
@@ -391,34 +398,34 @@ class Database:
             return _clock._current.monotonic() + wait >= end
 
         def retryable(exc: BaseException) -> bool:
-            if not is_transient(exc):
+            if not _is_transient(exc):
                 return False
-            return idempotent or proves_not_sent(exc)
+            return idempotent or _proves_not_sent(exc)
 
         def before_sleep(state: RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
-            logger.warning(
+            _logger.warning(
                 "{} attempt {} failed ({}: {}); retrying in {:.3f}s",
                 self.name,
                 state.attempt_number,
                 type(exc).__name__,
-                sanitize(exc),
+                _sanitize(exc),
                 state.upcoming_sleep,
             )
 
         async def asleep(seconds: float) -> None:
             await _clock._current.asleep(seconds)
 
-        return AsyncRetrying(
+        return _AsyncRetrying(
             stop=stop,
-            wait=wait_exponential_jitter(
+            wait=_wait_exponential_jitter(
                 multiplier=res.retry_initial_delay,
                 max=res.retry_max_delay,
                 jitter=res.retry_initial_delay,
             )
             if res.retry_initial_delay > 0
-            else wait_none(),
-            retry=retry_if_exception(retryable),
+            else _wait_none(),
+            retry=_retry_if_exception(retryable),
             before_sleep=before_sleep,
             sleep=asleep,
             reraise=True,
@@ -448,14 +455,14 @@ class Database:
                 with retrying:
                     return await attempt()
         except BaseException as exc:
-            if not isinstance(exc, asyncio.CancelledError):
+            if not isinstance(exc, _asyncio.CancelledError):
                 _note_failure(self.name, exc)
             raise
         raise AssertionError("unreachable")  # pragma: no cover
 
     # -- sessions and transactions ------------------------------------------------------
 
-    @asynccontextmanager
+    @_asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
         """An ``AsyncSession``: committed when the block succeeds, rolled back otherwise."""
         _ = self.engine
@@ -468,7 +475,7 @@ class Database:
                 await session.rollback()
                 raise
 
-    @asynccontextmanager
+    @_asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """A connection inside ``BEGIN``…``COMMIT`` (rolled back on error; never retried)."""
         async with self.engine.begin() as conn:
@@ -491,7 +498,7 @@ class Database:
 
     # -- one-statement helpers ----------------------------------------------------------
 
-    async def fetch_all(self, sql: Statement, params: Params = None) -> list[RowMapping]:
+    async def fetch_all(self, sql: _Statement, params: _Params = None) -> list[RowMapping]:
         """Rows of a read as mappings (retried on transient failures)."""
 
         async def once() -> list[RowMapping]:
@@ -501,7 +508,7 @@ class Database:
 
         return await self._with_retry(once, idempotent=True)
 
-    async def fetch_one(self, sql: Statement, params: Params = None) -> RowMapping | None:
+    async def fetch_one(self, sql: _Statement, params: _Params = None) -> RowMapping | None:
         """The first row of a read, or ``None`` (retried on transient failures)."""
 
         async def once() -> RowMapping | None:
@@ -511,7 +518,7 @@ class Database:
 
         return await self._with_retry(once, idempotent=True)
 
-    async def scalar(self, sql: Statement, params: Mapping[str, Any] | None = None) -> Any:
+    async def scalar(self, sql: _Statement, params: Mapping[str, Any] | None = None) -> Any:
         """The first column of the first row of a read (retried on transient failures)."""
 
         async def once() -> Any:
@@ -521,7 +528,7 @@ class Database:
         return await self._with_retry(once, idempotent=True)
 
     async def execute(
-        self, sql: Statement, params: Params = None, *, idempotent: bool = False
+        self, sql: _Statement, params: _Params = None, *, idempotent: bool = False
     ) -> int:
         """Run a write in its own transaction; returns the affected row count.
 
@@ -536,7 +543,7 @@ class Database:
 
         return await self._with_retry(once, idempotent=idempotent)
 
-    async def rows(self, sql: Statement, params: Params = None) -> Sequence[Row[Any]]:
+    async def rows(self, sql: _Statement, params: _Params = None) -> Sequence[Row[Any]]:
         """Rows of a read as SQLAlchemy ``Row`` tuples (retried on transient failures)."""
 
         async def once() -> Sequence[Row[Any]]:
@@ -570,24 +577,24 @@ class Database:
         res, db = self._config.resilience, self._config.database
         limit = within if within is not None else min(res.health_check_timeout, db.command_timeout)
         backend = "sqlite" if self.is_sqlite else "postgresql"
-        started = time.perf_counter()
+        started = _time.perf_counter()
         try:
-            async with asyncio.timeout(limit):
+            async with _asyncio.timeout(limit):
                 async with self.engine.connect() as conn:
-                    await conn.execute(text("SELECT 1"))
+                    await conn.execute(_text("SELECT 1"))
         except Exception as exc:
-            latency = time.perf_counter() - started
+            latency = _time.perf_counter() - started
             return {
                 "status": "unhealthy",
-                "detail": f"{type(exc).__name__}: {sanitize(exc)}"[:500]
+                "detail": f"{type(exc).__name__}: {_sanitize(exc)}"[:500]
                 if str(exc)
                 else f"{type(exc).__name__} after {latency:.3f}s",
                 "backend": backend,
                 "latency_ms": round(latency * 1000, 2),
-                "category": str(classify(exc)),
+                "category": str(_classify(exc)),
                 "pool": self.pool_stats().to_dict(),
             }
-        latency = time.perf_counter() - started
+        latency = _time.perf_counter() - started
         stats = self.pool_stats()
         status, detail = "healthy", ""
         if latency >= self._slow:
@@ -608,13 +615,13 @@ async def _bounded(work: Awaitable[T], seconds: float, name: str) -> T:
     on its own (a cancelled query on a dead link can take seconds to unwind), and the caller
     gets :class:`TimeoutError` at once."""
     if seconds <= 0:  # nothing may start once the budget is spent
-        if asyncio.iscoroutine(work):
+        if _asyncio.iscoroutine(work):
             work.close()
         raise TimeoutError(f"{name}: the call's time budget (or the deadline) is spent")
-    task = asyncio.ensure_future(work)
+    task = _asyncio.ensure_future(work)
     try:
-        done, _ = await asyncio.wait((task,), timeout=seconds)
-    except asyncio.CancelledError:
+        done, _ = await _asyncio.wait((task,), timeout=seconds)
+    except _asyncio.CancelledError:
         task.cancel()
         task.add_done_callback(_abandoned)
         raise
@@ -628,7 +635,7 @@ async def _bounded(work: Awaitable[T], seconds: float, name: str) -> T:
     )
 
 
-def _abandoned(task: asyncio.Future[Any]) -> None:
+def _abandoned(task: _asyncio.Future[Any]) -> None:
     if not task.cancelled():
         task.exception()  # retrieved: an abandoned attempt's error is not "never retrieved"
 

@@ -7,10 +7,11 @@ error rate for alerts, and logs the error once with its correlation id and a san
 
 from __future__ import annotations
 
-import threading
-from collections import Counter, deque
+import threading as _threading
+from collections import Counter as _Counter
+from collections import deque as _deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass as _dataclass
 from typing import Any
 
 from resilient._core import clock as _clock
@@ -22,9 +23,10 @@ from resilient._core.classify import (
     register_classifier,
     retry_after,
 )
-from resilient._core.context import correlation_id, current_correlation_id, new_correlation_id
-from resilient._core.log import logger
-from resilient._core.sanitize import sanitize
+from resilient._core.context import correlation_id, current_correlation_id
+from resilient._core.context import new_correlation_id as _new_correlation_id
+from resilient._core.log import logger as _logger
+from resilient._core.sanitize import sanitize as _sanitize
 
 __all__ = [
     "ErrorCategory",
@@ -43,7 +45,7 @@ __all__ = [
 ]
 
 _MARK = "__resilient_error_recorded__"
-DEFAULT_WINDOW = 60.0
+_DEFAULT_WINDOW = 60.0
 _RECENT = 50
 # Exceptions that refuse attributes (a frozen dataclass, a ``__setattr__`` that raises) are
 # remembered themselves, not by id: a freed exception's id is soon reused by the next one, which
@@ -52,7 +54,7 @@ _RECENT = 50
 _ID_MEMORY = 64
 
 
-@dataclass(frozen=True, slots=True)
+@_dataclass(frozen=True, slots=True)
 class ErrorRecord:
     """One counted error."""
 
@@ -95,15 +97,15 @@ class ErrorTracker:
     def __init__(
         self,
         *,
-        window: float = DEFAULT_WINDOW,
+        window: float = _DEFAULT_WINDOW,
         clock: _clock.Clock | None = None,
         call_counter: Callable[[], int] | None = None,
     ) -> None:
-        self._lock = threading.Lock()
+        self._lock = _threading.Lock()
         self._clock = clock
         self.window = window
         self._call_counter = call_counter if call_counter is not None else _sum_breaker_calls
-        self._seen: deque[BaseException] = deque(maxlen=_ID_MEMORY)
+        self._seen: _deque[BaseException] = _deque(maxlen=_ID_MEMORY)
         self.reset()
 
     def reset(self) -> None:
@@ -111,19 +113,19 @@ class ErrorTracker:
         with self._lock:
             self.total_errors = 0
             self.rejections = 0
-            self.rejections_by_component: Counter[str] = Counter()
-            self.by_category: Counter[str] = Counter()
-            self.by_component: Counter[str] = Counter()
-            self.recent: deque[ErrorRecord] = deque(maxlen=_RECENT)
+            self.rejections_by_component: _Counter[str] = _Counter()
+            self.by_category: _Counter[str] = _Counter()
+            self.by_component: _Counter[str] = _Counter()
+            self.recent: _deque[ErrorRecord] = _deque(maxlen=_RECENT)
             # [second, count] buckets: bounded memory under an error storm
-            self._buckets: deque[list[int]] = deque()
+            self._buckets: _deque[list[int]] = _deque()
             self._in_window = 0
             # a fresh mark per tracker and reset: "already counted" means counted *here*
             self._token = object()
             self._extra_calls = 0
             # (monotonic, cumulative operations) samples within the window
             # The baseline: cumulative counters start at zero, so "since the start" is exact.
-            self._samples: deque[tuple[float, int]] = deque([(float("-inf"), 0)])
+            self._samples: _deque[tuple[float, int]] = _deque([(float("-inf"), 0)])
             self._seen.clear()
 
     def _now(self) -> _clock.Clock:
@@ -170,13 +172,13 @@ class ErrorTracker:
                 return None
             clock = self._now()
             # read, never set: setting it here would leak the id into unrelated later work
-            cid = current_correlation_id() or new_correlation_id()
+            cid = current_correlation_id() or _new_correlation_id()
             record = ErrorRecord(
                 category=category,
                 component=component,
                 correlation_id=cid,
                 error_type=type(exc).__name__,
-                message=sanitize(exc),
+                message=_sanitize(exc),
                 timestamp=clock.time(),
                 monotonic=clock.monotonic(),
             )
@@ -273,7 +275,7 @@ class ErrorTracker:
 
 def _log(record: ErrorRecord, exc: BaseException) -> None:
     where = f" in {record.component}" if record.component else ""
-    bound = logger.bind(
+    bound = _logger.bind(
         correlation_id=record.correlation_id,
         category=record.category.value,
         error_type=record.error_type,
@@ -309,7 +311,7 @@ def _export_error(category: ErrorCategory) -> None:
 tracker = ErrorTracker()
 
 _hook_remover: Callable[[], None] | None = None
-_hook_lock = threading.Lock()
+_hook_lock = _threading.Lock()
 
 
 def _on_policy_event(event: Any) -> None:

@@ -11,35 +11,36 @@ Serve it with any ASGI server, e.g. ``uvicorn.run(create_app(), host="127.0.0.1"
 
 from __future__ import annotations
 
-import asyncio
-import json
-import time
+import asyncio as _asyncio
+import json as _json
+import time as _time
 from typing import TYPE_CHECKING, Any
 
-from resilient._core.extras import missing_extra
+from resilient._core.extras import missing_extra as _missing_extra
 
 try:
-    from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.responses import Response
-    from starlette.routing import Route
+    from starlette.applications import Starlette as _Starlette
+    from starlette.requests import Request as _Request
+    from starlette.responses import Response as _Response
+    from starlette.routing import Route as _Route
 except ModuleNotFoundError as _exc:
-    raise missing_extra(_exc, "resilient.http (the health endpoint)") from None
+    raise _missing_extra(_exc, "resilient.http (the health endpoint)") from None
 
 from resilient import __version__
-from resilient._core.sanitize import sanitize_obj
-from resilient.health._model import HealthReport, HealthStatus
+from resilient._core.sanitize import sanitize_obj as _sanitize_obj
+from resilient.health._model import HealthStatus as _HealthStatus
 
 if TYPE_CHECKING:
     from resilient.health import HealthOrchestrator, HealthRegistry
+    from resilient.health._model import HealthReport
 
 __all__ = ["HEALTH_CONTENT_TYPE", "create_app", "health_json"]
 
 HEALTH_CONTENT_TYPE = "application/health+json"
 _IETF = {
-    HealthStatus.HEALTHY: "pass",
-    HealthStatus.DEGRADED: "warn",
-    HealthStatus.UNHEALTHY: "fail",
+    _HealthStatus.HEALTHY: "pass",
+    _HealthStatus.DEGRADED: "warn",
+    _HealthStatus.UNHEALTHY: "fail",
 }
 _NO_STORE = {"Cache-Control": "no-store"}
 
@@ -77,13 +78,13 @@ def health_json(report: HealthReport, *, service_id: str = "resilient") -> dict[
         "time": report.timestamp,
         "checks": checks,
     }
-    clean: dict[str, Any] = sanitize_obj(body)
+    clean: dict[str, Any] = _sanitize_obj(body)
     return clean
 
 
-def _health_response(body: dict[str, Any], status_code: int) -> Response:
-    return Response(
-        json.dumps(body, default=str),
+def _health_response(body: dict[str, Any], status_code: int) -> _Response:
+    return _Response(
+        _json.dumps(body, default=str),
         status_code=status_code,
         media_type=HEALTH_CONTENT_TYPE,
         headers=_NO_STORE,
@@ -96,7 +97,7 @@ def create_app(
     registry: HealthRegistry | None = None,
     service_id: str = "resilient",
     max_age: float = 1.0,
-) -> Starlette:
+) -> _Starlette:
     """The health/metrics ASGI app.
 
     Args:
@@ -115,36 +116,36 @@ def create_app(
 
             registry = default_registry
     checks = registry
-    lock = asyncio.Lock()
+    lock = _asyncio.Lock()
     latest: list[tuple[float, HealthReport]] = []
 
     async def run_checks() -> HealthReport:
         async with lock:  # waiters reuse the report of the run they waited for
-            if latest and time.monotonic() - latest[0][0] < max_age:
+            if latest and _time.monotonic() - latest[0][0] < max_age:
                 return latest[0][1]
             if orchestrator is not None:
                 report = await orchestrator.run_cycle()
             else:
                 report = await checks.check_all()
-            latest[:] = [(time.monotonic(), report)]
+            latest[:] = [(_time.monotonic(), report)]
             return report
 
-    async def health(request: Request) -> Response:
+    async def health(request: _Request) -> _Response:
         report = await run_checks()
-        code = 503 if report.overall_status is HealthStatus.UNHEALTHY else 200
+        code = 503 if report.overall_status is _HealthStatus.UNHEALTHY else 200
         return _health_response(health_json(report, service_id=service_id), code)
 
-    async def live(request: Request) -> Response:
+    async def live(request: _Request) -> _Response:
         return _health_response(
             {"status": "pass", "serviceId": service_id, "releaseId": __version__}, 200
         )
 
-    async def ready(request: Request) -> Response:
+    async def ready(request: _Request) -> _Response:
         report = await run_checks()
         not_ready = sorted(
             name
             for name, c in report.components.items()
-            if c.critical and c.status is not HealthStatus.HEALTHY
+            if c.critical and c.status is not _HealthStatus.HEALTHY
         )
         body: dict[str, Any] = {
             "status": "pass" if not not_ready else "fail",
@@ -154,28 +155,28 @@ def create_app(
         }
         if not_ready:
             body["output"] = "critical components not healthy: " + ", ".join(not_ready)
-        return _health_response(sanitize_obj(body), 200 if not not_ready else 503)
+        return _health_response(_sanitize_obj(body), 200 if not not_ready else 503)
 
-    async def metrics_endpoint(request: Request) -> Response:
+    async def metrics_endpoint(request: _Request) -> _Response:
         from resilient import metrics
 
         try:
             payload = metrics.generate_latest()
         except ImportError:
-            return Response(
+            return _Response(
                 "prometheus_client is not installed: pip install 'resilient[prometheus]'\n",
                 status_code=501,
                 media_type="text/plain",
             )
         from prometheus_client import CONTENT_TYPE_LATEST
 
-        return Response(payload, media_type=CONTENT_TYPE_LATEST, headers=_NO_STORE)
+        return _Response(payload, media_type=CONTENT_TYPE_LATEST, headers=_NO_STORE)
 
-    return Starlette(
+    return _Starlette(
         routes=[
-            Route("/health", health, methods=["GET"]),
-            Route("/health/live", live, methods=["GET"]),
-            Route("/health/ready", ready, methods=["GET"]),
-            Route("/metrics", metrics_endpoint, methods=["GET"]),
+            _Route("/health", health, methods=["GET"]),
+            _Route("/health/live", live, methods=["GET"]),
+            _Route("/health/ready", ready, methods=["GET"]),
+            _Route("/metrics", metrics_endpoint, methods=["GET"]),
         ]
     )

@@ -16,35 +16,42 @@ await factory.shutdown()
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import functools
-import itertools
+import asyncio as _asyncio
+import contextlib as _contextlib
+import functools as _functools
+import itertools as _itertools
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
-from resilient._core.exceptions import ConfigError, ConfigProblem
-from resilient._core.log import enable_logging, logger, warn_once
-from resilient._core.sanitize import sanitize
-from resilient._core.wrapping import is_async_callable
-from resilient.config import Config, current_config, subscribe
-from resilient.health import HealthOrchestrator, HealthRegistry
-from resilient.trading._context import TradingContext
-from resilient.trading._freshness import TimedPrice
-from resilient.trading._proxy import ResilientService
-from resilient.trading._settings import DEFAULTS_KEY, service_settings
-from resilient.trading._unknown import UnknownOrders
+from resilient._core.exceptions import ConfigError as _ConfigError
+from resilient._core.exceptions import ConfigProblem as _ConfigProblem
+from resilient._core.log import enable_logging as _enable_logging
+from resilient._core.log import logger as _logger
+from resilient._core.log import warn_once as _warn_once
+from resilient._core.sanitize import sanitize as _sanitize
+from resilient._core.wrapping import is_async_callable as _is_async_callable
+from resilient.config import current_config as _current_config
+from resilient.config import subscribe as _subscribe
+from resilient.health import HealthOrchestrator as _HealthOrchestrator
+from resilient.trading._context import TradingContext as _TradingContext
+from resilient.trading._freshness import TimedPrice as _TimedPrice
+from resilient.trading._proxy import ResilientService as _ResilientService
+from resilient.trading._settings import DEFAULTS_KEY as _DEFAULTS_KEY
+from resilient.trading._settings import service_settings as _service_settings
 
 if TYPE_CHECKING:
+    from resilient.config import Config
     from resilient.db import Database
+    from resilient.health import HealthRegistry
+    from resilient.trading._unknown import UnknownOrders
 
 __all__ = ["ResilienceFactory"]
 
 T = TypeVar("T")
-_factory_ids = itertools.count(1)
+_factory_ids = _itertools.count(1)
 
 
-class _TradingOrchestrator(HealthOrchestrator):
+class _TradingOrchestrator(_HealthOrchestrator):
     """The factory's orchestrator: its system health also lists ``orders_unknown``, the orders
     whose outcome is unknown (client order id, service, method, symbol, age)."""
 
@@ -90,7 +97,7 @@ class ResilienceFactory:
                 "writes resilient's records to a sink of its own, 'loguru' hands them to your "
                 "loguru handlers"
             )
-        self.config = config if config is not None else current_config()
+        self.config = config if config is not None else _current_config()
         if registry is None:
             from resilient.health import registry as default_registry
 
@@ -98,9 +105,9 @@ class ResilienceFactory:
         self.registry: HealthRegistry = registry
         self._logging = logging
         self._use_database = database
-        self._context = TradingContext(self.config)
-        self._services: dict[str, ResilientService] = {}
-        self._orchestrator: HealthOrchestrator | None = None
+        self._context = _TradingContext(self.config)
+        self._services: dict[str, _ResilientService] = {}
+        self._orchestrator: _HealthOrchestrator | None = None
         self._database: Any = None
         self._cache: Any = None
         self._shared: Any = None
@@ -108,7 +115,7 @@ class ResilienceFactory:
         self._initialized = False
         self._standins: set[str] = set()
         # (proxy, method name, original method) of proxies made before initialize_resilience()
-        self._first_call_guards: list[tuple[ResilientService, str, Any]] = []
+        self._first_call_guards: list[tuple[_ResilientService, str, Any]] = []
         self._warn_key = f"factory-not-initialized:{next(_factory_ids)}"
         self._reconciler: Any = None
         self._validate_services()
@@ -117,11 +124,11 @@ class ResilienceFactory:
 
     def _validate_services(self) -> None:
         section = self.config.section("services")
-        problems: list[ConfigProblem] = []
+        problems: list[_ConfigProblem] = []
         for name, value in section.items():
             if not isinstance(value, Mapping):
                 problems.append(
-                    ConfigProblem(
+                    _ConfigProblem(
                         key=f"services.{name}",
                         rule="must be a table of settings",
                         fix=f"write [default.services.{name}] as a table",
@@ -130,11 +137,11 @@ class ResilienceFactory:
                 )
                 continue
             try:
-                service_settings(self.config, str(name) if name != DEFAULTS_KEY else "_")
-            except ConfigError as exc:
+                _service_settings(self.config, str(name) if name != _DEFAULTS_KEY else "_")
+            except _ConfigError as exc:
                 problems.extend(p for p in exc.problems if p not in problems)
         if problems:
-            raise ConfigError(problems, env=self.config.env)
+            raise _ConfigError(problems, env=self.config.env)
 
     def _on_reload(self, config: Config) -> None:
         self.config = config
@@ -155,9 +162,9 @@ class ResilienceFactory:
         self._initialized = True
         self._drop_first_call_guards()
         if self._logging:
-            enable_logging(level=self.config.log_level, propagate=self._logging == "loguru")
-        if self.config is current_config() and self._unsubscribe is None:
-            self._unsubscribe = subscribe(self._on_reload)
+            _enable_logging(level=self.config.log_level, propagate=self._logging == "loguru")
+        if self.config is _current_config() and self._unsubscribe is None:
+            self._unsubscribe = _subscribe(self._on_reload)
         if self._use_database and self._database is None:
             await self._start_database()
         if self._cache is None:
@@ -169,7 +176,9 @@ class ResilienceFactory:
         self._start_reconciler()
         orchestrator = self.get_orchestrator()
         report = await orchestrator.start()
-        logger.info("resilience initialised ({}): {}", self.config.env, report.overall_status.value)
+        _logger.info(
+            "resilience initialised ({}): {}", self.config.env, report.overall_status.value
+        )
         return report.to_dict()
 
     async def _start_database(self) -> None:
@@ -218,14 +227,14 @@ class ResilienceFactory:
 
         async def loop() -> None:
             while True:
-                await asyncio.sleep(self.config.resilience.health_check_interval)
+                await _asyncio.sleep(self.config.resilience.health_check_interval)
                 if self._context.unknown.pending():
                     try:
                         await self.reconcile()
                     except Exception as exc:
-                        logger.warning("reconcile failed: {}", type(exc).__name__)
+                        _logger.warning("reconcile failed: {}", type(exc).__name__)
 
-        self._reconciler = asyncio.get_running_loop().create_task(loop())
+        self._reconciler = _asyncio.get_running_loop().create_task(loop())
 
     async def reconcile(self) -> dict[str, list[dict[str, Any]]]:
         """Check the orders of unknown outcome (:class:`resilient.trading.OrderStatusUnknown`)
@@ -253,14 +262,14 @@ class ResilienceFactory:
         try:
             self._context.state.start()
         except Exception as exc:
-            logger.error("shared trading state not followed: {}", sanitize(type(exc).__name__))
+            _logger.error("shared trading state not followed: {}", _sanitize(type(exc).__name__))
 
     def _not_started(
         self, component: str, what: str, exc: Exception, status: str, *, critical: bool
     ) -> None:
         """Log why ``component`` did not start and register it with a fixed ``status``."""
-        message = sanitize(f"{type(exc).__name__}: {exc}")
-        logger.error(what + " not started: {}", message)
+        message = _sanitize(f"{type(exc).__name__}: {exc}")
+        _logger.error(what + " not started: {}", message)
         self.registry.register(
             component, lambda: {"status": status, "detail": message}, critical=critical
         )
@@ -268,7 +277,7 @@ class ResilienceFactory:
 
     # -- a factory used before initialize_resilience() ----------------------------------
 
-    def _guard_first_call(self, proxy: ResilientService) -> None:
+    def _guard_first_call(self, proxy: _ResilientService) -> None:
         """Until :meth:`initialize_resilience`, each public method of ``proxy`` is a one-shot
         wrapper that warns (once per factory) and puts the method back: no cost after."""
         for method_name, original in list(proxy._methods.items()):
@@ -278,10 +287,10 @@ class ResilienceFactory:
             proxy.__dict__[method_name] = guard
             self._first_call_guards.append((proxy, method_name, original))
 
-    def _first_call_guard(self, proxy: ResilientService, method_name: str, original: Any) -> Any:
+    def _first_call_guard(self, proxy: _ResilientService, method_name: str, original: Any) -> Any:
         def notice() -> None:
             self._drop_first_call_guards()
-            warn_once(
+            _warn_once(
                 self._warn_key,
                 "{}.{}() called on a ResilienceFactory that was never initialised: call "
                 "`await factory.initialize_resilience()` once at start-up (or use `async with "
@@ -292,16 +301,16 @@ class ResilienceFactory:
                 method_name,
             )
 
-        if is_async_callable(original):
+        if _is_async_callable(original):
 
-            @functools.wraps(original)
+            @_functools.wraps(original)
             async def first_async(*args: Any, **kwargs: Any) -> Any:
                 notice()
                 return await original(*args, **kwargs)
 
             return first_async
 
-        @functools.wraps(original)
+        @_functools.wraps(original)
         def first(*args: Any, **kwargs: Any) -> Any:
             notice()
             return original(*args, **kwargs)
@@ -323,14 +332,14 @@ class ResilienceFactory:
         role: str,
         paper: bool | None,
         kinds: Mapping[str, str] | None = None,
-    ) -> ResilientService:
+    ) -> _ResilientService:
         if obj is None:
             raise TypeError(f"create_resilient_{role}() needs the client object to wrap")
-        settings = service_settings(self.config, name)
+        settings = _service_settings(self.config, name)
         old = self._services.pop(name, None)
         if old is not None and old in self._context.market_data:
             self._context.market_data.remove(old)
-        proxy = ResilientService(
+        proxy = _ResilientService(
             obj, name, role=role, settings=settings, context=self._context, paper=paper, kinds=kinds
         )
         self._services[name] = proxy
@@ -397,9 +406,9 @@ class ResilienceFactory:
         """Record a price seen on a stream (``timestamp``: when it was observed, wall-clock
         seconds; default now). Orders are valued on the freshest price known, and never on
         one older than ``trading.max_price_age``."""
-        self._context.remember_price(symbol, TimedPrice(price, timestamp=timestamp, source=source))
+        self._context.remember_price(symbol, _TimedPrice(price, timestamp=timestamp, source=source))
 
-    def service(self, name: str) -> ResilientService:
+    def service(self, name: str) -> _ResilientService:
         """The proxy created for ``name``.
 
         Raises:
@@ -412,7 +421,7 @@ class ResilienceFactory:
             raise KeyError(f"no resilient service {name!r} (known: {known})") from None
 
     @property
-    def services(self) -> dict[str, ResilientService]:
+    def services(self) -> dict[str, _ResilientService]:
         """Every service created by this factory."""
         return dict(self._services)
 
@@ -445,7 +454,7 @@ class ResilienceFactory:
 
     # -- health -------------------------------------------------------------------------
 
-    def get_orchestrator(self) -> HealthOrchestrator:
+    def get_orchestrator(self) -> _HealthOrchestrator:
         """The health orchestrator (``await get_orchestrator().get_system_health()``)."""
         if self._orchestrator is None:
             orchestrator = _TradingOrchestrator(self.registry, config=self.config)
@@ -464,20 +473,20 @@ class ResilienceFactory:
         if self._reconciler is not None:
             task, self._reconciler = self._reconciler, None
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with _contextlib.suppress(_asyncio.CancelledError):
                 await task
         for name, proxy in list(self._services.items()):
             self.registry.unregister(name)
             try:
                 await proxy._aclose()
             except Exception as exc:
-                logger.warning("closing service {} failed: {}", name, type(exc).__name__)
+                _logger.warning("closing service {} failed: {}", name, type(exc).__name__)
         if self._database is not None:
             database, self._database = self._database, None
             try:
                 await database.close()
             except Exception as exc:
-                logger.warning("closing the database failed: {}", type(exc).__name__)
+                _logger.warning("closing the database failed: {}", type(exc).__name__)
         # only a stand-in of the factory's own: a database still held elsewhere keeps its
         # component (Database.close() unregisters it when its last user closes it)
         if "database" in self._standins:
@@ -490,14 +499,14 @@ class ResilienceFactory:
             try:
                 shared.close()
             except Exception as exc:
-                logger.warning("closing the shared circuit state failed: {}", type(exc).__name__)
+                _logger.warning("closing the shared circuit state failed: {}", type(exc).__name__)
         self.registry.unregister("shared_state")
         if self._cache is not None:
             cache, self._cache = self._cache, None
             try:
                 await cache.close()
             except Exception as exc:
-                logger.warning("closing the cache failed: {}", type(exc).__name__)
+                _logger.warning("closing the cache failed: {}", type(exc).__name__)
             if self.config.redis.url:
                 from resilient._backends import redis as _redis
                 from resilient._policies.cache import set_fallback_cache

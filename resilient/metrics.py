@@ -31,14 +31,14 @@ other counters are fed on failure paths only. The recording functions below work
 
 from __future__ import annotations
 
-import re
-import threading
-from collections import Counter
+import re as _re
+import threading as _threading
+from collections import Counter as _Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from resilient._core import events as _hooks
-from resilient._core.extras import require
+from resilient._core.extras import require as _require
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -60,14 +60,14 @@ __all__ = [
     "snapshot",
 ]
 
-PREFIX = "resilient"
+_PREFIX = "resilient"
 _STATES = ("closed", "open", "half-open")
-_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_NAME = _re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
-_lock = threading.Lock()
-_fallbacks: Counter[tuple[str, str]] = Counter()
-_errors: Counter[str] = Counter()
-_transitions: Counter[tuple[str, str]] = Counter()
+_lock = _threading.Lock()
+_fallbacks: _Counter[tuple[str, str]] = _Counter()
+_errors: _Counter[str] = _Counter()
+_transitions: _Counter[tuple[str, str]] = _Counter()
 _pools: dict[str, tuple[int, int, int]] = {}
 _pool_sources: dict[str, Callable[[], Any]] = {}
 _ratelimits: dict[str, tuple[float, float]] = {}
@@ -84,7 +84,7 @@ def record_retry(name: str, attempt: int, exc: BaseException | None) -> None:
 
 def _retry_values() -> dict[tuple[str, str, str], int]:
     """The retry counts by (callable, retry_num, error_type)."""
-    out: Counter[tuple[str, str, str]] = Counter()
+    out: _Counter[tuple[str, str, str]] = _Counter()
     for (name, attempt, exc_type), n in _hooks.retry_counts().items():
         out[(name, str(attempt), exc_type.__name__ if exc_type is not None else "")] += n
     return dict(out)
@@ -230,7 +230,7 @@ def _counter(
     """The counter family ``resilient_<name>`` with one sample per (label values, value)."""
     from prometheus_client.core import CounterMetricFamily
 
-    fam = CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=labels)
+    fam = CounterMetricFamily(f"{_PREFIX}_{name}", doc, labels=labels)
     for label_values, value in values:
         fam.add_metric(list(label_values), value)
     return fam
@@ -248,12 +248,12 @@ class _Collector:
         from resilient.health._sources import breaker_snapshots
 
         state = GaugeMetricFamily(
-            f"{PREFIX}_circuitbreaker_state",
+            f"{_PREFIX}_circuitbreaker_state",
             "Circuit breaker state: 1 for the current state, 0 for the others.",
             labels=["name", "state"],
         )
         calls = CounterMetricFamily(
-            f"{PREFIX}_circuitbreaker_calls",
+            f"{_PREFIX}_circuitbreaker_calls",
             "Calls seen by a circuit breaker by outcome (successful, failed, not_permitted).",
             labels=["name", "kind"],
         )
@@ -306,12 +306,12 @@ class _Collector:
         yield from _health_families()
 
         conns = GaugeMetricFamily(
-            f"{PREFIX}_pool_connections",
+            f"{_PREFIX}_pool_connections",
             "Connection pool connections by state (in_use, idle, max).",
             labels=["pool", "state"],
         )
         util = GaugeMetricFamily(
-            f"{PREFIX}_pool_utilization_ratio",
+            f"{_PREFIX}_pool_utilization_ratio",
             "Connections in use divided by the pool's maximum size.",
             labels=["pool"],
         )
@@ -323,7 +323,7 @@ class _Collector:
         yield conns
         yield util
         usage = GaugeMetricFamily(
-            f"{PREFIX}_ratelimit_usage_ratio",
+            f"{_PREFIX}_ratelimit_usage_ratio",
             "Share of a rate limit used in the current window.",
             labels=["name"],
         )
@@ -331,7 +331,7 @@ class _Collector:
             usage.add_metric([name], (used / limit) if limit else 0.0)
         yield usage
         ages = GaugeMetricFamily(
-            f"{PREFIX}_stream_last_message_age_seconds",
+            f"{_PREFIX}_stream_last_message_age_seconds",
             "Seconds since a supervised stream's last message.",
             labels=["stream"],
         )
@@ -353,7 +353,7 @@ class _Collector:
         for base, series in sorted(by_name.items()):
             label_names = sorted({k for items, _ in series for k, _ in items})
             fam = CounterMetricFamily(
-                f"{PREFIX}_{base}",
+                f"{_PREFIX}_{base}",
                 f"Counter {base} recorded by the application.",
                 labels=label_names,
             )
@@ -379,7 +379,7 @@ def _bulkhead_families() -> Iterator[Metric]:
         ("queue_depth", "Calls waiting for a bulkhead slot now.", "queued"),
         ("max_concurrent_calls", "The bulkhead's concurrent-call limit.", "max_concurrent"),
     ):
-        fam = GaugeMetricFamily(f"{PREFIX}_bulkhead_{metric}", doc, labels=["name"])
+        fam = GaugeMetricFamily(f"{_PREFIX}_bulkhead_{metric}", doc, labels=["name"])
         for b in snaps:
             fam.add_metric([b.name], float(getattr(b, attr)))
         yield fam
@@ -391,12 +391,12 @@ def _health_families() -> Iterator[Metric]:
     from resilient.health import registry
 
     status = GaugeMetricFamily(
-        f"{PREFIX}_health_status",
+        f"{_PREFIX}_health_status",
         "Component health: 1 for the latest status, 0 for the others.",
         labels=["component", "status"],
     )
     latency = GaugeMetricFamily(
-        f"{PREFIX}_health_check_latency_seconds",
+        f"{_PREFIX}_health_check_latency_seconds",
         "Latency of the component's latest health check.",
         labels=["component"],
     )
@@ -420,7 +420,7 @@ def collector_registry() -> CollectorRegistry:
     global _registry
     with _lock:
         if _registry is None:
-            registry_class = require(
+            registry_class = _require(
                 "prometheus_client", "resilient.metrics (Prometheus metrics)"
             ).CollectorRegistry
 
@@ -435,12 +435,12 @@ def register_default() -> None:
     global _default_registered
     with _lock:
         if not _default_registered:
-            prometheus = require("prometheus_client", "resilient.metrics (Prometheus metrics)")
+            prometheus = _require("prometheus_client", "resilient.metrics (Prometheus metrics)")
             prometheus.REGISTRY.register(_collector)
             _default_registered = True
 
 
 def generate_latest() -> bytes:
     """The Prometheus text exposition of the package's metrics."""
-    prometheus = require("prometheus_client", "resilient.metrics (Prometheus metrics)")
+    prometheus = _require("prometheus_client", "resilient.metrics (Prometheus metrics)")
     return bytes(prometheus.generate_latest(collector_registry()))

@@ -22,12 +22,12 @@ exception messages (only the exception's class), so no secret can reach a span.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-import functools
-import threading
+import contextlib as _contextlib
+import contextvars as _contextvars
+import functools as _functools
+import threading as _threading
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 try:
     from opentelemetry import metrics as _metrics
@@ -40,26 +40,30 @@ except ImportError as _missing:  # pragma: no cover - depends on the installatio
 
 from resilient._core import clock as _clock
 from resilient._core import events as _hooks
-from resilient._core.events import EventKind, PolicyEvent
-from resilient._core.wrapping import is_async_callable, policy_name
+from resilient._core.events import EventKind as _EventKind
+from resilient._core.wrapping import is_async_callable as _is_async_callable
+from resilient._core.wrapping import policy_name as _policy_name
+
+if TYPE_CHECKING:
+    from resilient._core.events import PolicyEvent
 
 __all__ = ["Telemetry", "attempts", "install", "installed", "instrument", "traced", "uninstall"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-SCOPE = "resilient"
+_SCOPE = "resilient"
 _STATES = ("closed", "open", "half-open")
 _STRATEGY = {
-    EventKind.RETRY: "retry",
-    EventKind.RETRY_BUDGET_EXHAUSTED: "retry",
-    EventKind.BREAKER_STATE: "circuit_breaker",
-    EventKind.CALL_FAILED: "pipeline",
-    EventKind.FALLBACK_SERVED: "fallback",
-    EventKind.FALLBACK_RECOVERED: "fallback",
-    EventKind.BULKHEAD_REJECTED: "bulkhead",
-    EventKind.RATE_LIMITED: "rate_limiter",
-    EventKind.HEDGE: "hedging",
+    _EventKind.RETRY: "retry",
+    _EventKind.RETRY_BUDGET_EXHAUSTED: "retry",
+    _EventKind.BREAKER_STATE: "circuit_breaker",
+    _EventKind.CALL_FAILED: "pipeline",
+    _EventKind.FALLBACK_SERVED: "fallback",
+    _EventKind.FALLBACK_RECOVERED: "fallback",
+    _EventKind.BULKHEAD_REJECTED: "bulkhead",
+    _EventKind.RATE_LIMITED: "rate_limiter",
+    _EventKind.HEDGE: "hedging",
 }
 
 
@@ -73,7 +77,7 @@ class _Call:
         self.attempts = 0
 
 
-_current: contextvars.ContextVar[_Call | None] = contextvars.ContextVar(
+_current: _contextvars.ContextVar[_Call | None] = _contextvars.ContextVar(
     "resilient_otel_call", default=None
 )
 
@@ -104,13 +108,13 @@ class Telemetry:
         *,
         durations: bool = False,
     ) -> None:
-        meter = (meter_provider or _metrics.get_meter_provider()).get_meter(SCOPE)
-        self.tracer = (tracer_provider or _trace.get_tracer_provider()).get_tracer(SCOPE)
+        meter = (meter_provider or _metrics.get_meter_provider()).get_meter(_SCOPE)
+        self.tracer = (tracer_provider or _trace.get_tracer_provider()).get_tracer(_SCOPE)
         self.durations = durations
         # Events are counted here and read by the SDK at collection time: adding to an SDK
         # counter per event cleans and hashes its attributes (~10 µs), a dict count does not.
         self._counts: dict[tuple[str, str, str, str, str], int] = {}
-        self._counts_lock = threading.Lock()
+        self._counts_lock = _threading.Lock()
         meter.create_observable_counter(
             "resilient.strategy.events",
             callbacks=[self._event_counts],
@@ -141,7 +145,7 @@ class Telemetry:
         kind = event.kind
         call = _current.get()
         name = kind.value
-        if kind is EventKind.BREAKER_STATE:
+        if kind is _EventKind.BREAKER_STATE:
             name = f"circuit_{event.new_state}"
         error = _error_type(event.exception)
         key = (
@@ -159,19 +163,19 @@ class Telemetry:
         details: dict[str, Any] = {"service": event.name}
         if error:
             details["error.type"] = error
-        if kind is EventKind.RETRY:
+        if kind is _EventKind.RETRY:
             details.update({"retry.attempt": event.attempt, "retry.wait": event.wait})
-        elif kind is EventKind.BREAKER_STATE:
+        elif kind is _EventKind.BREAKER_STATE:
             details.update(
                 {"circuit.old_state": event.old_state or "", "circuit.state": event.new_state or ""}
             )
-        elif kind is EventKind.FALLBACK_SERVED:
+        elif kind is _EventKind.FALLBACK_SERVED:
             details["fallback.source"] = event.source or ""
             if event.cache_age is not None:
                 details["fallback.age"] = float(event.cache_age)
-        elif kind is EventKind.RATE_LIMITED:
+        elif kind is _EventKind.RATE_LIMITED:
             details["rate_limit.wait"] = event.wait
-        elif kind is EventKind.HEDGE:
+        elif kind is _EventKind.HEDGE:
             details.update({"hedge.request": event.attempt, "hedge.after": event.elapsed})
         span.add_event(kind.value, details)
 
@@ -223,7 +227,7 @@ def _retry_counts(options: Any) -> Iterable[Any]:
         yield Observation(count, {"service": name, "retry.attempt": attempt, "error.type": error})
 
 
-_lock = threading.Lock()
+_lock = _threading.Lock()
 _installed: Telemetry | None = None
 
 
@@ -246,7 +250,7 @@ def install(
         if _installed is not None:
             _installed.uninstall()
         telemetry._remove = _hooks.add_hook(
-            telemetry, kinds=[k for k in EventKind if k is not EventKind.FALLBACK_RECOVERED]
+            telemetry, kinds=[k for k in _EventKind if k is not _EventKind.FALLBACK_RECOVERED]
         )
         _installed = telemetry
     return telemetry
@@ -281,7 +285,7 @@ def traced(
     Nothing is recorded before :func:`install`."""
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
-        service = name or policy_name(fn)
+        service = name or _policy_name(fn)
         op: str = operation or str(getattr(fn, "__name__", service))
         attributes = {"service": service, "operation": op}
 
@@ -300,7 +304,7 @@ def traced(
                     seconds, {**attributes, "error.type": _error_type(exc)}
                 )
 
-        if is_async_callable(fn):
+        if _is_async_callable(fn):
             afn = cast("Callable[..., Awaitable[Any]]", fn)
 
             async def acall(*args: Any, **kwargs: Any) -> Any:
@@ -348,7 +352,7 @@ def attempts(name: str | None = None) -> Callable[[Callable[P, R]], Callable[P, 
     conventions ask)."""
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
-        service = name or policy_name(fn)
+        service = name or _policy_name(fn)
         base = f"{getattr(fn, '__name__', service)} attempt"
 
         def start() -> tuple[Any, Any, float]:
@@ -374,7 +378,7 @@ def attempts(name: str | None = None) -> Callable[[Callable[P, R]], Callable[P, 
                     {"service": service, "error.type": _error_type(exc)},
                 )
 
-        if is_async_callable(fn):
+        if _is_async_callable(fn):
             afn = cast("Callable[..., Awaitable[Any]]", fn)
 
             async def acall(*args: Any, **kwargs: Any) -> Any:
@@ -425,6 +429,6 @@ def instrument(name: str, **options: Any) -> Callable[[Callable[P, R]], Callable
 
 
 def _copy_meta(wrapper: Any, fn: Any) -> Any:
-    with contextlib.suppress(AttributeError, TypeError):  # exotic callables: copy what can be
-        functools.update_wrapper(wrapper, fn)
+    with _contextlib.suppress(AttributeError, TypeError):  # exotic callables: copy what can be
+        _functools.update_wrapper(wrapper, fn)
     return wrapper

@@ -18,7 +18,7 @@ import builtins
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import pybreaker
+from resilient._core.pybreaker_import import pybreaker
 
 __all__ = [
     "BulkheadFullError",

@@ -27,12 +27,11 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, ParamSpec, TypeVar, cast, overload
 
-import pybreaker
-
 from resilient._core import clock as _clock
 from resilient._core import events as _hooks
 from resilient._core.deadline import seconds_of
 from resilient._core.exceptions import CircuitOpenError, ConfigError, ConfigProblem
+from resilient._core.pybreaker_import import pybreaker
 from resilient._core.wrapping import (
     Layer,
     check_target,

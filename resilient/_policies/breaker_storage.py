@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-import pybreaker
+from resilient._core.pybreaker_import import pybreaker
 
 __all__ = [
     "ORIGIN",

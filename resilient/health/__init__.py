@@ -11,7 +11,7 @@ from resilient.health._alerts import AlertEvent, AlertManager, AlertRule
 from resilient.health._model import CheckResult, ComponentHealth, HealthReport, HealthStatus
 from resilient.health._orchestrator import HealthOrchestrator
 from resilient.health._registry import HealthRegistry
-from resilient.health._sources import policy_components
+from resilient.health._sources import policy_components as _policy_components
 
 __all__ = [
     "AlertEvent",
@@ -29,4 +29,4 @@ __all__ = [
 ]
 
 registry = HealthRegistry()
-registry.add_provider(policy_components)
+registry.add_provider(_policy_components)
