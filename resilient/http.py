@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from resilient._core.extras import missing_extra
 
@@ -26,12 +26,12 @@ try:
 except ModuleNotFoundError as _exc:
     raise missing_extra(_exc, "resilient.http (the health endpoint)") from None
 
-from resilient import __version__
+from resilient import metrics
 from resilient._core.sanitize import sanitize_obj
+from resilient._core.version import __version__
+from resilient.health import HealthOrchestrator, HealthRegistry
+from resilient.health import registry as default_registry
 from resilient.health._model import HealthReport, HealthStatus
-
-if TYPE_CHECKING:
-    from resilient.health import HealthOrchestrator, HealthRegistry
 
 __all__ = ["HEALTH_CONTENT_TYPE", "create_app", "health_json"]
 
@@ -108,12 +108,7 @@ def create_app(
             checks instead of hammering the dependencies (0 runs them for every request).
     """
     if registry is None:
-        if orchestrator is not None:
-            registry = orchestrator.registry
-        else:
-            from resilient.health import registry as default_registry
-
-            registry = default_registry
+        registry = orchestrator.registry if orchestrator is not None else default_registry
     checks = registry
     lock = asyncio.Lock()
     latest: list[tuple[float, HealthReport]] = []
@@ -157,8 +152,6 @@ def create_app(
         return _health_response(sanitize_obj(body), 200 if not not_ready else 503)
 
     async def metrics_endpoint(request: Request) -> Response:
-        from resilient import metrics
-
         try:
             payload = metrics.generate_latest()
         except ImportError:

@@ -42,6 +42,8 @@ from resilient._core import clock as _clock
 from resilient._core import events as _hooks
 from resilient._core.events import EventKind, PolicyEvent
 from resilient._core.wrapping import is_async_callable, policy_name
+from resilient._core.wrapping import resilient as _resilient
+from resilient._policies.breaker import breakers
 
 __all__ = ["Telemetry", "attempts", "install", "installed", "instrument", "traced", "uninstall"]
 
@@ -201,9 +203,7 @@ class Telemetry:
 def _breaker_states(options: Any) -> Iterable[Any]:
     from opentelemetry.metrics import Observation
 
-    from resilient.health._sources import breaker_snapshots
-
-    for snap in breaker_snapshots():
+    for snap in breakers.snapshots():
         current = str(getattr(snap, "state", ""))
         for state in _STATES:
             yield Observation(
@@ -413,8 +413,6 @@ def attempts(name: str | None = None) -> Callable[[Callable[P, R]], Callable[P, 
 def instrument(name: str, **options: Any) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """:func:`resilient.resilient` with spans: ``traced(resilient(attempts(fn)))``.
     ``options`` go to :func:`resilient.resilient`."""
-    from resilient._core.wrapping import resilient as _resilient
-
     stack = _resilient(name, **options)
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:

@@ -93,7 +93,7 @@ return {total_calls, total_retries, fails, tripped, math.max(peers, 1)}
 
 
 class SharedBudget:
-    """The cluster-wide side of one :class:`~resilient._policies.retry.RetryBudget`."""
+    """The cluster-wide side of one :class:`~resilient._policies.retry.RetryBudget` (its ``shared``)."""
 
     __slots__ = (
         "calls",

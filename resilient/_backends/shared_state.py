@@ -237,7 +237,7 @@ def _eval(script: str, keys: list[str], args: list[str]) -> Callable[[RedisClien
 
 
 class RedisSharedState:
-    """The Redis implementation of the breakers' shared-state backend."""
+    """The Redis implementation of :class:`resilient._policies.breaker_storage.SharedStateBackend`."""
 
     def __init__(
         self,

@@ -9,8 +9,8 @@ the call while another one is still running.
 Only idempotent reads may be hedged: the same request is sent twice. A function whose name is an
 order or a cancel (``submit_order``, ``cancel_order``…) is refused at decoration, and the trading
 proxies refuse ``hedge_after`` on any method that is not a read. Every extra request is taken from
-the retry budget of the same name (:func:`~resilient._policies.retry.get_retry_budget`), so
-hedges and retries together stay within the budget's share of the traffic.
+the retry budget of the same name (:func:`resilient._policies.retry.get_retry_budget`), so hedges and
+retries together stay within the budget's share of the traffic.
 """
 
 from __future__ import annotations

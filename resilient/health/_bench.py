@@ -11,6 +11,11 @@ import sys
 import time
 
 from resilient._instrument.stats import p95
+from resilient._policies.breaker import breaker, breakers
+from resilient.health._model import CheckResult, HealthStatus
+from resilient.health._orchestrator import HealthOrchestrator
+from resilient.health._registry import HealthRegistry
+from resilient.health._sources import policy_components
 
 __all__ = ["bench_system_health"]
 
@@ -20,12 +25,6 @@ async def bench_system_health(components: int = 50, rounds: int = 200) -> dict[s
 
     Uses a private registry and breaker names prefixed ``bench-``; returns p50/p95/max in ms.
     """
-    from resilient import breaker, breakers
-    from resilient.health._model import CheckResult, HealthStatus
-    from resilient.health._orchestrator import HealthOrchestrator
-    from resilient.health._registry import HealthRegistry
-    from resilient.health._sources import policy_components
-
     registry = HealthRegistry()
     registry.add_provider(policy_components)
     checks = components // 2
