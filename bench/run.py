@@ -9,9 +9,11 @@ fails-twice rows are whole calls (two failures, then success, zero wait), with t
 over a hand-written three-attempt loop. Memory growth is the resident-set growth over
 1,000,000 rejected calls (100,000 with ``--quick``).
 
-The package's default hooks stay installed (the log hook, plus the error tracker and metrics
-when those modules are imported), as a user gets them; the fails-twice path is also shown with
-no hooks, and with a user hook that takes retry events (each retry then builds an event).
+The package's default hooks stay installed (the log hook, and the error tracker, metrics and
+component statistics that ``import resilient`` subscribes), as a user gets them; the
+fails-twice path is also shown with no hooks, and with a user hook that takes retry events
+(each retry then builds an event). ``--match TEXT`` keeps only the fails-twice cases whose name
+contains TEXT; their "x" column is the median of case / hand loop over the samples.
 Decorators measured on the fails-twice path use ``budget=False``: a call that always needs two
 retries is far beyond any retry budget.
 """
@@ -50,6 +52,11 @@ class Bench:
         self.calls = calls
         self.samples = samples
         self.rows: list[tuple[str, str, str, float, float | None]] = []
+        self.ratios: dict[tuple[str, str, str], float] = {}
+        """Median of case / baseline over the samples, for the cases with a baseline."""
+        self._ratio: float | None = None
+        self.match = ""
+        """Only the fails-twice cases whose name contains this (the hand loop always runs)."""
         self.runner = asyncio.Runner()
 
     def close(self) -> None:
@@ -101,6 +108,7 @@ class Bench:
             base(warm)
         cases: list[float] = []
         added: list[float] = []
+        ratios: list[float] = []
         for _ in range(self.samples):
             gc.collect()
             gc.disable()
@@ -111,6 +119,9 @@ class Bench:
                 gc.enable()
             cases.append(c)
             added.append(c - b)
+            if b:
+                ratios.append(c / b)
+        self._ratio = statistics.median(ratios) if ratios else None
         return statistics.median(cases), statistics.median(added) if base is not None else None
 
     def sync(
@@ -143,7 +154,12 @@ class Bench:
         ns, added = measured
         self.rows.append((scenario, mode, name, ns, added))
         shown = "" if added is None else f"{added:+,.0f}"
-        print(f"  {scenario:<12} {mode:<5} {name:<44} {ns:>10,.0f} {shown:>10}", flush=True)
+        ratio, self._ratio = self._ratio, None
+        times = ""
+        if ratio is not None and added is not None:
+            self.ratios[(scenario, mode, name)] = ratio
+            times = f" {ratio:>6.2f}x" if scenario == "fails-twice" else ""
+        print(f"  {scenario:<12} {mode:<5} {name:<44} {ns:>10,.0f} {shown:>10}{times}", flush=True)
 
 
 def counter_fails_twice(exc: type[Exception] = ConnectionError) -> Callable[[], int]:
@@ -356,7 +372,10 @@ def rejection_path(b: Bench) -> None:
 
 
 def fails_twice(b: Bench) -> None:
-    print("fails twice, then succeeds (zero wait): ns per whole call, ns added over a hand loop")
+    print(
+        "fails twice, then succeeds (zero wait): ns per whole call, ns added over a hand loop,"
+        " times the hand loop's cost"
+    )
     zero = {"initial_delay": 0, "max_delay": 0, "budget": False}
 
     def hand_loop(body: Callable[[], int]) -> Callable[[], int]:
@@ -450,6 +469,7 @@ def fails_twice(b: Bench) -> None:
             return stack
         return contextlib.nullcontext()
 
+    builders = [row for row in builders if row[1] is hand_loop or b.match in row[0]]
     # Every row but the hand-written loop alternates its samples with that loop's, so the
     # "added" column (cost over a hand-written loop) holds even when the machine is noisy.
     for name, build, with_hooks in builders:
@@ -765,8 +785,16 @@ TARGETS = [
 ]
 
 
+RATIO_TARGETS = [
+    ("fails twice async, x hand loop", "fails-twice", "async", "resilient @retry", 2.5),
+]
+
+
 def summary(
-    rows: list[tuple[str, str, str, float, float | None]], grown_mib: float, calls: int
+    rows: list[tuple[str, str, str, float, float | None]],
+    ratios: dict[tuple[str, str, str], float],
+    grown_mib: float,
+    calls: int,
 ) -> None:
     """The targets next to what this run measured."""
     print("targets")
@@ -776,6 +804,10 @@ def summary(
         value = added if use_added and added is not None else ns
         verdict = "met" if value <= target else "MISSED"
         print(f"  {label:<44} {value:>10,.0f} ns  (≤ {target:,.0f})  {verdict}")
+    for label, scenario, mode, name, bound in RATIO_TARGETS:
+        ratio = ratios[(scenario, mode, name)]
+        verdict = "met" if ratio <= bound else "MISSED"
+        print(f"  {label:<44} {ratio:>10.2f} x   (≤ {bound})  {verdict}")
     verdict = "met" if grown_mib < 5 else "MISSED"
     print(
         f"  {'memory growth, ' + format(calls, ',') + ' rejections':<44} "
@@ -792,11 +824,15 @@ def main(argv: list[str] | None = None) -> int:
         choices=("success", "rejection", "cache", "fails-twice", "memory", "otel", "load"),
         help="run one scenario (no target summary)",
     )
+    parser.add_argument(
+        "--match", default="", help="fails-twice: only the cases whose name contains this"
+    )
     args = parser.parse_args(argv)
     calls, samples, mem_calls = (20_000, 5, 100_000) if args.quick else (100_000, 11, 1_000_000)
     if args.samples:
         samples = args.samples
     b = Bench(calls, samples)
+    b.match = args.match
     print(
         f"python {sys.version.split()[0]}, resilient {resilient.__version__}, "
         + ", ".join(
@@ -828,14 +864,16 @@ def main(argv: list[str] | None = None) -> int:
     rejection_path(b)
     cache_path(b)
     b_fail = Bench(max(2_000, calls // 5), samples)
+    b_fail.match = args.match
     fails_twice(b_fail)
     otel_overhead(b_fail)
     b_fail.close()
     b.close()
     b.rows.extend(b_fail.rows)
+    b.ratios.update(b_fail.ratios)
     grown = memory_growth(mem_calls)
     load_control()
-    summary(b.rows, grown, mem_calls)
+    summary(b.rows, b.ratios, grown, mem_calls)
     return 0
 
 

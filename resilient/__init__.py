@@ -18,7 +18,9 @@ from resilient._core.exceptions import (
 )
 from resilient._core.log import disable_logging, enable_logging
 from resilient._core.sanitize import sanitize
+from resilient._core.version import __version__
 from resilient._core.wrapping import resilient
+from resilient._instrument import subscribers as _instrumentation
 from resilient._policies.breaker import Breaker, BreakerSnapshot, breaker, breakers, get_breaker
 from resilient._policies.bulkhead import (
     Bulkhead,
@@ -38,8 +40,6 @@ from resilient._policies.hedge import HedgeStats, hedge, hedge_stats
 from resilient._policies.retry import retry
 from resilient._policies.timeout import timeout
 from resilient.errors import ErrorCategory, classify, record_error
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Breaker",
@@ -92,3 +92,5 @@ __all__ = [
     "timeout",
     "use_clock",
 ]
+
+_instrumentation.install()

@@ -47,6 +47,8 @@ from resilient._core.extras import missing_extra as _missing_extra
 from resilient._core.log import logger as _logger
 from resilient._core.sanitize import mask_url as _mask_url
 from resilient._core.sanitize import sanitize as _sanitize
+from resilient._instrument import published as _published_sources
+from resilient._instrument.tracker import record_error as _record_error
 from resilient.config import current_config as _current_config
 from resilient.config import subscribe as _subscribe
 from resilient.config import switches as _switches
@@ -257,13 +259,14 @@ class Database:
         self, *, register_health: bool = True, critical: bool = True, registry: Any = None
     ) -> Database:
         """Create the engine (no connection is opened) and register the health component
-        ``name`` on ``registry`` (default: the process health registry)."""
+        ``name`` on ``registry``; by default it is published (to the health layer) for
+        the process health registry to pull. Its pool usage is published too."""
         _ = self.engine
         self._loop = _asyncio.get_running_loop()
         _started[self._key()] = self
         if register_health and not self._registered:
             if registry is None:
-                from resilient.health import registry
+                registry = _published
             timeout = self._config.resilience.health_check_timeout
             self._component = _free_component_name(registry, self.name, self)
             registry.register(
@@ -272,15 +275,10 @@ class Database:
             _owners[(id(registry), self._component)] = self
             self._registry = registry
             self._registered = True
-        try:
-            from resilient import metrics
-
-            metrics.add_pool_source(self.name, self._pool_usage)
-        except Exception:  # pragma: no cover - metrics are optional
-            pass
         return self
 
-    def _pool_usage(self) -> dict[str, int]:
+    def pool_usage(self) -> dict[str, int]:
+        """``checked_out``, ``size`` (connections open) and ``max_size`` of the pool."""
         stats = self.pool_stats()
         pool: Any = self._engine.pool if self._engine is not None else None
         idle = int(pool.checkedin()) if pool is not None and hasattr(pool, "checkedin") else 0
@@ -306,12 +304,6 @@ class Database:
                 if unregister is not None:
                     unregister(self._component)
             self._registered = False
-        try:
-            from resilient import metrics
-
-            metrics.add_pool_source(self.name, None)
-        except Exception:  # pragma: no cover - metrics are optional
-            pass
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -642,15 +634,50 @@ def _abandoned(task: _asyncio.Future[Any]) -> None:
 
 def _note_failure(name: str, exc: BaseException) -> None:
     """Count a failed database call with the error tracker (it logs each error once)."""
-    try:
-        from resilient.errors import record_error
-
-        record_error(exc, component=name)
-    except Exception:  # pragma: no cover - tracking must never hide the real error
-        pass
+    with _contextlib.suppress(Exception):  # tracking must never hide the real error
+        _record_error(exc, component=name)
 
 
 _started: dict[tuple[str, str, str], Database] = {}
+
+
+class _Published:
+    """The health components of databases started without a registry: the health package
+    pulls them (to the health layer) rather than a database pushing into it."""
+
+    def __init__(self) -> None:
+        self._checks: dict[str, tuple[Callable[[], Any], bool, float | None]] = {}
+
+    def names(self) -> list[str]:
+        return list(self._checks)
+
+    def register(
+        self, name: str, check: Callable[[], Any], *, critical: bool, timeout: float | None
+    ) -> None:
+        self._checks[name] = (check, critical, timeout)
+
+    def unregister(self, name: str) -> bool:
+        return self._checks.pop(name, None) is not None
+
+
+_published = _Published()
+
+
+def _published_checks() -> dict[str, tuple[Callable[[], Any], bool, float | None]]:
+    """The health checks of started databases registered on no registry of their own, as
+    ``component -> (check, critical, timeout)``."""
+    return dict(_published._checks)
+
+
+def _started_pools() -> dict[str, Callable[[], dict[str, int]]]:
+    """The pool-usage readers of the started databases, by database name."""
+    return {db.name: db.pool_usage for db in list(_started.values())}
+
+
+_published_sources.add_check_source(_published_checks)
+_published_sources.add_pool_source(_started_pools)
+
+
 """Started databases by (URL, name, application name): :meth:`Database.from_config` shares
 them."""
 _owners: dict[tuple[int, str], Database] = {}
@@ -663,9 +690,19 @@ def _free_component_name(registry: Any, name: str, db: Database) -> str:
     taken = set(registry.names()) if callable(getattr(registry, "names", None)) else set()
     candidate, n = name, 1
     while True:
-        owner = _owners.get((id(registry), candidate))
-        if candidate not in taken or owner is None or owner is db or not owner._registered:
-            return candidate
+        if registry is _published:
+            # published components land in the process registry, which may hold the
+            # databases registered on it explicitly: a name any other database holds is taken
+            owners = [o for (_, comp), o in _owners.items() if comp == candidate]
+            if all(o is db or not o._registered for o in owners):
+                return candidate
+        else:
+            # a published name in ``taken``: the registry is the process one, pulling them
+            owner = _owners.get((id(registry), candidate)) or _owners.get(
+                (id(_published), candidate)
+            )
+            if candidate not in taken or owner is None or owner is db or not owner._registered:
+                return candidate
         n += 1
         candidate = f"{name}-{n}"
 

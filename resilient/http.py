@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio as _asyncio
 import json as _json
 import time as _time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from resilient._core.extras import missing_extra as _missing_extra
 
@@ -26,13 +26,14 @@ try:
 except ModuleNotFoundError as _exc:
     raise _missing_extra(_exc, "resilient.http (the health endpoint)") from None
 
-from resilient import __version__
+from resilient import metrics as _metrics
 from resilient._core.sanitize import sanitize_obj as _sanitize_obj
+from resilient._core.version import __version__
+from resilient.health import HealthOrchestrator as _HealthOrchestrator
+from resilient.health import HealthRegistry as _HealthRegistry
+from resilient.health import registry as _default_registry
+from resilient.health._model import HealthReport as _HealthReport
 from resilient.health._model import HealthStatus as _HealthStatus
-
-if TYPE_CHECKING:
-    from resilient.health import HealthOrchestrator, HealthRegistry
-    from resilient.health._model import HealthReport
 
 __all__ = ["HEALTH_CONTENT_TYPE", "create_app", "health_json"]
 
@@ -45,7 +46,7 @@ _IETF = {
 _NO_STORE = {"Cache-Control": "no-store"}
 
 
-def health_json(report: HealthReport, *, service_id: str = "resilient") -> dict[str, Any]:
+def health_json(report: _HealthReport, *, service_id: str = "resilient") -> dict[str, Any]:
     """``report`` in the IETF health-check response format (draft-inadarei-api-health-check)."""
     checks: dict[str, list[dict[str, Any]]] = {}
     for name, comp in report.components.items():
@@ -92,9 +93,9 @@ def _health_response(body: dict[str, Any], status_code: int) -> _Response:
 
 
 def create_app(
-    orchestrator: HealthOrchestrator | None = None,
+    orchestrator: _HealthOrchestrator | None = None,
     *,
-    registry: HealthRegistry | None = None,
+    registry: _HealthRegistry | None = None,
     service_id: str = "resilient",
     max_age: float = 1.0,
 ) -> _Starlette:
@@ -109,17 +110,12 @@ def create_app(
             checks instead of hammering the dependencies (0 runs them for every request).
     """
     if registry is None:
-        if orchestrator is not None:
-            registry = orchestrator.registry
-        else:
-            from resilient.health import registry as default_registry
-
-            registry = default_registry
+        registry = orchestrator.registry if orchestrator is not None else _default_registry
     checks = registry
     lock = _asyncio.Lock()
-    latest: list[tuple[float, HealthReport]] = []
+    latest: list[tuple[float, _HealthReport]] = []
 
-    async def run_checks() -> HealthReport:
+    async def run_checks() -> _HealthReport:
         async with lock:  # waiters reuse the report of the run they waited for
             if latest and _time.monotonic() - latest[0][0] < max_age:
                 return latest[0][1]
@@ -158,10 +154,8 @@ def create_app(
         return _health_response(_sanitize_obj(body), 200 if not not_ready else 503)
 
     async def metrics_endpoint(request: _Request) -> _Response:
-        from resilient import metrics
-
         try:
-            payload = metrics.generate_latest()
+            payload = _metrics.generate_latest()
         except ImportError:
             return _Response(
                 "prometheus_client is not installed: pip install 'resilient[prometheus]'\n",

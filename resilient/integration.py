@@ -20,9 +20,12 @@ import asyncio as _asyncio
 import contextlib as _contextlib
 import functools as _functools
 import itertools as _itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
+from resilient import metrics as _metrics
+from resilient._backends import redis as _redis
+from resilient._backends import shared_state as _shared_state
 from resilient._core.exceptions import ConfigError as _ConfigError
 from resilient._core.exceptions import ConfigProblem as _ConfigProblem
 from resilient._core.log import enable_logging as _enable_logging
@@ -30,9 +33,13 @@ from resilient._core.log import logger as _logger
 from resilient._core.log import warn_once as _warn_once
 from resilient._core.sanitize import sanitize as _sanitize
 from resilient._core.wrapping import is_async_callable as _is_async_callable
+from resilient._policies.breaker_storage import set_shared_backend as _set_shared_backend
+from resilient._policies.cache import set_fallback_cache as _set_fallback_cache
 from resilient.config import current_config as _current_config
 from resilient.config import subscribe as _subscribe
+from resilient.db import Database as _Database
 from resilient.health import HealthOrchestrator as _HealthOrchestrator
+from resilient.health import registry as _default_registry
 from resilient.trading._context import TradingContext as _TradingContext
 from resilient.trading._freshness import TimedPrice as _TimedPrice
 from resilient.trading._proxy import ResilientService as _ResilientService
@@ -99,9 +106,7 @@ class ResilienceFactory:
             )
         self.config = config if config is not None else _current_config()
         if registry is None:
-            from resilient.health import registry as default_registry
-
-            registry = default_registry
+            registry = _default_registry
         self.registry: HealthRegistry = registry
         self._logging = logging
         self._use_database = database
@@ -183,25 +188,21 @@ class ResilienceFactory:
 
     async def _start_database(self) -> None:
         try:
-            from resilient.db import Database
-
-            database = Database.from_config(self.config)
-            await database.start()
+            database = _Database.from_config(self.config)
+            await database.start(registry=self.registry)
             self._database = database
         except Exception as exc:  # a missing driver or bad URL degrades, never crashes
             self._not_started("database", "database component", exc, "unhealthy", critical=True)
 
     def _start_cache(self) -> None:
         try:
-            from resilient._backends import redis as _redis
-
             if self.config.redis.url:
                 cache = _redis.enable_redis_cache(
                     self.config.redis.url, timeout=self.config.redis.timeout
                 )
             else:
                 cache = _redis.get_redis_cache()
-            _redis.register_health_checks(self.registry, cache)
+            self.registry.register("cache", cache.health_check, critical=False)
             self._cache = cache
         except Exception as exc:
             self._not_started("cache", "cache component", exc, "degraded", critical=False)
@@ -211,10 +212,10 @@ class ResilienceFactory:
         if not (self.config.resilience.circuit_breaker_shared and self.config.redis.url):
             return
         try:
-            from resilient._backends import shared_state as _shared_state
-
-            self._shared = _shared_state.install_shared_backend(self.config.redis.url)
-            _shared_state.register_health_checks(self.registry)
+            shared = _shared_state.get_shared_state(self.config.redis.url)
+            _set_shared_backend(shared)
+            self._shared = shared
+            self.registry.register("shared_state", shared.health_check, critical=False)
         except Exception as exc:
             self._not_started(
                 "shared_state", "shared circuit state", exc, "degraded", critical=False
@@ -345,7 +346,9 @@ class ResilienceFactory:
         self._services[name] = proxy
         if role == "market_data":
             self._context.market_data.append(proxy)
-        self.registry.register(name, proxy._health, critical=role == "broker")
+        self.registry.register(
+            name, _with_usage_metric(name, proxy._health), critical=role == "broker"
+        )
         if not self._initialized:
             self._guard_first_call(proxy)
         return proxy
@@ -492,10 +495,8 @@ class ResilienceFactory:
         if "database" in self._standins:
             self.registry.unregister("database")
         if self._shared is not None:
-            from resilient._policies.breaker_storage import set_shared_backend
-
             shared, self._shared = self._shared, None
-            set_shared_backend(None)
+            _set_shared_backend(None)
             try:
                 shared.close()
             except Exception as exc:
@@ -508,12 +509,9 @@ class ResilienceFactory:
             except Exception as exc:
                 _logger.warning("closing the cache failed: {}", type(exc).__name__)
             if self.config.redis.url:
-                from resilient._backends import redis as _redis
-                from resilient._policies.cache import set_fallback_cache
-
                 _redis.close_workers()
                 _redis.forget_default_cache(cache)
-                set_fallback_cache(None)
+                _set_fallback_cache(None)
         self.registry.unregister("cache")
         if self._unsubscribe is not None:
             self._unsubscribe()
@@ -525,3 +523,21 @@ class ResilienceFactory:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.shutdown()
+
+
+def _with_usage_metric(
+    name: str, check: Callable[[], Awaitable[dict[str, Any]]]
+) -> Callable[[], Awaitable[dict[str, Any]]]:
+    """A service's health check that also reports its rate-limit usage to the metrics."""
+
+    async def health() -> dict[str, Any]:
+        data = await check()
+        usage = data.get("api_usage")
+        if isinstance(usage, Mapping) and "window_limit" in usage:
+            with _contextlib.suppress(Exception):  # a metric never fails a health check
+                _metrics.set_rate_limit_usage(
+                    name, used=float(usage["window_used"]), limit=float(usage["window_limit"])
+                )
+        return data
+
+    return health

@@ -38,22 +38,31 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from resilient._core import events as _hooks
+from resilient._core.events import PolicyEvent as _PolicyEvent
 from resilient._core.extras import require as _require
+from resilient._instrument.tracker import ErrorRecord as _ErrorRecord
+from resilient._policies.breaker import breakers as _breaker_registry
+from resilient._policies.bulkhead import bulkheads as _bulkhead_registry
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
     from prometheus_client.metrics_core import Metric
 
 __all__ = [
+    "add_pool_provider",
     "add_pool_source",
     "collector_registry",
     "generate_latest",
     "inc",
+    "on_breaker_state",
+    "on_error",
+    "on_fallback_served",
     "record_fallback",
     "record_retry",
     "record_transition",
     "register_default",
     "reset",
+    "set_health_source",
     "set_pool_usage",
     "set_rate_limit_usage",
     "set_stream_source",
@@ -73,6 +82,8 @@ _pool_sources: dict[str, Callable[[], Any]] = {}
 _ratelimits: dict[str, tuple[float, float]] = {}
 _custom: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
 _streams: dict[str, Callable[[], float | None]] = {}  # stream -> last message age (streams)
+_health_source: Callable[[], Any] | None = None
+_pool_providers: list[Callable[[], Mapping[str, Callable[[], Any]]]] = []
 
 
 def record_retry(name: str, attempt: int, exc: BaseException | None) -> None:
@@ -108,6 +119,28 @@ def _count_error(category: str) -> None:
         _errors[category] += 1
 
 
+def on_error(record: _ErrorRecord) -> None:
+    """Error-tracker sink: one error counted by the tracker, by category."""
+    _count_error(record.category.value)
+
+
+def on_fallback_served(event: _PolicyEvent) -> None:
+    """Subscriber to ``fallback_served``."""
+    record_fallback(event.name, event.source or "value")
+
+
+def on_breaker_state(event: _PolicyEvent) -> None:
+    """Subscriber to ``breaker_state``."""
+    record_transition(event.name, event.new_state or "")
+
+
+def set_health_source(report: Callable[[], Any] | None) -> None:
+    """Read the latest health report (a ``HealthReport`` or ``None``) from ``report()`` at each
+    scrape, for the ``health_*`` families (``None`` removes it; set by the health package)."""
+    global _health_source
+    _health_source = report
+
+
 def set_pool_usage(pool: str, *, in_use: int, idle: int, max_size: int) -> None:
     """Report a connection pool's usage (push style; see :func:`add_pool_source` to pull)."""
     with _lock:
@@ -125,6 +158,24 @@ def add_pool_source(pool: str, source: Callable[[], Any] | None) -> None:
             _pool_sources.pop(pool, None)
         else:
             _pool_sources[pool] = source
+
+
+def add_pool_provider(
+    provider: Callable[[], Mapping[str, Callable[[], Any]]],
+) -> Callable[[], None]:
+    """Read, at each scrape, ``provider()``: pool names to sources as for
+    :func:`add_pool_source` (idempotent; the health package adds the started databases).
+    Returns a function that removes it."""
+    with _lock:
+        if provider not in _pool_providers:
+            _pool_providers.append(provider)
+
+    def remove() -> None:
+        with _lock:
+            if provider in _pool_providers:
+                _pool_providers.remove(provider)
+
+    return remove
 
 
 def set_rate_limit_usage(name: str, *, used: float, limit: float) -> None:
@@ -176,6 +227,12 @@ def _pool_values() -> dict[str, tuple[int, int, int]]:
     with _lock:
         values = dict(_pools)
         sources = dict(_pool_sources)
+        providers = list(_pool_providers)
+    for provider in providers:
+        try:
+            sources.update(provider())
+        except Exception:  # a failing provider must not break a scrape
+            continue
     for pool, source in sources.items():
         try:
             raw = source()
@@ -219,9 +276,14 @@ def snapshot() -> dict[str, Any]:
 
 
 def _bulkheads() -> list[Any]:
-    from resilient.health._sources import bulkhead_snapshots
+    return list(_bulkhead_registry.snapshots())
 
-    return bulkhead_snapshots()
+
+def _breakers() -> list[Any]:
+    try:
+        return list(_breaker_registry.snapshots())
+    except Exception:  # a failing snapshot must not break a scrape
+        return []
 
 
 def _counter(
@@ -245,8 +307,6 @@ class _Collector:
     def collect(self) -> Iterator[Metric]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        from resilient.health._sources import breaker_snapshots
-
         state = GaugeMetricFamily(
             f"{_PREFIX}_circuitbreaker_state",
             "Circuit breaker state: 1 for the current state, 0 for the others.",
@@ -257,7 +317,7 @@ class _Collector:
             "Calls seen by a circuit breaker by outcome (successful, failed, not_permitted).",
             labels=["name", "kind"],
         )
-        for snap in breaker_snapshots():
+        for snap in _breakers():
             name = str(getattr(snap, "name", ""))
             current = str(getattr(snap, "state", ""))
             for s in _STATES:
@@ -388,8 +448,6 @@ def _bulkhead_families() -> Iterator[Metric]:
 def _health_families() -> Iterator[Metric]:
     from prometheus_client.core import GaugeMetricFamily
 
-    from resilient.health import registry
-
     status = GaugeMetricFamily(
         f"{_PREFIX}_health_status",
         "Component health: 1 for the latest status, 0 for the others.",
@@ -400,7 +458,8 @@ def _health_families() -> Iterator[Metric]:
         "Latency of the component's latest health check.",
         labels=["component"],
     )
-    report = registry.last_report
+    source = _health_source
+    report = source() if source is not None else None
     if report is not None:
         for name, comp in report.components.items():
             for s in ("healthy", "degraded", "unhealthy"):

@@ -27,7 +27,7 @@ import contextvars as _contextvars
 import functools as _functools
 import threading as _threading
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
+from typing import Any, ParamSpec, TypeVar, cast
 
 try:
     from opentelemetry import metrics as _metrics
@@ -41,11 +41,11 @@ except ImportError as _missing:  # pragma: no cover - depends on the installatio
 from resilient._core import clock as _clock
 from resilient._core import events as _hooks
 from resilient._core.events import EventKind as _EventKind
+from resilient._core.events import PolicyEvent as _PolicyEvent
 from resilient._core.wrapping import is_async_callable as _is_async_callable
 from resilient._core.wrapping import policy_name as _policy_name
-
-if TYPE_CHECKING:
-    from resilient._core.events import PolicyEvent
+from resilient._core.wrapping import resilient as _resilient
+from resilient._policies.breaker import breakers as _breakers
 
 __all__ = ["Telemetry", "attempts", "install", "installed", "instrument", "traced", "uninstall"]
 
@@ -140,7 +140,7 @@ class Telemetry:
         )
         self._remove: Callable[[], None] | None = None
 
-    def __call__(self, event: PolicyEvent) -> None:
+    def __call__(self, event: _PolicyEvent) -> None:
         """The hook: count the event, and add it to the current span."""
         kind = event.kind
         call = _current.get()
@@ -205,9 +205,7 @@ class Telemetry:
 def _breaker_states(options: Any) -> Iterable[Any]:
     from opentelemetry.metrics import Observation
 
-    from resilient.health._sources import breaker_snapshots
-
-    for snap in breaker_snapshots():
+    for snap in _breakers.snapshots():
         current = str(getattr(snap, "state", ""))
         for state in _STATES:
             yield Observation(
@@ -417,8 +415,6 @@ def attempts(name: str | None = None) -> Callable[[Callable[P, R]], Callable[P, 
 def instrument(name: str, **options: Any) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """:func:`resilient.resilient` with spans: ``traced(resilient(attempts(fn)))``.
     ``options`` go to :func:`resilient.resilient`."""
-    from resilient._core.wrapping import resilient as _resilient
-
     stack = _resilient(name, **options)
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:

@@ -173,6 +173,35 @@ def test_policy_call_failed_and_fallback_events_are_counted() -> None:
     assert snap["by_component"] == {"alpaca": 1, "polygon": 1}
 
 
+def test_instrumentation_is_installed_once_and_can_be_removed() -> None:
+    """The package subscribes the tracker, metrics and component stats once; install() again
+    adds nothing (one event is counted once), and uninstall() stops the counting."""
+    from resilient import metrics
+    from resilient._instrument import stats as _stats
+    from resilient._instrument import subscribers as _instrumentation
+
+    assert _instrumentation.installed() and _instrumentation.install()
+    metrics.reset()
+    _stats.reset_stats()
+    served = TimeoutError("slow")
+    emit(PolicyEvent(EventKind.FALLBACK_SERVED, "quotes", served, source="cache", elapsed=0.5))
+    assert tracker.snapshot()["by_component"] == {"quotes": 1}
+    assert metrics.snapshot()["fallbacks"] == {"quotes|cache": 1}
+    assert metrics.snapshot()["errors"] == {"timeout": 1}
+    assert _stats.stats("quotes").summary()["cached_reads"] == 1
+    _instrumentation.uninstall()
+    try:
+        assert not _instrumentation.installed()
+        emit(PolicyEvent(EventKind.CALL_FAILED, "quotes", exception=ConnectionResetError("x")))
+        assert tracker.snapshot()["total_errors"] == 1
+    finally:
+        _instrumentation.install()
+    emit(PolicyEvent(EventKind.CALL_FAILED, "quotes", exception=ConnectionResetError("y")))
+    assert tracker.snapshot()["total_errors"] == 2
+    assert metrics.snapshot()["errors"] == {"timeout": 1, "network": 1}
+    metrics.reset()
+
+
 @settings(max_examples=30, deadline=None)
 @given(
     st.text(

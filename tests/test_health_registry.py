@@ -564,3 +564,36 @@ async def test_a_check_returning_unreadable_values_never_breaks_the_report(
     assert odd.status in (U, D, H)
     json.dumps(report.to_dict(), default=str)
     json.dumps(report.components["odd"].to_dict(), default=str)
+
+
+async def test_check_source_checks_run_like_registered_ones_and_lose_to_them() -> None:
+    """A check source's checks run at each report (with their criticality) and are listed by
+    names(); a registered check of the same name wins; one withdrawn disappears."""
+    registry = HealthRegistry()
+    offered: dict[str, tuple[Callable[[], Any], bool, float | None]] = {
+        "db": (lambda: "down", True, None),
+        "cache": (lambda: "healthy", False, 1.0),
+    }
+    remove = registry.add_check_source(lambda: dict(offered))
+    registry.register("cache", lambda: "degraded", critical=False)
+    assert sorted(registry.names()) == ["cache", "db"]
+    report = await registry.check_all()
+    assert report.components["db"].status is U and report.components["db"].critical
+    assert report.components["cache"].status is D  # the registered check
+    assert report.overall_status is U
+    del offered["db"]
+    assert "db" not in (await registry.check_all()).components
+    remove()
+    assert registry.names() == ["cache"]
+
+
+async def test_a_failing_check_source_leaves_the_other_checks_running() -> None:
+    registry = HealthRegistry()
+
+    def broken() -> dict[str, Any]:
+        raise Boom("source down")
+
+    registry.add_check_source(broken)
+    registry.register("api", lambda: True)
+    assert registry.names() == ["api"]
+    assert set((await registry.check_all()).components) == {"api"}

@@ -167,3 +167,23 @@ def test_an_unused_registry_is_not_exported() -> None:
     assert not any(
         k[0] == "resilient_health_status" and ("component", "private") in k[1] for k in _samples()
     )
+
+
+def test_pool_provider_is_read_at_each_scrape() -> None:
+    """A pool provider's pools are exported at each scrape; a failing one is skipped."""
+    pools = {"orders": lambda: {"checked_out": 3, "size": 5, "max_size": 10}}
+
+    def broken() -> dict[str, object]:
+        raise RuntimeError("provider down")
+
+    removers = [metrics.add_pool_provider(lambda: pools), metrics.add_pool_provider(broken)]
+    try:
+        s = _samples()
+        assert _get(s, "resilient_pool_connections", pool="orders", state="in_use") == 3
+        assert _get(s, "resilient_pool_connections", pool="orders", state="idle") == 2
+        assert _get(s, "resilient_pool_utilization_ratio", pool="orders") == 0.3
+        pools.clear()
+        assert ("resilient_pool_utilization_ratio", (("pool", "orders"),)) not in _samples()
+    finally:
+        for remove in removers:
+            remove()

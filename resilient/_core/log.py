@@ -30,7 +30,14 @@ from resilient._core.sanitize import sanitize, sanitize_obj
 if TYPE_CHECKING:
     from loguru import Logger, Message, Record
 
-__all__ = ["disable_logging", "enable_logging", "logger", "logging_enabled", "warn_once"]
+__all__ = [
+    "disable_logging",
+    "enable_logging",
+    "logger",
+    "logging_enabled",
+    "set_defaults_source",
+    "warn_once",
+]
 
 _PACKAGE = "resilient"
 _MARK = "resilient"
@@ -78,6 +85,20 @@ _level_no: int | None = None
 
 
 _level_listeners: list[Callable[[], None]] = []
+
+
+def _builtin_defaults() -> tuple[str, bool]:
+    return "INFO", False
+
+
+_defaults_source: Callable[[], tuple[str, bool]] = _builtin_defaults
+
+
+def set_defaults_source(source: Callable[[], tuple[str, bool]]) -> None:
+    """Where :func:`enable_logging` reads its defaults: ``source()`` returns the level and
+    whether to write JSON lines (the configuration package sets it to its settings)."""
+    global _defaults_source
+    _defaults_source = source
 
 
 def on_level_change(listener: Callable[[], None]) -> None:
@@ -181,13 +202,10 @@ def enable_logging(
     never written: only the exception's class and its sanitized message.
     """
     global _handler_id, _level_no
-    from resilient.config import current_config
-
-    config = current_config()
-    if level is None:
-        level = "DEBUG" if config.features.debug else config.log_level
-    if json_lines is None:
-        json_lines = config.env in ("staging", "production")
+    if level is None or json_lines is None:
+        default_level, default_json = _defaults_source()
+        level = default_level if level is None else level
+        json_lines = default_json if json_lines is None else json_lines
     with _lock:
         if _handler_id is not None:
             _own.remove(_handler_id)

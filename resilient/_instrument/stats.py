@@ -13,8 +13,17 @@ from collections import deque
 from typing import Any
 
 from resilient._core import clock as _clock
+from resilient._core.events import PolicyEvent
 
-__all__ = ["DEFAULT_WINDOW", "ComponentStats", "all_stats", "p95", "reset_stats", "stats"]
+__all__ = [
+    "DEFAULT_WINDOW",
+    "ComponentStats",
+    "all_stats",
+    "on_fallback_served",
+    "p95",
+    "reset_stats",
+    "stats",
+]
 
 DEFAULT_WINDOW = 300.0
 _MAX_POINTS = 4096
@@ -143,3 +152,9 @@ def reset_stats() -> None:
     """Forget every component's statistics (tests)."""
     with _stats_lock:
         _stats.clear()
+
+
+def on_fallback_served(event: PolicyEvent) -> None:
+    """Subscriber to ``fallback_served``: a cached answer and how long the caller waited."""
+    if event.source == "cache" and event.name:
+        stats(event.name).record_cached(event.elapsed)

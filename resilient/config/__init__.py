@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from resilient._core.exceptions import ConfigError, ConfigProblem
+from resilient._core.log import set_defaults_source as _set_defaults_source
 from resilient.config._loader import DEFAULTS_FILE, ENV_PREFIX, Source, build_settings, current_env
 from resilient.config._manager import (
     ConfigManager,
@@ -50,3 +51,14 @@ __all__ = [
     "subscribe",
     "switches",
 ]
+
+
+def _log_defaults() -> tuple[str, bool]:
+    """``enable_logging()``'s defaults: the settings' level (DEBUG with ``features.debug``),
+    JSON lines in staging and production."""
+    config = current_config()
+    level = "DEBUG" if config.features.debug else config.log_level
+    return level, config.env in ("staging", "production")
+
+
+_set_defaults_source(_log_defaults)

@@ -17,6 +17,7 @@ condition has held for the notification delay and resolves once when it stops ho
 
 from __future__ import annotations
 
+import datetime as _dt
 import inspect
 import operator
 import re
@@ -30,6 +31,7 @@ from resilient._core import clock as _clock
 from resilient._core.exceptions import ConfigError, ConfigProblem
 from resilient._core.log import logger
 from resilient._core.sanitize import sanitize
+from resilient.config import current_config
 
 __all__ = [
     "DEFAULT_RULES",
@@ -316,9 +318,8 @@ class _Tracked:
 
 
 def _iso(wall: float) -> str:
-    from resilient.health._model import iso_utc
-
-    return iso_utc(wall)
+    # the same text as health's iso_utc (health imports this module, not the reverse)
+    return _dt.datetime.fromtimestamp(wall, tz=_dt.UTC).isoformat()
 
 
 class AlertManager:
@@ -350,8 +351,6 @@ class AlertManager:
             ConfigError: the section is invalid.
         """
         if config is None:
-            from resilient.config import current_config
-
             config = current_config()
         section = config.section("alerts")
         rules, options = rules_from_config(section or DEFAULT_RULES, env=config.env)

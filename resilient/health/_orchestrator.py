@@ -5,21 +5,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from resilient._core import clock as _clock
 from resilient._core.exceptions import ConfigError
 from resilient._core.log import logger
 from resilient._core.sanitize import sanitize, sanitize_obj
 from resilient._instrument.stats import all_stats, stats
+from resilient._instrument.tracker import ErrorTracker
+from resilient._instrument.tracker import tracker as default_tracker
+from resilient.config import Config, current_config, subscribe
 from resilient.health._alerts import DEFAULT_RULES, AlertManager, rules_from_config
 from resilient.health._model import HealthReport, iso_utc
-from resilient.health._registry import HealthRegistry
+from resilient.health._registry import HealthRegistry, default_registry
 from resilient.health._sources import breaker_snapshots
-
-if TYPE_CHECKING:
-    from resilient.config import Config
-    from resilient.errors import ErrorTracker
 
 __all__ = ["HealthOrchestrator"]
 
@@ -63,20 +62,14 @@ class HealthOrchestrator:
         clock: _clock.Clock | None = None,
         config: Config | None = None,
     ) -> None:
-        from resilient.config import current_config
-
         process_config = current_config()
         # only the process configuration follows reloads; a standalone one stays as given
         self._follows_reloads = config is None or config is process_config
         if config is None:
             config = process_config
         if registry is None:
-            from resilient.health import registry as default_registry
-
-            registry = default_registry
+            registry = default_registry()
         if tracker is None:
-            from resilient.errors import tracker as default_tracker
-
             tracker = default_tracker
         self.config = config
         self.registry = registry
@@ -89,9 +82,6 @@ class HealthOrchestrator:
         self._task: asyncio.Task[None] | None = None
         self._reload_rules = alerts is None
         self._unsubscribe: Callable[[], None] | None = None
-        from resilient.errors import install_hooks
-
-        install_hooks()
 
     # -- cycles ----------------------------------------------------------------------------
     def _now(self) -> _clock.Clock:
@@ -146,8 +136,6 @@ class HealthOrchestrator:
         """
         report = await self.run_cycle()
         if self._unsubscribe is None and self._follows_reloads:
-            from resilient.config import subscribe
-
             self._unsubscribe = subscribe(self._on_reload)
         if self.config.resilience.health_check_enabled and not self.running:
             self._task = asyncio.get_running_loop().create_task(

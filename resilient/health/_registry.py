@@ -13,9 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from resilient._core import clock as _clock
+from resilient._core.classify import classify
+from resilient._core.deadline import seconds_of
 from resilient._core.log import logger
 from resilient._core.sanitize import sanitize, sanitize_obj
 from resilient._core.wrapping import is_async_callable
+from resilient.config import current_config
+from resilient.config._bounds import DURATION, check_bound
 from resilient.health._model import (
     CheckResult,
     ComponentHealth,
@@ -25,10 +29,22 @@ from resilient.health._model import (
     iso_utc,
     parse_status,
 )
+from resilient.health._sources import database_checks, policy_components
 
-__all__ = ["HealthRegistry", "Provider", "ReportListener", "is_async_callable", "normalise"]
+__all__ = [
+    "CheckSource",
+    "HealthRegistry",
+    "Provider",
+    "ReportListener",
+    "default_registry",
+    "is_async_callable",
+    "normalise",
+]
 
 Provider = Callable[[], Mapping[str, CheckResult]]
+SourcedCheck = tuple[Callable[[], Any], bool, float | None]
+"""A check a check source offers: ``(check, critical, timeout)``."""
+CheckSource = Callable[[], Mapping[str, SourcedCheck]]
 ReportListener = Callable[[HealthReport], Any]
 
 DEFAULT_TIMEOUT = 5.0
@@ -50,9 +66,6 @@ class _RaisedInThread(Exception):
 def _duration(value: float, what: str) -> float:
     """``value`` in seconds, > 0 and within the bound of durations (one day): an endless
     timeout would let one check hold every report, an endless interval stop the monitor."""
-    from resilient._core.deadline import seconds_of
-    from resilient.config._bounds import DURATION, check_bound
-
     seconds = seconds_of(value, what)
     if not seconds > 0:
         raise ValueError(f"{what} must be > 0 seconds")
@@ -65,12 +78,9 @@ def _exception_detail(exc: BaseException) -> tuple[str, dict[str, Any]]:
     text = sanitize(exc)
     detail = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     data: dict[str, Any] = {"error_type": type(exc).__name__}
-    try:
-        from resilient.errors import classify
-
+    # classification is a nicety here; never let it break a report
+    with contextlib.suppress(Exception):
         data["category"] = str(classify(exc))
-    except Exception:  # classification is a nicety here; never let it break a report
-        pass
     return detail, data
 
 
@@ -215,6 +225,8 @@ class HealthRegistry:
         self._clock = clock
         self._checks: dict[str, _Check] = {}
         self._providers: list[Provider] = []
+        self._check_sources: list[CheckSource] = []
+        self._sourced: dict[str, _Check] = {}
         self._critical_override: dict[str, bool] = {}
         self._failures: dict[str, int] = {}
         self._last: dict[str, ComponentHealth] = {}
@@ -265,24 +277,31 @@ class HealthRegistry:
             return self._checks.pop(name, None) is not None
 
     def names(self) -> list[str]:
-        """The registered check names (providers' components are not included)."""
-        return list(self._checks)
+        """The names of the registered checks and of the check sources' checks (providers'
+        components are not included)."""
+        names = list(self._checks)
+        for source in list(self._check_sources):
+            with contextlib.suppress(Exception):  # a failing source is logged by check_all
+                names += [n for n in source() if n not in names]
+        return names
 
     def reset(self) -> None:
-        """Forget every check, listener, override and result, keeping the providers (so
-        breakers still contribute). For test isolation."""
+        """Forget every check, listener, override and result, keeping the providers and check
+        sources (so breakers and started databases still contribute). For test isolation."""
         with self._lock:
             self._forget()
 
     def clear(self) -> None:
-        """:meth:`reset`, and forget the providers too."""
+        """:meth:`reset`, and forget the providers and check sources too."""
         with self._lock:
             self._forget()
             self._providers.clear()
+            self._check_sources.clear()
 
     def _forget(self) -> None:
         # the state reset() and clear() share; the caller holds the lock
         self._checks.clear()
+        self._sourced.clear()
         self._critical_override.clear()
         self._failures.clear()
         self._last.clear()
@@ -304,6 +323,52 @@ class HealthRegistry:
                     self._providers.remove(provider)
 
         return remove
+
+    def add_check_source(self, source: CheckSource) -> Callable[[], None]:
+        """Add a source of checks read at each run: ``source()`` maps component names to
+        ``(check, critical, timeout)``, run like registered checks (a registered check of
+        the same name wins). Returns a function that removes it."""
+        with self._lock:
+            if source not in self._check_sources:
+                self._check_sources.append(source)
+
+        def remove() -> None:
+            with self._lock:
+                if source in self._check_sources:
+                    self._check_sources.remove(source)
+
+        return remove
+
+    def _pull_checks(self) -> list[_Check]:
+        """The check sources' checks, each kept as one ``_Check`` while the source offers
+        the same check (so a straggling run is not started twice)."""
+        offered: dict[str, SourcedCheck] = {}
+        for source in list(self._check_sources):
+            try:
+                offered.update(source())
+            except Exception as exc:
+                logger.opt(exception=exc).warning("a health source failed: {}", sanitize(exc))
+        pulled: list[_Check] = []
+        with self._lock:
+            for name in [n for n in self._sourced if n not in offered]:
+                del self._sourced[name]
+            for name, (fn, critical, timeout) in offered.items():
+                if name in self._checks:
+                    continue
+                held = self._sourced.get(name)
+                if (
+                    held is None
+                    or held.fn != fn
+                    or (held.critical, held.timeout)
+                    != (
+                        critical,
+                        timeout,
+                    )
+                ):
+                    held = _Check(name, fn, is_async_callable(fn), critical, timeout)
+                    self._sourced[name] = held
+                pulled.append(held)
+        return pulled
 
     def set_critical(self, name: str, critical: bool = True) -> None:
         """Override whether component ``name`` (registered or provided) is critical."""
@@ -334,8 +399,6 @@ class HealthRegistry:
 
     def _default_timeout(self) -> float:
         try:
-            from resilient.config import current_config
-
             return float(current_config().resilience.health_check_timeout)
         except Exception:  # configuration errors surface elsewhere; a report must still run
             return DEFAULT_TIMEOUT
@@ -437,13 +500,16 @@ class HealthRegistry:
         """Run every check concurrently (each under its timeout) and return the report."""
         started = time.perf_counter()
         checks = list(self._checks.values())
+        if self._check_sources:
+            checks += self._pull_checks()
         default_timeout = self._default_timeout()
         outcomes = await asyncio.gather(*(self._run(c, default_timeout) for c in checks))
         now = self._clock_now().time()
         components: dict[str, ComponentHealth] = {}
         with self._lock:
             for check, (result, latency) in zip(checks, outcomes, strict=True):
-                if self._checks.get(check.name) is check:  # not replaced meanwhile
+                current = self._checks.get(check.name) or self._sourced.get(check.name)
+                if current is check:  # not replaced meanwhile
                     components[check.name] = self._record(
                         check.name, result, check.critical, latency, now
                     )
@@ -510,8 +576,6 @@ class HealthRegistry:
             return self._monitor
         if interval is None:
             try:
-                from resilient.config import current_config
-
                 interval = float(current_config().resilience.health_check_interval)
             except Exception:
                 interval = DEFAULT_INTERVAL
@@ -536,3 +600,21 @@ class HealthRegistry:
             return
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+_default: HealthRegistry | None = None
+_default_lock = threading.Lock()
+
+
+def default_registry() -> HealthRegistry:
+    """The process-wide registry (``resilient.health.registry``): the breaker, fallback and
+    bulkhead components of the policy layer, and the checks of started databases, included."""
+    global _default
+    if _default is None:
+        with _default_lock:
+            if _default is None:
+                made = HealthRegistry()
+                made.add_provider(policy_components)
+                made.add_check_source(database_checks)
+                _default = made
+    return _default

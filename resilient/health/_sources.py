@@ -1,17 +1,25 @@
-"""Automatic health components and event feeds from the policy layer (breakers, fallbacks).
-
-Everything here imports the policy modules lazily, so observability works (with fewer
-components) before, without or alongside them.
-"""
+"""Automatic health components: from the policy layer (breakers, fallbacks, bulkheads) and
+from the databases started without a registry of their own."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from resilient._instrument import published as _published
+from resilient._policies.breaker import breakers
+from resilient._policies.bulkhead import bulkheads
+from resilient._policies.fallback import fallback_status
 from resilient.health._model import CheckResult, HealthStatus
 
-__all__ = ["breaker_snapshots", "bulkhead_snapshots", "fallback_statuses", "policy_components"]
+__all__ = [
+    "breaker_snapshots",
+    "bulkhead_snapshots",
+    "database_checks",
+    "database_pools",
+    "fallback_statuses",
+    "policy_components",
+]
 
 _STATE_STATUS = {
     "closed": HealthStatus.HEALTHY,
@@ -22,33 +30,22 @@ _RANK = {HealthStatus.HEALTHY: 0, HealthStatus.DEGRADED: 1, HealthStatus.UNHEALT
 
 
 def breaker_snapshots() -> list[Any]:
-    """Every breaker's snapshot (empty when the policy layer is absent)."""
+    """Every breaker's snapshot (empty if they cannot be read)."""
     try:
-        import resilient
-
-        registry = getattr(resilient, "breakers", None)
-        if registry is None:
-            return []
-        return list(registry.snapshots())
+        return list(breakers.snapshots())
     except Exception:
         return []
 
 
 def bulkhead_snapshots() -> list[Any]:
-    """Every bulkhead's snapshot (empty when none was ever made)."""
-    import sys
-
-    module = sys.modules.get("resilient._policies.bulkhead")
-    return list(module.bulkheads.snapshots()) if module is not None else []
+    """Every bulkhead's snapshot."""
+    return list(bulkheads.snapshots())
 
 
 def fallback_statuses() -> Mapping[str, Any]:
-    """``resilient.fallback_status()`` (empty when the policy layer is absent)."""
+    """``resilient.fallback_status()`` (empty if it cannot be read)."""
     try:
-        import resilient
-
-        fn = getattr(resilient, "fallback_status", None)
-        return dict(fn()) if fn is not None else {}
+        return dict(fallback_status())
     except Exception:
         return {}
 
@@ -112,3 +109,14 @@ def policy_components() -> dict[str, CheckResult]:
             detail = "; ".join(filter(None, (detail, f"bulkhead refused {bh.rejected} call(s)")))
         out[bh.name] = CheckResult(status, detail, data)
     return out
+
+
+def database_checks() -> Mapping[str, tuple[Callable[[], Any], bool, float | None]]:
+    """The health checks of the started databases that registered on no registry of their
+    own (a check source of the process registry)."""
+    return _published.published_checks()
+
+
+def database_pools() -> Mapping[str, Callable[[], Any]]:
+    """The pool-usage readers of the started databases (a pool provider of the metrics)."""
+    return _published.published_pools()

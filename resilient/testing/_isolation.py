@@ -58,7 +58,7 @@ def reset_state(*, forget_breakers: bool = False) -> None:
         health.registry.reset()
     if (stats := _loaded("resilient._instrument.stats")) is not None:
         stats.reset_stats()
-    if (errors := _loaded("resilient.errors")) is not None:
+    if (errors := _loaded("resilient._instrument.tracker")) is not None:
         errors.tracker.reset()
     if (metrics := _loaded("resilient.metrics")) is not None:
         metrics.reset()

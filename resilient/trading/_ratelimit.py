@@ -572,12 +572,6 @@ class ServiceRateLimiter:
                 window_used=used,
                 usage_ratio=round(used / item.amount, 4) if item.amount else 0.0,
             )
-            try:
-                from resilient import metrics
-
-                metrics.set_rate_limit_usage(self.name, used=used, limit=float(item.amount))
-            except Exception:
-                pass
         if self.degraded:
             data["backend_error"] = self._redis_error
         return data
