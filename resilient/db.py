@@ -35,21 +35,16 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.sql import Executable
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception,
-    wait_exponential_jitter,
-    wait_none,
-)
 
 from resilient._core import clock as _clock
 from resilient._core import deadline as _deadline
-from resilient._core.classify import classify, is_transient, proves_not_sent
+from resilient._core.classify import classify
 from resilient._core.extras import missing_extra
 from resilient._core.log import logger
 from resilient._core.sanitize import mask_url, sanitize
-from resilient.config import Config, current_config, subscribe, switches
+from resilient._policies.retry import retry
+from resilient.config import Config, current_config, subscribe
+from resilient.config._bounds import DURATION
 
 __all__ = ["DB_BUDGET_FACTOR", "Database", "PoolStats", "get_database", "register_health_checks"]
 
@@ -186,6 +181,7 @@ class Database:
         self._slow = config.database.slow_query_threshold
         self._log_all = config.resilience.enable_query_logging
         self._budget = DB_BUDGET_FACTOR * config.database.command_timeout
+        self._retried = {idem: self._retrying(idempotent=idem) for idem in (True, False)}
 
     @property
     def is_sqlite(self) -> bool:
@@ -379,79 +375,37 @@ class Database:
 
     # -- retries ------------------------------------------------------------------------
 
-    def _retrying(self, *, idempotent: bool, end: float) -> AsyncRetrying:
+    def _retrying(
+        self, *, idempotent: bool
+    ) -> Callable[[Callable[[], Awaitable[Any]], float], Awaitable[Any]]:
+        """``attempt(fn, end)`` under the retry policy, with this database's
+        ``resilience.retry_*`` settings: only transient failures are retried, and only where
+        that is safe (``idempotent``, or a failure that proves nothing was sent); no wait
+        starts that the call's budget (or the ambient deadline) cannot cover."""
         res = self._config.resilience
-        attempts = res.retry_max_attempts if switches.retry_enabled else 1
+        return retry(
+            max_attempts=res.retry_max_attempts,
+            initial_delay=res.retry_initial_delay,
+            max_delay=res.retry_max_delay,
+            idempotent=idempotent,
+            deadline=min(self._budget, DURATION.high),
+            budget=False,
+            name=self.name,
+        )(self._attempt)
 
-        def stop(state: RetryCallState) -> bool:
-            # no attempt after the last, and no wait the call's budget cannot cover
-            if state.attempt_number >= attempts:
-                return True
-            wait = state.upcoming_sleep or 0.0
-            return _clock._current.monotonic() + wait >= end
-
-        def retryable(exc: BaseException) -> bool:
-            if not is_transient(exc):
-                return False
-            return idempotent or proves_not_sent(exc)
-
-        def before_sleep(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            logger.warning(
-                "{} attempt {} failed ({}: {}); retrying in {:.3f}s",
-                self.name,
-                state.attempt_number,
-                type(exc).__name__,
-                sanitize(exc),
-                state.upcoming_sleep,
-            )
-
-        async def asleep(seconds: float) -> None:
-            await _clock._current.asleep(seconds)
-
-        return AsyncRetrying(
-            stop=stop,
-            wait=wait_exponential_jitter(
-                multiplier=res.retry_initial_delay,
-                max=res.retry_max_delay,
-                jitter=res.retry_initial_delay,
-            )
-            if res.retry_initial_delay > 0
-            else wait_none(),
-            retry=retry_if_exception(retryable),
-            before_sleep=before_sleep,
-            sleep=asleep,
-            reraise=True,
-        )
+    async def _attempt(self, fn: Callable[[], Awaitable[T]], end: float) -> T:
+        return await _bounded(fn(), end - _clock._current.monotonic(), self.name)
 
     async def _with_retry(self, fn: Callable[[], Awaitable[T]], *, idempotent: bool) -> T:
         # One budget for the whole call (see DB_BUDGET_FACTOR), the ambient deadline when it
-        # is shorter. The first attempt runs without tenacity; only a failure builds the
-        # retry loop, which replays that failure as its first attempt.
+        # is shorter: each attempt gets what is left of it. A call that finally fails is
+        # counted by the error tracker (the retry's call-failed event).
         budget = self._budget
         left = _deadline.remaining()
         if left is not None and left < budget:
             budget = max(0.0, left)
-        end = _clock._current.monotonic() + budget
-        try:
-            return await _bounded(fn(), budget, self.name)
-        except Exception as exc:
-            first: list[BaseException] = [exc]
-
-        async def attempt() -> T:
-            if first:
-                raise first.pop()
-            return await _bounded(fn(), end - _clock._current.monotonic(), self.name)
-
-        try:
-            async for retrying in self._retrying(idempotent=idempotent, end=end):
-                with retrying:
-                    return await attempt()
-        except BaseException as exc:
-            if not isinstance(exc, asyncio.CancelledError):
-                _note_failure(self.name, exc)
-            raise
-        raise AssertionError("unreachable")  # pragma: no cover
+        result: T = await self._retried[idempotent](fn, _clock._current.monotonic() + budget)
+        return result
 
     # -- sessions and transactions ------------------------------------------------------
 
@@ -631,16 +585,6 @@ async def _bounded(work: Awaitable[T], seconds: float, name: str) -> T:
 def _abandoned(task: asyncio.Future[Any]) -> None:
     if not task.cancelled():
         task.exception()  # retrieved: an abandoned attempt's error is not "never retrieved"
-
-
-def _note_failure(name: str, exc: BaseException) -> None:
-    """Count a failed database call with the error tracker (it logs each error once)."""
-    try:
-        from resilient.errors import record_error
-
-        record_error(exc, component=name)
-    except Exception:  # pragma: no cover - tracking must never hide the real error
-        pass
 
 
 _started: dict[tuple[str, str, str], Database] = {}

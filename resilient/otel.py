@@ -413,7 +413,7 @@ def attempts(name: str | None = None) -> Callable[[Callable[P, R]], Callable[P, 
 def instrument(name: str, **options: Any) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """:func:`resilient.resilient` with spans: ``traced(resilient(attempts(fn)))``.
     ``options`` go to :func:`resilient.resilient`."""
-    from resilient._core.wrapping import resilient as _resilient
+    from resilient._policies.compose import resilient as _resilient
 
     stack = _resilient(name, **options)
 
