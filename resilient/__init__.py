@@ -19,7 +19,6 @@ from resilient._core.exceptions import (
 from resilient._core.log import disable_logging, enable_logging
 from resilient._core.sanitize import sanitize
 from resilient._core.version import __version__
-from resilient._core.wrapping import resilient
 from resilient._instrument import subscribers as _instrumentation
 from resilient._policies.breaker import Breaker, BreakerSnapshot, breaker, breakers, get_breaker
 from resilient._policies.bulkhead import (
@@ -35,6 +34,7 @@ from resilient._policies.cache import (
     get_fallback_cache,
     set_fallback_cache,
 )
+from resilient._policies.compose import resilient
 from resilient._policies.fallback import FallbackStatus, fallback, fallback_status
 from resilient._policies.hedge import HedgeStats, hedge, hedge_stats
 from resilient._policies.retry import retry

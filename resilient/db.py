@@ -33,30 +33,23 @@ from sqlalchemy.engine import make_url as _make_url
 from sqlalchemy.ext.asyncio import async_sessionmaker as _async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 from sqlalchemy.sql import Executable as _Executable
-from tenacity import AsyncRetrying as _AsyncRetrying
-from tenacity import retry_if_exception as _retry_if_exception
-from tenacity import wait_exponential_jitter as _wait_exponential_jitter
-from tenacity import wait_none as _wait_none
 
 from resilient._core import clock as _clock
 from resilient._core import deadline as _deadline
 from resilient._core.classify import classify as _classify
-from resilient._core.classify import is_transient as _is_transient
-from resilient._core.classify import proves_not_sent as _proves_not_sent
 from resilient._core.extras import missing_extra as _missing_extra
 from resilient._core.log import logger as _logger
 from resilient._core.sanitize import mask_url as _mask_url
 from resilient._core.sanitize import sanitize as _sanitize
 from resilient._instrument import published as _published_sources
-from resilient._instrument.tracker import record_error as _record_error
+from resilient._policies.retry import retry as _retry
 from resilient.config import current_config as _current_config
 from resilient.config import subscribe as _subscribe
-from resilient.config import switches as _switches
+from resilient.config._bounds import DURATION as _DURATION
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Row, RowMapping
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
-    from tenacity import RetryCallState
 
     from resilient.config import Config
 
@@ -195,6 +188,7 @@ class Database:
         self._slow = config.database.slow_query_threshold
         self._log_all = config.resilience.enable_query_logging
         self._budget = DB_BUDGET_FACTOR * config.database.command_timeout
+        self._retried = {idem: self._retrying(idempotent=idem) for idem in (True, False)}
 
     @property
     def is_sqlite(self) -> bool:
@@ -378,79 +372,37 @@ class Database:
 
     # -- retries ------------------------------------------------------------------------
 
-    def _retrying(self, *, idempotent: bool, end: float) -> _AsyncRetrying:
+    def _retrying(
+        self, *, idempotent: bool
+    ) -> Callable[[Callable[[], Awaitable[Any]], float], Awaitable[Any]]:
+        """``attempt(fn, end)`` under the retry policy, with this database's
+        ``resilience.retry_*`` settings: only transient failures are retried, and only where
+        that is safe (``idempotent``, or a failure that proves nothing was sent); no wait
+        starts that the call's budget (or the ambient deadline) cannot cover."""
         res = self._config.resilience
-        attempts = res.retry_max_attempts if _switches.retry_enabled else 1
+        return _retry(
+            max_attempts=res.retry_max_attempts,
+            initial_delay=res.retry_initial_delay,
+            max_delay=res.retry_max_delay,
+            idempotent=idempotent,
+            deadline=min(self._budget, _DURATION.high),
+            budget=False,
+            name=self.name,
+        )(self._attempt)
 
-        def stop(state: RetryCallState) -> bool:
-            # no attempt after the last, and no wait the call's budget cannot cover
-            if state.attempt_number >= attempts:
-                return True
-            wait = state.upcoming_sleep or 0.0
-            return _clock._current.monotonic() + wait >= end
-
-        def retryable(exc: BaseException) -> bool:
-            if not _is_transient(exc):
-                return False
-            return idempotent or _proves_not_sent(exc)
-
-        def before_sleep(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            _logger.warning(
-                "{} attempt {} failed ({}: {}); retrying in {:.3f}s",
-                self.name,
-                state.attempt_number,
-                type(exc).__name__,
-                _sanitize(exc),
-                state.upcoming_sleep,
-            )
-
-        async def asleep(seconds: float) -> None:
-            await _clock._current.asleep(seconds)
-
-        return _AsyncRetrying(
-            stop=stop,
-            wait=_wait_exponential_jitter(
-                multiplier=res.retry_initial_delay,
-                max=res.retry_max_delay,
-                jitter=res.retry_initial_delay,
-            )
-            if res.retry_initial_delay > 0
-            else _wait_none(),
-            retry=_retry_if_exception(retryable),
-            before_sleep=before_sleep,
-            sleep=asleep,
-            reraise=True,
-        )
+    async def _attempt(self, fn: Callable[[], Awaitable[T]], end: float) -> T:
+        return await _bounded(fn(), end - _clock._current.monotonic(), self.name)
 
     async def _with_retry(self, fn: Callable[[], Awaitable[T]], *, idempotent: bool) -> T:
         # One budget for the whole call (see DB_BUDGET_FACTOR), the ambient deadline when it
-        # is shorter. The first attempt runs without tenacity; only a failure builds the
-        # retry loop, which replays that failure as its first attempt.
+        # is shorter: each attempt gets what is left of it. A call that finally fails is
+        # counted by the error tracker (the retry's call-failed event).
         budget = self._budget
         left = _deadline.remaining()
         if left is not None and left < budget:
             budget = max(0.0, left)
-        end = _clock._current.monotonic() + budget
-        try:
-            return await _bounded(fn(), budget, self.name)
-        except Exception as exc:
-            first: list[BaseException] = [exc]
-
-        async def attempt() -> T:
-            if first:
-                raise first.pop()
-            return await _bounded(fn(), end - _clock._current.monotonic(), self.name)
-
-        try:
-            async for retrying in self._retrying(idempotent=idempotent, end=end):
-                with retrying:
-                    return await attempt()
-        except BaseException as exc:
-            if not isinstance(exc, _asyncio.CancelledError):
-                _note_failure(self.name, exc)
-            raise
-        raise AssertionError("unreachable")  # pragma: no cover
+        result: T = await self._retried[idempotent](fn, _clock._current.monotonic() + budget)
+        return result
 
     # -- sessions and transactions ------------------------------------------------------
 
@@ -630,12 +582,6 @@ async def _bounded(work: Awaitable[T], seconds: float, name: str) -> T:
 def _abandoned(task: _asyncio.Future[Any]) -> None:
     if not task.cancelled():
         task.exception()  # retrieved: an abandoned attempt's error is not "never retrieved"
-
-
-def _note_failure(name: str, exc: BaseException) -> None:
-    """Count a failed database call with the error tracker (it logs each error once)."""
-    with _contextlib.suppress(Exception):  # tracking must never hide the real error
-        _record_error(exc, component=name)
 
 
 _started: dict[tuple[str, str, str], Database] = {}

@@ -44,8 +44,8 @@ from resilient._core.events import EventKind as _EventKind
 from resilient._core.events import PolicyEvent as _PolicyEvent
 from resilient._core.wrapping import is_async_callable as _is_async_callable
 from resilient._core.wrapping import policy_name as _policy_name
-from resilient._core.wrapping import resilient as _resilient
 from resilient._policies.breaker import breakers as _breakers
+from resilient._policies.compose import resilient as _resilient
 
 __all__ = ["Telemetry", "attempts", "install", "installed", "instrument", "traced", "uninstall"]
 

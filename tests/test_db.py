@@ -14,10 +14,12 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.exc import IntegrityError
 
+from resilient import PolicyEvent, add_hook
 from resilient._core import log as _logging
 from resilient._core.classify import ErrorCategory, classify
 from resilient.config import Config, current_config
 from resilient.db import Database, get_database
+from resilient.errors import tracker
 from resilient.testing.faults import FaultProxy
 from resilient.testing.servers import free_port
 
@@ -325,6 +327,31 @@ async def test_refused_connection_lets_even_a_write_retry(pg_url: str) -> None:
     finally:
         await db.close()
         await proxy.stop()
+
+
+async def test_retries_go_through_the_retry_policy_and_the_failure_is_tracked_once(
+    pg_url: str,
+) -> None:
+    """Nothing listens: every attempt is refused, retried as the retry policy's events under
+    the database's name, and the final error is counted once for that name."""
+    name = f"db-{uuid.uuid4().hex[:8]}"
+    url = pg_url.replace(":5432/", f":{free_port()}/")
+    db = Database.from_config(
+        make_config(retry_initial_delay=0.0, retry_max_delay=0.0, retry_max_attempts=3),
+        url=url,
+        name=name,
+    )
+    seen: list[PolicyEvent] = []
+    remove = add_hook(lambda e: seen.append(e) if e.name == name else None, kinds=["retry"])
+    try:
+        with pytest.raises(OSError) as info:
+            await db.execute("SELECT 1")  # a write: retried because nothing was sent
+    finally:
+        remove()
+        await db.close()
+    assert [e.attempt for e in seen] == [1, 2]
+    assert all(e.exception is not info.value for e in seen)  # the last error is raised
+    assert tracker.by_component[name] == 1
 
 
 async def test_non_idempotent_write_is_not_retried_on_timeout(pg_url: str) -> None:

@@ -13,8 +13,8 @@ the queue strictly first come first served.
 
 One algorithm for both worlds: the counts live under one ``threading.Lock``; an async caller
 waits on a future of its loop, a sync caller on a ``threading.Event``; a freed slot is handed to
-the next waiter directly. A call that finds a free slot and an empty queue takes the lock once
-to enter and once to leave, and allocates nothing.
+the next waiter directly. A call that finds a free slot and an empty queue takes no lock and
+allocates nothing (see :class:`Bulkhead`).
 """
 
 from __future__ import annotations
@@ -383,13 +383,13 @@ class Bulkhead:
             async with asyncio.timeout(self.queue_timeout):
                 await waiter.future
         except TimeoutError:
-            self._gave_up(waiter)
-            raise self._refuse(level, "queue timeout") from None
+            woken = False
         except BaseException:
             self._gave_up(waiter)
             raise
-        if not waiter.granted:
-            raise self._refuse(level, "displaced")
+        else:
+            woken = True
+        self._admit(waiter, woken)
 
     def acquire_sync(self, priority: str | int = "other") -> None:
         """Take a slot from a synchronous caller (blocking its thread while queued)."""
@@ -398,14 +398,18 @@ class Bulkhead:
 
     def _wait_slot(self, level: int) -> None:
         waiter = _Waiter(level, None, None, threading.Event())
-        if self._queue_or_refuse(waiter):
-            return
-        assert waiter.event is not None
-        if not waiter.event.wait(self.queue_timeout):
+        if not self._queue_or_refuse(waiter):
+            assert waiter.event is not None
+            self._admit(waiter, waiter.event.wait(self.queue_timeout))
+
+    def _admit(self, waiter: _Waiter, woken: bool) -> None:
+        """After a queued call's wait: it holds the slot handed to it, or it is refused (not
+        woken in time, or woken without a slot: displaced by a call of a higher class)."""
+        if not woken:
             self._gave_up(waiter)
-            raise self._refuse(level, "queue timeout")
+            raise self._refuse(waiter.level, "queue timeout")
         if not waiter.granted:
-            raise self._refuse(level, "displaced")
+            raise self._refuse(waiter.level, "displaced")
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -436,54 +440,35 @@ class Bulkhead:
     def decorate(self, fn: Callable[P, R], priority: str | int = "other") -> Callable[P, R]:
         """Wrap ``fn`` (sync or async, decided now) in this bulkhead at ``priority``."""
         level = _level_of(priority)
-        bh = self
-        sw = switches
         layer = Layer("bulkhead", self.name)
-        tokens = self._tokens
-        take, give = tokens.pop, tokens.append
+        enter, leave = self.try_enter, self.release
+        # The shells below only call and wait: entering, queueing and leaving are shared.
 
         if is_async_callable(fn):
             afn = cast("Callable[..., Awaitable[Any]]", fn)
+            queue = self._await_slot
 
             async def acall(*args: Any, **kwargs: Any) -> Any:
-                if bh._generation != sw.generation:
-                    bh._refresh()
-                if bh.queued or not tokens:
-                    await bh._await_slot(level)
-                else:
-                    try:
-                        take()
-                        bh.admitted += 1
-                    except IndexError:  # taken by another thread since the check
-                        await bh._await_slot(level)
+                if not enter():
+                    await queue(level)
                 try:
                     return await afn(*args, **kwargs)
                 finally:
-                    give(None)
-                    if bh.queued or bh._debt:
-                        bh._dispatch()
+                    leave()
 
-            return cast("Callable[P, R]", wrap(acall, fn, layer, bulkhead=bh))
+            return cast("Callable[P, R]", wrap(acall, fn, layer, bulkhead=self))
+
+        wait = self._wait_slot
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            if bh._generation != sw.generation:
-                bh._refresh()
-            if bh.queued or not tokens:
-                bh._wait_slot(level)
-            else:
-                try:
-                    take()
-                    bh.admitted += 1
-                except IndexError:
-                    bh._wait_slot(level)
+            if not enter():
+                wait(level)
             try:
                 return fn(*args, **kwargs)
             finally:
-                give(None)
-                if bh.queued or bh._debt:
-                    bh._dispatch()
+                leave()
 
-        return cast("Callable[P, R]", wrap(call, fn, layer, bulkhead=bh))
+        return cast("Callable[P, R]", wrap(call, fn, layer, bulkhead=self))
 
 
 class BulkheadRegistry:

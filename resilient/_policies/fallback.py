@@ -228,31 +228,41 @@ def fallback(
             if layer.outermost and not isinstance(exc, CircuitOpenError):
                 _hooks.event(_hooks.EventKind.CALL_FAILED, pname, exc)
 
+        def replaceable(exc: Exception) -> None:
+            """Raise ``exc`` when no fallback may replace it."""
+            if not may_replace(exc):
+                unreplaced(exc)
+                raise exc
+
+        def choose(exc: Exception, args: Any, kwargs: Any, hit: Any) -> tuple[str, Any]:
+            """The fallback for ``exc``: its source and value (a func's result as returned,
+            maybe awaitable); raises ``exc`` when there is none."""
+            if hit is not None:
+                return "cache", hit.value
+            if func is not None:
+                return "func", func(exc, *args, **kwargs)
+            if value is not UNSET:
+                return "value", fallback_value()
+            unreplaced(exc)
+            raise exc
+
+        def served(exc: Exception, source: str, result: Any, hit: Any) -> Any:
+            episode.served_one(exc, source, None if hit is None else hit.age)
+            return result
+
+        # The shells below only call and wait. A failure leaves the except block before the
+        # fallback is chosen, so an error of the fallback never gets it as __context__.
+
         if is_async_callable(fn):
             afn = cast("Callable[..., Awaitable[Any]]", fn)
 
-            async def serve_async(
-                exc: Exception, args: Any, kwargs: Any, key: str | None = None
-            ) -> Any:
-                if not may_replace(exc):
-                    unreplaced(exc)
-                    raise exc
-                if key is not None:
-                    hit = await _cache._cache.get(key)
-                    if hit is not None:
-                        episode.served_one(exc, "cache", hit.age)
-                        return hit.value
-                if func is not None:
-                    result = func(exc, *args, **kwargs)
-                    if func_is_async or inspect.isawaitable(result):
-                        result = await result
-                    episode.served_one(exc, "func", None)
-                    return result
-                if value is not UNSET:
-                    episode.served_one(exc, "value", None)
-                    return fallback_value()
-                unreplaced(exc)
-                raise exc
+            async def serve_async(exc: Exception, args: Any, kwargs: Any, key: str | None) -> Any:
+                replaceable(exc)
+                hit = None if key is None else await _cache._cache.get(key)
+                source, result = choose(exc, args, kwargs, hit)
+                if source == "func" and (func_is_async or inspect.isawaitable(result)):
+                    result = await result
+                return served(exc, source, result, hit)
 
             async def acall(*args: Any, **kwargs: Any) -> Any:
                 # the key of the arguments as passed (the function may mutate them)
@@ -277,24 +287,10 @@ def fallback(
                 "function as fallback, or make the decorated function async"
             )
 
-        def serve(exc: Exception, args: Any, kwargs: Any, key: str | None = None) -> Any:
-            if not may_replace(exc):
-                unreplaced(exc)
-                raise exc
-            if key is not None:
-                hit = _cache._cache.get_sync(key)
-                if hit is not None:
-                    episode.served_one(exc, "cache", hit.age)
-                    return hit.value
-            if func is not None:
-                result = func(exc, *args, **kwargs)
-                episode.served_one(exc, "func", None)
-                return result
-            if value is not UNSET:
-                episode.served_one(exc, "value", None)
-                return fallback_value()
-            unreplaced(exc)
-            raise exc
+        def serve(exc: Exception, args: Any, kwargs: Any, key: str | None) -> Any:
+            replaceable(exc)
+            hit = None if key is None else _cache._cache.get_sync(key)
+            return served(exc, *choose(exc, args, kwargs, hit), hit)
 
         def call(*args: Any, **kwargs: Any) -> Any:
             key = _cache.cache_key_or_none(pname, args, kwargs) if cache else None

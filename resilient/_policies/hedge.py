@@ -9,8 +9,9 @@ the call while another one is still running.
 Only idempotent reads may be hedged: the same request is sent twice. A function whose name is an
 order or a cancel (``submit_order``, ``cancel_order``…) is refused at decoration, and the trading
 proxies refuse ``hedge_after`` on any method that is not a read. Every extra request is taken from
-the retry budget of the same name (:func:`~resilient._policies.retry.get_retry_budget`), so
-hedges and retries together stay within the budget's share of the traffic.
+the retry budget of the same name (given by :func:`use_budgets`: the composition module passes
+:func:`resilient._policies.retry.get_retry_budget`), so hedges and retries together stay within the
+budget's share of the traffic.
 """
 
 from __future__ import annotations
@@ -21,15 +22,16 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, ParamSpec, Protocol, TypeVar, cast
 
 from resilient._core import clock as _clock
 from resilient._core import events as _hooks
 from resilient._core.deadline import seconds_of
+from resilient._core.kinds import guess_kind
 from resilient._core.wrapping import Layer, is_async_callable, policy_name, wrap
 from resilient.config import current_config
 
-__all__ = ["HedgeStats", "hedge", "hedge_stats"]
+__all__ = ["HedgeStats", "hedge", "hedge_stats", "use_budgets"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -37,6 +39,23 @@ R = TypeVar("R")
 _SAMPLES = 256  # latencies remembered per name
 _MIN_SAMPLES = 20  # before a percentile delay hedges anything
 _RECOMPUTE_EVERY = 16  # samples between two percentile computations
+
+
+class Budget(Protocol):
+    """What a hedge needs of a retry budget: the calls to count, and a retry to spend."""
+
+    calls: int
+
+    def try_spend(self) -> bool: ...
+
+
+_budget_of: list[Callable[[str], Budget]] = []
+
+
+def use_budgets(lookup: Callable[[str], Budget]) -> None:
+    """Take every hedge from ``lookup(name)``'s budget (set once, by the composition module:
+    the retry budget of the same name)."""
+    _budget_of[:] = [lookup]
 
 
 def _parse_delay(delay: float | timedelta | str) -> tuple[float | None, float | None]:
@@ -101,8 +120,6 @@ class _Hedger:
     def __init__(
         self, name: str, fixed: float | None, percentile: float | None, max_hedges: int
     ) -> None:
-        from resilient._policies.retry import get_retry_budget
-
         res = current_config().resilience
         self.name = name
         self.fixed = fixed
@@ -113,7 +130,9 @@ class _Hedger:
         self.samples: deque[float] = deque(maxlen=_SAMPLES)
         self._since = 0
         self._lock = threading.Lock()
-        self.budget = get_retry_budget(name)
+        if not _budget_of:
+            raise RuntimeError("no retry budgets for hedges: resilient._policies.compose sets them")
+        self.budget = _budget_of[0](name)
         self.calls = 0
         self.hedges = 0
         self.wins = 0
@@ -197,8 +216,6 @@ def hedge(
         raise ValueError(f"max_hedges must be an integer ≥ 1, got {max_hedges!r}")
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
-        from resilient.trading._methods import guess_kind
-
         label = name or policy_name(fn)
         refuse_unless_read(label, guess_kind(getattr(fn, "__name__", ""), default="read") or "read")
         if not is_async_callable(fn):

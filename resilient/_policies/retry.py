@@ -233,7 +233,7 @@ class _State:
     """The attributes of ``tenacity.RetryCallState`` that the default wait and stop read; built
     only after a first failure."""
 
-    __slots__ = ("args", "attempt_number", "fn", "kwargs", "start_time")
+    __slots__ = ("args", "attempt_number", "fn", "kwargs", "start_time", "wait")
 
     def __init__(
         self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], start: float | None
@@ -243,6 +243,7 @@ class _State:
         self.kwargs = kwargs
         self.start_time = _clock._current.monotonic() if start is None else start
         self.attempt_number = 1
+        self.wait = 0.0  # before the next attempt
 
 
 class _FullState(_State):
@@ -286,12 +287,14 @@ class _RetryPolicy:
         "custom",
         "deadline",
         "explicit",
+        "fn",
         "idempotent",
         "jitter",
         "layer",
         "max_attempts",
         "max_retry_after",
         "name",
+        "new_state",
         "no_backoff",
         "retry_on",
         "stop",
@@ -300,6 +303,7 @@ class _RetryPolicy:
 
     def __init__(
         self,
+        fn: Callable[..., Any],
         name: str,
         explicit: dict[str, Any],
         jitter: bool,
@@ -310,6 +314,7 @@ class _RetryPolicy:
         wait: WaitStrategy | None,
         stop: StopStrategy | None,
     ) -> None:
+        self.fn = fn
         self.name = name
         self.explicit = explicit
         self.jitter = jitter
@@ -326,6 +331,35 @@ class _RetryPolicy:
         self.custom = wait is not None or stop is not None
         self.wait: WaitStrategy = wait or tenacity.wait_none()
         self.stop: StopStrategy = stop or tenacity.stop_after_attempt(1)
+        self.new_state = _FullState if self.custom else _State
+
+    def again(
+        self,
+        exc: BaseException,
+        state: _State | float | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> _State | None:
+        """After a failed attempt: the call's state, with the wait before the next attempt
+        (``None`` to give up). ``state`` is ``None``, or the call's start time when strategies
+        read it, until the first failure builds the state."""
+        if isinstance(exc, _NEVER_RETRIED):
+            self.failed(exc, state)
+            return None
+        if not isinstance(state, _State):  # the first failure: only now is anything built
+            state = self.new_state(self.fn, args, kwargs, state)
+        wait = self.decide(exc, state, args, kwargs)
+        if wait is None:
+            self.failed(exc, state)
+            return None
+        state.wait = wait
+        state.attempt_number += 1
+        return state
+
+    def pause(self, seconds: float) -> None:
+        """The wait before the next attempt, from a synchronous caller."""
+        warn_if_on_loop("retry", self.name)
+        _clock._current.sleep(seconds)
 
     def refresh(self) -> None:
         if self._generation == switches.generation:
@@ -470,14 +504,17 @@ class _RetryPolicy:
             _hooks.report_callback_failure(f"retry {self.name!r}: stop=", self.stop, err)
             return True
 
-    def failed(self, exc: BaseException, state: _State | None) -> None:
+    def failed(self, exc: BaseException, state: _State | float | None) -> None:
         if self.layer.outermost and _hooks.hooks and not isinstance(exc, CircuitOpenError):
+            if isinstance(state, _State):
+                attempt, elapsed = (
+                    state.attempt_number,
+                    _clock._current.monotonic() - state.start_time,
+                )
+            else:
+                attempt, elapsed = 1, 0.0
             _hooks.event(
-                _hooks.EventKind.CALL_FAILED,
-                self.name,
-                exc,
-                attempt=1 if state is None else state.attempt_number,
-                elapsed=0.0 if state is None else _clock._current.monotonic() - state.start_time,
+                _hooks.EventKind.CALL_FAILED, self.name, exc, attempt=attempt, elapsed=elapsed
             )
 
 
@@ -596,6 +633,7 @@ def retry(
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
         check_target(fn, "@retry")
         policy = _RetryPolicy(
+            fn,
             name or policy_name(fn),
             explicit,
             jitter,
@@ -611,9 +649,10 @@ def retry(
         # User strategies may read the time since the call started: start the clock before
         # the first attempt (as tenacity). The default success path stays untimed.
         timed = own_deadline is not None or policy.custom
-        new_state = _FullState if policy.custom else _State
-        decide = policy.decide
-        failed = policy.failed
+        again = policy.again
+        # The shells below only call and wait; everything else is in _RetryPolicy.again. The
+        # next attempt starts outside the except block, so its error never gets this one as
+        # __context__; a last failure is re-raised there as it is.
 
         if is_async_callable(fn):
             afn = cast("Callable[..., Awaitable[Any]]", fn)
@@ -621,51 +660,32 @@ def retry(
             async def acall(*args: Any, **kwargs: Any) -> Any:
                 if bud is not None:
                     bud.calls += 1
-                start = _clock._current.monotonic() if timed else None
-                state: _State | None = None
+                state: _State | float | None = _clock._current.monotonic() if timed else None
                 while True:
                     try:
                         return await afn(*args, **kwargs)
-                    except _NEVER_RETRIED as exc:
-                        failed(exc, state)
-                        raise
                     except Exception as exc:
-                        if state is None:  # the first failure: only now is anything built
-                            state = new_state(afn, args, kwargs, start)
-                        wait = decide(exc, state, args, kwargs)
-                        if wait is None:
-                            failed(exc, state)
-                            raise  # the attempt's own exception, as it is
-                    # The next attempt starts outside the except block, so its error never
-                    # gets this one as __context__.
-                    if wait > 0:
-                        await _clock._current.asleep(wait)
-                    state.attempt_number += 1
+                        if (state := again(exc, state, args, kwargs)) is None:
+                            raise
+                    if state.wait:
+                        await _clock._current.asleep(state.wait)
 
             return cast("Callable[P, R]", wrap(acall, fn, policy.layer))
+
+        pause = policy.pause
 
         def call(*args: Any, **kwargs: Any) -> Any:
             if bud is not None:
                 bud.calls += 1
-            start = _clock._current.monotonic() if timed else None
-            state: _State | None = None
+            state: _State | float | None = _clock._current.monotonic() if timed else None
             while True:
                 try:
                     return fn(*args, **kwargs)
-                except _NEVER_RETRIED as exc:
-                    failed(exc, state)
-                    raise
                 except Exception as exc:
-                    if state is None:
-                        state = new_state(fn, args, kwargs, start)
-                    wait = decide(exc, state, args, kwargs)
-                    if wait is None:
-                        failed(exc, state)
+                    if (state := again(exc, state, args, kwargs)) is None:
                         raise
-                if wait > 0:
-                    warn_if_on_loop("retry", policy.name)
-                    _clock._current.sleep(wait)
-                state.attempt_number += 1
+                if state.wait:
+                    pause(state.wait)
 
         return cast("Callable[P, R]", wrap(call, fn, policy.layer))
 

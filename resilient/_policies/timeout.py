@@ -87,11 +87,41 @@ class _Pool:
 _pool = _Pool()
 
 
-def _limit(seconds: float) -> float:
+def _limit(seconds: float, name: str) -> float:
+    """The call's limit: ``seconds``, shortened to the ambient deadline; raises at once when
+    that is spent."""
     remaining = _deadline.remaining()
     if remaining is not None and remaining < seconds:
+        if remaining <= 0:
+            raise ResilientTimeout(0.0, name)
         return remaining
     return seconds
+
+
+def _run_within(job: Callable[[], Any], limit: float, name: str) -> Any:
+    """Run ``job`` in a worker thread; its result, waited for at most ``limit`` seconds on the
+    current clock."""
+    clock = _clock._current
+    if type(clock) is _clock.SystemClock:
+        future = _pool.submit(job)
+        try:
+            return future.result(timeout=limit)
+        except FutureTimeout:
+            if not future.done():
+                future.cancel()
+                raise ResilientTimeout(limit, name) from None
+        return future.result()
+    end = clock.monotonic() + limit  # before the job starts: it may move the clock at once
+    future = _pool.submit(job)
+    while True:
+        try:
+            return future.result(timeout=0.001)
+        except FutureTimeout:
+            if future.done():  # the function itself raised TimeoutError
+                return future.result()
+            if clock.monotonic() >= end:
+                future.cancel()
+                raise ResilientTimeout(limit, name) from None
 
 
 class _Expiry:
@@ -161,9 +191,7 @@ def timeout(
             afn = cast("Callable[..., Awaitable[Any]]", fn)
 
             async def acall(*args: Any, **kwargs: Any) -> Any:
-                limit = _limit(limit_s)
-                if limit <= 0:
-                    raise ResilientTimeout(0.0, pname)
+                limit = _limit(limit_s, pname)
                 clock = _clock._current
                 if type(clock) is _clock.SystemClock:
                     # asyncio.timeout's protocol (cancel at the limit, uncancel, convert) on
@@ -195,31 +223,10 @@ def timeout(
             return cast("Callable[P, R]", wrap(acall, fn, layer))
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            limit = _limit(limit_s)
-            if limit <= 0:
-                raise ResilientTimeout(0.0, pname)
+            limit = _limit(limit_s, pname)
             warn_if_on_loop("timeout", pname)
             ctx = contextvars.copy_context()
-            future = _pool.submit(lambda: ctx.run(fn, *args, **kwargs))
-            clock = _clock._current
-            if type(clock) is _clock.SystemClock:
-                try:
-                    return future.result(timeout=limit)
-                except FutureTimeout:
-                    if not future.done():
-                        future.cancel()
-                        raise ResilientTimeout(limit, pname) from None
-                return future.result()
-            end = clock.monotonic() + limit
-            while True:
-                try:
-                    return future.result(timeout=0.001)
-                except FutureTimeout:
-                    if future.done():  # the function itself raised TimeoutError
-                        return future.result()
-                    if clock.monotonic() >= end:
-                        future.cancel()
-                        raise ResilientTimeout(limit, pname) from None
+            return _run_within(lambda: ctx.run(fn, *args, **kwargs), limit, pname)
 
         return cast("Callable[P, R]", wrap(call, fn, layer))
 
