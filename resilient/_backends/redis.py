@@ -30,6 +30,7 @@ from resilient._core.log import logger
 from resilient._core.redis_url import parse_redis_url
 from resilient._core.sanitize import mask_url, sanitize
 from resilient._policies.cache import CachedValue, MemoryCache, set_fallback_cache
+from resilient.config import current_config
 
 if TYPE_CHECKING:  # redis-py is the `redis` extra: imported only when a URL is used
     import redis.asyncio as aioredis
@@ -521,8 +522,6 @@ class RedisCache:
         serializer: str = "json",
         default_ttl: float | None = None,
     ) -> None:
-        from resilient.config import current_config
-
         if serializer != "json":
             raise ValueError(
                 f"serializer must be 'json', got {serializer!r}: values read from Redis are "

@@ -61,7 +61,9 @@ from resilient._policies.breaker_storage import ORIGIN, CircuitRecord, set_share
 
 if TYPE_CHECKING:  # the `redis` extra; make_redis_client() says so when it is missing
     pass
+from resilient._core.exceptions import ConfigError, ConfigProblem
 from resilient._core.sanitize import mask_url, sanitize
+from resilient.config import current_config
 
 __all__ = [
     "RedisSharedState",
@@ -781,13 +783,9 @@ def get_shared_state(url: str | None = None) -> RedisSharedState:
         ConfigError: no Redis URL is configured.
     """
     global _state
-    from resilient.config import current_config
-
     config = current_config()
     target = url or config.redis.url
     if not target:
-        from resilient._core.exceptions import ConfigError, ConfigProblem
-
         raise ConfigError(
             [
                 ConfigProblem(

@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from resilient import db as _db
+from resilient._backends import redis as _redis
 from resilient._core.sanitize import sanitize, sanitize_obj
 from resilient.config import current_config
 from resilient.health import CheckResult, HealthOrchestrator, HealthStatus, registry
@@ -72,32 +74,19 @@ async def _attach_data_layer(stack: list[Any]) -> None:
     The database and any stand-in for a failed start go on ``stack``; their ``close()``
     unregisters them again.
     """
+    sqlite_result = _sqlite_file_result()
     try:
-        from resilient.db import get_database
-    except ImportError as exc:  # a broken install: say so rather than report nothing
-        from resilient._core.extras import missing_extra
-
-        missing = (
-            missing_extra(exc, "the database") if isinstance(exc, ModuleNotFoundError) else exc
-        )
-        result = CheckResult(HealthStatus.UNHEALTHY, _failure_detail(missing))
+        if sqlite_result is not None:
+            stack.append(_Component(registry, "database", sqlite_result))
+        else:
+            db = _db.get_database()
+            await db.start(register_health=True)
+            stack.append(db)
+    except Exception as exc:  # a missing driver (the `db` extra) included: report, not crash
+        result = CheckResult(HealthStatus.UNHEALTHY, _failure_detail(exc))
         stack.append(_Component(registry, "database", result))
-    else:
-        sqlite_result = _sqlite_file_result()
-        try:
-            if sqlite_result is not None:
-                stack.append(_Component(registry, "database", sqlite_result))
-            else:
-                db = get_database()
-                await db.start(register_health=True)
-                stack.append(db)
-        except Exception as exc:
-            result = CheckResult(HealthStatus.UNHEALTHY, _failure_detail(exc))
-            stack.append(_Component(registry, "database", result))
     try:
-        from resilient._backends.redis import register_health_checks
-
-        register_health_checks(registry)
+        _redis.register_health_checks(registry)
     except Exception as exc:
         result = CheckResult(HealthStatus.DEGRADED, _failure_detail(exc))
         stack.append(_Component(registry, "cache", result, critical=False))

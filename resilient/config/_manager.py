@@ -9,6 +9,7 @@ from typing import Any
 
 from dynaconf import Dynaconf
 
+from resilient._core.log import logger
 from resilient._core.sanitize import register_secrets
 from resilient.config._loader import (
     DEFAULTS_FILE,
@@ -115,7 +116,6 @@ def reload_config() -> Config:
         settings._replace(fresh)
         _install(config)
         subscribers = list(_subscribers)
-    from resilient._core.log import logger
 
     for callback in subscribers:
         try:
