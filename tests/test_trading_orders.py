@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from resilient._core.wrapping import is_async_callable
 from resilient.trading import prepare_order_call
-from resilient.trading._methods import guess_kind, is_async, public_methods
+from resilient.trading._methods import guess_kind, public_methods
 
 
 def place_order(
@@ -175,5 +176,5 @@ def test_public_methods_and_async_detection() -> None:
 
     methods = public_methods(Client())
     assert set(methods) == {"get_a", "get_b"}
-    assert not is_async(methods["get_a"])
-    assert is_async(methods["get_b"])
+    assert not is_async_callable(methods["get_a"])
+    assert is_async_callable(methods["get_b"])

@@ -77,7 +77,9 @@ class _Episode:
             self.since: float | None = None
             self.last_category: str | None = None
 
-    def served_one(self, exc: BaseException, source: str, age: float | None) -> None:
+    def served_one(
+        self, exc: BaseException, source: str, age: float | None, elapsed: float = 0.0
+    ) -> None:
         with self.lock:
             first = not self.degraded
             if first:
@@ -93,6 +95,7 @@ class _Episode:
             source=source,
             cache_age=age,
             first_in_episode=first,
+            elapsed=elapsed,
         )
 
     def recovered(self) -> None:
@@ -150,6 +153,8 @@ def fallback(
     on: Any = Exception,
     name: str | None = None,
     cache_ttl: float | timedelta | None = None,
+    cache_key: str | None = None,
+    cached_as: Callable[[Any, float, BaseException], Any] | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Return a fallback instead of raising.
 
@@ -163,6 +168,10 @@ def fallback(
         on: exception types, tuple or predicate that may be replaced (default every
             ``Exception``). An open circuit always may; a risk-limit error never is.
         name: the health/metrics name (default: the function's qualified name).
+        cache_key: the prefix of the cache keys (default: ``name``), for functions that share
+            a name but not their answers.
+        cached_as: ``cached_as(value, age, exc)`` is what a cached value is served as (for
+            example the value marked stale).
 
     An ``on`` predicate that raises is logged once and counts as no match (the error is
     raised as it is).
@@ -212,6 +221,7 @@ def fallback(
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
         check_target(fn, "@fallback(...)")
         pname = name or policy_name(fn)
+        prefix = cache_key or pname
         layer = Layer("fallback", pname)
         episode = _episode(pname)
         ttl_state = [-1, 0.0]  # generation, ttl
@@ -224,6 +234,12 @@ def fallback(
                 ttl_state[0] = switches.generation
             return ttl_state[1]
 
+        def from_cache(exc: Exception, hit: _cache.CachedValue, started: float) -> Any:
+            served = hit.value if cached_as is None else cached_as(hit.value, hit.age, exc)
+            elapsed = _clock._current.monotonic() - started  # how long the caller waited
+            episode.served_one(exc, "cache", hit.age, elapsed)
+            return served
+
         def unreplaced(exc: Exception) -> None:
             if layer.outermost and not isinstance(exc, CircuitOpenError):
                 _hooks.event(_hooks.EventKind.CALL_FAILED, pname, exc)
@@ -234,11 +250,14 @@ def fallback(
                 unreplaced(exc)
                 raise exc
 
+        def fresh(hit: _cache.CachedValue | None) -> _cache.CachedValue | None:
+            return hit if hit is not None and hit.age <= ttl() else None
+
         def choose(exc: Exception, args: Any, kwargs: Any, hit: Any) -> tuple[str, Any]:
-            """The fallback for ``exc``: its source and value (a func's result as returned,
-            maybe awaitable); raises ``exc`` when there is none."""
+            """The fallback for ``exc``: its source and value (the cache entry, or a func's
+            result as returned, maybe awaitable); raises ``exc`` when there is none."""
             if hit is not None:
-                return "cache", hit.value
+                return "cache", hit
             if func is not None:
                 return "func", func(exc, *args, **kwargs)
             if value is not UNSET:
@@ -246,8 +265,10 @@ def fallback(
             unreplaced(exc)
             raise exc
 
-        def served(exc: Exception, source: str, result: Any, hit: Any) -> Any:
-            episode.served_one(exc, source, None if hit is None else hit.age)
+        def served(exc: Exception, source: str, result: Any, started: float) -> Any:
+            if source == "cache":
+                return from_cache(exc, result, started)
+            episode.served_one(exc, source, None)
             return result
 
         # The shells below only call and wait. A failure leaves the except block before the
@@ -256,17 +277,20 @@ def fallback(
         if is_async_callable(fn):
             afn = cast("Callable[..., Awaitable[Any]]", fn)
 
-            async def serve_async(exc: Exception, args: Any, kwargs: Any, key: str | None) -> Any:
+            async def serve_async(
+                exc: Exception, args: Any, kwargs: Any, key: str | None, started: float
+            ) -> Any:
                 replaceable(exc)
-                hit = None if key is None else await _cache._cache.get(key)
+                hit = fresh(None if key is None else await _cache._cache.get(key))
                 source, result = choose(exc, args, kwargs, hit)
                 if source == "func" and (func_is_async or inspect.isawaitable(result)):
                     result = await result
-                return served(exc, source, result, hit)
+                return served(exc, source, result, started)
 
             async def acall(*args: Any, **kwargs: Any) -> Any:
                 # the key of the arguments as passed (the function may mutate them)
-                key = _cache.cache_key_or_none(pname, args, kwargs) if cache else None
+                key = _cache.cache_key_or_none(prefix, args, kwargs) if cache else None
+                started = _clock._current.monotonic() if key is not None else 0.0
                 try:
                     result = await afn(*args, **kwargs)
                 except Exception as exc:
@@ -277,7 +301,7 @@ def fallback(
                     if episode.degraded:
                         episode.recovered()
                     return result
-                return await serve_async(err, args, kwargs, key)
+                return await serve_async(err, args, kwargs, key, started)
 
             return cast("Callable[P, R]", wrap(acall, fn, layer))
 
@@ -287,13 +311,14 @@ def fallback(
                 "function as fallback, or make the decorated function async"
             )
 
-        def serve(exc: Exception, args: Any, kwargs: Any, key: str | None) -> Any:
+        def serve(exc: Exception, args: Any, kwargs: Any, key: str | None, started: float) -> Any:
             replaceable(exc)
-            hit = None if key is None else _cache._cache.get_sync(key)
-            return served(exc, *choose(exc, args, kwargs, hit), hit)
+            hit = fresh(None if key is None else _cache._cache.get_sync(key))
+            return served(exc, *choose(exc, args, kwargs, hit), started)
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            key = _cache.cache_key_or_none(pname, args, kwargs) if cache else None
+            key = _cache.cache_key_or_none(prefix, args, kwargs) if cache else None
+            started = _clock._current.monotonic() if key is not None else 0.0
             try:
                 result = fn(*args, **kwargs)
             except Exception as exc:
@@ -304,7 +329,7 @@ def fallback(
                 if episode.degraded:
                     episode.recovered()
                 return result
-            return serve(err, args, kwargs, key)
+            return serve(err, args, kwargs, key, started)
 
         return cast("Callable[P, R]", wrap(call, fn, layer))
 

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import math
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from resilient._core.clock import get_clock
+from resilient._core.wrapping import is_async_callable
 from resilient.config import Config, current_config
 from resilient.trading._freshness import TimedPrice, stamp  # stale-price guard
-from resilient.trading._methods import is_async, public_methods
+from resilient.trading._methods import public_methods
 from resilient.trading._risk import RiskChecker
 from resilient.trading._state import TradingState
+from resilient.trading._steps import Steps, arun, run
 from resilient.trading._throttle import OrderThrottle
 from resilient.trading._unknown import UnknownOrders
 from resilient.trading._values import PRICE_METHODS, last_fallback
@@ -151,43 +154,39 @@ class TradingContext:
         self.remember_price(symbol, price)
         return price
 
+    def price_steps(
+        self, symbol: str, extra: Sequence[Callable[..., Any]], asynchronous: bool
+    ) -> Steps[float | None]:
+        """The current price of ``symbol`` for a risk check: from the market-data services'
+        live readers (then ``extra`` readers; for a synchronous caller only the synchronous
+        ones), else the freshest live price remembered (a stream's included), with the time
+        it was observed (stale-price guard)."""
+        for reader in self._price_readers(extra):
+            if not asynchronous and is_async_callable(reader):
+                continue
+            before = last_fallback()
+            try:
+                value = yield functools.partial(reader, symbol)
+            except Exception:
+                continue
+            price = self.risk_price(symbol, value, before)
+            if price is not None:
+                return price
+        return self._remembered(symbol)
+
     async def aprice(
         self, symbol: str, *, extra: Sequence[Callable[..., Any]] = ()
     ) -> float | None:
-        """The current price of ``symbol`` for a risk check: from the market-data services'
-        live readers (then ``extra`` readers), else the freshest live price remembered (a
-        stream's included), with the time it was observed (stale-price guard)."""
-        for reader in self._price_readers(extra):
-            before = last_fallback()
-            try:
-                value = reader(symbol)
-                if isinstance(value, Awaitable):
-                    value = await value
-            except Exception:
-                continue
-            price = self.risk_price(symbol, value, before)
-            if price is not None:
-                return price
-        return self._remembered(symbol)
+        """:meth:`price_steps` for an asynchronous caller."""
+        return await arun(self.price_steps(symbol, extra, True))
 
     def price_sync(self, symbol: str, *, extra: Sequence[Callable[..., Any]] = ()) -> float | None:
-        """Like :meth:`aprice` for synchronous orders (only synchronous readers are asked)."""
-        for reader in self._price_readers(extra):
-            if is_async(reader):
-                continue
-            before = last_fallback()
-            try:
-                value = reader(symbol)
-            except Exception:
-                continue
-            price = self.risk_price(symbol, value, before)
-            if price is not None:
-                return price
-        return self._remembered(symbol)
+        """:meth:`price_steps` for a synchronous caller (only synchronous readers are asked)."""
+        return run(self.price_steps(symbol, extra, False))
 
 
 def _adapt(fn: Callable[..., Any], asynchronous: bool) -> Callable[..., Any]:
-    if is_async(fn) == asynchronous:
+    if is_async_callable(fn) == asynchronous:
         return fn
     if asynchronous:  # a sync paper broker behind an async proxy
 

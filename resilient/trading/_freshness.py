@@ -114,12 +114,12 @@ class StaleDataError(ResilientError):
     def __init__(
         self, service: str, method: str, age: float, max_age: float, error_type: str = ""
     ) -> None:
+        why = f" after {error_type}" if error_type else ""
         self.service = service
         self.method = method
         self.age = age
         self.max_age = max_age
         self.error_type = error_type
-        why = f" after {error_type}" if error_type else ""
         super().__init__(
             f"{service}.{method}: only a cached answer {age:.1f}s old was available{why}, "
             f"older than max_age={max_age:g}s; retry later or accept older data"

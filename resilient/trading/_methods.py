@@ -16,7 +16,7 @@ from typing import Any
 
 from resilient._core.kinds import SDK_VOCABULARY, guess_kind, snake_case
 
-__all__ = ["SDK_VOCABULARY", "guess_kind", "is_async", "public_methods", "snake_case"]
+__all__ = ["SDK_VOCABULARY", "guess_kind", "public_methods", "snake_case"]
 
 
 def public_methods(obj: object) -> dict[str, Callable[..., Any]]:
@@ -44,16 +44,3 @@ def public_methods(obj: object) -> dict[str, Callable[..., Any]]:
             continue
         found[name] = value
     return found
-
-
-def is_async(fn: Callable[..., Any]) -> bool:
-    """Whether calling ``fn`` returns an awaitable (``async def``, partials, async __call__)."""
-    if inspect.isclass(fn):
-        return False
-    if inspect.iscoroutinefunction(fn):
-        return True
-    partial_call = getattr(fn, "func", None)
-    if partial_call is not None and isinstance(fn, functools.partial):
-        return is_async(partial_call)
-    dunder_call = getattr(fn, "__call__", None)  # noqa: B004 - async __call__ objects
-    return inspect.iscoroutinefunction(dunder_call)

@@ -119,17 +119,7 @@ class PaperBroker:
         self.cash -= signed * price
         return order.to_dict()
 
-    async def submit_order(
-        self,
-        symbol: str,
-        qty: float,
-        side: str = "buy",
-        order_type: str = "market",
-        limit_price: float | None = None,
-        client_order_id: str | None = None,
-    ) -> dict[str, Any]:
-        """Alias of :meth:`place_order` (alpaca-style name)."""
-        return await self.place_order(symbol, qty, side, order_type, limit_price, client_order_id)
+    submit_order = place_order  # the alpaca-style name, same signature
 
     async def cancel_order(self, order_id: str) -> bool:
         """Cancel an order; filled orders cannot be cancelled (returns False)."""

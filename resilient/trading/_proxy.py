@@ -15,6 +15,7 @@ name, signature and docstring, and choosing the policy by the kind of call:
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -22,7 +23,7 @@ import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from resilient._core import events as _hooks
+from resilient import metrics
 from resilient._core.classify import (
     ErrorCategory,
     classify,
@@ -34,10 +35,17 @@ from resilient._core.classify import (
 from resilient._core.clock import get_clock
 from resilient._core.exceptions import CircuitOpenError, RiskLimitError, TradingDisabledError
 from resilient._core.sanitize import sanitize
-from resilient._policies.cache import cache_key_or_none, get_fallback_cache
+from resilient._core.wrapping import is_async_callable
+from resilient._instrument.stats import stats
+from resilient._policies.breaker import breaker, breakers
+from resilient._policies.bulkhead import bulkheads, get_bulkhead
+from resilient._policies.fallback import fallback, fallback_status
 from resilient._policies.hedge import hedged
+from resilient._policies.retry import retry
+from resilient._policies.timeout import timeout
+from resilient.errors import record_error
 from resilient.trading._freshness import with_max_age  # stale-price guard: max_age= on reads
-from resilient.trading._methods import guess_kind, is_async, public_methods
+from resilient.trading._methods import guess_kind, public_methods
 from resilient.trading._orders import OrderCall, OrderIntent, prepare_order_call
 from resilient.trading._ratelimit import RateLimitExceeded, ServiceRateLimiter, limiter_for
 from resilient.trading._risk import PositionBook, RiskChecker, check_trading_state
@@ -52,6 +60,7 @@ from resilient.trading._sdk import (
     with_symbol,
 )
 from resilient.trading._settings import METHOD_KINDS, MethodPolicy, ServiceSettings, parse_exclude
+from resilient.trading._steps import Steps, arun, run
 from resilient.trading._unknown import OrderStatusUnknown, UnknownOrder
 from resilient.trading._values import (
     PRICE_METHODS,
@@ -84,19 +93,18 @@ _LOOKUP_METHODS = (
     "get_order_by_client_ref",
 )
 
-# Per order call: whether it carries an idempotency key (read by the retry predicate) and how
-# many attempts reached the broker.
+# Per order call: whether it carries an idempotency key (read by the retry predicate) and
+# whether an attempt failed after the order may have been executed.
 _order_state: contextvars.ContextVar[_OrderState | None] = contextvars.ContextVar(
     "resilient_order_state", default=None
 )
 
 
 class _OrderState:
-    __slots__ = ("attempts", "has_key", "maybe_sent")
+    __slots__ = ("has_key", "maybe_sent")
 
     def __init__(self, has_key: bool) -> None:
         self.has_key = has_key
-        self.attempts = 0
         self.maybe_sent = False  # some attempt failed after the order may have been executed
 
     def saw(self, exc: BaseException) -> None:
@@ -105,22 +113,20 @@ class _OrderState:
             self.maybe_sent = True
 
 
+def _attempt_failed(exc: BaseException) -> None:
+    state = _order_state.get()
+    if state is not None:
+        state.saw(exc)
+
+
 def _ambiguous(exc: BaseException) -> bool:
     """A failure after which the broker may have executed the order: a timeout, a reset, a
     5xx (not a refused connection or a 429, which prove it never left, nor an answer)."""
     return is_transient(exc) and not proves_not_sent(exc)
 
 
-# When the current proxied call started: a cached answer reports how long its caller waited.
-_call_started: contextvars.ContextVar[float | None] = contextvars.ContextVar(
-    "resilient_proxy_call_started", default=None
-)
-
-
 def _priority_bulkhead(call: Callable[..., Any], svc: ServiceSettings, kind: str) -> Any:
     """[load] The service's bulkhead around one method, at the priority of its kind."""
-    from resilient._policies.bulkhead import get_bulkhead
-
     return get_bulkhead(
         svc.name,
         max_concurrent=svc.bulkhead,
@@ -131,8 +137,6 @@ def _priority_bulkhead(call: Callable[..., Any], svc: ServiceSettings, kind: str
 
 def _priority_bulkhead_data(name: str) -> dict[str, Any]:
     """[load] The service bulkhead's snapshot for its health component."""
-    from resilient._policies.bulkhead import bulkheads
-
     return bulkheads.get(name).snapshot().to_dict() if name in bulkheads else {}
 
 
@@ -141,9 +145,87 @@ def _order_is_idempotent(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
     return state is not None and state.has_key
 
 
+def _cacheable(exc: BaseException) -> bool:
+    """Whether a read's failure may be answered from the cache: an outage, not an answer."""
+    if http_status(exc) in (404, 410):
+        return False
+    return classify(exc) not in _NO_CACHE_CATEGORIES
+
+
 def _retryable(exc: BaseException) -> bool:
     # The client-side limiter has already waited as long as allowed: retrying cannot help.
     return not isinstance(exc, RateLimitExceeded) and is_transient(exc)
+
+
+def _limited(
+    call: Callable[..., Any],
+    limiter: ServiceRateLimiter,
+    asynchronous: bool,
+    weight: int,  # [load] the method's cost and its own linked limit
+    method: str,
+) -> Callable[..., Any]:
+    """``call`` after the client-side rate limit lets it through (waiting as allowed)."""
+    if asynchronous:
+
+        async def alimited(*args: Any, **kwargs: Any) -> Any:
+            await limiter.acquire(weight, method)
+            return await call(*args, **kwargs)
+
+        return alimited
+
+    def limited(*args: Any, **kwargs: Any) -> Any:
+        limiter.acquire_sync(weight, method)
+        return call(*args, **kwargs)
+
+    return limited
+
+
+def _counted(call: Callable[..., Any], asynchronous: bool) -> Callable[..., Any]:
+    """An order attempt whose failure is noted in the order's state (see :class:`_OrderState`)."""
+    if asynchronous:
+
+        async def acounted(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await call(*args, **kwargs)
+            except Exception as exc:
+                _attempt_failed(exc)
+                raise
+
+        return acounted
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return call(*args, **kwargs)
+        except Exception as exc:
+            _attempt_failed(exc)
+            raise
+
+    return counted
+
+
+def _record(exc: BaseException, component: str) -> None:
+    """Count ``exc`` in the error tracker, never raising (accounting must not add a failure)."""
+    with contextlib.suppress(Exception):
+        record_error(exc, component=component)
+
+
+def _shell(
+    fn: Callable[..., Any],
+    steps: Callable[[tuple[Any, ...], dict[str, Any]], Steps[Any]],
+    asynchronous: bool,
+) -> Callable[..., Any]:
+    """``fn``'s stand-in that runs ``steps(args, kwargs)``, as ``fn`` is: sync or async."""
+    if asynchronous:
+
+        async def acall(*args: Any, **kwargs: Any) -> Any:
+            return await arun(steps(args, kwargs))
+
+        return functools.wraps(fn)(acall)
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return run(steps(args, kwargs))
+
+    return functools.wraps(fn)(call)
 
 
 def _declared_kinds(
@@ -184,7 +266,6 @@ class _ServiceState:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.fallbacks_served = 0
-        self.degraded = False  # the latest read of some method served a fallback
         self.last_fallback: FallbackInfo | None = None
         self.last_fallback_at: float | None = None
         self.orders_sent = 0
@@ -260,10 +341,11 @@ class ResilientService:
             self._kinds[method_name] = kind
             wrapped = self._wrap(method_name, bound, kind, policy)
             if method_name in undeclared:
-                wrapped = self._guarded(method_name, bound, wrapped, is_async(bound))
-            wrapped = self._timed(wrapped, bound)
+                wrapped = self._guarded(method_name, bound, wrapped, is_async_callable(bound))
+            prices = kind == "read" and ("price" in method_name or "quote" in method_name)
+            wrapped = self._timed(wrapped, bound, prices and settings.resilience_enabled)
             if kind == "read":  # stale-price guard: max_age= (trading/_freshness.py)
-                wrapped = with_max_age(wrapped, bound, name, method_name, is_async(bound))
+                wrapped = with_max_age(wrapped, bound, name, method_name, is_async_callable(bound))
             self._methods[method_name] = wrapped
             self.__dict__[method_name] = wrapped
         self.__dict__["_undeclared"] = frozenset(undeclared)
@@ -272,7 +354,6 @@ class ResilientService:
         own_prices = tuple(self._live[n] for n in PRICE_METHODS if n in self._live)
         self.__dict__.update(
             _own_prices=own_prices,
-            _own_prices_sync=tuple(fn for fn in own_prices if not is_async(fn)),
             _own_positions=tuple(self._live[n] for n in _POSITION_METHODS if n in self._live),
         )
 
@@ -328,64 +409,61 @@ class ResilientService:
 
     # -- wrapping ---------------------------------------------------------------------------
 
-    def _timed(self, call: Callable[..., Any], fn: Callable[..., Any]) -> Callable[..., Any]:
+    def _timed(
+        self, call: Callable[..., Any], fn: Callable[..., Any], prices: bool
+    ) -> Callable[..., Any]:
         """Record each call's outcome and latency for the component's rolling success metrics
         (availability, error rate, p95 of calls). A cached answer is recorded, with the time
-        the caller waited for it, by the fallback event :meth:`_serve` emits. An order refused
-        by a risk rule is a decision, not a failure, and is not counted; a business outcome
-        (``services.<name>.exclude``) counts as an answer."""
-        from resilient._instrument.stats import stats
-
-        record = stats(self._name)
+        the caller waited for it, by the fallback's event. An order refused by a risk rule is
+        a decision, not a failure, and is not counted; a business outcome
+        (``services.<name>.exclude``) counts as an answer. With ``prices``, a live price is
+        remembered."""
+        record = stats(self._name).record
         clock = get_clock
         business = self._is_business  # a business outcome is an answer: the service is up
+        remember = self._remember_price if prices else None
 
-        def done(start: float, before: FallbackInfo | None) -> None:
-            if last_fallback() is before:
-                record.record(True, clock().monotonic() - start)
+        def failed(exc: Exception, start: float) -> None:
+            if not isinstance(exc, RiskLimitError):
+                record(business(exc), clock().monotonic() - start)
 
-        if is_async(fn):
-
-            @functools.wraps(call)
-            async def atimed(*args: Any, **kwargs: Any) -> Any:
-                start, before = clock().monotonic(), last_fallback()
-                token = _call_started.set(start)
-                try:
-                    result = await call(*args, **kwargs)
-                except RiskLimitError:
-                    raise
-                except Exception as exc:
-                    record.record(business(exc), clock().monotonic() - start)
-                    raise
-                finally:
-                    _call_started.reset(token)
-                done(start, before)
-                return result
-
-            return atimed
-
-        @functools.wraps(call)
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            start, before = clock().monotonic(), last_fallback()
-            token = _call_started.set(start)
-            try:
-                result = call(*args, **kwargs)
-            except RiskLimitError:
-                raise
-            except Exception as exc:
-                record.record(business(exc), clock().monotonic() - start)
-                raise
-            finally:
-                _call_started.reset(token)
-            done(start, before)
+        def done(
+            start: float, before: FallbackInfo | None, result: Any, args: Any, kwargs: Any
+        ) -> Any:
+            if last_fallback() is before:  # a live answer
+                record(True, clock().monotonic() - start)
+                if remember is not None:
+                    remember(args, kwargs, result)
             return result
 
-        return timed
+        if is_async_callable(fn):
+
+            async def atimed(*args: Any, **kwargs: Any) -> Any:
+                start, before = clock().monotonic(), last_fallback()
+                try:
+                    result = await call(*args, **kwargs)
+                except Exception as exc:
+                    failed(exc, start)
+                    raise
+                return done(start, before, result, args, kwargs)
+
+            return functools.wraps(call)(atimed)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start, before = clock().monotonic(), last_fallback()
+            try:
+                result = call(*args, **kwargs)
+            except Exception as exc:
+                failed(exc, start)
+                raise
+            return done(start, before, result, args, kwargs)
+
+        return functools.wraps(call)(timed)
 
     def _wrap(
         self, method: str, fn: Callable[..., Any], kind: str, policy: MethodPolicy
     ) -> Callable[..., Any]:
-        asynchronous = is_async(fn)
+        asynchronous = is_async_callable(fn)
         if kind == "order":
             return self._wrap_order(method, fn, policy, asynchronous)
         call = self._pipeline(method, fn, kind, policy, asynchronous)
@@ -396,7 +474,17 @@ class ResilientService:
         self._live[method] = call
         if not self._settings.resilience_enabled:
             return call
-        return self._with_cache(method, fn, call, policy, asynchronous)
+        # fallback(cache) around retry(breaker(timeout(fn))): one episode per service, one
+        # cache entry per method and arguments; an answer (a 404 included) is never replaced.
+        read: Callable[..., Any] = fallback(
+            cache=True,
+            on=_cacheable,
+            name=self._name,
+            cache_key=f"{self._name}.{method}",
+            cache_ttl=policy.cache_ttl,
+            cached_as=functools.partial(self._serve, method),
+        )(call)
+        return read
 
     def _guarded(
         self, method: str, fn: Callable[..., Any], call: Callable[..., Any], asynchronous: bool
@@ -404,24 +492,24 @@ class ResilientService:
         """An undeclared broker method: it may place an order, so the trading switches apply
         (with live trading off it goes only to a paper broker that has it)."""
         self._pipelines[method] = call
-        undeclared = True
         if asynchronous:
 
-            @functools.wraps(fn)
             async def aguarded(*args: Any, **kwargs: Any) -> Any:
-                target = self._order_target(method, True, undeclared)
-                self._guard_state()
-                return await target(*args, **kwargs)
+                return await self._undeclared_target(method, True)(*args, **kwargs)
 
-            return aguarded
+            return functools.wraps(fn)(aguarded)
 
-        @functools.wraps(fn)
         def guarded(*args: Any, **kwargs: Any) -> Any:
-            target = self._order_target(method, False, undeclared)
-            self._guard_state()
-            return target(*args, **kwargs)
+            return self._undeclared_target(method, False)(*args, **kwargs)
 
-        return guarded
+        return functools.wraps(fn)(guarded)
+
+    def _undeclared_target(self, method: str, asynchronous: bool) -> Callable[..., Any]:
+        target = self._order_target(method, asynchronous, undeclared=True)
+        state: str = self._context.state.value
+        if state != "active":
+            self._risk_check(self._context.risk, state, None, None, 0.0)
+        return target
 
     def _is_business(self, exc: BaseException) -> bool:
         """Whether ``exc`` is a business outcome (a rejection, a validation error, a 404, a
@@ -435,18 +523,11 @@ class ResilientService:
                 return False
         return str(classify(exc)) in categories
 
-    def _guard_state(self) -> None:
-        state: str = self._context.state.value
-        if state != "active":
-            self._risk_check(self._context.risk, state, None, None, 0.0)
-
     def _breaker(self) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """The service's breaker decorator (one breaker per service, business outcomes
         excluded). Only service-level overrides apply to it. With the process configuration,
         unset values are left to the decorator so they follow reloads; a factory given another
         configuration pins every value from that configuration."""
-        import resilient
-
         service = self._settings.policy
         follow = self._context.follows_process_config
         options: dict[str, Any] = {
@@ -458,7 +539,7 @@ class ResilientService:
             res = self._context.config.resilience
             options["half_open_max_calls"] = res.circuit_breaker_half_open_max_calls
             options["success_threshold"] = res.circuit_breaker_success_threshold
-        return resilient.breaker(self._name, exclude=self._business, **options)
+        return breaker(self._name, exclude=self._business, **options)
 
     def _pipeline(
         self,
@@ -472,22 +553,21 @@ class ResilientService:
         order: retry(rate limit(timeout(fn))), the breaker going around the whole order)."""
         if not self._settings.resilience_enabled:
             return fn  # canary switch off: the plain client
-        import resilient
-
         name: str = self._name
         seconds = policy.order_timeout if kind in ("order", "cancel") else policy.timeout
-        call: Callable[..., Any] = resilient.timeout(seconds, name=f"{name}.{method}")(fn)
+        call: Callable[..., Any] = timeout(seconds, name=f"{name}.{method}")(fn)
         follow = self._context.follows_process_config
         if kind != "order":  # an order's breaker wraps the whole order, lookups included
             call = self._breaker()(call)
         if self._settings.bulkhead:  # [load] priority bulkhead: cancel > order > other > read
             call = _priority_bulkhead(call, self._settings, kind)
         limiter: ServiceRateLimiter | None = self._limiter
-        counted = kind == "order"
         if limiter is not None:  # [load] 429/418 and usage headers feed the limiter
             call = limiter.watch(call, asynchronous, self._target)
-        if limiter is not None or counted:
-            call = self._limited(call, limiter, counted, asynchronous, policy.weight, method)
+        if kind == "order":
+            call = _counted(call, asynchronous)
+        if limiter is not None:
+            call = _limited(call, limiter, asynchronous, policy.weight, method)
         if policy.hedge_after:  # [load] hedged reads; any other kind is refused here
             call = hedged(call, f"{name}.{method}", kind, policy.hedge_after)
         if kind == "other":
@@ -501,49 +581,8 @@ class ResilientService:
         options["retry_on"] = _retryable
         if kind == "order":
             options["idempotent"] = _order_is_idempotent
-        call = resilient.retry(**options)(call)
+        call = retry(**options)(call)
         return functools.wraps(fn)(call)
-
-    @staticmethod
-    def _limited(
-        call: Callable[..., Any],
-        limiter: ServiceRateLimiter | None,
-        counted: bool,
-        asynchronous: bool,
-        weight: int = 1,  # [load] the method's cost and its own linked limit
-        method: str | None = None,
-    ) -> Callable[..., Any]:
-        if asynchronous:
-
-            async def alimited(*args: Any, **kwargs: Any) -> Any:
-                if limiter is not None:
-                    await limiter.acquire(weight, method)
-                state = _order_state.get() if counted else None
-                if state is None:
-                    return await call(*args, **kwargs)
-                state.attempts += 1
-                try:
-                    return await call(*args, **kwargs)
-                except Exception as exc:
-                    state.saw(exc)
-                    raise
-
-            return alimited
-
-        def limited(*args: Any, **kwargs: Any) -> Any:
-            if limiter is not None:
-                limiter.acquire_sync(weight, method)
-            state = _order_state.get() if counted else None
-            if state is None:
-                return call(*args, **kwargs)
-            state.attempts += 1
-            try:
-                return call(*args, **kwargs)
-            except Exception as exc:
-                state.saw(exc)
-                raise
-
-        return limited
 
     # -- reads: cached fallback -------------------------------------------------------------
 
@@ -554,97 +593,17 @@ class ResilientService:
         if symbol and price is not None:
             self._context.remember_price(symbol, price)
 
-    def _serve(self, method: str, exc: Exception, entry: Any) -> Any:
-        age = float(entry.age)
+    def _serve(self, method: str, value: Any, age: float, exc: BaseException) -> Any:
+        """What a cached answer of ``method`` is served as (a price marked stale), noted for
+        the service's health and for :func:`last_fallback`."""
         state: _ServiceState = self._state
-        info = FallbackInfo(self._name, method, age, _public_name(type(exc)))
+        info = FallbackInfo(self._name, method, float(age), _public_name(type(exc)))
         with state.lock:
-            first = not state.degraded
-            state.degraded = True
             state.fallbacks_served += 1
             state.last_fallback = info
             state.last_fallback_at = get_clock().time()
         set_last_fallback(info)
-        started = _call_started.get()
-        _hooks.event(
-            _hooks.EventKind.FALLBACK_SERVED,
-            self._name,
-            exc,
-            source="cache",
-            cache_age=age,
-            first_in_episode=first,
-            elapsed=0.0 if started is None else get_clock().monotonic() - started,
-        )
-        return mark_stale(entry.value, age, self._name)
-
-    def _recovered(self) -> None:
-        state: _ServiceState = self._state
-        if state.degraded:
-            with state.lock:
-                was, state.degraded = state.degraded, False
-            if was:
-                _hooks.event(_hooks.EventKind.FALLBACK_RECOVERED, self._name)
-
-    def _with_cache(
-        self,
-        method: str,
-        fn: Callable[..., Any],
-        call: Callable[..., Any],
-        policy: MethodPolicy,
-        asynchronous: bool,
-    ) -> Callable[..., Any]:
-        ttl = policy.cache_ttl
-        prefix = f"{self._name}.{method}"
-        prices = "price" in method or "quote" in method
-
-        def usable(exc: Exception) -> bool:
-            if http_status(exc) in (404, 410):
-                return False
-            return classify(exc) not in _NO_CACHE_CATEGORIES
-
-        if asynchronous:
-
-            @functools.wraps(fn)
-            async def aread(*args: Any, **kwargs: Any) -> Any:
-                key = cache_key_or_none(prefix, args, kwargs)
-                try:
-                    value = await call(*args, **kwargs)
-                except Exception as exc:
-                    if key is None or not usable(exc):
-                        raise
-                    entry = await get_fallback_cache().get(key)
-                    if entry is None or entry.age > ttl:
-                        raise
-                    return self._serve(method, exc, entry)
-                if key is not None:
-                    await get_fallback_cache().set(key, value, ttl)
-                if prices:
-                    self._remember_price(args, kwargs, value)
-                self._recovered()
-                return value
-
-            return aread
-
-        @functools.wraps(fn)
-        def read(*args: Any, **kwargs: Any) -> Any:
-            key = cache_key_or_none(prefix, args, kwargs)
-            try:
-                value = call(*args, **kwargs)
-            except Exception as exc:
-                if key is None or not usable(exc):
-                    raise
-                entry = get_fallback_cache().get_sync(key)
-                if entry is None or entry.age > ttl:
-                    raise
-                return self._serve(method, exc, entry)
-            if key is not None:
-                get_fallback_cache().set_sync(key, value, ttl)
-            if prices:
-                self._remember_price(args, kwargs, value)
-            self._recovered()
-            return value
-
-        return read
+        return mark_stale(value, info.age, self._name)
 
     # -- orders -----------------------------------------------------------------------------
 
@@ -732,69 +691,30 @@ class ResilientService:
         It goes where the order is: the paper broker while trading on paper (when that broker
         has the method and knows the order), else the wrapped broker."""
         self._pipelines[method] = call
-        import resilient
+        direct = timeout(policy.order_timeout, name=f"{self._name}.{method}")(fn)
 
-        direct = resilient.timeout(policy.order_timeout, name=f"{self._name}.{method}")(fn)
-        name = self._name
-
-        def paper_target() -> Callable[..., Any] | None:
-            if self._is_paper or self._mode() != "paper":
-                return None
-            context: TradingContext = self._context
-            return context.paper_method(name, method, asynchronous)
-
-        def record(exc: Exception) -> None:
-            try:
-                from resilient.errors import record_error
-
-                record_error(exc, component=name)
-            except Exception:
-                pass
-
-        if asynchronous:
-
-            @functools.wraps(fn)
-            async def acancel(*args: Any, **kwargs: Any) -> Any:
-                paper = paper_target()
-                if paper is not None:
-                    try:
-                        return await paper(*args, **kwargs)
-                    except Exception as exc:
-                        if not no_position(exc) and not isinstance(exc, LookupError):
-                            raise
-                        # not a paper order: it was placed with the live broker
-                try:
-                    return await call(*args, **kwargs)
-                except CircuitOpenError:
-                    pass
-                try:
-                    return await direct(*args, **kwargs)
-                except Exception as exc:
-                    record(exc)
-                    raise
-
-            return acancel
-
-        @functools.wraps(fn)
-        def cancel(*args: Any, **kwargs: Any) -> Any:
-            paper = paper_target()
+        def steps(args: Any, kwargs: Any) -> Steps[Any]:
+            paper = None
+            if not self._is_paper and self._mode() == "paper":
+                paper = self._context.paper_method(self._name, method, asynchronous)
             if paper is not None:
                 try:
-                    return paper(*args, **kwargs)
+                    return (yield functools.partial(paper, *args, **kwargs))
                 except Exception as exc:
                     if not no_position(exc) and not isinstance(exc, LookupError):
                         raise
+                    # not a paper order: it was placed with the live broker
             try:
-                return call(*args, **kwargs)
+                return (yield functools.partial(call, *args, **kwargs))
             except CircuitOpenError:
                 pass
             try:
-                return direct(*args, **kwargs)
+                return (yield functools.partial(direct, *args, **kwargs))
             except Exception as exc:
-                record(exc)
+                _record(exc, self._name)
                 raise
 
-        return cancel
+        return _shell(fn, steps, asynchronous)
 
     def _wrap_order(
         self, method: str, fn: Callable[..., Any], policy: MethodPolicy, asynchronous: bool
@@ -810,6 +730,8 @@ class ResilientService:
             layer.outermost = False  # the order's breaker reports the order's one outcome
         own_lookup = self._own_lookup(policy)
         params_key = ccxt_id_key(self._target)
+        send = self._asend if asynchronous else self._send
+        guarded = self._breaker()(send) if pipeline is not fn else send
 
         def lookup_for(target: Callable[..., Any]) -> Callable[..., Any] | None:
             """Look orders up where they were sent: the paper broker while paper trading."""
@@ -822,36 +744,21 @@ class ResilientService:
                     return found
             return None
 
-        if asynchronous:
-            guarded = self._breaker()(self._asend) if pipeline is not fn else self._asend
-
-            @functools.wraps(fn)
-            async def aorder(*args: Any, **kwargs: Any) -> Any:
-                target = self._order_target(method, True)
-                prepared = prepare_order_call(
-                    sig, args, kwargs, method=method, params_key=params_key
-                )
-                await self._acheck(prepared.intent)
-                send = guarded if target is pipeline else self._asend
-                result = await send(target, lookup_for(target), prepared, method)
-                self._sent(prepared.intent)
-                return result
-
-            return aorder
-
-        guarded_sync = self._breaker()(self._send) if pipeline is not fn else self._send
-
-        @functools.wraps(fn)
-        def order(*args: Any, **kwargs: Any) -> Any:
-            target = self._order_target(method, False)
+        def steps(args: Any, kwargs: Any) -> Steps[Any]:
+            target = self._order_target(method, asynchronous)
             prepared = prepare_order_call(sig, args, kwargs, method=method, params_key=params_key)
-            self._check_sync(prepared.intent)
-            send = guarded_sync if target is pipeline else self._send
-            result = send(target, lookup_for(target), prepared, method)
+            yield from self._check_steps(prepared.intent, asynchronous)
+            result = yield functools.partial(
+                guarded if target is pipeline else send,
+                target,
+                lookup_for(target),
+                prepared,
+                method,
+            )
             self._sent(prepared.intent)
             return result
 
-        return order
+        return _shell(fn, steps, asynchronous)
 
     def _own_lookup(self, policy: MethodPolicy) -> Callable[..., Any] | None:
         """The wrapped broker's look-up of an order by client order id, under the read
@@ -868,62 +775,46 @@ class ResilientService:
             fn = ccxt_lookup(self._target)
         if fn is None or not self._settings.resilience_enabled:
             return fn
-        import resilient
-
-        lookup: Callable[..., Any] = resilient.timeout(policy.timeout, name=f"{self._name}.lookup")(
-            fn
-        )
+        lookup: Callable[..., Any] = timeout(policy.timeout, name=f"{self._name}.lookup")(fn)
         return lookup
 
-    async def _asend(
+    def _send_steps(
         self,
+        asynchronous: bool,
         target: Callable[..., Any],
         lookup: Callable[..., Any] | None,
         prepared: OrderCall,
         method: str,
-    ) -> Any:
+    ) -> Steps[Any]:
         """Send one order (every attempt) and settle its outcome: the order, its definitive
         error, or :class:`OrderStatusUnknown`."""
         state = _OrderState(prepared.has_idempotency_key)
         token = _order_state.set(state)
         try:
-            return await target(*prepared.args, **prepared.kwargs)
+            return (yield functools.partial(target, *prepared.args, **prepared.kwargs))
         except Exception as exc:
             if not self._settle(exc, state, prepared):
                 raise
             cid = prepared.intent.client_order_id
             lookup = with_symbol(lookup, prepared.intent.symbol)
-            if cid is not None and lookup is not None:
-                found = await self._alookup(lookup, cid)
+            if (
+                cid is not None
+                and lookup is not None
+                and (asynchronous or not is_async_callable(lookup))
+            ):
+                found = yield from self._lookup_steps(lookup, cid, asynchronous)
                 if found is not None:
                     return found
             raise self._unknown(exc, prepared, method, lookup) from exc
         finally:
             _order_state.reset(token)
 
-    def _send(
-        self,
-        target: Callable[..., Any],
-        lookup: Callable[..., Any] | None,
-        prepared: OrderCall,
-        method: str,
-    ) -> Any:
-        state = _OrderState(prepared.has_idempotency_key)
-        token = _order_state.set(state)
-        try:
-            return target(*prepared.args, **prepared.kwargs)
-        except Exception as exc:
-            if not self._settle(exc, state, prepared):
-                raise
-            cid = prepared.intent.client_order_id
-            lookup = with_symbol(lookup, prepared.intent.symbol)
-            if cid is not None and lookup is not None and not is_async(lookup):
-                found = self._lookup_sync(lookup, cid)
-                if found is not None:
-                    return found
-            raise self._unknown(exc, prepared, method, lookup) from exc
-        finally:
-            _order_state.reset(token)
+    # The shells the order's breaker wraps: (target, lookup, prepared, method) of _send_steps.
+    async def _asend(self, *order: Any) -> Any:
+        return await arun(self._send_steps(True, *order))
+
+    def _send(self, *order: Any) -> Any:
+        return run(self._send_steps(False, *order))
 
     @staticmethod
     def _settle(exc: Exception, state: _OrderState, prepared: OrderCall) -> bool:
@@ -937,38 +828,25 @@ class ResilientService:
             return True
         return state.maybe_sent
 
-    def _lookup_plan(self) -> tuple[int, float]:
-        trading = self._context.config.trading
-        return trading.order_lookup_attempts, trading.order_lookup_backoff
-
-    async def _alookup(self, lookup: Callable[..., Any], client_order_id: str) -> Any:
+    def _lookup_steps(
+        self, lookup: Callable[..., Any], client_order_id: str, asynchronous: bool
+    ) -> Steps[Any]:
         """Look the order up by its client order id, with backoff (a broker reports a fresh
         order as not found for a while)."""
-        attempts, backoff = self._lookup_plan()
+        trading = self._context.config.trading
+        attempts, backoff = trading.order_lookup_attempts, trading.order_lookup_backoff
         for attempt in range(attempts):
             try:
-                found = lookup(client_order_id)
-                if isinstance(found, Awaitable):
-                    found = await found
+                found = yield functools.partial(lookup, client_order_id)
             except Exception:
                 found = None
             if is_order(found):
                 return found
             if attempt + 1 < attempts:
-                await get_clock().asleep(backoff * 2**attempt)
-        return None
-
-    def _lookup_sync(self, lookup: Callable[..., Any], client_order_id: str) -> Any:
-        attempts, backoff = self._lookup_plan()
-        for attempt in range(attempts):
-            try:
-                found = lookup(client_order_id)
-            except Exception:
-                found = None
-            if is_order(found):
-                return found
-            if attempt + 1 < attempts:
-                get_clock().sleep(backoff * 2**attempt)
+                clock = get_clock()
+                yield functools.partial(
+                    clock.asleep if asynchronous else clock.sleep, backoff * 2**attempt
+                )
         return None
 
     def _unknown(
@@ -992,12 +870,8 @@ class ResilientService:
                 intent=intent,
             )
         )
-        try:
-            from resilient import metrics
-
+        with contextlib.suppress(Exception):
             metrics.inc("orders_unknown", {"service": self._name})
-        except Exception:
-            pass
         return OrderStatusUnknown(
             intent.client_order_id, service=self._name, method=method, symbol=intent.symbol
         )
@@ -1010,12 +884,7 @@ class ResilientService:
     def _refused(self, exc: RiskLimitError) -> None:
         with self._state.lock:
             self._state.orders_refused += 1
-        try:
-            from resilient.errors import record_error
-
-            record_error(exc, component=self._name)
-        except Exception:
-            pass
+        _record(exc, self._name)
 
     def _position_readers(self, asynchronous: bool) -> Sequence[Callable[..., Any]]:
         """Where the current position comes from: the broker that takes the orders now."""
@@ -1026,58 +895,33 @@ class ResilientService:
         own: tuple[Callable[..., Any], ...] = self._own_positions
         return own
 
-    async def _aposition(self, symbol: str) -> float:
-        for reader in self._position_readers(True):
+    def _position_steps(self, symbol: str, asynchronous: bool) -> Steps[float]:
+        for reader in self._position_readers(asynchronous):
+            if not asynchronous and is_async_callable(reader):
+                continue
             try:
-                value = reader(symbol)
-                if isinstance(value, Awaitable):
-                    value = await value
+                qty = quantity_of((yield functools.partial(reader, symbol)))
             except Exception as exc:
                 if no_position(exc):
                     return 0.0
                 break
-            qty = quantity_of(value)
             if qty is not None:
                 return qty
         # The broker cannot tell: count the orders sent through this proxy.
         book: PositionBook = self._book
         return book.get(symbol)
 
-    def _position_sync(self, symbol: str) -> float:
-        for reader in self._position_readers(False):
-            if is_async(reader):
-                continue
-            try:
-                qty = quantity_of(reader(symbol))
-            except Exception as exc:
-                if no_position(exc):
-                    return 0.0
-                break
-            if qty is not None:
-                return qty
-        book: PositionBook = self._book
-        return book.get(symbol)
-
-    async def _acheck(self, intent: OrderIntent) -> None:
+    def _check_steps(self, intent: OrderIntent, asynchronous: bool) -> Steps[None]:
         context: TradingContext = self._context
         risk, state = context.risk, context.state.value
         price, position = None, 0.0
         if intent.problem is None and intent.symbol is not None and state != "halted":
             if risk.enabled:
-                price = await context.aprice(intent.symbol, extra=self._own_prices)
+                price = yield from context.price_steps(
+                    intent.symbol, self._own_prices, asynchronous
+                )
             if risk.enabled or state == "reducing":
-                position = await self._aposition(intent.symbol)
-        self._risk_check(risk, state, intent, price, position)
-
-    def _check_sync(self, intent: OrderIntent) -> None:
-        context: TradingContext = self._context
-        risk, state = context.risk, context.state.value
-        price, position = None, 0.0
-        if intent.problem is None and intent.symbol is not None and state != "halted":
-            if risk.enabled:
-                price = context.price_sync(intent.symbol, extra=self._own_prices_sync)
-            if risk.enabled or state == "reducing":
-                position = self._position_sync(intent.symbol)
+                position = yield from self._position_steps(intent.symbol, asynchronous)
         self._risk_check(risk, state, intent, price, position)
 
     def _risk_check(
@@ -1168,11 +1012,15 @@ class ResilientService:
 
     def _breaker_snapshot(self) -> Any:
         try:
-            import resilient
-
-            return resilient.breakers.get(self._name).snapshot()
+            return breakers.get(self._name).snapshot()
         except Exception:
             return None
+
+    def _serving_cache(self) -> bool:
+        """Whether the latest read of some method of the service was answered from the cache
+        (the service's fallback episode)."""
+        episode = fallback_status().get(self._name)
+        return episode is not None and episode.degraded
 
     async def _health(self) -> dict[str, Any]:
         """The service's health component: breaker state, fallbacks served (with the age of
@@ -1229,7 +1077,7 @@ class ResilientService:
                 detail += f"; serving cached data ({st.fallbacks_served} served)"
         elif state == "half-open":
             status, detail = "degraded", "circuit half-open; trial calls in progress"
-        elif st.degraded and st.last_fallback is not None:
+        elif self._serving_cache() and st.last_fallback is not None:
             status = "degraded"
             detail = (
                 f"serving cached data: last answer of {st.last_fallback.method} was "

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -31,12 +32,14 @@ from limits import RateLimitItem, parse_many
 from limits import storage as sync_storage
 from limits import strategies as sync_strategies
 
+from resilient._backends.redis import make_redis_client, make_sync_redis_client
 from resilient._core import events as _hooks
 from resilient._core.classify import _header, http_status, retry_after
 from resilient._core.exceptions import ResilientError
 from resilient._core.log import logger
 from resilient._core.redis_url import limits_storage
 from resilient._core.sanitize import sanitize
+from resilient.trading._steps import Steps, arun, run
 
 __all__ = ["RateLimitExceeded", "ServiceRateLimiter", "limiter_for"]
 
@@ -212,16 +215,12 @@ class ServiceRateLimiter:
         return self._sync
 
     def _aio_redis(self) -> Any:
-        if self._aio_client is None:
-            from resilient._backends.redis import make_redis_client  # every redis.url form
-
+        if self._aio_client is None:  # every redis.url form
             self._aio_client = make_redis_client(self._redis_url or "", timeout=self._timeout)
         return self._aio_client
 
     def _sync_redis(self) -> Any:
-        if self._sync_client is None:
-            from resilient._backends.redis import make_sync_redis_client  # every redis.url form
-
+        if self._sync_client is None:  # every redis.url form
             self._sync_client = make_sync_redis_client(self._redis_url or "", timeout=self._timeout)
         return self._sync_client
 
@@ -250,67 +249,42 @@ class ServiceRateLimiter:
                     self._memory.hit(item, key, cost=amount)
         return 0.0
 
-    async def _apoll_block(self) -> None:
-        now = time.monotonic()
-        if now - self._block_polled < _BLOCK_POLL_SECONDS:
-            return
-        self._block_polled = now
-        raw = await self._aio_redis().get(self._block_key)
-        if raw is not None:
-            self._blocked_until = max(self._blocked_until, float(raw))
+    def _client(self, asynchronous: bool) -> Any:
+        """The Redis client for a sync or an async caller."""
+        return self._aio_redis() if asynchronous else self._sync_redis()
 
-    def _poll_block_sync(self) -> None:
-        now = time.monotonic()
-        if now - self._block_polled < _BLOCK_POLL_SECONDS:
-            return
-        self._block_polled = now
-        raw = self._sync_redis().get(self._block_key)
-        if raw is not None:
-            self._blocked_until = max(self._blocked_until, float(raw))
+    def _limiter(self, asynchronous: bool) -> Any:
+        """The ``limits`` limiter on Redis for a sync or an async caller."""
+        return self._aio_limiter() if asynchronous else self._sync_limiter()
 
-    async def _atry(self, plan: _Plan, cost: int) -> float:
+    def _try_steps(self, asynchronous: bool, plan: _Plan, cost: int) -> Steps[float]:
+        """Take a slot (0) or tell how long until one frees: in Redis while it answers (the
+        venue's block polled from it), else in memory."""
         if self._use_redis():
             try:
-                await self._apoll_block()
+                now = time.monotonic()
+                if now - self._block_polled >= _BLOCK_POLL_SECONDS:
+                    self._block_polled = now
+                    raw = yield functools.partial(self._client(asynchronous).get, self._block_key)
+                    if raw is not None:
+                        self._blocked_until = max(self._blocked_until, float(raw))
                 blocked = self._blocked_wait()
                 if blocked:
                     self._redis_up()
                     return blocked
-                limiter = self._aio_limiter()
+                limiter = self._limiter(asynchronous)
                 for item, key, weighted in plan:
                     amount = cost if weighted else 1
-                    if amount and not await limiter.test(item, key, cost=amount):
-                        stats = await limiter.get_window_stats(item, key)
+                    if amount and not (
+                        yield functools.partial(limiter.test, item, key, cost=amount)
+                    ):
+                        stats = yield functools.partial(limiter.get_window_stats, item, key)
                         self._redis_up()
                         return self._wait_for(stats.reset_time)
                 for item, key, weighted in plan:
                     amount = cost if weighted else 1
                     if amount:
-                        await limiter.hit(item, key, cost=amount)
-                self._redis_up()
-                return 0.0
-            except Exception as exc:
-                self._redis_down(exc)
-        return self._blocked_wait() or self._memory_try(plan, cost)
-
-    def _try_sync(self, plan: _Plan, cost: int) -> float:
-        if self._use_redis():
-            try:
-                self._poll_block_sync()
-                blocked = self._blocked_wait()
-                if blocked:
-                    self._redis_up()
-                    return blocked
-                limiter = self._sync_limiter()
-                for item, key, weighted in plan:
-                    amount = cost if weighted else 1
-                    if amount and not limiter.test(item, key, cost=amount):
-                        self._redis_up()
-                        return self._wait_for(limiter.get_window_stats(item, key).reset_time)
-                for item, key, weighted in plan:
-                    amount = cost if weighted else 1
-                    if amount:
-                        limiter.hit(item, key, cost=amount)
+                        yield functools.partial(limiter.hit, item, key, cost=amount)
                 self._redis_up()
                 return 0.0
             except Exception as exc:
@@ -339,19 +313,12 @@ class ServiceRateLimiter:
                     f"({item}); lower the method's weight or raise services.{self.name}.rate_limit"
                 )
 
-    async def acquire(self, cost: int = 1, method: str | None = None) -> None:
-        """Take ``cost`` units of the service's limit (and one call of ``method``'s own
-        limit), waiting up to ``max_wait`` seconds.
-
-        Raises:
-            RateLimitExceeded: no room within ``max_wait``.
-            ValueError: ``cost`` is larger than a whole window.
-        """
+    def _acquire_steps(self, asynchronous: bool, cost: int, method: str | None) -> Steps[None]:
         self.requests += 1
         plan = self._plan(method)
         waited = 0.0
         while True:
-            wait = await self._atry(plan, cost)
+            wait = yield from self._try_steps(asynchronous, plan, cost)
             if wait == 0.0:
                 return
             if waited == 0.0:
@@ -362,25 +329,21 @@ class ServiceRateLimiter:
             waited += wait
             self._throttled(wait)
             # real time: the window is counted on the wall clock by the limits library
-            await asyncio.sleep(wait)
+            yield functools.partial(asyncio.sleep if asynchronous else time.sleep, wait)
+
+    async def acquire(self, cost: int = 1, method: str | None = None) -> None:
+        """Take ``cost`` units of the service's limit (and one call of ``method``'s own
+        limit), waiting up to ``max_wait`` seconds.
+
+        Raises:
+            RateLimitExceeded: no room within ``max_wait``.
+            ValueError: ``cost`` is larger than a whole window.
+        """
+        await arun(self._acquire_steps(True, cost, method))
 
     def acquire_sync(self, cost: int = 1, method: str | None = None) -> None:
         """Take a slot from a synchronous call (blocking the calling thread while waiting)."""
-        self.requests += 1
-        plan = self._plan(method)
-        waited = 0.0
-        while True:
-            wait = self._try_sync(plan, cost)
-            if wait == 0.0:
-                return
-            if waited == 0.0:
-                self._check_cost(cost)
-                self.throttled += 1
-            if waited + wait > self.max_wait:
-                raise self._refuse(wait)
-            waited += wait
-            self._throttled(wait)
-            time.sleep(wait)
+        run(self._acquire_steps(False, cost, method))
 
     # --- feedback from the venue ------------------------------------------------------------
 
@@ -430,9 +393,13 @@ class ServiceRateLimiter:
                 self._memory.hit(item, self.key, cost=missing)
                 self.resyncs += 1
 
-    async def afeedback(
-        self, headers: object = None, status: int | None = None, server_wait: float | None = None
-    ) -> None:
+    def _feedback_steps(
+        self,
+        asynchronous: bool,
+        headers: object = None,
+        status: int | None = None,
+        server_wait: float | None = None,
+    ) -> Steps[None]:
         """Learn from one answer of the venue: block on 429/418, re-sync from usage headers."""
         block, used = self._read_headers(headers, status, server_wait)
         if block is None and used is None:
@@ -442,15 +409,14 @@ class ServiceRateLimiter:
         if self._use_redis():
             try:
                 if block is not None:
-                    await self._aio_redis().set(
-                        self._block_key, repr(until), px=max(1, int(block * 1000))
-                    )
+                    client, px = self._client(asynchronous), max(1, int(block * 1000))
+                    yield functools.partial(client.set, self._block_key, repr(until), px=px)
                 if used is not None and self._synced is not None:
-                    item, limiter = self._synced, self._aio_limiter()
-                    stats = await limiter.get_window_stats(item, self.key)
+                    item, limiter = self._synced, self._limiter(asynchronous)
+                    stats = yield functools.partial(limiter.get_window_stats, item, self.key)
                     missing = min(int(used) - (item.amount - stats.remaining), stats.remaining)
                     if missing > 0:
-                        await limiter.hit(item, self.key, cost=missing)
+                        yield functools.partial(limiter.hit, item, self.key, cost=missing)
                         self.resyncs += 1
                 self._redis_up()
                 return
@@ -459,34 +425,17 @@ class ServiceRateLimiter:
         if used is not None:
             self._resync_memory(used)
 
+    async def afeedback(
+        self, headers: object = None, status: int | None = None, server_wait: float | None = None
+    ) -> None:
+        """Learn from one answer of the venue: block on 429/418, re-sync from usage headers."""
+        await arun(self._feedback_steps(True, headers, status, server_wait))
+
     def feedback(
         self, headers: object = None, status: int | None = None, server_wait: float | None = None
     ) -> None:
         """:meth:`afeedback` for synchronous clients."""
-        block, used = self._read_headers(headers, status, server_wait)
-        if block is None and used is None:
-            return
-        if block is not None:
-            until = self._local_block(block)
-        if self._use_redis():
-            try:
-                if block is not None:
-                    self._sync_redis().set(
-                        self._block_key, repr(until), px=max(1, int(block * 1000))
-                    )
-                if used is not None and self._synced is not None:
-                    item, limiter = self._synced, self._sync_limiter()
-                    stats = limiter.get_window_stats(item, self.key)
-                    missing = min(int(used) - (item.amount - stats.remaining), stats.remaining)
-                    if missing > 0:
-                        limiter.hit(item, self.key, cost=missing)
-                        self.resyncs += 1
-                self._redis_up()
-                return
-            except Exception as exc:
-                self._redis_down(exc)
-        if used is not None:
-            self._resync_memory(used)
+        run(self._feedback_steps(False, headers, status, server_wait))
 
     def watch(
         self, call: Callable[..., Any], asynchronous: bool, source: object = None
@@ -510,19 +459,27 @@ class ServiceRateLimiter:
                 return getattr(result, "headers", None)
             return None
 
+        def learned(exc: BaseException | None, result: Any = None) -> Steps[None] | None:
+            """What to learn from a failure or an answer (``None``: nothing)."""
+            if exc is not None:
+                try:
+                    return self._quiet_feedback(asynchronous, *of_error(exc))
+                except Exception:
+                    return None
+            headers = of_answer(result)
+            return None if headers is None else self._quiet_feedback(asynchronous, headers)
+
         if asynchronous:
 
             async def awatched(*args: Any, **kwargs: Any) -> Any:
                 try:
                     result = await call(*args, **kwargs)
                 except Exception as exc:
-                    with contextlib.suppress(Exception):
-                        await self.afeedback(*of_error(exc))
+                    if (steps := learned(exc)) is not None:
+                        await arun(steps)
                     raise
-                headers = of_answer(result)
-                if headers is not None:
-                    with contextlib.suppress(Exception):
-                        await self.afeedback(headers)
+                if (steps := learned(None, result)) is not None:
+                    await arun(steps)
                 return result
 
             return awatched
@@ -531,16 +488,19 @@ class ServiceRateLimiter:
             try:
                 result = call(*args, **kwargs)
             except Exception as exc:
-                with contextlib.suppress(Exception):
-                    self.feedback(*of_error(exc))
+                if (steps := learned(exc)) is not None:
+                    run(steps)
                 raise
-            headers = of_answer(result)
-            if headers is not None:
-                with contextlib.suppress(Exception):
-                    self.feedback(headers)
+            if (steps := learned(None, result)) is not None:
+                run(steps)
             return result
 
         return watched
+
+    def _quiet_feedback(self, asynchronous: bool, *answer: Any) -> Steps[None]:
+        """:meth:`_feedback_steps` that never raises: learning must not fail the call."""
+        with contextlib.suppress(Exception):
+            yield from self._feedback_steps(asynchronous, *answer)
 
     async def usage(self) -> dict[str, Any]:
         """API usage of the service: the limit, calls in the current window, totals."""

@@ -10,7 +10,7 @@ from typing import Any
 
 from resilient._core.classify import ErrorCategory, classify, http_status
 from resilient._core.log import logger
-from resilient.trading._methods import is_async
+from resilient._core.wrapping import is_async_callable
 
 __all__ = [
     "CCXT_ID_KEY",
@@ -121,7 +121,7 @@ def ccxt_lookup(exchange: Any) -> Callable[..., Any] | None:
                 return order
         return None
 
-    if is_async(readers[0]):
+    if is_async_callable(readers[0]):
 
         async def alookup(client_order_id: str, symbol: str | None = None) -> Any:
             for reader in readers:

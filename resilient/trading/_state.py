@@ -15,6 +15,7 @@ import threading
 import time
 from typing import Any
 
+from resilient._backends.redis import make_sync_redis_client
 from resilient._core.log import logger
 from resilient._core.sanitize import sanitize
 from resilient.config import Config
@@ -62,8 +63,6 @@ def decode(raw: Any) -> dict[str, Any] | None:
 def redis_client(url: str, timeout: float) -> Any:
     """A synchronous redis-py client for ``url`` (any ``redis.url`` form: one server, a
     Cluster, Sentinel)."""
-    from resilient._backends.redis import make_sync_redis_client
-
     return make_sync_redis_client(url, timeout=timeout)
 
 
