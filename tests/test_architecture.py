@@ -148,3 +148,18 @@ def test_function_level_imports_are_only_for_optional_dependencies(module: str, 
         if name.split(".")[0] not in OPTIONAL | sys.stdlib_module_names
     ]
     assert wrong == [], f"{module}: imports inside functions {wrong}"
+
+
+@pytest.mark.parametrize(("module", "path"), _modules(), ids=[m for m, _ in _modules()])
+def test_pybreaker_is_imported_only_through_its_loader(module: str, path: Path) -> None:
+    """pybreaker imports redis at its top; the loader keeps ``import resilient`` free of it."""
+    if module == "resilient._core.pybreaker_import":
+        return
+    tree = ast.parse(path.read_text())
+    direct = [
+        node.lineno
+        for node in ast.walk(tree)
+        if (isinstance(node, ast.Import) and any(a.name == "pybreaker" for a in node.names))
+        or (isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == "pybreaker")
+    ]
+    assert direct == [], f"{module} imports pybreaker directly at lines {direct}"

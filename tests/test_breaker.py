@@ -715,3 +715,93 @@ async def test_pybreaker_listeners_and_exclusions_still_apply(mode: str, name: s
         await invoke(fn)
     assert cb.state == "open"
     assert [str(e) for e in seen.failures] == ["a", "b"]
+
+
+# --- manual use, health text, backend registration ----------------------------------------------
+
+
+def test_manual_use_admits_records_and_probes(name: str, clock: FakeClock) -> None:
+    """try_acquire / record_*: a caller that runs the call itself gets the same rules."""
+    cb = get_breaker(name, failure_threshold=2, reset_timeout=1.0)
+    assert cb.try_acquire() == 0 and cb.can_admit()
+    cb.record_failure(OSError("down"))
+    cb.record_failure(OSError("down"))
+    assert cb.state == "open"
+    assert not cb.can_admit() and cb.try_acquire() is None
+    clock.advance(1.0)
+    assert cb.can_admit()
+    probe = cb.try_acquire()
+    assert probe and cb.state == "half-open"
+    assert not cb.can_admit() and cb.try_acquire() is None  # one trial at a time
+    cb.record_success(probe)
+    assert cb.state == "closed" and cb.snapshot().rejected_calls == 2
+
+
+def test_snapshot_health_text(name: str, clock: FakeClock) -> None:
+    """One place says how a breaker reads as a health component."""
+    cb = get_breaker(name, reset_timeout=5.0)
+    assert cb.snapshot().health() == ("healthy", "")
+    cb.open()
+    clock.advance(2.0)
+    assert cb.snapshot().health() == ("unhealthy", "circuit open; next trial in 3.0s")
+    cb.half_open()
+    assert cb.snapshot().health() == ("degraded", "circuit half-open; trial calls in progress")
+    cb.disable()
+    assert cb.snapshot().health() == ("degraded", "circuit breaker disabled")
+
+
+def test_the_state_lives_in_the_storage(name: str) -> None:
+    """pybreaker's storage seam is the one source of the state: what it holds is what the
+    breaker reports and decides on."""
+    cb = get_breaker(name, failure_threshold=3)
+    storage = cb._state_storage  # pybreaker's attribute for the storage given to it
+    with pytest.raises(OSError):
+        cb.call(Script(OSError("x")))
+    assert storage.counter == cb.fail_counter == 1
+    cb.open()
+    assert storage.state == cb.state == cb.current_state == "open"
+    assert storage.opened_at is not None
+    with pytest.raises(ValueError, match="unknown circuit state"):
+        cb.state = "ajar"
+
+
+def test_shared_backend_comes_from_the_registered_installer(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The breaker never imports a backend: it asks the installer a backend registered."""
+    from resilient._policies import breaker_storage as storage
+
+    made: list[str | None] = []
+
+    class Backend:
+        def publish(self, name: str, record: CircuitRecord) -> None: ...
+        async def acquire_permit(self, name: str, limit: int, ttl: float) -> bool | None: ...
+        def acquire_permit_sync(self, name: str, limit: int, ttl: float) -> bool | None: ...
+        def release_permit(self, name: str) -> None: ...
+        def watch(self, name: str, callback: Callable[[CircuitRecord], None]) -> None: ...
+
+    backend = Backend()
+
+    def install(url: str | None) -> Any:
+        made.append(url)
+        set_shared_backend(backend)
+        return backend
+
+    previous = storage.get_shared_backend()
+    set_shared_backend(None)
+    monkeypatch.setattr(storage, "_installer", install)
+    monkeypatch.setenv("AI_TRADER_REDIS__URL", "redis://127.0.0.1:6379/0")
+    try:
+        reload_config()
+        cb = breaker(name, shared=True)(lambda: 1)
+        assert cb() == 1
+        assert made == ["redis://127.0.0.1:6379/0"] and get_breaker(name)._backend is backend
+        monkeypatch.setattr(storage, "_installer", None)
+        set_shared_backend(None)
+        with pytest.raises(RuntimeError, match="needs a backend"):
+            storage.install_shared_backend("redis://x")
+    finally:
+        set_shared_backend(previous)
+        breakers.remove(name)
+        monkeypatch.delenv("AI_TRADER_REDIS__URL")
+        reload_config()

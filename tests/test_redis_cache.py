@@ -508,3 +508,28 @@ async def test_unstorable_values_stay_in_process(redis_url: str, prefix: str, va
     assert await reader.get(key) is None
     local = await writer.get(key)
     assert local is not None and type(local.value) is type(value)
+
+
+def test_the_redis_guard_is_a_breaker(fake_clock: FakeClock) -> None:
+    """The guard around Redis is a Breaker (outside the registry): it fails fast while Redis
+    is down, lets one probe through per interval and recovers on its success."""
+    from resilient import Breaker, breakers
+    from resilient._backends.redis import RedisGuard
+
+    guard = RedisGuard(failure_threshold=2, probe_interval=1.0)
+    assert isinstance(guard, Breaker) and guard.name not in breakers
+    assert guard.allow() and not guard.is_open
+    guard.failure(ConnectionError("refused"))
+    assert guard.allow() and not guard.is_open  # one failure is not an outage
+    guard.failure(ConnectionError("refused"))
+    assert guard.is_open and guard.failures == 2 and "ConnectionError" in guard.last_error
+    assert not guard.allow() and not guard.allow_peek()
+    fake_clock.advance(1.0)
+    assert guard.allow_peek() and guard.allow()  # the probe
+    assert not guard.allow() and not guard.allow_peek()  # only one
+    guard.failure(ConnectionError("still refused"))  # the probe failed: open again
+    assert guard.is_open and not guard.allow()
+    fake_clock.advance(1.0)
+    assert guard.allow()
+    guard.success()
+    assert not guard.is_open and guard.failures == 0 and guard.allow()

@@ -27,8 +27,10 @@ from resilient._core import clock as _clock
 from resilient._core.cache_codec import decode_entry, encode_entry
 from resilient._core.extras import missing_extra, require
 from resilient._core.log import logger
+from resilient._core.pybreaker_import import pybreaker
 from resilient._core.redis_url import parse_redis_url
 from resilient._core.sanitize import mask_url, sanitize
+from resilient._policies.breaker import Breaker
 from resilient._policies.cache import CachedValue, MemoryCache, set_fallback_cache
 from resilient.config import current_config
 
@@ -196,79 +198,83 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {sanitize(exc)}"[:300]
 
 
-class RedisGuard:
-    """A tiny breaker around Redis itself: open after ``failure_threshold`` consecutive
-    failures, then one probe per ``probe_interval`` seconds until a call succeeds."""
-
-    __slots__ = (
-        "_lock",
-        "failure_threshold",
-        "failures",
-        "last_error",
-        "open_until",
-        "probe_interval",
-        "probing",
-        "read_only",
-    )
+class RedisGuard(Breaker):
+    """The circuit breaker around Redis itself (a :class:`Breaker` outside the registry):
+    open after ``failure_threshold`` consecutive failures, then one probe per
+    ``probe_interval`` seconds until a call succeeds."""
 
     def __init__(self, *, failure_threshold: int = 2, probe_interval: float = 1.0) -> None:
-        self.failure_threshold = failure_threshold
-        self.probe_interval = probe_interval
-        self.failures = 0
-        self.open_until = 0.0
-        self.probing = False
+        super().__init__(
+            "resilient.redis",
+            {
+                "failure_threshold": failure_threshold,
+                "reset_timeout": probe_interval,
+                "half_open_max_calls": 1,
+                "success_threshold": 1,
+                "shared": False,
+            },
+        )
         self.last_error = ""
         self.read_only = False
-        self._lock = threading.Lock()
+        self._probe = 0  # the trial permit of the probe in flight
+        self.add_listener(_RedisStateLog())
+
+    @property
+    def failures(self) -> int:
+        """Consecutive failures."""
+        return self.fail_counter
 
     @property
     def is_open(self) -> bool:
         """Whether Redis is currently considered down."""
-        return self.failures >= self.failure_threshold
+        return self.state != pybreaker.STATE_CLOSED
 
     def allow(self) -> bool:
         """Whether a call may go to Redis now (at most one probe while open)."""
-        if self.failures < self.failure_threshold:
+        if self.state == pybreaker.STATE_CLOSED:
             return True
-        with self._lock:
-            if self.probing or _clock._current.monotonic() < self.open_until:
-                return False
-            self.probing = True
-            return True
+        token = self.try_acquire()
+        if token is None:
+            return False
+        self._probe = token
+        return True
 
     def allow_peek(self) -> bool:
         """Whether :meth:`allow` could let a probe through now (does not take it)."""
-        return self.failures < self.failure_threshold or (
-            not self.probing and _clock._current.monotonic() >= self.open_until
-        )
+        return self.can_admit()
 
     def success(self) -> None:
-        if self.failures:
-            was_open = self.is_open
-            with self._lock:
-                self.failures = 0
-                self.probing = False
-                self.read_only = False
-            if was_open:
-                logger.info("Redis reachable again; leaving the in-process fallback")
+        """Redis answered."""
+        if self.state == pybreaker.STATE_CLOSED and not self.fail_counter:
+            return
+        probe, self._probe = self._probe, 0
+        self.read_only = False
+        if self.state == pybreaker.STATE_OPEN:  # a forced call answered: Redis is back
+            self.close()
+        else:
+            self.record_success(probe)
 
     def failure(self, exc: BaseException) -> None:
-        with self._lock:
-            self.failures += 1
-            self.probing = False
-            self.last_error = describe_error(exc)
-            self.read_only = _is_read_only(exc)
-            if self.failures >= self.failure_threshold:
-                opened = self.failures == self.failure_threshold
-                self.open_until = _clock._current.monotonic() + self.probe_interval
-            else:
-                opened = False
-        if opened:
+        """A call to Redis failed or timed out."""
+        self.last_error = describe_error(exc)
+        self.read_only = _is_read_only(exc)
+        probe, self._probe = self._probe, 0
+        self.record_failure(exc, probe)
+
+
+class _RedisStateLog(pybreaker.CircuitBreakerListener):
+    """Says when the process leaves Redis for its in-process state, and when it comes back."""
+
+    def state_change(self, cb: Any, old_state: Any, new_state: Any) -> None:
+        old, new = getattr(old_state, "name", None), new_state.name
+        if old == pybreaker.STATE_CLOSED and new == pybreaker.STATE_OPEN:
             logger.warning(
                 "Redis {} ({}); using in-process state until it answers",
-                "refuses writes" if self.read_only else "unreachable",
-                self.last_error,
+                "refuses writes" if cb.read_only else "unreachable",
+                cb.last_error,
             )
+        elif new == pybreaker.STATE_CLOSED and old != pybreaker.STATE_CLOSED:
+            logger.info("Redis reachable again; leaving the in-process fallback")
 
 
 class RedisWorker:

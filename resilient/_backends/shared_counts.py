@@ -195,7 +195,7 @@ class _Tally:
                 s, f = cb._successes, cb._failures
                 successes = max(0, s - self.seen_successes)
                 failures = max(0, f - self.seen_failures)
-                trailing = min(failures, cb._state_storage.counter) if successes else failures
+                trailing = min(failures, cb.fail_counter) if successes else failures
             budget = self.budget
             if budget is not None:
                 budget.sample()
@@ -238,7 +238,7 @@ class _Tally:
                 budget.peers = max(1, peers)
             self.cluster_fails = fails
         cb = self.breaker
-        if tripped and cb is not None and cb._hot == "closed":
+        if tripped and cb is not None and cb.state == "closed":
             logger.warning(
                 "circuit {}: {} failures across the cluster; opening it everywhere",
                 self.name,
@@ -322,19 +322,20 @@ def get_counts(state: RedisSharedState) -> SharedCounts:
         return found
 
 
-def attach_breaker(breaker: Any, backend: Any) -> None:
+def attach_breaker(breaker: Any, backend: Any) -> _Tally | None:
     """Count ``breaker``'s failures across the cluster and share the retry budget of the
-    same name (called when a shared breaker attaches to the Redis backend)."""
+    same name (called when a shared breaker attaches to the Redis backend); returns the
+    tally the breaker kicks on each failure."""
     from resilient._backends.shared_state import RedisSharedState
 
     if not isinstance(backend, RedisSharedState) or not breaker.shared:
-        return
-    tally = get_counts(backend).tally(breaker._key)
+        return None
+    tally = get_counts(backend).tally(breaker.name)
     with tally.lock:
         tally.breaker = breaker
         tally.seen_successes, tally.seen_failures = breaker._successes, breaker._failures
-    breaker._shared_tally = tally
-    share_budget(breaker._key, backend)
+    share_budget(breaker.name, backend)
+    return tally
 
 
 def share_budget(name: str, backend: Any = None) -> SharedBudget | None:

@@ -53,11 +53,18 @@ from resilient._backends.redis import (
     get_worker,
     make_redis_client,
 )
+from resilient._backends.shared_counts import attach_breaker
 from resilient._core import clock as _clock
 from resilient._core.inline import run_inline
 from resilient._core.log import logger
 from resilient._core.redis_url import breaker_tag
-from resilient._policies.breaker_storage import ORIGIN, CircuitRecord, set_shared_backend
+from resilient._policies.breaker_storage import (
+    ORIGIN,
+    CircuitRecord,
+    on_shared_attach,
+    register_shared_installer,
+    set_shared_backend,
+)
 
 if TYPE_CHECKING:  # the `redis` extra; make_redis_client() says so when it is missing
     pass
@@ -815,3 +822,8 @@ def register_health_checks(registry: Any) -> None:
     """Register the non-critical ``shared_state`` component when a backend is installed."""
     if _state is not None:
         registry.register("shared_state", _state.health_check, critical=False)
+
+
+# the breakers reach this backend through these registrations, never by importing it
+register_shared_installer(install_shared_backend)
+on_shared_attach(attach_breaker)  # cluster-wide failure counts and retry budget

@@ -31,6 +31,7 @@ from resilient._core import clock as _clock
 from resilient._core import events as _hooks
 from resilient._core.deadline import seconds_of
 from resilient._core.exceptions import CircuitOpenError, ConfigError, ConfigProblem
+from resilient._core.log import logger
 from resilient._core.pybreaker_import import pybreaker
 from resilient._core.wrapping import (
     Layer,
@@ -43,10 +44,12 @@ from resilient._core.wrapping import (
 from resilient._policies.breaker_storage import (
     ORIGIN,
     CircuitRecord,
+    FailureTally,
     LocalCircuitStorage,
     SharedStateBackend,
-    get_shared_backend,
+    install_shared_backend,
     on_backend_change,
+    shared_attached,
 )
 from resilient._policies.breaker_window import CountWindow, TimeWindow, Window
 from resilient.config import current_config, switches
@@ -135,64 +138,67 @@ class BreakerSnapshot:
         """Plain data (JSON-ready)."""
         return asdict(self)
 
+    def health(self) -> tuple[str, str]:
+        """The breaker as a health component: ``(status, detail)``. Closed is ``healthy``,
+        half-open ``degraded``, open ``unhealthy`` (with the time to the next trial)."""
+        status = _HEALTH.get(self.state, "degraded")
+        if self.disabled:
+            return status, "circuit breaker disabled"
+        if self.state == OPEN:
+            return status, f"circuit open; next trial in {self.retry_after:.1f}s"
+        if self.state == HALF_OPEN:
+            return status, "circuit half-open; trial calls in progress"
+        return status, ""
+
+
+_HEALTH = {CLOSED: "healthy", HALF_OPEN: "degraded", OPEN: "unhealthy"}
+
 
 # --- pybreaker states: pybreaker decides, these add the window rules and never raise --------
 
 
-class _Outcomes:
-    """pybreaker's outcome handling (``CircuitBreakerState._handle_error`` /
-    ``_handle_success``) with the listener calls guarded: a listener that raises is logged
-    once and ignored, so it can neither replace the caller's error nor stop the transition."""
+class _ClosedState(pybreaker.CircuitClosedState):
+    """Closed: opens after ``fail_max`` consecutive failures (pybreaker's rule) or when the
+    window's failure or slow-call rate reaches its threshold."""
 
-    _breaker: pybreaker.CircuitBreaker
+    def __init__(self, cb: Breaker) -> None:
+        super().__init__(cb)
+        self._cb = cb
 
-    def _handle_error(self, exc: BaseException, reraise: bool = False) -> None:
-        cb = cast("Breaker", self._breaker)
-        if cb.is_system_error(exc):
-            cb._inc_counter()
-            cb._notify("failure", exc)
-            self.on_failure(exc)  # type: ignore[attr-defined]
-        else:
-            self._handle_success()
-        if reraise:
-            raise exc
-
-    def _handle_success(self) -> None:
-        cb = cast("Breaker", self._breaker)
-        cb._state_storage.reset_counter()
-        self.on_success()  # type: ignore[attr-defined]
-        cb._notify("success")
-
-
-class _ClosedState(_Outcomes, pybreaker.CircuitClosedState):  # type: ignore[misc]  # overloads
     def on_failure(self, exc: BaseException) -> None:
-        cb = cast("Breaker", self._breaker)
+        cb = self._cb
         cb._record_window(failed=True)
-        if cb._state_storage.counter >= cb.fail_max or cb._window_trips():
+        if cb.fail_counter >= cb.fail_max or cb._window_trips():
             cb.open()
 
     def on_success(self) -> None:
-        cb = cast("Breaker", self._breaker)
+        cb = self._cb
         cb._record_window(failed=False)
         if cb._window_trips():
             cb.open()
 
 
-class _OpenState(_Outcomes, pybreaker.CircuitOpenState):  # type: ignore[misc]  # overloads
-    pass
+class _OpenState(pybreaker.CircuitOpenState):
+    """Open: :meth:`Breaker._admit` rejects calls until ``reset_timeout`` has passed (a call
+    admitted before the circuit opened has no say in its state)."""
+
+    def __init__(self, cb: Breaker) -> None:
+        super().__init__(cb)
 
 
-class _HalfOpenState(_Outcomes, pybreaker.CircuitHalfOpenState):  # type: ignore[misc]  # overloads
+class _HalfOpenState(pybreaker.CircuitHalfOpenState):
+    """Half-open: pybreaker's rule (``success_threshold`` trial successes close it); a failed
+    trial opens it again."""
+
+    def __init__(self, cb: Breaker) -> None:
+        super().__init__(cb, None)
+        self._cb = cb
+
     def on_failure(self, exc: BaseException) -> None:  # type: ignore[override]  # never raises
-        self._breaker.open()
+        self._cb.open()
 
 
-_State = pybreaker.CircuitClosedState | pybreaker.CircuitOpenState | pybreaker.CircuitHalfOpenState
-_STATES: dict[str, type[_State]] = {
-    CLOSED: _ClosedState,
-    OPEN: _OpenState,
-    HALF_OPEN: _HalfOpenState,
-}
+_State = _ClosedState | _OpenState | _HalfOpenState
 
 
 _OPTION_NAMES = (
@@ -264,6 +270,29 @@ def _check_window(name: str, options: dict[str, Any]) -> None:
         )
 
 
+class _Threshold:
+    """A pybreaker threshold property: read from the settings in force, set through the option
+    checks (and kept across a settings reload)."""
+
+    def __init__(self, key: str, doc: str) -> None:
+        self.key = key
+        self.slot = f"_{key}_setting"
+        self.__doc__ = doc
+
+    @overload
+    def __get__(self, cb: None, owner: type) -> _Threshold: ...
+    @overload
+    def __get__(self, cb: Breaker, owner: type) -> Any: ...
+    def __get__(self, cb: Breaker | None, owner: type) -> Any:
+        return self if cb is None else getattr(cb, self.slot)
+
+    def __set__(self, cb: Breaker, value: Any) -> None:
+        checked = _check_options(cb._key, {self.key: value})[self.key]
+        with cb._mutex:
+            cb._overrides[self.key] = checked
+            setattr(cb, self.slot, checked)
+
+
 class Breaker(pybreaker.CircuitBreaker):
     """One named circuit breaker, shared by every function that names it.
 
@@ -275,10 +304,17 @@ class Breaker(pybreaker.CircuitBreaker):
         self._key = name
         self._layer = Layer("breaker", name)
         self._layer.outermost = False
+        self._mutex = threading.RLock()
+        # the state lives in the storage alone; the state objects only decide transitions
+        self._store = LocalCircuitStorage()
+        self._states: dict[str, _State] = {
+            CLOSED: _ClosedState(self),
+            OPEN: _OpenState(self),
+            HALF_OPEN: _HalfOpenState(self),
+        }
         self._generation = -1
-        self._hot = CLOSED
         self._fast = True
-        self._dirty = False
+        self._listening = False
         self._open_until = _NEVER
         self._opened_mono: float | None = None
         self._outage_start: float | None = None
@@ -295,7 +331,7 @@ class Breaker(pybreaker.CircuitBreaker):
         self._remote = False
         self._version = 0
         self._backend: SharedStateBackend | None = None
-        self._shared_tally: Any = None  # cluster-wide failure counts (_shared_counts)
+        self._shared_tally: FailureTally | None = None
         self._window: Window | None = None
         self._pending_slow = False
         self.half_open_max_calls = 1
@@ -306,11 +342,7 @@ class Breaker(pybreaker.CircuitBreaker):
         self.shared = False
         # values given through pybreaker's setters (fail_max, ...): kept across reloads
         self._overrides: dict[str, Any] = {}
-        super().__init__(
-            name=name,
-            state_storage=LocalCircuitStorage(),
-            throw_new_error_on_trip=False,
-        )
+        super().__init__(name=name, state_storage=self._store, throw_new_error_on_trip=False)
         self._apply_settings()
 
     # --- configuration --------------------------------------------------------------------
@@ -321,9 +353,11 @@ class Breaker(pybreaker.CircuitBreaker):
         res = config.resilience
         opts = {**self._explicit, **self._overrides}
         self._generation = switches.generation
-        self._fail_max = opts.get("failure_threshold") or res.circuit_breaker_failure_threshold
-        self._reset_timeout = opts.get("reset_timeout", res.circuit_breaker_timeout)
-        self._success_threshold = (
+        self._failure_threshold_setting: int = (
+            opts.get("failure_threshold") or res.circuit_breaker_failure_threshold
+        )
+        self._reset_timeout_setting: float = opts.get("reset_timeout", res.circuit_breaker_timeout)
+        self._success_threshold_setting: int = (
             opts.get("success_threshold") or res.circuit_breaker_success_threshold
         )
         self.half_open_max_calls = (
@@ -347,13 +381,11 @@ class Breaker(pybreaker.CircuitBreaker):
             )
         if self.shared and self._backend is None:
             # At creation, or shared switched on by a reload. Without a factory having
-            # installed the Redis backend yet, the first shared breaker installs it.
-            if get_shared_backend() is None:
-                from resilient._backends.shared_state import install_shared_backend
-
-                install_shared_backend(config.redis.url)  # attaches registered shared breakers
+            # installed the backend yet, the first shared breaker installs it (installing
+            # attaches the registered shared breakers).
+            backend = install_shared_backend(config.redis.url)
             if self._backend is None:
-                self._attach(get_shared_backend())
+                self._attach(backend)
         rate = opts.get("failure_rate_threshold")
         slow_d = opts.get("slow_call_duration")
         slow_rate = opts.get("slow_call_rate_threshold")
@@ -379,43 +411,13 @@ class Breaker(pybreaker.CircuitBreaker):
             self._window = None
         self._refresh_fast()
 
-    # pybreaker's setters, checked as the options are and kept across a settings reload
-    def _set_option(self, key: str, value: object) -> Any:
-        checked = _check_options(self._key, {key: value})[key]
-        with self._lock:
-            self._overrides[key] = checked
-        return checked
-
-    @property
-    def fail_max(self) -> int:
-        """Failures that open the circuit (pybreaker's name for ``failure_threshold``)."""
-        return self._fail_max
-
-    @fail_max.setter
-    def fail_max(self, number: int) -> None:
-        self._fail_max = self._set_option("failure_threshold", number)
-
-    @property
-    def reset_timeout(self) -> float:
-        """Seconds the circuit stays open before a trial call."""
-        return self._reset_timeout
-
-    @reset_timeout.setter
-    def reset_timeout(self, timeout: float | timedelta) -> None:
-        self._reset_timeout = self._set_option("reset_timeout", timeout)
-
-    @property
-    def success_threshold(self) -> int:
-        """Trial successes that close a half-open circuit."""
-        return self._success_threshold
-
-    @success_threshold.setter
-    def success_threshold(self, threshold: int) -> None:
-        self._success_threshold = self._set_option("success_threshold", threshold)
+    fail_max = _Threshold("failure_threshold", "Failures that open the circuit (pybreaker's name).")
+    reset_timeout = _Threshold("reset_timeout", "Seconds open before a trial call.")
+    success_threshold = _Threshold("success_threshold", "Trial successes that close the circuit.")
 
     def _refresh(self) -> None:
         if self._generation != switches.generation:
-            with self._lock:
+            with self._mutex:
                 if self._generation != switches.generation:
                     self._apply_settings()
 
@@ -423,7 +425,7 @@ class Breaker(pybreaker.CircuitBreaker):
         """Adopt explicit options from another decoration of the same name; conflicting
         explicit values are an error (the breaker is shared, so they cannot both hold)."""
         checked = _check_options(self._key, options)
-        with self._lock:
+        with self._mutex:
             _check_window(self._key, {**self._explicit, **checked})
             changed = False
             for key, value in checked.items():
@@ -442,12 +444,15 @@ class Breaker(pybreaker.CircuitBreaker):
                 self._apply_settings()
 
     def _refresh_fast(self) -> None:
+        """The fast path (a flag check, the call, one increment) serves a closed circuit with
+        no failure pending, no window and no listener."""
         self._fast = (
-            self._hot == CLOSED
+            self._store.state == CLOSED
+            and self._store.counter == 0
             and self._window is None
             and not self._disabled
             and not self._forced
-            and not self._listeners
+            and not self._listening
         )
 
     # --- pybreaker listeners (the user's: the breaker's own bookkeeping is not one of them) ---
@@ -455,18 +460,20 @@ class Breaker(pybreaker.CircuitBreaker):
     def add_listener(self, listener: pybreaker.CircuitBreakerListener) -> None:
         """Register a pybreaker listener (``before_call``, ``success``, ``failure``,
         ``state_change``); one that raises is logged once and ignored."""
-        with self._lock:
-            self._listeners.append(listener)  # type: ignore[arg-type]
+        super().add_listener(listener)
+        with self._mutex:
+            self._listening = True
             self._refresh_fast()
 
     def remove_listener(self, listener: pybreaker.CircuitBreakerListener) -> None:
         """Unregister a listener added with :meth:`add_listener` (``ValueError`` if absent)."""
-        with self._lock:
-            self._listeners.remove(listener)  # type: ignore[arg-type]
+        super().remove_listener(listener)
+        with self._mutex:
+            self._listening = bool(self.listeners)
             self._refresh_fast()
 
     def _notify(self, method: str, *args: Any, **kwargs: Any) -> None:
-        for listener in tuple(self._listeners):
+        for listener in self.listeners:
             callback = getattr(listener, method)
             try:
                 callback(self, *args, **kwargs)
@@ -479,7 +486,7 @@ class Breaker(pybreaker.CircuitBreaker):
         """pybreaker's rule (excluded types and predicates are not system errors), with a
         predicate that raises counted as no match."""
         cls = type(exception)
-        for exclusion in self._excluded_exceptions:
+        for exclusion in self.excluded_exceptions:
             if isinstance(exclusion, type):
                 if issubclass(cls, exclusion):
                     return False
@@ -493,44 +500,52 @@ class Breaker(pybreaker.CircuitBreaker):
                     )
         return True
 
-    # --- pybreaker seams ---------------------------------------------------------------------
-
-    def _create_new_state(
-        self,
-        new_state: str,
-        prev_state: pybreaker.CircuitBreakerState | None = None,
-        notify: bool = False,
-    ) -> _State:
-        try:
-            cls = _STATES[new_state]
-        except KeyError:
-            raise ValueError(f"unknown circuit state {new_state!r}") from None
-        return cls(self, prev_state=prev_state, notify=notify)
+    # --- transitions: the storage holds the state, pybreaker's states decide --------------------
 
     def open(self) -> bool:
         """Open the circuit now (pybreaker's transition, on the current clock)."""
-        with self._lock:
+        with self._mutex:
             clock = _clock._current
             self._opened_mono = clock.monotonic()
-            self._state_storage.opened_at = datetime.fromtimestamp(clock.time(), UTC)
-            self._state_storage.state = OPEN
-            self.state = OPEN
+            self._store.opened_at = datetime.fromtimestamp(clock.time(), UTC)
+            self._move(OPEN)
             return False
 
     def half_open(self) -> None:
         """Let trial calls through (up to ``half_open_max_calls`` at a time)."""
-        with self._lock:
-            self._state_storage.state = HALF_OPEN
-            self.state = HALF_OPEN
+        self._move(HALF_OPEN)
 
     def close(self) -> None:
         """Close the circuit: calls run normally."""
-        with self._lock:
-            self._state_storage.reset_success_counter()
-            self._state_storage.state = CLOSED
-            self.state = CLOSED
+        self._move(CLOSED)
 
-    def _on_transition(self, old: str | None, new: str) -> None:
+    @property  # type: ignore[override]  # pybreaker returns its state object; users get the name
+    def state(self) -> str:
+        """``"closed"``, ``"open"`` or ``"half-open"`` (an expired open circuit still reads
+        ``"open"`` until the next call moves it to half-open)."""
+        return str(self._store.state)
+
+    @state.setter
+    def state(self, state_str: str) -> None:
+        self._move(state_str)
+
+    def _move(self, new: str) -> None:
+        """The one transition: the storage's state and counters as pybreaker's states reset
+        them on entry, then the breaker's bookkeeping, then the listeners (guarded)."""
+        if new not in self._states:
+            raise ValueError(f"unknown circuit state {new!r}")
+        with self._mutex:
+            store = self._store
+            old = store.state
+            store.state = new
+            store.reset_success_counter()
+            if new == CLOSED:
+                store.reset_counter()
+            self._on_transition(old, new)
+            if self._listening:
+                self._notify("state_change", self._states[old], self._states[new])
+
+    def _on_transition(self, old: str, new: str) -> None:
         now = _clock._current.monotonic()
         if new == OPEN:
             if self._opened_mono is None:
@@ -544,19 +559,35 @@ class Breaker(pybreaker.CircuitBreaker):
                 self._episode += 1
                 self._permits = 0
             elif new == CLOSED:
-                self._dirty = False
                 if self._outage_start is not None and old != CLOSED:
                     self._last_recovery = max(0.0, now - self._outage_start)
                 self._outage_start = None
         if self._window is not None and new != HALF_OPEN:
             self._window.reset()
-        self._hot = new
         self._refresh_fast()
         if old == new:
             return
         if self.shared and self._backend is not None and not self._remote:
             self._publish()
         _hooks.event(_hooks.EventKind.BREAKER_STATE, self._key, old_state=old, new_state=new)
+
+    def _settle(self, exc: BaseException | None) -> None:
+        """pybreaker's outcome rule (under the lock): a system error counts a consecutive
+        failure and lets the state decide; a success (or an excluded error) clears the count."""
+        state = self._states[self._store.state]
+        if exc is None:
+            if self._store.counter:
+                self._store.reset_counter()
+                self._refresh_fast()
+            state.on_success()
+            if self._listening:
+                self._notify("success")
+        else:
+            self._store.increment_counter()
+            self._fast = False  # a failure pending: the next success clears it the slow way
+            if self._listening:
+                self._notify("failure", exc)
+            state.on_failure(exc)
 
     # --- window rules ------------------------------------------------------------------------
 
@@ -586,23 +617,50 @@ class Breaker(pybreaker.CircuitBreaker):
 
     def _reject(self, now: float) -> _Rejected:
         self._rejected += 1
-        if self._hot == OPEN:
+        if self._store.state == OPEN:
             until = self._open_until
             retry_after = self.reset_timeout if until == math.inf else max(0.0, until - now)
             return cast(_Rejected, _Rejected(self._key, OPEN, retry_after))
-        return cast(_Rejected, _Rejected(self._key, self._hot, 0.0))
+        return cast(_Rejected, _Rejected(self._key, self._store.state, 0.0))
+
+    def _begin(
+        self, exclude: Callable[[BaseException], bool] | None, layer: Layer | None
+    ) -> _Call | _Rejected | None:
+        """Admit a call past the fast path: ``None`` when the breaker is off (just call), the
+        error to raise when an open circuit rejects it (the shell raises it, one frame
+        cheaper), else the admitted call."""
+        if self._disabled or not switches.breaker_enabled:
+            return None
+        now = _clock._current.monotonic()
+        if now < self._open_until:  # open: rejected at once, without the lock
+            self._rejected += 1
+            wait = self._reset_timeout_setting if self._forced else self._open_until - now
+            rejected: _Rejected = _Rejected(self._key, OPEN, wait)
+            return rejected
+        return _Call(self, exclude, layer, self._admit())
+
+    def _enter(
+        self, exclude: Callable[[BaseException], bool] | None, layer: Layer | None
+    ) -> _Call | None:
+        """:meth:`_begin`, raising the rejection."""
+        call = self._begin(exclude, layer)
+        if isinstance(call, CircuitOpenError):
+            raise call
+        return call
 
     def _admit(self) -> int:
         """Admission for a circuit that is not plainly closed; returns a half-open permit
         token (0: none needed) or raises CircuitOpenError."""
         self._refresh()
-        if self._hot == CLOSED and not self._forced:  # windowed breakers: no lock per call
+        if self._store.state == CLOSED and not self._forced:  # windowed: no lock per call
             return 0
-        with self._lock:
-            now = _clock._current.monotonic()
+        now = _clock._current.monotonic()
+        if now < self._open_until:  # open: rejected without the lock
+            raise self._reject(now)
+        with self._mutex:
             if self._forced:
                 raise self._reject(now)
-            state = self._hot
+            state = self._store.state
             if state == CLOSED:
                 return 0
             if state == OPEN:
@@ -642,32 +700,32 @@ class Breaker(pybreaker.CircuitBreaker):
             # user classification rules run here: what they raise gives the permits back too
             category = "" if excluded else _hooks.category_of(exc)
         except BaseException:
-            with self._lock:
+            with self._mutex:
                 self._release(permit, cluster)
             raise
         if excluded:
             self._succeeded(start, permit, cluster)
             return
         clock = _clock._current
-        with self._lock:
+        with self._mutex:
             try:
                 if start and self.slow_call_duration is not None:
                     self._pending_slow = clock.monotonic() - start > self.slow_call_duration
                 # A trial from an earlier half-open episode, or a call admitted before the
                 # circuit opened, has no say in the state any more (pybreaker, which runs
                 # calls under its lock, never sees one).
-                stale = (permit and permit != self._episode) or self._hot == OPEN
-                if self.is_system_error(exc):
+                stale = (permit and permit != self._episode) or self._store.state == OPEN
+                system = self.is_system_error(exc)
+                if system:
                     self._failures += 1
-                    self._dirty = True
-                    if self._shared_tally is not None:  # cluster-wide counts (_shared_counts)
+                    if self._shared_tally is not None:  # cluster-wide counts
                         self._shared_tally.kick()
                     self._last_failure_category = category
                     self._last_failure_at = clock.time()
                 else:
                     self._successes += 1
                 if not stale:
-                    self._state._handle_error(exc, reraise=False)
+                    self._settle(exc if system else None)
             finally:
                 self._pending_slow = False
                 if permit or cluster:
@@ -677,175 +735,82 @@ class Breaker(pybreaker.CircuitBreaker):
 
     def _succeeded(self, start: float, permit: int = 0, cluster: bool = False) -> None:
         """Record a success that needs state work (half-open, window, pending failures)."""
-        with self._lock:
+        with self._mutex:
             try:
                 self._successes += 1
                 if start and self.slow_call_duration is not None:
                     elapsed = _clock._current.monotonic() - start
                     self._pending_slow = elapsed > self.slow_call_duration  # strictly slower
-                if not (permit and permit != self._episode) and self._hot != OPEN:
-                    self._state._handle_success()
-                self._dirty = False
+                if not (permit and permit != self._episode) and self._store.state != OPEN:
+                    self._settle(None)
             finally:
                 self._pending_slow = False
                 if permit or cluster:
                     self._release(permit, cluster)
 
-    def _before_call(self, permit: int, cluster: bool, *args: Any, **kwargs: Any) -> None:
-        """pybreaker's ``before_call`` notification; a listener raising a BaseException (which
-        :meth:`_notify` lets through) gives the call's permits back."""
-        try:
-            self._notify("before_call", *args, **kwargs)
-        except BaseException:
-            with self._lock:
-                self._release(permit, cluster)
-            raise
-
-    def _clear_failures(self) -> None:
-        with self._lock:
-            self._state_storage.reset_counter()
-            self._dirty = False
-
     def _guarded_sync(
-        self,
-        fn: Callable[..., R],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        exclude: Callable[[BaseException], bool] | None,
-        layer: Layer,
+        self, call: _Call | None, fn: Callable[..., R], /, *args: Any, **kw: Any
     ) -> R:
-        permit = self._admit()
-        cluster = False
-        if permit and self._backend is not None and self.shared:
-            try:
-                granted = self._backend.acquire_permit_sync(
-                    self._key, self.half_open_max_calls, self.reset_timeout
-                )
-            except BaseException:
-                with self._lock:
-                    self._release(permit)
-                raise
-            if granted is False:  # another process holds every trial permit
-                with self._lock:
-                    self._release(permit)
-                    raise self._reject(_clock._current.monotonic())
-            cluster = granted is True  # None: store unreachable, the local permit decides
-        if self._listeners:
-            self._before_call(permit, cluster, fn, *args, **kwargs)
-        start = _clock._current.monotonic() if self._window is not None else 0.0
+        """The sync shell past the fast path (``call``: admitted by :meth:`_begin`)."""
+        if call is None:
+            return fn(*args, **kw)
         try:
-            result = fn(*args, **kwargs)
-        except Exception as exc:
-            self._failed(exc, exclude, start, permit, layer, cluster)
+            if call.wants_cluster:
+                call.grant(self._cluster_permit_sync())
+            call.run(fn, args, kw)
+            result = fn(*args, **kw)
+        except BaseException as exc:
+            call.failed(exc)
             raise
-        except BaseException:
-            with self._lock:
-                self._release(permit, cluster)
-            raise
-        if isinstance(result, types.GeneratorType):  # as pybreaker: its end is the outcome
-            return cast(R, self._follow(result, exclude, start, permit, layer, cluster))
-        self._succeeded(start, permit, cluster)
+        if isinstance(result, types.GeneratorType):
+            return cast(R, call.follow(result))
+        call.succeeded()
         return result
-
-    def _follow(
-        self,
-        gen: Generator[Any, Any, Any],
-        exclude: Callable[[BaseException], bool] | None,
-        start: float,
-        permit: int,
-        layer: Layer,
-        cluster: bool,
-    ) -> Generator[Any, Any, Any]:
-        """Run ``gen`` to its end, then record its outcome; a generator closed or dropped
-        unfinished gives its permits back."""
-        held = [permit, cluster]
-
-        def give_back() -> None:
-            if held[0] or held[1]:
-                with self._lock:
-                    self._release(held[0], bool(held[1]))
-
-        def follow() -> Generator[Any, Any, Any]:
-            try:
-                result = yield from gen
-            except Exception as exc:
-                held[:] = [0, False]
-                self._failed(exc, exclude, start, permit, layer, cluster)
-                raise
-            except BaseException:  # GeneratorExit: closed unfinished
-                give_back()
-                held[:] = [0, False]
-                raise
-            held[:] = [0, False]
-            self._succeeded(start, permit, cluster)
-            return result
-
-        outer = follow()
-        if permit or cluster:
-            weakref.finalize(outer, give_back)  # dropped before its first step
-        return outer
 
     async def _guarded_async(
-        self,
-        fn: Callable[..., Awaitable[R]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        exclude: Callable[[BaseException], bool] | None,
-        layer: Layer,
+        self, call: _Call | None, fn: Callable[..., Awaitable[R]], /, *args: Any, **kw: Any
     ) -> R:
-        permit = self._admit()
-        cluster = False
-        if permit and self._backend is not None and self.shared:
-            try:
-                granted = await self._backend.acquire_permit(
-                    self._key, self.half_open_max_calls, self.reset_timeout
-                )
-            except BaseException:
-                with self._lock:
-                    self._release(permit)
-                raise
-            if granted is False:  # another process holds every trial permit
-                with self._lock:
-                    self._release(permit)
-                    raise self._reject(_clock._current.monotonic())
-            cluster = granted is True  # None: store unreachable, the local permit decides
-        if self._listeners:
-            self._before_call(permit, cluster, fn, *args, **kwargs)
-        start = _clock._current.monotonic() if self._window is not None else 0.0
+        """The async shell past the fast path: :meth:`_guarded_sync`, awaiting."""
+        if call is None:
+            return await fn(*args, **kw)
         try:
-            result = await fn(*args, **kwargs)
-        except Exception as exc:
-            self._failed(exc, exclude, start, permit, layer, cluster)
+            if call.wants_cluster:
+                call.grant(await self._cluster_permit())
+            call.run(fn, args, kw)
+            result = await fn(*args, **kw)
+        except BaseException as exc:
+            call.failed(exc)
             raise
-        except BaseException:  # cancelled: no outcome, but give the trial permits back
-            with self._lock:
-                self._release(permit, cluster)
-            raise
-        self._succeeded(start, permit, cluster)
+        call.succeeded()
         return result
+
+    def _cluster_permit_sync(self) -> bool | None:
+        backend = cast(SharedStateBackend, self._backend)
+        return backend.acquire_permit_sync(self._key, self.half_open_max_calls, self.reset_timeout)
+
+    def _cluster_permit(self) -> Awaitable[bool | None]:
+        backend = cast(SharedStateBackend, self._backend)
+        return backend.acquire_permit(self._key, self.half_open_max_calls, self.reset_timeout)
 
     # --- shared state ------------------------------------------------------------------------
 
     def _attach(self, backend: SharedStateBackend | None) -> None:
-        with self._lock:
+        with self._mutex:
             self._backend = backend
         if backend is not None:
             backend.watch(self._key, self._apply_remote)
-            from resilient._backends.shared_counts import (
-                attach_breaker,  # cluster-wide counts and budget
-            )
-
-            attach_breaker(self, backend)
+            self._shared_tally = shared_attached(self, backend)
 
     def _publish(self) -> None:
         backend = self._backend
         if backend is None:
             return
         self._version = max(self._version + 1, int(_clock._current.time() * 1e6))
-        opened = self._state_storage.opened_at
+        state = self._store.state
+        opened = self._store.opened_at
         record = CircuitRecord(
-            state=self._hot,
-            opened_at=opened.timestamp() if opened is not None and self._hot != CLOSED else None,
+            state=state,
+            opened_at=opened.timestamp() if opened is not None and state != CLOSED else None,
             version=self._version,
             origin=ORIGIN,
             forced=self._forced,
@@ -853,16 +818,14 @@ class Breaker(pybreaker.CircuitBreaker):
         try:
             backend.publish(self._key, record)
         except Exception as exc:  # the shared store degrades; local state keeps working
-            from resilient._core.log import logger
-
             logger.warning("circuit {}: publishing state failed: {}", self._key, type(exc).__name__)
 
     def _apply_remote(self, record: CircuitRecord) -> None:
         """Apply a transition published by another process (newer versions only)."""
-        if record.origin == ORIGIN or record.state not in _STATES:
+        if record.origin == ORIGIN or record.state not in self._states:
             return
         clock = _clock._current
-        with self._lock:
+        with self._mutex:
             if record.version <= self._version:
                 return
             self._version = record.version
@@ -874,55 +837,54 @@ class Breaker(pybreaker.CircuitBreaker):
                         record.opened_at if record.opened_at is not None else (clock.time())
                     )
                     self._opened_mono = clock.monotonic() - max(0.0, clock.time() - opened_wall)
-                    self._state_storage.opened_at = datetime.fromtimestamp(opened_wall, UTC)
-                    self._state_storage.state = OPEN
-                    self.state = OPEN
-                elif record.state == HALF_OPEN:
-                    self.half_open()
-                else:
-                    self.close()
+                    self._store.opened_at = datetime.fromtimestamp(opened_wall, UTC)
+                self._move(record.state)
             finally:
                 self._remote = False
 
-    # --- operator actions and inspection -----------------------------------------------------
+    # --- manual use: callers that run the call and report its outcome themselves --------------
 
-    @property  # type: ignore[override]  # pybreaker returns its state object; users get the name
-    def state(self) -> str:
-        """``"closed"``, ``"open"`` or ``"half-open"`` (an expired open circuit still reads
-        ``"open"`` until the next call moves it to half-open)."""
-        return str(self._hot)
+    def try_acquire(self) -> int | None:
+        """Admit one call now without running it: a token for :meth:`record_success` or
+        :meth:`record_failure` (0 when no trial permit was needed), or ``None`` when the
+        circuit rejects the call."""
+        try:
+            return self._admit()
+        except CircuitOpenError:
+            return None
 
-    @state.setter
-    def state(self, state_str: str) -> None:
-        # pybreaker's transition (what its states do when notified: reset a counter, tell the
-        # listeners), with the breaker's own bookkeeping first and the listeners guarded.
-        with self._lock:
-            prev = self._state
-            new = self._create_new_state(state_str, prev_state=prev)
-            if state_str == CLOSED:
-                self._state_storage.reset_counter()
-            else:
-                self._state_storage.reset_success_counter()
-            self._state = new
-            self._on_transition(prev.name if prev is not None else None, state_str)
-            if self._listeners:
-                self._notify("state_change", prev, new)
+    def can_admit(self) -> bool:
+        """Whether :meth:`try_acquire` would admit a call now (takes no permit)."""
+        state = self._store.state
+        if self._forced:
+            return False
+        if state == CLOSED:
+            return True
+        if state == OPEN:
+            return _clock._current.monotonic() >= self._open_until
+        return self._permits < self.half_open_max_calls
+
+    def record_success(self, token: int = 0) -> None:
+        """Record a call's success (``token``: from :meth:`try_acquire`)."""
+        self._succeeded(0.0, token)
+
+    def record_failure(self, exc: BaseException, token: int = 0) -> None:
+        """Record a call's failure (``token``: from :meth:`try_acquire`)."""
+        self._failed(exc, None, 0.0, token)
+
+    # --- pybreaker's calling API and operator actions -----------------------------------------
 
     def call(self, func: Callable[..., R], *args: Any, **kwargs: Any) -> R:
         """pybreaker's API: call ``func`` through this breaker (sync)."""
         if is_async_callable(func):
             raise TypeError(f"{func!r} is async: use ``await breaker.call_async(func, ...)``")
-        if self._disabled or not switches.breaker_enabled:
-            return func(*args, **kwargs)
-        return self._guarded_sync(func, args, kwargs, None, self._layer)
+        return self._guarded_sync(self._enter(None, self._layer), func, *args, **kwargs)
 
     async def call_async(  # asyncio instead of pybreaker's tornado
         self, func: Callable[..., Awaitable[R]], *args: Any, **kwargs: Any
     ) -> R:
         """Await ``func(*args, **kwargs)`` through this breaker, counting its outcome."""
-        if self._disabled or not switches.breaker_enabled:
-            return await func(*args, **kwargs)
-        return await self._guarded_async(func, args, kwargs, None, self._layer)
+        return await self._guarded_async(self._enter(None, self._layer), func, *args, **kwargs)
 
     acall = call_async
     """pybreaker's newer name for :meth:`call_async`."""
@@ -930,94 +892,88 @@ class Breaker(pybreaker.CircuitBreaker):
     @contextlib.contextmanager
     def calling(self) -> Iterator[None]:
         """pybreaker's ``with breaker.calling():`` — guard a block of sync code."""
-        if self._disabled or not switches.breaker_enabled:
+        call = self._enter(None, None)
+        if call is None:
             yield
             return
-        permit = self._admit()
-        if self._listeners:
-            self._before_call(permit, False, self.calling)
         try:
+            call.run(self.calling, (), {})
             yield
-        except Exception as exc:
-            self._failed(exc, None, 0.0, permit, None)
+        except BaseException as exc:
+            call.failed(exc)
             raise
-        except BaseException:
-            with self._lock:
-                self._release(permit)
-            raise
-        self._succeeded(0.0, permit)
+        call.succeeded()
 
     def retry_after(self) -> float:
         """Seconds until the next trial call is allowed (0 when calls are let through)."""
         if self._forced:
             return float(self.reset_timeout)
-        if self._hot != OPEN:
+        if self._store.state != OPEN:
             return 0.0
         return max(0.0, self._open_until - _clock._current.monotonic())
 
     def reset(self) -> None:
         """Close the circuit and clear its statistics (the operator's manual reset)."""
-        with self._lock:
+        with self._mutex:
             self._forced = False
             self._successes = self._failures = self._rejected = 0
             self._last_failure_category = None
             self._last_failure_at = None
             self._opened_mono = None
             self._outage_start = None
-            self._state_storage.reset_counter()
+            self._store.reset_counter()
             if self._window is not None:
                 self._window.reset()
-            if self._hot == CLOSED:
-                self._dirty = False
-                self._refresh_fast()
-                if self.shared:
-                    self._publish()
-            else:
-                self.close()
+            self._reach(CLOSED)
 
     def force_open(self) -> None:
         """Reject every call until :meth:`reset` (no trial calls)."""
-        with self._lock:
+        with self._mutex:
             self._forced = True
-            if self._hot == OPEN:
+            if self._store.state == OPEN:
                 self._open_until = math.inf
-                self._refresh_fast()
-                if self.shared:
-                    self._publish()
-            else:
-                self.open()
+            self._reach(OPEN)
+
+    def _reach(self, state: str) -> None:
+        """An operator's action ends in ``state``: move there or, already there, refresh the
+        fast path and publish what changed."""
+        if self._store.state != state:
+            self.open() if state == OPEN else self.close()
+        else:
+            self._refresh_fast()
+            if self.shared:
+                self._publish()
 
     def disable(self) -> None:
         """Let every call through without counting it, until :meth:`enable`."""
-        with self._lock:
+        with self._mutex:
             self._disabled = True
             self._refresh_fast()
 
     def enable(self) -> None:
         """Undo :meth:`disable`."""
-        with self._lock:
+        with self._mutex:
             self._disabled = False
             self._refresh_fast()
 
     def snapshot(self) -> BreakerSnapshot:
         """The breaker's state and statistics, read consistently."""
         self._refresh()
-        with self._lock:
+        with self._mutex:
             successes, failures = self._successes, self._failures
             total = successes + failures
-            opened = self._state_storage.opened_at
+            state = self._store.state
+            opened = self._store.opened_at
             return BreakerSnapshot(
                 name=self._key,
-                state=self._hot,
+                state=state,
                 failure_count=failures,
                 success_count=successes,
                 total_calls=total,
                 success_rate=successes / total if total else 1.0,
                 rejected_calls=self._rejected,
-                consecutive_failures=self._state_storage.counter,
-                opened_at=opened.timestamp()
-                if opened is not None and self._hot != CLOSED
-                else None,
+                consecutive_failures=self._store.counter,
+                opened_at=opened.timestamp() if opened is not None and state != CLOSED else None,
                 retry_after=self.retry_after(),
                 last_failure_category=self._last_failure_category,
                 last_failure_at=self._last_failure_at,
@@ -1031,7 +987,7 @@ class Breaker(pybreaker.CircuitBreaker):
             )
 
     def __repr__(self) -> str:
-        return f"<Breaker {self._key!r} {self._hot}>"
+        return f"<Breaker {self._key!r} {self._store.state}>"
 
     # --- decorating ---------------------------------------------------------------------------
 
@@ -1043,66 +999,129 @@ class Breaker(pybreaker.CircuitBreaker):
         """Wrap ``fn`` (sync or async, decided now) in this breaker."""
         cb = self
         sw = switches
-        name = self._key
-        layer = Layer("breaker", name)
+        layer = Layer("breaker", self._key)
 
         if is_async_callable(fn):
             afn = cast("Callable[..., Awaitable[Any]]", fn)
 
             async def acall(*args: Any, **kwargs: Any) -> Any:
-                if cb._fast and sw.breaker_enabled:
-                    try:
-                        result = await afn(*args, **kwargs)
-                    except Exception as exc:
-                        cb._failed(exc, exclude, 0.0, 0, layer)
-                        raise
-                    cb._successes += 1
-                    if cb._dirty:
-                        cb._clear_failures()
-                    return result
-                if cb._disabled or not sw.breaker_enabled:
-                    return await afn(*args, **kwargs)
-                now = _clock._current.monotonic()
-                if now < cb._open_until:
-                    cb._rejected += 1
-                    raise _Rejected(
-                        name, OPEN, cb.reset_timeout if cb._forced else cb._open_until - now
-                    )
-                return await cb._guarded_async(afn, args, kwargs, exclude, layer)
+                if not (cb._fast and sw.breaker_enabled):
+                    admitted = cb._begin(exclude, layer)
+                    if isinstance(admitted, CircuitOpenError):
+                        raise admitted
+                    return await cb._guarded_async(admitted, afn, *args, **kwargs)
+                try:
+                    result = await afn(*args, **kwargs)
+                except Exception as exc:
+                    cb._failed(exc, exclude, 0.0, 0, layer)
+                    raise
+                cb._successes += 1
+                return result
 
             return cast("Callable[P, R]", wrap(acall, fn, layer, breaker=cb))
 
         if inspect.isgeneratorfunction(fn):
             # The outcome is known when the generator ends: no fast path.
             def follow(*args: Any, **kwargs: Any) -> Any:
-                if cb._disabled or not sw.breaker_enabled:
-                    return fn(*args, **kwargs)
-                return cb._guarded_sync(fn, args, kwargs, exclude, layer)
+                return cb._guarded_sync(cb._enter(exclude, layer), fn, *args, **kwargs)
 
             return cast("Callable[P, R]", wrap(follow, fn, layer, breaker=cb))
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            if cb._fast and sw.breaker_enabled:
-                try:
-                    result = fn(*args, **kwargs)
-                except Exception as exc:
-                    cb._failed(exc, exclude, 0.0, 0, layer)
-                    raise
-                cb._successes += 1
-                if cb._dirty:
-                    cb._clear_failures()
-                return result
-            if cb._disabled or not sw.breaker_enabled:
-                return fn(*args, **kwargs)
-            now = _clock._current.monotonic()
-            if now < cb._open_until:
-                cb._rejected += 1
-                raise _Rejected(
-                    name, OPEN, cb.reset_timeout if cb._forced else cb._open_until - now
-                )
-            return cb._guarded_sync(fn, args, kwargs, exclude, layer)
+            if not (cb._fast and sw.breaker_enabled):
+                admitted = cb._begin(exclude, layer)
+                if isinstance(admitted, CircuitOpenError):
+                    raise admitted
+                return cb._guarded_sync(admitted, fn, *args, **kwargs)
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as exc:
+                cb._failed(exc, exclude, 0.0, 0, layer)
+                raise
+            cb._successes += 1
+            return result
 
         return cast("Callable[P, R]", wrap(call, fn, layer, breaker=cb))
+
+
+@dataclass(slots=True, eq=False)
+class _Call:
+    """One call past the fast path: its trial permits and start time, and how it settles.
+    The sync and async shells (:meth:`Breaker._guarded_sync` / ``_guarded_async``) share it
+    and only call or await the function."""
+
+    cb: Breaker
+    exclude: Callable[[BaseException], bool] | None
+    layer: Layer | None
+    permit: int
+    cluster: bool = False
+    running: bool = False
+    settled: bool = False
+    start: float = 0.0
+
+    @property
+    def wants_cluster(self) -> bool:
+        """A half-open trial of a shared breaker also takes a cluster-wide permit."""
+        cb = self.cb
+        return bool(self.permit) and cb.shared and cb._backend is not None
+
+    def grant(self, granted: bool | None) -> None:
+        """The backend's answer to the cluster permit request (``None``: the store is
+        unreachable, the local permit decides)."""
+        if granted is False:  # another process holds every trial permit
+            raise self.cb._reject(_clock._current.monotonic())
+        self.cluster = granted is True
+
+    def run(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """The function runs now: tell the listeners, then its outcome counts."""
+        cb = self.cb
+        if cb._listening:
+            cb._notify("before_call", fn, *args, **kwargs)
+        self.start = _clock._current.monotonic() if cb._window is not None else 0.0
+        self.running = True
+
+    def failed(self, exc: BaseException) -> None:
+        """Record the function's error; an error before it ran (a refused permit, a listener)
+        or a cancellation only gives the permits back."""
+        self.settled = True
+        if self.running and isinstance(exc, Exception):
+            self.cb._failed(exc, self.exclude, self.start, self.permit, self.layer, self.cluster)
+        else:
+            self.give_back()
+
+    def succeeded(self) -> None:
+        """Record the function's success."""
+        self.settled = True
+        self.cb._succeeded(self.start, self.permit, self.cluster)
+
+    def give_back(self) -> None:
+        """Return the permits without an outcome."""
+        if self.permit or self.cluster:
+            with self.cb._mutex:
+                self.cb._release(self.permit, self.cluster)
+            self.permit, self.cluster = 0, False
+
+    def abandoned(self) -> None:
+        """A generator dropped before it finished: its permits go back."""
+        if not self.settled:
+            self.give_back()
+
+    def follow(self, gen: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
+        """Run ``gen`` to its end, then settle (as pybreaker: its end is the outcome)."""
+
+        def follow() -> Generator[Any, Any, Any]:
+            try:
+                result = yield from gen
+            except BaseException as exc:  # GeneratorExit: closed unfinished
+                self.failed(exc)
+                raise
+            self.succeeded()
+            return result
+
+        outer = follow()
+        if self.permit or self.cluster:
+            weakref.finalize(outer, self.abandoned)  # dropped before its first step
+        return outer
 
 
 class BreakerRegistry:

@@ -1,10 +1,13 @@
 """Circuit state storage: pybreaker's storage seam, in-process, plus a seam for shared state.
 
 Every breaker keeps its state in a :class:`LocalCircuitStorage` (a
-``pybreaker.CircuitBreakerStorage``), so the call path never leaves the process. Breakers
-created with ``shared=True`` additionally mirror their transitions to a
-:class:`SharedStateBackend` (the Redis implementation lives in the data layer) and apply the
-transitions other processes publish. Half-open trial permits are then taken cluster-wide.
+``pybreaker.CircuitBreakerStorage``), the one place its state lives, so the call path never
+leaves the process. Breakers created with ``shared=True`` additionally mirror their transitions
+to a :class:`SharedStateBackend` and apply the transitions other processes publish. Half-open
+trial permits are then taken cluster-wide.
+
+The Redis implementation is a backend (a higher layer): it registers here
+(:func:`register_shared_installer`, :func:`on_shared_attach`), so the breaker never imports it.
 
 Clock-skew assumption: hosts sharing circuit state are NTP-synchronised to well below the
 breakers' ``reset_timeout``; a remote ``opened_at`` (wall-clock seconds) is converted to local
@@ -18,17 +21,23 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from resilient._core.pybreaker_import import pybreaker
 
 __all__ = [
     "ORIGIN",
     "CircuitRecord",
+    "FailureTally",
     "LocalCircuitStorage",
     "SharedStateBackend",
     "get_shared_backend",
+    "install_shared_backend",
+    "on_backend_change",
+    "on_shared_attach",
+    "register_shared_installer",
     "set_shared_backend",
+    "shared_attached",
 ]
 
 ORIGIN = f"{os.getpid()}-{os.urandom(3).hex()}"
@@ -36,7 +45,8 @@ ORIGIN = f"{os.getpid()}-{os.urandom(3).hex()}"
 
 
 class LocalCircuitStorage(pybreaker.CircuitBreakerStorage):
-    """pybreaker's in-memory storage, with plain attributes the call path can read."""
+    """pybreaker's in-memory storage: a breaker's state name, its consecutive failure and
+    trial success counters and when it opened."""
 
     def __init__(self, state: str = pybreaker.STATE_CLOSED) -> None:
         super().__init__("local")
@@ -156,3 +166,55 @@ def on_backend_change(callback: Callable[[SharedStateBackend | None], None]) -> 
     """Be told when the backend changes (the breaker registry attaches shared breakers)."""
     with _lock:
         _attach_callbacks.append(callback)
+
+
+class FailureTally(Protocol):
+    """Cluster-wide failure counts of one shared breaker (kept by a backend)."""
+
+    def kick(self) -> None:
+        """A failure happened: send it soon (failure paths only)."""
+
+
+_installer: Callable[[str | None], SharedStateBackend] | None = None
+_attach_hooks: list[Callable[[Any, SharedStateBackend], FailureTally | None]] = []
+
+
+def register_shared_installer(installer: Callable[[str | None], SharedStateBackend]) -> None:
+    """Set what installs the backend for a Redis URL when the first ``shared`` breaker needs
+    one and none is installed yet (the Redis backend registers itself on import)."""
+    global _installer
+    _installer = installer
+
+
+def install_shared_backend(url: str | None) -> SharedStateBackend:
+    """The backend in force, or the one the registered installer makes for ``url``.
+
+    Raises:
+        RuntimeError: no backend is installed and no installer is registered.
+    """
+    backend = _backend
+    if backend is not None:
+        return backend
+    if _installer is None:
+        raise RuntimeError(
+            "shared circuit state needs a backend: import resilient (the Redis backend "
+            "registers itself) or call set_shared_backend()"
+        )
+    return _installer(url)
+
+
+def on_shared_attach(hook: Callable[[Any, SharedStateBackend], FailureTally | None]) -> None:
+    """Call ``hook(breaker, backend)`` whenever a shared breaker attaches to a backend; a hook
+    may return the breaker's cluster-wide :class:`FailureTally`."""
+    with _lock:
+        _attach_hooks.append(hook)
+
+
+def shared_attached(breaker: Any, backend: SharedStateBackend) -> FailureTally | None:
+    """Run the attach hooks for ``breaker``; returns the tally one of them keeps, if any."""
+    with _lock:
+        hooks = list(_attach_hooks)
+    tally: FailureTally | None = None
+    for hook in hooks:
+        tally = hook(breaker, backend) or tally
+    return tally

@@ -63,15 +63,7 @@ def _breaker_result(snap: Any) -> CheckResult:
     rejected = getattr(snap, "rejected_calls", None)
     if rejected is not None:
         data["rejected_calls"] = int(rejected)
-    if state == "open":
-        wait = float(getattr(snap, "retry_after", 0.0) or 0.0)
-        detail = f"circuit open; next trial in {wait:.1f}s"
-    elif state == "half-open":
-        detail = "circuit half-open; trial calls in progress"
-    else:
-        detail = ""
-    if getattr(snap, "disabled", False):
-        detail = "circuit breaker disabled"
+    detail = snap.health()[1]  # the breaker's own words (BreakerSnapshot.health)
     return CheckResult(status, detail, data)
 
 

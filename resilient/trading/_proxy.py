@@ -1069,14 +1069,10 @@ class ResilientService:
         if self._settings.bulkhead:  # [load] the bulkhead's limits, queue and refusals
             data["bulkhead"] = _priority_bulkhead_data(self._name)
         status, detail = "healthy", ""
-        if state == "open":
-            status = "unhealthy"
-            retry_after = float(getattr(snap, "retry_after", 0.0) or 0.0)
-            detail = f"circuit open; next trial in {retry_after:.1f}s"
-            if st.fallbacks_served:
+        if snap is not None and state != "closed":  # the breaker's own words
+            status, detail = snap.health()
+            if state == "open" and st.fallbacks_served:
                 detail += f"; serving cached data ({st.fallbacks_served} served)"
-        elif state == "half-open":
-            status, detail = "degraded", "circuit half-open; trial calls in progress"
         elif self._serving_cache() and st.last_fallback is not None:
             status = "degraded"
             detail = (
