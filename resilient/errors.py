@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from resilient import metrics
 from resilient._core import clock as _clock
 from resilient._core.classify import (
     ErrorCategory,
@@ -298,12 +299,7 @@ def _sum_breaker_calls() -> int:
 
 
 def _export_error(category: ErrorCategory) -> None:
-    try:
-        from resilient.metrics import _count_error
-
-        _count_error(category.value)
-    except Exception:  # metrics are optional
-        pass
+    metrics._count_error(category.value)
 
 
 tracker = ErrorTracker()
@@ -326,8 +322,6 @@ def _on_policy_event(event: Any) -> None:
         # counted, not logged: the fallback's episode is logged once (a WARNING) by the log hook
         tracker.record(exc, component=name or None, log=False)
     if kind == "fallback_served":
-        from resilient import metrics
-
         source = str(getattr(event, "source", None) or "value")
         metrics.record_fallback(name, source)
         elapsed = getattr(event, "elapsed", None)
@@ -336,8 +330,6 @@ def _on_policy_event(event: Any) -> None:
 
             stats(name).record_cached(float(elapsed))
     elif kind == "breaker_state":
-        from resilient import metrics
-
         metrics.record_transition(name, str(getattr(event, "new_state", "") or ""))
 
 
