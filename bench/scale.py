@@ -1,11 +1,14 @@
 """Scale-out figures on throwaway servers (2 cores: process counts scaled, ratios reported).
 
-Usage: ``python bench/scale.py [--quick] [--only NAME]`` (``nox -s bench``); NAME is one of
-``propagation``, ``idle``, ``budget``, ``blackhole``.
+Usage: ``python bench/scale.py [--quick] [--only NAME] [--breakdown] [--processes N ...]``
+(``nox -s bench``); NAME is one of ``propagation``, ``idle``, ``budget``, ``blackhole``.
 
 - propagation: N processes share one breaker (a call every 5 ms each); one trips it. Trip
   propagation p50/p99 (first rejection in each peer after the trip) and the number of trial
-  calls in the half-open window across all processes (target: exactly the permits, 1).
+  calls in the half-open window across all processes (target: exactly the permits, 1), and
+  the CPU each process used around the trip. ``--breakdown`` adds when the trip reached Redis,
+  each peer's listener and each peer's breaker, next to plain redis-py pub/sub delivery to as
+  many processes on the same machine (what scheduling alone costs).
 - idle: processes watching 10, 1,000 and 10,000 breaker names sit idle: CPU per process, Redis
   commands per second (a private server: its count is theirs alone), share of health samples
   that say healthy.
@@ -73,9 +76,23 @@ def _wait_ready(ready: Any, procs: list[Any], count: int, limit: float = 180.0) 
 # -- propagation and half-open trials ---------------------------------------------------------
 
 
-def propagation(url: str, workers: int) -> dict[str, float]:
+def _cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds of a child process (Linux ``/proc``)."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def propagation(url: str, workers: int, breakdown: bool = False) -> dict[str, float]:
     from _shared_worker import RESET, run_worker
 
+    if breakdown:  # the workers trace deliveries and transitions; the scripts log publishes
+        os.environ["RESILIENT_TRACE"] = "1"
     ctx = multiprocessing.get_context("spawn")
     mode, stop = ctx.Value("i", 0), ctx.Event()
     ready, out = ctx.Queue(), ctx.Queue()
@@ -94,19 +111,22 @@ def propagation(url: str, workers: int) -> dict[str, float]:
     try:
         _wait_ready(ready, procs, workers)
         time.sleep(0.2)
+        cpu0, wall0 = [_cpu_seconds(p.pid) for p in procs], time.monotonic()
         mode.value = 1  # worker 0's dependency fails: it trips the shared breaker
         time.sleep(0.4)
+        cpu1, wall1 = [_cpu_seconds(p.pid) for p in procs], time.monotonic()
         mode.value = 2  # down for everyone: the half-open trial fails
         time.sleep(RESET + 0.3)
         mode.value = 0
         time.sleep(RESET + 0.4)
         stop.set()
         for _ in range(workers):
-            idx, events, invoked, _trips, _trace = out.get(timeout=60)
-            gathered[idx] = (events, invoked)
+            idx, events, invoked, _trips, trace = out.get(timeout=60)
+            gathered[idx] = (events, invoked, trace)
     finally:
         stop.set()
         _join(procs)
+        os.environ.pop("RESILIENT_TRACE", None)
     events0 = gathered[0][0]
     first_reject = next(i for i, (_, what) in enumerate(events0) if what == "rejected")
     tripped = max(t for t, what in events0[:first_reject] if what == "fail")
@@ -117,16 +137,122 @@ def propagation(url: str, workers: int) -> dict[str, float]:
             lags.append(min(rejected) - tripped)
     trials = [
         t
-        for _, invoked in gathered.values()
+        for _, invoked, _ in gathered.values()
         for t in invoked
         if tripped + RESET - 0.05 < t < tripped + RESET + 0.6  # the half-open window
     ]
-    return {
+    found = {
         "p50_ms": pct(lags, 0.5) * 1000,
         "p99_ms": pct(lags, 0.99) * 1000,
         "trials": float(len(trials)),
         "peers": float(len(lags)),
     }
+    cpu = [(b - a) / (wall1 - wall0) * 100 for a, b in zip(cpu0, cpu1, strict=True) if a and b]
+    found["cpu_pct"] = statistics.mean(cpu) if cpu else float("nan")
+    if breakdown:
+        found.update(_stages(url, gathered, tripped, workers))
+    return found
+
+
+def _stages(url: str, gathered: dict[int, Any], tripped: float, workers: int) -> dict[str, float]:
+    """When the trip reached Redis (its clock), each peer's listener, each peer's breaker."""
+    import redis as redis_sync
+
+    client = redis_sync.Redis.from_url(url, decode_responses=True)
+    try:
+        logs = [str(x) for x in client.lrange("tracelog", 0, -1)]
+        client.delete("tracelog")
+    finally:
+        client.close()
+    published = float("nan")
+    for line in logs:  # "<worker> <seconds>.<microseconds> publish open v<version>"
+        idx, stamp, *what = line.split()
+        if idx == "0" and what[:2] == ["publish", "open"]:
+            secs, micros = stamp.split(".")
+            published = (int(secs) + int(micros) / 1e6 - tripped) * 1000
+            break
+    delivered, opened = [], []
+    for i in range(1, workers):
+        trace = gathered[i][2]
+        got = [t for t, what in trace if what.startswith("deliver open") and t > tripped]
+        went = [t for t, what in trace if what == "closed->open" and t > tripped]
+        if got:
+            delivered.append((min(got) - tripped) * 1000)
+        if went:
+            opened.append((min(went) - tripped) * 1000)
+    nan = float("nan")
+    return {
+        "published_ms": published,
+        "delivered_p50_ms": pct(delivered, 0.5) if delivered else nan,
+        "delivered_p99_ms": pct(delivered, 0.99) if delivered else nan,
+        "opened_p50_ms": pct(opened, 0.5) if opened else nan,
+        "opened_p99_ms": pct(opened, 0.99) if opened else nan,
+    }
+
+
+def _baseline_child(port: int, ready: Any, out: Any, stop: Any) -> None:
+    """A plain redis-py subscriber on a second thread's loop, a 5 ms loop on the main one."""
+    import threading
+
+    import redis.asyncio as redis_async
+
+    lags: list[float] = []
+
+    async def listen() -> None:
+        client = redis_async.Redis(port=port)
+        pubsub = client.pubsub()
+        await pubsub.subscribe("baseline")
+        ready.put(1)
+        while not stop.is_set():
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
+            if message is not None and message["type"] == "message":
+                lags.append(time.time() - float(message["data"]))
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await client.aclose()
+
+    async def calls() -> None:  # a wake-up every 5 ms, as the workers' calls
+        ticks = 0
+        while not stop.is_set():
+            ticks += 1
+            await asyncio.sleep(0.005)
+
+    thread = threading.Thread(target=lambda: asyncio.run(listen()), daemon=True)
+    thread.start()
+    asyncio.run(calls())
+    thread.join(2)
+    out.put(lags)
+    out.close()
+    out.join_thread()
+    os._exit(0)
+
+
+def pubsub_baseline(port: int, workers: int, messages: int = 20) -> dict[str, float]:
+    """Plain redis-py pub/sub delivery p50/p99 to ``workers`` processes (no resilient code)."""
+    import redis as redis_sync
+
+    ctx = multiprocessing.get_context("spawn")
+    ready, out, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
+    procs = [
+        ctx.Process(target=_baseline_child, args=(port, ready, out, stop), daemon=True)
+        for _ in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    client = redis_sync.Redis(port=port)
+    try:
+        _wait_ready(ready, procs, workers)
+        time.sleep(0.5)
+        for _ in range(messages):
+            client.publish("baseline", repr(time.time()))
+            time.sleep(0.1)
+        time.sleep(0.5)
+        stop.set()
+        lags = [lag for _ in range(workers) for lag in out.get(timeout=60)]
+    finally:
+        stop.set()
+        _join(procs)
+        client.close()
+    return {"p50_ms": pct(lags, 0.5) * 1000, "p99_ms": pct(lags, 0.99) * 1000}
 
 
 # -- idle cost ---------------------------------------------------------------------------------
@@ -349,6 +475,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer processes, shorter runs")
     parser.add_argument("--only", choices=["propagation", "idle", "budget", "blackhole"])
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="propagation: also when the trip reached Redis, each peer's listener and breaker, "
+        "and plain redis-py pub/sub to as many processes (what the machine allows)",
+    )
+    parser.add_argument(
+        "--processes", type=int, nargs="+", help="propagation: these process counts instead"
+    )
     args, _ = parser.parse_known_args(argv)
     quick, only = args.quick, args.only
     from resilient.testing.servers import redis_server
@@ -357,13 +492,23 @@ def main(argv: list[str] | None = None) -> int:
     print("-" * 78)
     with redis_server() as rs:
         if only in (None, "propagation"):
-            for n in (4, 8) if quick else (8, 32):
-                r = propagation(rs.url, n)
+            for n in args.processes or ((4, 8) if quick else (8, 32)):
+                r = propagation(rs.url, n, args.breakdown)
                 print(
                     f"trip propagation, {n:2d} processes   p50 {r['p50_ms']:6.1f} ms   "
                     f"p99 {r['p99_ms']:6.1f} ms   half-open trials {r['trials']:.0f} "
-                    f"(permits 1; {r['peers']:.0f} peers)"
+                    f"(permits 1; {r['peers']:.0f} peers)   CPU {r['cpu_pct']:.1f} % / process"
                 )
+                if args.breakdown:
+                    b = pubsub_baseline(rs.port, n)
+                    print(
+                        f"  trip in Redis {r['published_ms']:5.1f} ms; listener p50 "
+                        f"{r['delivered_p50_ms']:5.1f} p99 {r['delivered_p99_ms']:5.1f} ms; "
+                        f"breaker open p50 {r['opened_p50_ms']:5.1f} p99 "
+                        f"{r['opened_p99_ms']:5.1f} ms; plain redis-py pub/sub to {n} "
+                        f"processes p50 {b['p50_ms']:5.1f} p99 {b['p99_ms']:5.1f} ms; "
+                        f"load average {os.getloadavg()[0]:.0f}"
+                    )
         if only in (None, "idle"):
             seconds = 2.0 if quick else 5.0
             for names in (10, 1000, 10000):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-# the Redis backend of shared=True breakers registers itself with the breakers on import
-from resilient._backends import shared_state as _shared_state  # noqa: F401
+# the Redis backend of shared=True breakers (state, cluster-wide counts and budgets) registers
+# itself with the breakers when imported
+from resilient._backends import shared_counts as _shared_counts  # noqa: F401
 from resilient._core.cache_codec import register_cache_type
 from resilient._core.clock import FakeClock, get_clock, set_clock, use_clock
 from resilient._core.context import correlation_id

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from resilient import FakeClock, disable_logging, enable_logging, retry, use_clock
-from resilient._policies.retry import BUDGET_TTL, RetryBudget
+from resilient._policies.retry import BUDGET_TTL, RetryBudget, get_retry_budget
 from resilient.config import reload_config
 
 
@@ -308,15 +308,66 @@ def test_budget_rotates_half_windows_and_forgets_idle_time(clock: FakeClock) -> 
 
 
 def test_budget_minimum_per_second(clock: FakeClock) -> None:
-    """min_per_second × TTL retries are allowed with no calls at all, not one more."""
-    budget = RetryBudget("m", ratio=0.0, min_per_second=0.3)
+    """The floor is a reserve of one second's worth of retries (min_per_second tokens, here 3)
+    with no calls at all, not one more; it refills at min_per_second a second, but not within
+    BUDGET_TTL of a refused retry."""
+    budget = RetryBudget("m", ratio=0.0, min_per_second=3)
     allowed = 0
     while budget.try_spend():
         allowed += 1
     assert allowed == 3
+    clock.advance(BUDGET_TTL - 0.001)  # a refusal just happened: no refill yet
+    assert not budget.try_spend()  # (and refused again: paused for another BUDGET_TTL)
+    clock.advance(BUDGET_TTL + 1)  # refilling for the last second: full again
+    assert [budget.try_spend() for _ in range(4)] == [True, True, True, False]
+    assert budget.snapshot().floor == 0
+    clock.advance(BUDGET_TTL + 0.34)  # 0.34 s after the pause: 3 a second, one token
+    assert [budget.try_spend() for _ in range(2)] == [True, False]
     budget.reset()
     assert budget.snapshot() == budget.snapshot()
     assert budget.snapshot().refused == 0 and budget.try_spend()
+
+
+def test_total_outage_at_a_low_rate_stays_within_the_ratio(name: str, clock: FakeClock) -> None:
+    """Default settings (ratio 0.2, floor 10), one process, 5 requests a second for a minute,
+    every attempt failing: at most 1.3 attempts per request (the floor alone used to allow
+    10 retries a second, every request retrying to max_attempts)."""
+    attempts = 0
+
+    def down() -> None:
+        nonlocal attempts
+        attempts += 1
+        raise ConnectionError("down")
+
+    fn = retry(max_attempts=3, wait=tenacity.wait_none(), name=name)(down)
+    requests = 300
+    for _ in range(requests):
+        with pytest.raises(ConnectionError):
+            fn()
+        clock.advance(0.2)
+    assert 1.15 <= attempts / requests <= 1.3, attempts / requests
+
+
+def test_the_floor_still_serves_sparse_calls_and_refills_after_an_outage(
+    name: str, clock: FakeClock
+) -> None:
+    """A call now and then (too few for the ratio to allow one retry) is still retried; after
+    an outage ends the floor is back once BUDGET_TTL passes without a refused retry."""
+    script = Script(*[ConnectionError("x"), "ok"] * 3)
+    fn = retry(max_attempts=2, wait=tenacity.wait_none(), name=name)(script)
+    assert fn() == "ok"  # the first call of the window: 0.2 × 1 call allows no retry
+    clock.advance(60)
+    assert fn() == "ok"
+    down = retry(max_attempts=3, wait=tenacity.wait_none(), name=name)(
+        Script(*[ConnectionError("down")] * 1000)
+    )
+    for _ in range(40):  # an outage spends the floor and the ratio's share
+        with pytest.raises(ConnectionError):
+            down()
+        clock.advance(0.1)
+    assert get_retry_budget(name).snapshot().refused > 0
+    clock.advance(BUDGET_TTL + 1)
+    assert fn() == "ok"
 
 
 # --- issue 14 point 10: bare decorator -----------------------------------------------------

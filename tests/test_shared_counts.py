@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
+import queue
+import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import tenacity
@@ -77,3 +81,54 @@ async def test_steady_state_counting_costs_at_most_005_round_trips_per_call(
         assert counts.flushes >= 1  # the counts did reach Redis
     finally:
         breakers.remove(name)
+
+
+def test_total_outage_across_processes_stays_within_the_ratio(redis_url: str) -> None:
+    """4 processes sharing one Redis, each 10 requests a second for 6 s, every attempt failing,
+    default budget settings: at most 1.3 attempts per request across the cluster (one floor
+    of 10 retries a second for the cluster still allowed 1.5-1.6)."""
+    sys.path.insert(0, str(Path(__file__).parent / "faults"))
+    from _counts_worker import count_worker
+
+    workers = 4
+    ctx = multiprocessing.get_context("spawn")
+    go, out = ctx.Event(), ctx.Queue()
+    name, prefix = f"outage-{uuid.uuid4().hex[:6]}", f"sc-{uuid.uuid4().hex[:8]}"
+    procs = [
+        ctx.Process(
+            target=count_worker,
+            args=(i, redis_url, prefix, name, "outage", go, out),
+            daemon=True,
+        )
+        for i in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        found: list[tuple[int, int, int]] = []
+        deadline = time.monotonic() + 60
+        while len(found) < 2 * workers:
+            try:
+                item = out.get(timeout=0.5)
+            except queue.Empty:
+                dead = [(i, p.exitcode) for i, p in enumerate(procs) if p.exitcode not in (None, 0)]
+                assert not dead, f"workers died: {dead}"
+                assert time.monotonic() < deadline, f"workers did not report: {found}"
+                continue
+            if item[0] == "ready":
+                found.append((-1, 0, 0))
+                if len(found) == workers:
+                    go.set()
+            else:
+                found.append(item)
+    finally:
+        for p in procs:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+    results = found[workers:]
+    requests = sum(r for _, r, _ in results)
+    attempts = sum(a for _, _, a in results)
+    print(f"\n{workers} processes: {attempts} attempts for {requests} requests")
+    assert requests == workers * 60
+    assert attempts / requests <= 1.3, attempts / requests

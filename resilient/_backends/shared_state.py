@@ -53,7 +53,6 @@ from resilient._backends.redis import (
     get_worker,
     make_redis_client,
 )
-from resilient._backends.shared_counts import attach_breaker
 from resilient._core import clock as _clock
 from resilient._core.inline import run_inline
 from resilient._core.log import logger
@@ -61,7 +60,6 @@ from resilient._core.redis_url import breaker_tag
 from resilient._policies.breaker_storage import (
     ORIGIN,
     CircuitRecord,
-    on_shared_attach,
     register_shared_installer,
     set_shared_backend,
 )
@@ -826,4 +824,3 @@ def register_health_checks(registry: Any) -> None:
 
 # the breakers reach this backend through these registrations, never by importing it
 register_shared_installer(install_shared_backend)
-on_shared_attach(attach_breaker)  # cluster-wide failure counts and retry budget

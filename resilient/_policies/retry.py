@@ -15,6 +15,7 @@ retry budget caps retries to a share of calls so an outage is not amplified.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -66,6 +67,7 @@ WaitStrategy = Callable[[Any], float]
 StopStrategy = Callable[[Any], bool]
 
 BUDGET_TTL = 10.0  # seconds of traffic a budget remembers (as Finagle's RetryBudget)
+FLOOR_BURST = 1.0  # seconds of min_per_second a budget's floor holds at most
 
 
 # --- testing mode ----------------------------------------------------------------------------
@@ -89,7 +91,8 @@ def zero_wait(max_attempts: int | None = None) -> Iterator[None]:
 
 @dataclass(frozen=True, slots=True)
 class BudgetSnapshot:
-    """A retry budget's counts over its current window (about ``BUDGET_TTL`` seconds)."""
+    """A retry budget's counts over its current window (about ``BUDGET_TTL`` seconds) and the
+    retries its floor holds now."""
 
     name: str
     calls: int
@@ -97,21 +100,34 @@ class BudgetSnapshot:
     refused: int
     ratio: float
     min_per_second: float
+    floor: float = 0.0
 
 
 class RetryBudget:
-    """Retries allowed for one name: ``ratio`` × calls + ``min_per_second`` × TTL, over a
-    window of about :data:`BUDGET_TTL` seconds (two half-window buckets).
+    """Retries allowed for one name: ``ratio`` × its calls over a window of about
+    :data:`BUDGET_TTL` seconds (two half-window buckets), plus a floor for calls too sparse
+    for the ratio to allow any.
+
+    The floor is a token bucket of ``min_per_second`` × :data:`FLOOR_BURST` retries, refilled
+    at ``min_per_second`` a second, but only while the window's retries are within the
+    ratio's share and not within ``BUDGET_TTL`` after a refused retry. A retry the ratio does
+    not cover takes a floor token and still counts in the window, so the ratio's share pays
+    it back. A sustained outage therefore spends the floor once and then stays at about
+    ``1 + ratio`` attempts per request at any rate, while an isolated failure of a sparse
+    caller is still retried.
 
     Calls are counted with one integer increment per call; everything else happens when a
     retry is requested.
     """
 
     __slots__ = (
+        "_floor",
+        "_floor_at",
         "_lock",
         "_period_start",
         "_prev_calls",
         "_prev_retries",
+        "_refused_at",
         "_retries",
         "calls",
         "min_per_second",
@@ -131,6 +147,9 @@ class RetryBudget:
         self._prev_calls = 0
         self._prev_retries = 0
         self._period_start: float | None = None
+        self._floor = math.inf  # full (capped at the current min_per_second when read)
+        self._floor_at = 0.0
+        self._refused_at: float | None = None
         self._lock = threading.Lock()
         self.shared: Any = None  # a cluster-wide budget (_shared_counts.SharedBudget)
 
@@ -147,6 +166,20 @@ class RetryBudget:
             self.calls = self._retries = 0
             self._period_start = now
 
+    def _refill(self, now: float, accrue: bool) -> float:
+        """The floor's tokens now. They accrue only while ``accrue`` (the window's retries are
+        within the ratio's share) and not within ``BUDGET_TTL`` after a refused retry."""
+        since = self._floor_at
+        if self._refused_at is not None:
+            since = max(since, self._refused_at + BUDGET_TTL)
+        rate = self.min_per_second
+        floor = self._floor
+        if accrue and now > since:
+            floor += (now - since) * rate
+        self._floor = floor = min(rate * FLOOR_BURST, floor)
+        self._floor_at = now
+        return floor
+
     def try_spend(self) -> bool:
         """Take one retry from the budget; ``False`` (and counted) when it is spent."""
         if self.shared is not None:  # cluster-wide budget (_shared_counts)
@@ -154,26 +187,31 @@ class RetryBudget:
         now = _clock._current.monotonic()
         with self._lock:
             self._rotate(now)
-            allowed = (
-                self.ratio * (self.calls + self._prev_calls) + self.min_per_second * BUDGET_TTL
-            )
-            if self._retries + self._prev_retries + 1 > allowed:
-                self.refused += 1
-                return False
+            retries = self._retries + self._prev_retries
+            share = self.ratio * (self.calls + self._prev_calls)
+            if retries + 1 > share:
+                if self._refill(now, retries <= share) < 1:
+                    self.refused += 1
+                    self._refused_at = now
+                    return False
+                self._floor -= 1
             self._retries += 1
             return True
 
     def snapshot(self) -> BudgetSnapshot:
         """The counts of the current window."""
         with self._lock:
-            self._rotate(_clock._current.monotonic())
+            now = _clock._current.monotonic()
+            self._rotate(now)
+            calls = self.calls + self._prev_calls
             return BudgetSnapshot(
                 self.name,
-                self.calls + self._prev_calls,
+                calls,
                 self._retries + self._prev_retries,
                 self.refused,
                 self.ratio,
                 self.min_per_second,
+                self._refill(now, self._retries + self._prev_retries <= self.ratio * calls),
             )
 
     def reset(self) -> None:
@@ -182,6 +220,7 @@ class RetryBudget:
             self.calls = self._retries = self._prev_calls = self._prev_retries = 0
             self.refused = 0
             self._period_start = None
+            self._floor, self._refused_at = math.inf, None
 
 
 _budgets: dict[str, RetryBudget] = {}

@@ -99,7 +99,9 @@ class ResilienceSettings:
         bound=DURATION, doc="Longest server-requested wait (Retry-After) honoured (seconds)"
     )
     retry_budget_ratio: float = _rule(ge=0, le=1, doc="Share of calls that may be retries")
-    retry_budget_min_per_second: float = _rule(bound=RATE, doc="Retries always allowed per second")
+    retry_budget_min_per_second: float = _rule(
+        bound=RATE, doc="Floor for sparse calls: retries a second beyond the ratio, none in outages"
+    )
     fallback_cache_ttl: float = _rule(bound=TTL, doc="Seconds a cached fallback stays servable")
     health_check_enabled: bool = _rule(doc="Enable health monitoring")
     health_check_interval: float = _rule(bound=DURATION, doc="Health check frequency (seconds)")

@@ -14,11 +14,13 @@ def count_worker(
 ) -> None:
     """``fail``: two failures each against a shared breaker (threshold 5), then report its
     state. ``budget``: requests under a total outage through a retry with a shared budget,
-    then report (requests, attempts)."""
+    then report (requests, attempts). ``outage``: the same with the default budget settings
+    (ratio 0.2, floor 10), 3 attempts, 10 requests a second for 6 s."""
     os.environ["AI_TRADER_ENV"] = "testing"
     os.environ["AI_TRADER_REDIS__URL"] = url
     os.environ["AI_TRADER_REDIS__KEY_PREFIX"] = prefix
-    os.environ["AI_TRADER_RESILIENCE__RETRY_BUDGET_MIN_PER_SECOND"] = "2"
+    if scenario == "budget":
+        os.environ["AI_TRADER_RESILIENCE__RETRY_BUDGET_MIN_PER_SECOND"] = "2"
     code = 1
     try:
         asyncio.run(_main(idx, name, scenario, go, results))
@@ -72,18 +74,20 @@ async def _main(idx: int, name: str, scenario: str, go: Any, results: Any) -> No
     share_budget(name)
     attempts = {"n": 0}
 
-    @retry(max_attempts=4, wait=tenacity.wait_none(), name=name)
+    outage = scenario == "outage"
+
+    @retry(max_attempts=3 if outage else 4, wait=tenacity.wait_none(), name=name)
     async def down() -> None:
         attempts["n"] += 1
         raise ConnectionError("down")
 
     results.put(("ready", idx))
     await asyncio.to_thread(go.wait)
-    requests = 60
+    requests, every = 60, 0.1 if outage else 0.05  # 10 or 20 requests a second
     started = time.monotonic()
     for i in range(requests):
         with contextlib.suppress(ConnectionError):
             await down()
-        await asyncio.sleep(max(0.0, started + (i + 1) * 0.05 - time.monotonic()))  # 20 req/s
+        await asyncio.sleep(max(0.0, started + (i + 1) * every - time.monotonic()))
     results.put((idx, requests, attempts["n"]))
     state.close()

@@ -78,8 +78,9 @@ def test_failures_across_processes_trip_the_shared_breaker(redis_srv: RedisServe
 @pytest.mark.slow
 def test_retry_budget_is_cluster_wide(redis_srv: RedisServer) -> None:
     """6 processes × 60 requests at 20/s under a total outage, max_attempts 4, ratio 0.2 and
-    2 retries/s always allowed: the cluster may retry 0.2 × 360 + 2 × 10 = 92 times
-    (1.26 attempts per request); per-process budgets allowed 6 × 32 = 192 (1.53)."""
+    a floor of 2 retries/s, spent once by the cluster: it may retry about 0.2 × 360 + 2 = 74
+    times (1.21 attempts per request); per-process budgets allowed 6 × 32 = 192 (1.53) when
+    each process's floor refilled for ever."""
     results = _run(redis_srv, "budget", 6)
     requests = sum(r for _, r, _ in results)
     attempts = sum(a for _, _, a in results)
@@ -88,4 +89,4 @@ def test_retry_budget_is_cluster_wide(redis_srv: RedisServer) -> None:
         f"\ncluster-wide retry budget: {attempts} attempts for {requests} requests "
         f"({per_request:.3f} per request)"
     )
-    assert per_request <= 1.35, per_request
+    assert per_request <= 1.3, per_request
