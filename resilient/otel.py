@@ -26,7 +26,7 @@ import contextlib as _contextlib
 import contextvars as _contextvars
 import functools as _functools
 import threading as _threading
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, ParamSpec, TypeVar, cast
 
 try:
@@ -302,44 +302,15 @@ def traced(
                     seconds, {**attributes, "error.type": _error_type(exc)}
                 )
 
-        if _is_async_callable(fn):
-            afn = cast("Callable[..., Awaitable[Any]]", fn)
-
-            async def acall(*args: Any, **kwargs: Any) -> Any:
-                telemetry, span, started = start()
-                if telemetry is None:
-                    return await afn(*args, **kwargs)
-                token = _current.set(_Call(op))
-                try:
-                    with _trace.use_span(span, end_on_exit=False, record_exception=False):
-                        result = await afn(*args, **kwargs)
-                except BaseException as exc:
-                    finish(telemetry, span, started, exc)
-                    raise
-                finally:
-                    _current.reset(token)
-                finish(telemetry, span, started, None)
-                return result
-
-            return cast("Callable[P, R]", _copy_meta(acall, fn))
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            telemetry, span, started = start()
-            if telemetry is None:
-                return fn(*args, **kwargs)
+        @_contextlib.contextmanager
+        def scope() -> Iterator[None]:
             token = _current.set(_Call(op))
             try:
-                with _trace.use_span(span, end_on_exit=False, record_exception=False):
-                    result = fn(*args, **kwargs)
-            except BaseException as exc:
-                finish(telemetry, span, started, exc)
-                raise
+                yield
             finally:
                 _current.reset(token)
-            finish(telemetry, span, started, None)
-            return result
 
-        return cast("Callable[P, R]", _copy_meta(call, fn))
+        return _spanned(fn, start, finish, scope)
 
     return decorate
 
@@ -376,38 +347,7 @@ def attempts(name: str | None = None) -> Callable[[Callable[P, R]], Callable[P, 
                     {"service": service, "error.type": _error_type(exc)},
                 )
 
-        if _is_async_callable(fn):
-            afn = cast("Callable[..., Awaitable[Any]]", fn)
-
-            async def acall(*args: Any, **kwargs: Any) -> Any:
-                telemetry, span, started = start()
-                if telemetry is None:
-                    return await afn(*args, **kwargs)
-                try:
-                    with _trace.use_span(span, end_on_exit=False, record_exception=False):
-                        result = await afn(*args, **kwargs)
-                except BaseException as exc:
-                    finish(telemetry, span, started, exc)
-                    raise
-                finish(telemetry, span, started, None)
-                return result
-
-            return cast("Callable[P, R]", _copy_meta(acall, fn))
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            telemetry, span, started = start()
-            if telemetry is None:
-                return fn(*args, **kwargs)
-            try:
-                with _trace.use_span(span, end_on_exit=False, record_exception=False):
-                    result = fn(*args, **kwargs)
-            except BaseException as exc:
-                finish(telemetry, span, started, exc)
-                raise
-            finish(telemetry, span, started, None)
-            return result
-
-        return cast("Callable[P, R]", _copy_meta(call, fn))
+        return _spanned(fn, start, finish, _contextlib.nullcontext)
 
     return decorate
 
@@ -422,6 +362,52 @@ def instrument(name: str, **options: Any) -> Callable[[Callable[P, R]], Callable
         return traced(name, operation=getattr(fn, "__name__", name))(stack(inner))
 
     return decorate
+
+
+_Start = Callable[[], tuple[Any, Any, float]]
+_Finish = Callable[[Any, Any, float, "BaseException | None"], None]
+
+
+def _spanned(
+    fn: Callable[P, R],
+    start: _Start,
+    finish: _Finish,
+    scope: Callable[[], _contextlib.AbstractContextManager[Any]],
+) -> Callable[P, R]:
+    """``fn`` run in a span: ``start()`` opens it (``None`` first while tracing is off),
+    ``scope()`` is entered around the call, ``finish(...)`` ends the span with the outcome."""
+
+    @_contextlib.contextmanager
+    def spanned(telemetry: Any, span: Any, started: float) -> Iterator[None]:
+        try:
+            with scope(), _trace.use_span(span, end_on_exit=False, record_exception=False):
+                yield
+        except BaseException as exc:
+            finish(telemetry, span, started, exc)
+            raise
+        finish(telemetry, span, started, None)
+
+    def opened() -> _contextlib.AbstractContextManager[None]:
+        telemetry, span, started = start()
+        return _OFF if telemetry is None else spanned(telemetry, span, started)
+
+    if _is_async_callable(fn):
+        afn = cast("Callable[..., Awaitable[Any]]", fn)
+
+        async def acall(*args: Any, **kwargs: Any) -> Any:
+            with opened():
+                return await afn(*args, **kwargs)
+
+        return cast("Callable[P, R]", _copy_meta(acall, fn))
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with opened():
+            return fn(*args, **kwargs)
+
+    return cast("Callable[P, R]", _copy_meta(call, fn))
+
+
+_OFF = _contextlib.nullcontext()
 
 
 def _copy_meta(wrapper: Any, fn: Any) -> Any:

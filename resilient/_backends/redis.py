@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 from resilient._core import clock as _clock
 from resilient._core.cache_codec import decode_entry, encode_entry
 from resilient._core.extras import missing_extra, require
+from resilient._core.inline import run_inline
 from resilient._core.log import logger
 from resilient._core.pybreaker_import import pybreaker
 from resilient._core.redis_url import parse_redis_url
@@ -614,29 +615,35 @@ class RedisCache:
         now = _clock._current.time()
         return CacheEntry(cached.value, now - cached.age, self.default_ttl, cached.age, "memory")
 
-    async def entry(self, key: str) -> CacheEntry | None:
-        """The value with ``stored_at``, ``ttl``, ``age`` and ``source``, or ``None``."""
+    async def _entry(
+        self, key: str, call: Callable[[Callable[[Any], Any]], Awaitable[Any]]
+    ) -> CacheEntry | None:
         if self._worker is not None:
             try:
-                raw = await self._worker.call(lambda r: r.get(self.prefix + key))
-                found = self._from_raw(raw)
+                found = self._from_raw(await call(lambda r: r.get(self.prefix + key)))
                 if found is not None:
                     return found
             except RedisUnavailable:
                 pass
         return self._from_local(key)
 
+    async def entry(self, key: str) -> CacheEntry | None:
+        """The value with ``stored_at``, ``ttl``, ``age`` and ``source``, or ``None``."""
+        worker = self._worker
+
+        async def call(fn: Callable[[Any], Any]) -> Any:
+            return await worker.call(fn) if worker is not None else None
+
+        return await self._entry(key, call)
+
     def entry_sync(self, key: str) -> CacheEntry | None:
         """Blocking :meth:`entry` (at most ``timeout``)."""
-        if self._worker is not None:
-            try:
-                raw = self._worker.call_sync(lambda r: r.get(self.prefix + key))
-                found = self._from_raw(raw)
-                if found is not None:
-                    return found
-            except RedisUnavailable:
-                pass
-        return self._from_local(key)
+        worker = self._worker
+
+        async def call(fn: Callable[[Any], Any]) -> Any:
+            return worker.call_sync(fn) if worker is not None else None
+
+        return run_inline(self._entry(key, call))
 
     async def delete(self, key: str) -> None:
         """Forget ``key`` everywhere (best effort)."""
