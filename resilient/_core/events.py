@@ -23,6 +23,7 @@ from resilient._core.log import logger, logging_enabled, on_level_change
 from resilient._core.sanitize import sanitize
 
 __all__ = [
+    "FOLD_AT",
     "EventKind",
     "PolicyEvent",
     "PolicyHook",
@@ -31,6 +32,7 @@ __all__ = [
     "count_retry",
     "emit",
     "event",
+    "fold_retries",
     "guard_spec",
     "guarded",
     "hooks",
@@ -38,6 +40,7 @@ __all__ = [
     "remove_hook",
     "report_callback_failure",
     "retry_counts",
+    "retry_tally",
     "suspended",
 ]
 
@@ -346,6 +349,9 @@ def guard_spec(spec: object, what: str) -> object:
 # FOLD_AT are pending. This runs whatever hooks are installed.
 
 _tally: deque[tuple[str, int, type[BaseException] | None]] = deque()
+retry_tally = _tally
+"""Pending retries as ``(name, failed attempt, exception class)``: a retry policy appends
+here directly (what :func:`count_retry` does) and calls :func:`fold_retries` at ``FOLD_AT``."""
 _retry_counts: Counter[tuple[str, int, type[BaseException] | None]] = Counter()
 _tally_lock = threading.Lock()
 FOLD_AT = 1024
@@ -356,6 +362,9 @@ def _fold_retries() -> None:
     with _tally_lock:
         # all in C: popleft n times (starmap) straight into Counter.update's counting loop
         _retry_counts.update(starmap(_tally.popleft, repeat((), len(_tally))))
+
+
+fold_retries = _fold_retries
 
 
 def count_retry(name: str, attempt: int, exc_type: type[BaseException] | None) -> None:

@@ -31,12 +31,14 @@ from resilient._core import events as _hooks
 from resilient._core.blocking import warn_if_on_loop
 from resilient._core.classify import (
     _TRANSIENT,
+    ErrorCategory,
     is_transient,
     plain_category,
     proves_not_sent,
     retry_after,
 )
 from resilient._core.deadline import seconds_of
+from resilient._core.events import retry_tally as _retry_tally
 from resilient._core.exceptions import CircuitOpenError, RiskLimitError
 from resilient._core.wrapping import (
     Layer,
@@ -280,9 +282,19 @@ class _State:
         self.fn = fn
         self.args = args
         self.kwargs = kwargs
-        self.start_time = _clock._current.monotonic() if start is None else start
+        # read only by deadlines, strategies and events: taken when first read (started())
+        self.start_time = _NOT_READ if start is None else start
         self.attempt_number = 1
         self.wait = 0.0  # before the next attempt
+
+    def started(self) -> float:
+        """When the call started (its first failure when nothing needed the time before)."""
+        if self.start_time == _NOT_READ:
+            self.start_time = _clock._current.monotonic()
+        return self.start_time
+
+
+_NOT_READ = float("-inf")
 
 
 class _FullState(_State):
@@ -382,12 +394,21 @@ class _RetryPolicy:
         """After a failed attempt: the call's state, with the wait before the next attempt
         (``None`` to give up). ``state`` is ``None``, or the call's start time when strategies
         read it, until the first failure builds the state."""
-        if isinstance(exc, _NEVER_RETRIED):
+        # A plain built-in error is decided by its type alone (and is never an open circuit
+        # or a refused order): asked once here instead of by each later question.
+        plain = plain_category(exc)
+        if plain is None and isinstance(exc, _NEVER_RETRIED):
             self.failed(exc, state)
             return None
         if not isinstance(state, _State):  # the first failure: only now is anything built
             state = self.new_state(self.fn, args, kwargs, state)
-        wait = self.decide(exc, state, args, kwargs)
+        try:  # as decide(), without its call: this is the failure path's hot spot
+            wait = self._decide(exc, plain, state, args, kwargs)
+        except _GiveUp:
+            wait = None
+        except Exception as err:
+            _hooks.report_callback_failure(f"retry {self.name!r}: deciding on", type(exc), err)
+            wait = None
         if wait is None:
             self.failed(exc, state)
             return None
@@ -433,7 +454,7 @@ class _RetryPolicy:
         while deciding (a user strategy or predicate that raises, an exception whose
         attributes raise) gives up: the attempt's own error is then raised as it is."""
         try:
-            return self._decide(exc, state, args, kwargs)
+            return self._decide(exc, plain_category(exc), state, args, kwargs)
         except _GiveUp:
             return None
         except Exception as err:
@@ -443,15 +464,13 @@ class _RetryPolicy:
     def _decide(
         self,
         exc: BaseException,
+        plain: ErrorCategory | None,
         state: _State,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> float | None:
         if not switches.retry_enabled:
             return None
-        # A plain built-in error is decided by its type alone and carries no Retry-After:
-        # asked once here instead of again by is_transient and retry_after.
-        plain = plain_category(exc)
         if plain is not None and self.by_default:
             if plain not in _TRANSIENT:
                 return None
@@ -494,7 +513,7 @@ class _RetryPolicy:
                 wait = server_wait
             limit = _deadline._deadline.get()
             if self.deadline is not None:
-                own = state.start_time + self.deadline
+                own = state.started() + self.deadline
                 limit = own if limit is None or own < limit else limit
             if limit is not None and _clock._current.monotonic() + wait >= limit:
                 return None
@@ -510,14 +529,16 @@ class _RetryPolicy:
                     self.name,
                     exc,
                     attempt=attempt,
-                    elapsed=_clock._current.monotonic() - state.start_time,
+                    elapsed=_clock._current.monotonic() - state.started(),
                 )
             return None
         if custom:
             full.idle_for += wait
         # Counted here rather than by a hook: with only the default hooks installed (and
         # logging off) a retry then builds no event object at all.
-        _hooks.count_retry(self.name, attempt, exc.__class__)
+        _retry_tally.append((self.name, attempt, exc.__class__))  # count_retry(), inlined
+        if len(_retry_tally) >= _hooks.FOLD_AT:
+            _hooks.fold_retries()
         if _hooks.retry_hooks:
             _hooks.event(
                 _hooks.EventKind.RETRY,
@@ -525,7 +546,7 @@ class _RetryPolicy:
                 exc,
                 attempt=attempt,
                 wait=wait,
-                elapsed=_clock._current.monotonic() - state.start_time,
+                elapsed=_clock._current.monotonic() - state.started(),
             )
         return wait
 
@@ -548,7 +569,7 @@ class _RetryPolicy:
             if isinstance(state, _State):
                 attempt, elapsed = (
                     state.attempt_number,
-                    _clock._current.monotonic() - state.start_time,
+                    _clock._current.monotonic() - state.started(),
                 )
             else:
                 attempt, elapsed = 1, 0.0
