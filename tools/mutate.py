@@ -35,26 +35,26 @@ ROOT = Path(__file__).resolve().parent.parent
 TARGETS: dict[str, list[str]] = {
     # The most targeted file first: with -x a killed mutant stops at its first failure.
     "resilient/trading/_risk.py": [
-        "tests/test_risk_states.py",
-        "tests/test_risk_boundaries.py",
-        "tests/test_risk.py",
-        "tests/test_trading_money.py",
+        "tests/trading/test_risk_states.py",
+        "tests/trading/test_risk_boundaries.py",
+        "tests/trading/test_risk.py",
+        "tests/trading/test_trading_money.py",
     ],
     "resilient/trading/_orders.py": [
-        "tests/test_orders_reading.py",
-        "tests/test_risk_boundaries.py",
-        "tests/test_trading_orders.py",
-        "tests/test_trading_money.py",
+        "tests/trading/test_orders_reading.py",
+        "tests/trading/test_risk_boundaries.py",
+        "tests/trading/test_trading_orders.py",
+        "tests/trading/test_trading_money.py",
     ],
     "resilient/_policies/breaker_window.py": [
-        "tests/test_breaker_window.py",
-        "tests/test_breaker.py",
-        "tests/test_breaker_model.py",
+        "tests/policies/test_breaker_window.py",
+        "tests/policies/test_breaker.py",
+        "tests/policies/test_breaker_model.py",
     ],
-    "resilient/_policies/retry.py": ["tests/test_retry_policies.py", "tests/test_retry.py"],
+    "resilient/_policies/retry.py": ["tests/policies/test_retry_policies.py", "tests/policies/test_retry.py"],
     "resilient/_core/classify.py": [
-        "tests/test_errors_classify_edges.py",
-        "tests/test_errors_classify.py",
+        "tests/core/test_errors_classify_edges.py",
+        "tests/core/test_errors_classify.py",
     ],
 }
 

@@ -25,7 +25,7 @@ from resilient._core.sanitize import mask_url, sanitize, sanitize_obj
 from resilient.config import ConfigManager, current_config, switches
 from resilient.config._schema import SECTIONS
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NOWHERE = Path("/nonexistent-resilient-dir")
 # dynaconf's converter tokens: the class of directive prefixes.
 DIRECTIVES = (

@@ -87,7 +87,7 @@ def test_total_outage_across_processes_stays_within_the_ratio(redis_url: str) ->
     """4 processes sharing one Redis, each 10 requests a second for 6 s, every attempt failing,
     default budget settings: at most 1.3 attempts per request across the cluster (one floor
     of 10 retries a second for the cluster still allowed 1.5-1.6)."""
-    sys.path.insert(0, str(Path(__file__).parent / "faults"))
+    sys.path.insert(0, str(Path(__file__).parents[1] / "faults"))
     from _counts_worker import count_worker
 
     workers = 4

@@ -16,7 +16,7 @@ from resilient import ConfigError
 from resilient.config import Config, current_config
 from resilient.streams import MarketCalendar, StreamSupervisor, stream_settings
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def with_streams(section: dict[str, Any]) -> Config:

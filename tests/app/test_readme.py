@@ -20,7 +20,7 @@ from resilient.http import create_app
 from resilient.integration import ResilienceFactory
 from resilient.testing import zero_wait_retries
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 

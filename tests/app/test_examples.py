@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SCRIPTS = sorted(p for p in EXAMPLES.glob("*.py") if not p.name.startswith("test_"))
 USER_TESTS = sorted(EXAMPLES.glob("test_*.py"))
 SLOW = {"demo.py", "trading_loop.py"}  # about 10 s and 2 s

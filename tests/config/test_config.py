@@ -26,7 +26,7 @@ from resilient.config import (
     switches,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 GUIDE_YAML = """\
 # config/config.production.yaml
 resilience:
