@@ -61,7 +61,7 @@ def redis_url() -> str:
 @pytest.fixture(autouse=True)
 def _isolated_state() -> Iterator[None]:
     """Every test starts with fresh breakers, health registry, error counts and metrics."""
-    from resilient.testing._isolation import isolated_state
+    from resilient.testing import isolated_state
 
     with isolated_state():
         yield

@@ -51,7 +51,10 @@ TARGETS: dict[str, list[str]] = {
         "tests/policies/test_breaker.py",
         "tests/policies/test_breaker_model.py",
     ],
-    "resilient/_policies/retry.py": ["tests/policies/test_retry_policies.py", "tests/policies/test_retry.py"],
+    "resilient/_policies/retry.py": [
+        "tests/policies/test_retry_policies.py",
+        "tests/policies/test_retry.py",
+    ],
     "resilient/_core/classify.py": [
         "tests/core/test_errors_classify_edges.py",
         "tests/core/test_errors_classify.py",

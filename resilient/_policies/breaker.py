@@ -1008,7 +1008,10 @@ class Breaker(pybreaker.CircuitBreaker):
                 if not (cb._fast and sw.breaker_enabled):
                     admitted = cb._begin(exclude, layer)
                     if isinstance(admitted, CircuitOpenError):
-                        raise admitted
+                        try:  # no cycle through this frame: a rejection leaves no garbage
+                            raise admitted
+                        finally:
+                            del admitted
                     return await cb._guarded_async(admitted, afn, *args, **kwargs)
                 try:
                     result = await afn(*args, **kwargs)
@@ -1031,7 +1034,10 @@ class Breaker(pybreaker.CircuitBreaker):
             if not (cb._fast and sw.breaker_enabled):
                 admitted = cb._begin(exclude, layer)
                 if isinstance(admitted, CircuitOpenError):
-                    raise admitted
+                    try:  # no cycle through this frame: a rejection leaves no garbage
+                        raise admitted
+                    finally:
+                        del admitted
                 return cb._guarded_sync(admitted, fn, *args, **kwargs)
             try:
                 result = fn(*args, **kwargs)

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from resilient import FakeClock
-from resilient._core.classify import classify, proves_not_sent, retry_after
+from resilient import FakeClock, classify
+from resilient.errors import proves_not_sent, retry_after
 from resilient.testing import (
     FAULT_KINDS,
     Fault,

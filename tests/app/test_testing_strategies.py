@@ -7,7 +7,7 @@ import contextlib
 import pytest
 from hypothesis import find, given, settings
 
-from resilient._core.classify import is_transient
+from resilient.errors import is_transient
 from resilient.testing import (
     FAULT_KINDS,
     Fault,

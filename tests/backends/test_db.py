@@ -14,9 +14,8 @@ import pytest
 from sqlalchemy import event, text
 from sqlalchemy.exc import IntegrityError
 
-from resilient import PolicyEvent, add_hook
+from resilient import ErrorCategory, PolicyEvent, add_hook, classify
 from resilient._core import log as _logging
-from resilient._core.classify import ErrorCategory, classify
 from resilient.config import Config, current_config
 from resilient.db import Database, get_database
 from resilient.errors import tracker

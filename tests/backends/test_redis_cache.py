@@ -22,7 +22,15 @@ import redis.asyncio as aioredis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from resilient import fallback, register_cache_type
+from resilient import (
+    FakeClock,
+    FallbackCache,
+    fallback,
+    get_fallback_cache,
+    register_cache_type,
+    set_fallback_cache,
+    use_clock,
+)
 from resilient._backends.redis import (
     RedisCache,
     close_workers,
@@ -30,8 +38,6 @@ from resilient._backends.redis import (
     make_redis_client,
     register_health_checks,
 )
-from resilient._core.clock import FakeClock, use_clock
-from resilient._policies.cache import FallbackCache, get_fallback_cache, set_fallback_cache
 from resilient.health import HealthRegistry
 from resilient.testing.faults import FaultProxy
 from resilient.testing.servers import free_port
@@ -46,7 +52,7 @@ def _workers() -> Iterator[None]:
 @pytest.fixture
 def log_lines() -> Iterator[list[str]]:
     """The package's log lines while the test runs."""
-    from resilient._core.log import disable_logging, enable_logging
+    from resilient import disable_logging, enable_logging
 
     lines: list[str] = []
     enable_logging("DEBUG", json_lines=False, sink=lines.append)

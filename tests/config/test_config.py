@@ -12,9 +12,8 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from resilient import ConfigError
+from resilient import ConfigError, sanitize
 from resilient._cli import main as cli_main
-from resilient._core.sanitize import sanitize
 from resilient.config import (
     DEFAULTS_FILE,
     ConfigManager,

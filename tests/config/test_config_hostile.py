@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from resilient import ConfigError
+from resilient import ConfigError, sanitize
 from resilient._cli import main as cli_main
-from resilient._core.sanitize import mask_url, sanitize, sanitize_obj
+from resilient._core.sanitize import mask_url, sanitize_obj
 from resilient.config import ConfigManager, current_config, switches
 from resilient.config._schema import SECTIONS
 
@@ -734,7 +734,7 @@ def test_huge_number_in_a_file_names_the_file(tmp_path: Path, fmt: str) -> None:
 )
 def test_service_booleans_from_variables(word: str, expected: bool) -> None:
     """services.<name>.resilience_enabled from a variable takes the same spellings."""
-    from resilient.trading._settings import service_settings
+    from resilient.trading import service_settings
 
     cfg = load("staging", AI_TRADER_SERVICES__MAIN__RESILIENCE_ENABLED=word).load_config()
     assert service_settings(cfg, "main").resilience_enabled is expected

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from resilient import CircuitOpenError, breaker, breakers, fallback
-from resilient._core.classify import ErrorCategory, classify, is_transient
+from resilient import CircuitOpenError, ErrorCategory, breaker, breakers, classify, fallback
 from resilient.config import Config, current_config
 from resilient.db import Database, register_health_checks
+from resilient.errors import is_transient
 from resilient.health import AlertManager, HealthOrchestrator, HealthRegistry
 from resilient.testing.faults import FaultProxy
 from resilient.testing.servers import PostgresServer

@@ -13,11 +13,18 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from resilient import CircuitOpenError, breaker, breakers, fallback
+from resilient import (
+    CircuitOpenError,
+    breaker,
+    breakers,
+    fallback,
+    get_fallback_cache,
+    set_fallback_cache,
+)
 from resilient._backends.redis import RedisCache
 from resilient._backends.shared_state import RedisSharedState
 from resilient._policies.breaker_storage import get_shared_backend, set_shared_backend
-from resilient._policies.cache import cache_key, get_fallback_cache, set_fallback_cache
+from resilient._policies.cache import cache_key
 from resilient.testing.faults import FaultProxy
 from resilient.testing.servers import RedisServer
 

@@ -11,11 +11,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from resilient import FakeClock, disable_logging, enable_logging, use_clock
-from resilient._core.context import current_correlation_id
-from resilient._core.events import EventKind, PolicyEvent, emit
+from resilient import EventKind, FakeClock, PolicyEvent, disable_logging, enable_logging, use_clock
+from resilient._core.events import emit
 from resilient._core.sanitize import register_secret
-from resilient.errors import ErrorCategory, ErrorTracker, correlation_id, record_error, tracker
+from resilient.errors import (
+    ErrorCategory,
+    ErrorTracker,
+    correlation_id,
+    current_correlation_id,
+    record_error,
+    tracker,
+)
 
 
 @pytest.fixture(autouse=True)

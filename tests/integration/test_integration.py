@@ -17,8 +17,7 @@ from resilient import RiskLimitError, TradingDisabledError
 from resilient._demo_services import SimulatedBroker, SimulatedFeed, VendorHTTPError
 from resilient.config import Config, ConfigManager, current_config, reload_config
 from resilient.integration import ResilienceFactory
-from resilient.testing import zero_wait_retries
-from resilient.testing._isolation import reset_state
+from resilient.testing import reset_state, zero_wait_retries
 from resilient.trading import (
     OrderStatusUnknown,
     PaperBroker,

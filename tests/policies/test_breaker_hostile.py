@@ -16,6 +16,7 @@ from _policy_support import MODES, Script, invoke, make
 
 from resilient import (
     CircuitOpenError,
+    EventKind,
     FakeClock,
     breaker,
     breakers,
@@ -23,7 +24,6 @@ from resilient import (
     enable_logging,
     get_breaker,
 )
-from resilient._core.events import EventKind
 
 
 @pytest.fixture

@@ -243,7 +243,7 @@ def test_memory_cache_is_bounded(clock: FakeClock) -> None:
 @pytest.fixture
 def log_lines() -> Any:
     """The package's log lines while the test runs."""
-    from resilient._core.log import disable_logging, enable_logging
+    from resilient import disable_logging, enable_logging
 
     lines: list[str] = []
     enable_logging("DEBUG", json_lines=False, sink=lines.append)

@@ -403,7 +403,7 @@ _values = st.one_of(
 def test_retry_after_parsing_never_overflows(value: object, as_header: bool) -> None:
     """Any attribute or header value parses to None or a non-negative number (inf allowed),
     never raising."""
-    from resilient._core.classify import retry_after
+    from resilient.errors import retry_after
 
     if as_header:
         headers = {"Retry-After": value if isinstance(value, str | bytes) else str(value)}

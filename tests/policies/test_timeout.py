@@ -80,7 +80,7 @@ def test_sync_call_returns_result_and_errors() -> None:
 
         @timeout(2.0)
         def work(x: int) -> str:
-            from resilient._core.context import current_correlation_id
+            from resilient.errors import current_correlation_id
 
             if x < 0:
                 raise ValueError("negative")

@@ -13,8 +13,7 @@ from _budget import examples
 from hypothesis import given
 from hypothesis import strategies as st
 
-from resilient import CircuitOpenError, FakeClock
-from resilient._policies.breaker import breaker, breakers
+from resilient import CircuitOpenError, FakeClock, breaker, breakers
 from resilient.testing import (
     Fault,
     FlakyService,

@@ -14,10 +14,8 @@ from _budget import examples
 from hypothesis import given
 from hypothesis import strategies as st
 
-from resilient import CircuitOpenError, resilient
-from resilient._policies.breaker import breakers
+from resilient import CircuitOpenError, breakers, fallback, fallback_status, resilient
 from resilient._policies.cache import UnkeyableError, cache_key, cache_key_or_none
-from resilient._policies.fallback import fallback, fallback_status
 from resilient.testing import (
     FlakyService,
     Outcome,

@@ -14,8 +14,7 @@ from _budget import examples
 from hypothesis import given
 from hypothesis import strategies as st
 
-from resilient._policies.breaker import breaker, breakers
-from resilient._policies.fallback import fallback
+from resilient import breaker, breakers, fallback
 from resilient.health import AlertManager, AlertRule, CheckResult, HealthRegistry, HealthStatus
 from resilient.health._registry import STOP_GRACE
 from resilient.health._sources import policy_components

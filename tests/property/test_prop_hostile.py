@@ -15,17 +15,10 @@ from _budget import examples
 from hypothesis import given
 from hypothesis import strategies as st
 
-from resilient import CircuitOpenError, add_hook, retry
-from resilient._core.classify import (
-    MAX_CHAIN,
-    _chain,
-    classify,
-    is_transient,
-    proves_not_sent,
-    retry_after,
-)
+from resilient import CircuitOpenError, add_hook, breaker, breakers, classify, retry
+from resilient._core.classify import MAX_CHAIN, _chain
 from resilient._core.events import category_of
-from resilient._policies.breaker import breaker, breakers
+from resilient.errors import is_transient, proves_not_sent, retry_after
 from resilient.testing import use_fake_clock, zero_wait_retries
 
 _names = itertools.count()

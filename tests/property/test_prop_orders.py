@@ -15,11 +15,9 @@ from _budget import examples
 from hypothesis import given
 from hypothesis import strategies as st
 
-from resilient import RiskLimitError, resilient
-from resilient._core.classify import is_transient, proves_not_sent
-from resilient._policies.breaker import breakers
-from resilient._policies.retry import retry
+from resilient import RiskLimitError, breakers, resilient, retry
 from resilient.config import current_config
+from resilient.errors import is_transient, proves_not_sent
 from resilient.testing import (
     FaultSchedule,
     FlakyService,

@@ -10,9 +10,9 @@ from _budget import examples
 from hypothesis import given
 from hypothesis import strategies as st
 
-from resilient import FakeClock
-from resilient._core.classify import is_transient, retry_after
-from resilient._policies.retry import retry, zero_wait
+from resilient import FakeClock, retry
+from resilient._policies.retry import zero_wait
+from resilient.errors import is_transient, retry_after
 from resilient.testing import (
     Call,
     FaultSchedule,

@@ -8,9 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from resilient import RiskLimitError
-from resilient._core.clock import get_clock
-from resilient._core.exceptions import TradingDisabledError
+from resilient import RiskLimitError, TradingDisabledError, get_clock
 from resilient.config import current_config
 from resilient.trading._freshness import TimedPrice
 from resilient.trading._orders import OrderIntent

@@ -18,8 +18,7 @@ from resilient import RiskLimitError, TradingDisabledError
 from resilient.config import Config, current_config
 from resilient.health import HealthRegistry
 from resilient.integration import ResilienceFactory
-from resilient.testing import zero_wait_retries
-from resilient.testing._isolation import reset_state
+from resilient.testing import reset_state, zero_wait_retries
 from resilient.trading import PaperBroker
 from resilient.trading._methods import SDK_VOCABULARY, guess_kind
 
@@ -688,7 +687,7 @@ async def test_cancel_goes_to_the_paper_broker_while_trading_on_paper() -> None:
 async def test_cancel_attempted_while_the_circuit_is_open() -> None:
     """Reads opened the circuit; a cancel is still attempted (and recorded), a read is not."""
     import resilient
-    from resilient._instrument.stats import stats
+    from resilient.health import stats
 
     svc = name()
     config = make_config(live=True, paper=False, services={svc: {"failure_threshold": 2}})
@@ -828,8 +827,7 @@ def test_ccxt_exception_classes(cls: str, category: str, not_sent: bool) -> None
     request was not executed."""
     import ccxt
 
-    from resilient._core.classify import proves_not_sent
-    from resilient.errors import classify
+    from resilient.errors import classify, proves_not_sent
 
     exc = getattr(ccxt, cls)("binance {}")
     assert str(classify(exc)) == category

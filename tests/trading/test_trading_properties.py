@@ -20,8 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import resilient
-from resilient import RiskLimitError
-from resilient._core.clock import FakeClock, get_clock, use_clock
+from resilient import FakeClock, RiskLimitError, get_clock, use_clock
 from resilient._demo_services import VendorHTTPError
 from resilient.config import current_config
 from resilient.trading import OrderStatusUnknown

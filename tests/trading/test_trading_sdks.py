@@ -19,8 +19,7 @@ from resilient import RiskLimitError, TradingDisabledError
 from resilient.config import Config, current_config
 from resilient.health import HealthRegistry
 from resilient.integration import ResilienceFactory
-from resilient.testing import zero_wait_retries
-from resilient.testing._isolation import reset_state
+from resilient.testing import reset_state, zero_wait_retries
 
 alpaca_trading = pytest.importorskip("alpaca.trading")
 ccxt = pytest.importorskip("ccxt")
