@@ -60,9 +60,10 @@ _POSITIVE |= {"alert_after", "failure_threshold", "reset_timeout"}
 _CALENDAR_KEYS = {"timezone", "sessions", "holidays"}
 
 
-def _check(key: str, typ: type, raw: Any) -> tuple[Any, str | None, str]:
-    """``(value, None, "")`` or ``(None, rule, fix)``."""
-    name = key.rsplit(".", 1)[-1]
+def _check(key: str, typ: type, raw: Any, setting: str = "") -> tuple[Any, str | None, str]:
+    """``(value, None, "")`` or ``(None, rule, fix)``; ``setting`` is the option's name
+    (default: the last part of ``key``), which picks its rules."""
+    name = setting or key.rsplit(".", 1)[-1]
     if typ is bool:
         if isinstance(raw, bool):
             return raw, None, ""
@@ -136,7 +137,7 @@ def stream_settings(config: Config, name: str, **overrides: Any) -> StreamSettin
         if key == "calendar" and isinstance(value, MarketCalendar):
             values[key] = value
             continue
-        checked, rule, fix = _check(f"stream {name!r}: {key}", typ, value)
+        checked, rule, fix = _check(f"stream {name!r}: {key}", typ, value, key)
         if rule is not None:
             raise ValueError(f"stream {name!r}: {key} {rule} ({fix})")
         values[key] = checked
