@@ -268,13 +268,6 @@ def installed() -> Telemetry | None:
     return _installed
 
 
-def _telemetry(what: str) -> Telemetry:
-    telemetry = _installed
-    if telemetry is None:
-        raise RuntimeError(f"{what}: call resilient.otel.install() first")
-    return telemetry
-
-
 def traced(
     name: str | None = None, *, operation: str | None = None
 ) -> Callable[[Callable[P, R]], Callable[P, R]]:
