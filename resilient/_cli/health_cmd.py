@@ -8,16 +8,27 @@ import contextlib
 import json
 import os
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from resilient import db as _db
 from resilient._backends import redis as _redis
+from resilient._core.extras import missing_extra
 from resilient._core.sanitize import sanitize, sanitize_obj
 from resilient.config import current_config
 from resilient.health import CheckResult, HealthOrchestrator, HealthStatus, registry
 
 if TYPE_CHECKING:
     from resilient.health import CheckResult, HealthRegistry
+
+_db: ModuleType | None
+_db_missing: BaseException | None = None
+try:
+    from resilient import db as _db
+except ImportError as exc:  # a broken install: the report says so rather than a traceback
+    _db = None
+    _db_missing = (
+        missing_extra(exc, "the database") if isinstance(exc, ModuleNotFoundError) else exc
+    )
 
 EXIT_CODES = {"healthy": 0, "degraded": 1, "unhealthy": 2}
 
@@ -74,17 +85,21 @@ async def _attach_data_layer(stack: list[Any]) -> None:
     The database and any stand-in for a failed start go on ``stack``; their ``close()``
     unregisters them again.
     """
-    sqlite_result = _sqlite_file_result()
-    try:
-        if sqlite_result is not None:
-            stack.append(_Component(registry, "database", sqlite_result))
-        else:
-            db = _db.get_database()
-            await db.start(register_health=True)
-            stack.append(db)
-    except Exception as exc:  # a missing driver (the `db` extra) included: report, not crash
-        result = CheckResult(HealthStatus.UNHEALTHY, _failure_detail(exc))
+    if _db is None:
+        result = CheckResult(HealthStatus.UNHEALTHY, _failure_detail(_db_missing or ImportError()))
         stack.append(_Component(registry, "database", result))
+    else:
+        sqlite_result = _sqlite_file_result()
+        try:
+            if sqlite_result is not None:
+                stack.append(_Component(registry, "database", sqlite_result))
+            else:
+                db = _db.get_database()
+                await db.start(register_health=True)
+                stack.append(db)
+        except Exception as exc:  # a missing driver (the `db` extra): reported, not raised
+            result = CheckResult(HealthStatus.UNHEALTHY, _failure_detail(exc))
+            stack.append(_Component(registry, "database", result))
     try:
         _redis.register_health_checks(registry)
     except Exception as exc:

@@ -7,6 +7,7 @@ import importlib
 import io
 import json
 import os
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -363,16 +364,25 @@ def test_closed_output_pipe_exits_0_quietly(
     assert target.read_bytes() == b""
 
 
-def test_health_with_a_broken_database_layer_is_unhealthy(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_health_with_a_broken_database_layer_is_unhealthy(tmp_path: Path) -> None:
     """A database module that cannot be imported (a broken install) is reported, not hidden."""
-    monkeypatch.chdir(tmp_path)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(sys.modules, "resilient.db", None)
-        code = main(["health", "--json"])
-    data = json.loads(capsys.readouterr().out)
-    assert code == 2
+    code = (
+        "import sys; sys.modules['resilient.db'] = None\n"
+        "from resilient._cli import main\n"
+        "sys.exit(main(['health', '--json']))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AI_TRADER_")}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    data = json.loads(done.stdout)
+    assert done.returncode == 2, done.stderr
     database = data["components"]["database"]
     assert database["status"] == "unhealthy"
     assert database["detail"].startswith("ModuleNotFoundError: ")
