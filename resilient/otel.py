@@ -388,13 +388,19 @@ def _spanned(
         afn = cast("Callable[..., Awaitable[Any]]", fn)
 
         async def acall(*args: Any, **kwargs: Any) -> Any:
-            with opened():
+            scope = opened()
+            if scope is _OFF:  # not installed: no context manager on the call's path
+                return await afn(*args, **kwargs)
+            with scope:
                 return await afn(*args, **kwargs)
 
         return cast("Callable[P, R]", _copy_meta(acall, fn))
 
     def call(*args: Any, **kwargs: Any) -> Any:
-        with opened():
+        scope = opened()
+        if scope is _OFF:
+            return fn(*args, **kwargs)
+        with scope:
             return fn(*args, **kwargs)
 
     return cast("Callable[P, R]", _copy_meta(call, fn))
